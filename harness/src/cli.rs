@@ -1,0 +1,48 @@
+//! Command-line options.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::local::Instances;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "harness",
+    version,
+    about = "Spins the reference system up, drives load through the gateway, injects faults and proves invariants"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start the whole system on the local backend and keep it up until Ctrl-C or SIGTERM.
+    Up(UpArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Instances per service, e.g. `order=2,inventory=2,payment=2` (default 1 each).
+    #[arg(long, default_value = "", value_parser = Instances::parse)]
+    pub instances: Instances,
+
+    /// Write the gateway URL, tokens and process list as JSON to this file.
+    #[arg(long)]
+    pub env_file: Option<PathBuf>,
+
+    /// Keep databases, broker data and logs in this directory (kept afterwards) instead of a
+    /// temporary one (removed on exit).
+    #[arg(long)]
+    pub run_dir: Option<PathBuf>,
+
+    /// Per-step timeout of the order saga, in milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    pub saga_step_timeout_ms: u64,
+
+    /// Use the service binaries next to this one as they are, without `cargo build`.
+    #[arg(long)]
+    pub no_build: bool,
+}

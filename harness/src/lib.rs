@@ -1,0 +1,101 @@
+//! The harness: runs the reference system and proves what happens to it.
+//!
+//! Today it brings the system up on the local backend (`harness up`): the embedded Kafka broker
+//! and every service instance as child processes on 127.0.0.1, each service with its own SQLite
+//! file in a run directory, seeded with products and customers, with tokens issued for them.
+//! Load, chaos and checks build on [`local::LocalEnvironment`] and [`client::ApiClient`].
+//!
+//! # Layout
+//! - [`cli`]: command-line options.
+//! - [`local`]: the local backend: binaries, supervised processes, start-up order, faults.
+//! - [`seed`]: the data every environment starts with, and the identity provider issuing tokens.
+//! - [`client`]: a typed client of the gateway's API.
+//!
+//! Exit codes: 0 success, 1 a check failed, 2 the run itself could not happen.
+
+pub mod cli;
+pub mod client;
+pub mod local;
+pub mod seed;
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context;
+
+use crate::cli::{Cli, Command, UpArgs};
+use crate::local::{LocalEnvironment, LocalOptions};
+
+/// Exit code when the run itself could not happen (bad input, environment failed to start).
+pub const EXIT_CANNOT_RUN: u8 = 2;
+
+/// Runs a parsed command line and returns the process exit code.
+pub fn run(cli: Cli) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_CANNOT_RUN);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Up(args) => up(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_CANNOT_RUN)
+        }
+    }
+}
+
+async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let options = LocalOptions {
+        instances: args.instances,
+        run_dir: args.run_dir,
+        saga_step_timeout_ms: args.saga_step_timeout_ms,
+        build: !args.no_build,
+    };
+    let shutdown = platform::shutdown::install(false);
+    let env = tokio::select! {
+        env = LocalEnvironment::start(options) => env.context("starting the local environment")?,
+        _ = shutdown.cancelled() => {
+            eprintln!("interrupted during start-up; everything started so far was stopped");
+            return Ok(ExitCode::from(EXIT_CANNOT_RUN));
+        }
+    };
+    let elapsed = started.elapsed();
+    let info = env.info();
+    if let Some(path) = &args.env_file {
+        let json = serde_json::to_string_pretty(&info).context("serializing the env file")?;
+        std::fs::write(path, json)
+            .with_context(|| format!("writing the env file {}", path.display()))?;
+    }
+    println!("ready in {:.2} s", elapsed.as_secs_f64());
+    println!("gateway:        {}", info.gateway_url);
+    println!("run dir:        {}", info.run_dir);
+    for p in &info.processes {
+        println!(
+            "  {:<14} pid {:<7} {}",
+            p.name,
+            p.pid,
+            p.url.as_deref().unwrap_or(&p.addr)
+        );
+    }
+    println!("customer token: {}", info.customer_token);
+    println!("admin token:    {}", info.admin_token);
+    if let Some(path) = &args.env_file {
+        println!("env file:       {}", path.display());
+    }
+    println!("press Ctrl-C to stop");
+    shutdown.cancelled().await;
+    println!("stopping...");
+    let stopped = Instant::now();
+    env.stop().await;
+    println!("stopped in {:.2} s", stopped.elapsed().as_secs_f64());
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,102 @@
+//! Finding (and, from a source checkout, building) the binaries the local backend runs.
+//!
+//! The services are separate binaries, not modules of the harness: a kill -9 must hit one
+//! instance only, and the broker's SQLite (libsql) must not share a binary with sqlx's. They
+//! live next to the harness in cargo's target directory. When the harness runs from a checkout
+//! (`cargo run -p harness`), it asks cargo to build them first with the same profile; cargo does
+//! nothing when they are fresh, and so an edited service is never run stale.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+
+pub const BROKER: &str = "embedded-broker";
+pub const GATEWAY: &str = "gateway";
+pub const ORDER: &str = "order-service";
+pub const INVENTORY: &str = "inventory-service";
+pub const PAYMENT: &str = "payment-service";
+const ALL: [&str; 5] = [BROKER, GATEWAY, ORDER, INVENTORY, PAYMENT];
+
+/// Where the binaries are.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    dir: PathBuf,
+}
+
+impl Binaries {
+    /// Locates the binaries next to the running executable (or one level up, for test binaries
+    /// in `target/<profile>/deps`), building them first when `build` is set and we run from a
+    /// cargo target directory of this workspace.
+    pub async fn locate(build: bool) -> anyhow::Result<Self> {
+        let exe = std::env::current_exe().context("finding the harness executable")?;
+        let mut dir = exe
+            .parent()
+            .context("the harness executable has no parent directory")?
+            .to_path_buf();
+        if dir.file_name().is_some_and(|n| n == "deps")
+            && let Some(parent) = dir.parent()
+        {
+            dir = parent.to_path_buf();
+        }
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let from_checkout = workspace.join("Cargo.toml").exists()
+            && dir
+                .parent()
+                .is_some_and(|p| p.ends_with("target") || p.join("CACHEDIR.TAG").exists());
+        let missing = || ALL.iter().any(|b| !dir.join(b).exists());
+        if (build || missing()) && from_checkout {
+            cargo_build(&workspace, &dir).await?;
+        }
+        if missing() {
+            let names: Vec<&str> = ALL
+                .iter()
+                .copied()
+                .filter(|b| !dir.join(b).exists())
+                .collect();
+            bail!(
+                "missing binaries {} in {}: build them with `cargo build --bins -p gateway -p \
+                 order-service -p inventory-service -p payment-service -p embedded-broker`",
+                names.join(", "),
+                dir.display()
+            );
+        }
+        Ok(Self { dir })
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+async fn cargo_build(workspace: &Path, target_profile_dir: &Path) -> anyhow::Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let release = target_profile_dir
+        .file_name()
+        .is_some_and(|n| n == "release");
+    let mut cmd = tokio::process::Command::new(cargo);
+    cmd.arg("build")
+        .arg("--quiet")
+        .arg("--manifest-path")
+        .arg(workspace.join("Cargo.toml"));
+    if release {
+        cmd.arg("--release");
+    }
+    for b in ALL {
+        cmd.arg("--bin").arg(b);
+    }
+    if let Some(target_dir) = target_profile_dir.parent() {
+        cmd.env("CARGO_TARGET_DIR", target_dir);
+    }
+    eprintln!(
+        "building service binaries (cargo build{})...",
+        if release { " --release" } else { "" }
+    );
+    let status = cmd
+        .status()
+        .await
+        .context("running cargo to build the service binaries")?;
+    if !status.success() {
+        bail!("cargo build of the service binaries failed ({status})");
+    }
+    Ok(())
+}

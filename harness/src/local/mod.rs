@@ -1,0 +1,533 @@
+//! The local backend: the whole system as child processes on 127.0.0.1.
+//!
+//! Start-up order: the broker; then the first instance of inventory, payment and order in
+//! parallel (each runs its own migrations; the other instances of a service start after the
+//! first, so two never migrate one SQLite file at once); the gateway; then seeding through the
+//! gateway's admin API. Every instance gets a fixed port chosen up front, so a killed instance
+//! restarts where the gateway expects it. If anything fails half way, everything started so far
+//! is stopped before the error is returned.
+
+pub mod binaries;
+pub mod process;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use nix::sys::signal::Signal;
+use serde::Serialize;
+
+use self::binaries::Binaries;
+use self::process::{Spec, Supervised, free_port};
+use crate::seed::{IdentityProvider, Seed};
+
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// The services that can have several instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Service {
+    Inventory,
+    Payment,
+    Order,
+}
+
+impl Service {
+    pub const ALL: [Service; 3] = [Service::Inventory, Service::Payment, Service::Order];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Inventory => "inventory",
+            Self::Payment => "payment",
+            Self::Order => "order",
+        }
+    }
+
+    fn binary(self) -> &'static str {
+        match self {
+            Self::Inventory => binaries::INVENTORY,
+            Self::Payment => binaries::PAYMENT,
+            Self::Order => binaries::ORDER,
+        }
+    }
+}
+
+/// Instance counts, parsed from `order=2,inventory=2,payment=2`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Instances {
+    pub order: usize,
+    pub inventory: usize,
+    pub payment: usize,
+}
+
+impl Default for Instances {
+    fn default() -> Self {
+        Self {
+            order: 1,
+            inventory: 1,
+            payment: 1,
+        }
+    }
+}
+
+impl Instances {
+    pub const MAX: usize = 8;
+
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let mut out = Self::default();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (name, n) = part
+                .split_once('=')
+                .ok_or_else(|| format!("{part:?}: expected SERVICE=COUNT, e.g. order=2"))?;
+            let n: usize = n
+                .trim()
+                .parse()
+                .map_err(|_| format!("{part:?}: {n:?} is not a number"))?;
+            if n == 0 || n > Self::MAX {
+                return Err(format!(
+                    "{part:?}: the count must be between 1 and {}",
+                    Self::MAX
+                ));
+            }
+            match name.trim() {
+                "order" => out.order = n,
+                "inventory" => out.inventory = n,
+                "payment" => out.payment = n,
+                other => {
+                    return Err(format!(
+                        "{other:?} is not a service; expected order, inventory or payment"
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn of(&self, s: Service) -> usize {
+        match s {
+            Service::Order => self.order,
+            Service::Inventory => self.inventory,
+            Service::Payment => self.payment,
+        }
+    }
+}
+
+impl fmt::Display for Instances {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "order={},inventory={},payment={}",
+            self.order, self.inventory, self.payment
+        )
+    }
+}
+
+/// How to start the local environment.
+#[derive(Debug, Clone)]
+pub struct LocalOptions {
+    pub instances: Instances,
+    /// Keep state here instead of a temporary directory.
+    pub run_dir: Option<PathBuf>,
+    pub saga_step_timeout_ms: u64,
+    /// Run `cargo build` for the service binaries first (from a checkout).
+    pub build: bool,
+}
+
+impl Default for LocalOptions {
+    fn default() -> Self {
+        Self {
+            instances: Instances::default(),
+            run_dir: None,
+            saga_step_timeout_ms: 5000,
+            build: true,
+        }
+    }
+}
+
+/// What `--env-file` contains.
+#[derive(Debug, Clone, Serialize)]
+pub struct EnvInfo {
+    pub gateway_url: String,
+    pub customer_token: String,
+    pub admin_token: String,
+    /// A customer whose credit limit makes nearly every order decline.
+    pub declining_customer_token: String,
+    pub kafka_brokers: String,
+    pub run_dir: String,
+    pub customers: Vec<crate::seed::CustomerInfo>,
+    pub products: Vec<crate::seed::ProductInfo>,
+    pub processes: Vec<ProcessInfo>,
+    pub jwt_public_key_pem: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProcessInfo {
+    pub name: String,
+    pub pid: u32,
+    pub addr: String,
+    pub url: Option<String>,
+    pub log: String,
+}
+
+enum RunDir {
+    Temp(tempfile::TempDir),
+    Kept(PathBuf),
+}
+
+impl RunDir {
+    fn path(&self) -> &Path {
+        match self {
+            Self::Temp(t) => t.path(),
+            Self::Kept(p) => p,
+        }
+    }
+}
+
+/// A running local environment. Dropping it kills every process; [`LocalEnvironment::stop`]
+/// stops them gracefully.
+pub struct LocalEnvironment {
+    // Field order matters on drop: processes die before the run directory is removed.
+    processes: Vec<Supervised>,
+    idp: IdentityProvider,
+    seed: Seed,
+    gateway_url: String,
+    kafka_brokers: String,
+    run_dir: RunDir,
+}
+
+impl LocalEnvironment {
+    /// Starts everything and waits until the gateway is ready and the data is seeded.
+    pub async fn start(options: LocalOptions) -> anyhow::Result<Self> {
+        let binaries = Binaries::locate(options.build).await?;
+        let run_dir = match &options.run_dir {
+            Some(p) => {
+                std::fs::create_dir_all(p)
+                    .with_context(|| format!("creating run dir {}", p.display()))?;
+                RunDir::Kept(p.canonicalize()?)
+            }
+            None => RunDir::Temp(
+                tempfile::Builder::new()
+                    .prefix("harness-run-")
+                    .tempdir()
+                    .context("creating a temporary run dir")?,
+            ),
+        };
+        for sub in ["logs", "ready", "data"] {
+            std::fs::create_dir_all(run_dir.path().join(sub))?;
+        }
+        let idp = IdentityProvider::new()?;
+        let mut env = Self {
+            processes: Vec::new(),
+            idp,
+            seed: Seed::standard(),
+            gateway_url: String::new(),
+            kafka_brokers: String::new(),
+            run_dir,
+        };
+        // On error `env` drops here, which kills whatever was started.
+        env.boot(&binaries, &options).await?;
+        Ok(env)
+    }
+
+    async fn boot(&mut self, bin: &Binaries, options: &LocalOptions) -> anyhow::Result<()> {
+        let dir = self.run_dir.path().to_path_buf();
+        let secret = hex_secret();
+
+        let broker_port = free_port()?;
+        self.kafka_brokers = format!("127.0.0.1:{broker_port}");
+        let broker = Spec {
+            name: "broker".into(),
+            program: bin.path(binaries::BROKER),
+            args: vec![
+                "--listen".into(),
+                self.kafka_brokers.clone(),
+                "--data-dir".into(),
+                dir.join("data/broker").display().to_string(),
+                "--exit-on-stdin-eof".into(),
+                "--ready-file".into(),
+                dir.join("ready/broker.json").display().to_string(),
+            ],
+            env: BTreeMap::new(),
+            ready_file: dir.join("ready/broker.json"),
+            log_file: dir.join("logs/broker.log"),
+        };
+        let i = self.launch(broker)?;
+        self.processes[i].wait_ready(READY_TIMEOUT).await?;
+
+        let mut urls: BTreeMap<Service, Vec<String>> = BTreeMap::new();
+        let mut later = Vec::new();
+        let mut first = Vec::new();
+        for service in Service::ALL {
+            for n in 1..=options.instances.of(service) {
+                let port = free_port()?;
+                let name = format!("{}#{n}", service.name());
+                let file = format!("{}-{n}", service.name());
+                let mut env = BTreeMap::new();
+                env.insert("BIND_ADDR".into(), format!("127.0.0.1:{port}"));
+                env.insert("INSTANCE_ID".into(), name.clone());
+                env.insert("SERVICE_TOKEN_SECRET".into(), secret.clone());
+                env.insert(
+                    "DATABASE_URL".into(),
+                    format!(
+                        "sqlite://{}",
+                        dir.join(format!("data/{}.db", service.name())).display()
+                    ),
+                );
+                env.insert("KAFKA_BROKERS".into(), self.kafka_brokers.clone());
+                if service == Service::Order {
+                    env.insert(
+                        "SAGA_STEP_TIMEOUT_MS".into(),
+                        options.saga_step_timeout_ms.to_string(),
+                    );
+                }
+                urls.entry(service)
+                    .or_default()
+                    .push(format!("http://127.0.0.1:{port}"));
+                let spec = Spec {
+                    name,
+                    program: bin.path(service.binary()),
+                    args: vec![],
+                    env,
+                    ready_file: dir.join(format!("ready/{file}.json")),
+                    log_file: dir.join(format!("logs/{file}.log")),
+                };
+                if n == 1 {
+                    first.push(spec)
+                } else {
+                    later.push(spec)
+                }
+            }
+        }
+        for batch in [first, later] {
+            let idx: Vec<usize> = batch
+                .into_iter()
+                .map(|s| self.launch(s))
+                .collect::<anyhow::Result<_>>()?;
+            // All of the batch are already starting, so waiting in turn takes as long as the
+            // slowest one.
+            for i in idx {
+                self.processes[i].wait_ready(READY_TIMEOUT).await?;
+            }
+        }
+
+        let gateway_port = free_port()?;
+        let mut env = BTreeMap::new();
+        env.insert("BIND_ADDR".into(), format!("127.0.0.1:{gateway_port}"));
+        env.insert("INSTANCE_ID".into(), "gateway#1".into());
+        env.insert("SERVICE_TOKEN_SECRET".into(), secret.clone());
+        env.insert(
+            "JWT_PUBLIC_KEY_PEM".into(),
+            self.idp.public_key_pem().to_string(),
+        );
+        env.insert("JWT_ISSUER".into(), crate::seed::ISSUER.into());
+        env.insert("JWT_AUDIENCE".into(), crate::seed::AUDIENCE.into());
+        for (service, var) in [
+            (Service::Order, "ORDER_URLS"),
+            (Service::Inventory, "INVENTORY_URLS"),
+            (Service::Payment, "PAYMENT_URLS"),
+        ] {
+            env.insert(
+                var.into(),
+                urls.get(&service).map(|u| u.join(",")).unwrap_or_default(),
+            );
+        }
+        let gateway = Spec {
+            name: "gateway#1".into(),
+            program: bin.path(binaries::GATEWAY),
+            args: vec![],
+            env,
+            ready_file: dir.join("ready/gateway-1.json"),
+            log_file: dir.join("logs/gateway-1.log"),
+        };
+        let i = self.launch(gateway)?;
+        let addr = self.processes[i].wait_ready(READY_TIMEOUT).await?;
+        self.gateway_url = format!("http://{addr}");
+
+        let client = crate::client::ApiClient::new(&self.gateway_url)?;
+        client
+            .wait_ready(READY_TIMEOUT)
+            .await
+            .context("waiting for the gateway to be ready")?;
+        let admin = self.idp.admin_token()?;
+        self.seed
+            .apply(&client, &admin)
+            .await
+            .context("seeding products and customers through the gateway")?;
+        Ok(())
+    }
+
+    fn launch(&mut self, spec: Spec) -> anyhow::Result<usize> {
+        let p = Supervised::spawn(spec)?;
+        self.processes.push(p);
+        Ok(self.processes.len() - 1)
+    }
+
+    pub fn gateway_url(&self) -> &str {
+        &self.gateway_url
+    }
+
+    pub fn kafka_brokers(&self) -> &str {
+        &self.kafka_brokers
+    }
+
+    pub fn run_dir(&self) -> &Path {
+        self.run_dir.path()
+    }
+
+    pub fn identity(&self) -> &IdentityProvider {
+        &self.idp
+    }
+
+    pub fn seed(&self) -> &Seed {
+        &self.seed
+    }
+
+    /// A client of the gateway.
+    pub fn client(&self) -> anyhow::Result<crate::client::ApiClient> {
+        crate::client::ApiClient::new(&self.gateway_url)
+    }
+
+    /// Names of all processes (`broker`, `order#1`, `gateway#1`, ...).
+    pub fn process_names(&self) -> Vec<String> {
+        self.processes.iter().map(|p| p.spec.name.clone()).collect()
+    }
+
+    fn process(&mut self, name: &str) -> anyhow::Result<&mut Supervised> {
+        let names = self.process_names();
+        self.processes
+            .iter_mut()
+            .find(|p| p.spec.name == name)
+            .with_context(|| format!("no process named {name:?}; there are {}", names.join(", ")))
+    }
+
+    /// SIGKILL one instance (it stays down until [`Self::restart`]).
+    pub async fn kill(&mut self, name: &str) -> anyhow::Result<()> {
+        self.process(name)?.kill().await;
+        Ok(())
+    }
+
+    /// Starts a killed or stopped instance again on the same port and waits until it is ready.
+    pub async fn restart(&mut self, name: &str) -> anyhow::Result<()> {
+        let p = self.process(name)?;
+        if p.is_running() {
+            bail!("{name} is still running; kill or stop it first");
+        }
+        p.respawn()?;
+        p.wait_ready(READY_TIMEOUT).await?;
+        Ok(())
+    }
+
+    /// SIGSTOP one instance: it holds its connections but answers nothing.
+    pub fn pause(&mut self, name: &str) -> anyhow::Result<()> {
+        self.process(name)?.signal(Signal::SIGSTOP)
+    }
+
+    /// SIGCONT a paused instance.
+    pub fn resume(&mut self, name: &str) -> anyhow::Result<()> {
+        self.process(name)?.signal(Signal::SIGCONT)
+    }
+
+    /// Graceful stop of one instance (SIGTERM).
+    pub async fn stop_instance(&mut self, name: &str) -> anyhow::Result<()> {
+        self.process(name)?.stop(STOP_GRACE).await;
+        Ok(())
+    }
+
+    /// What `--env-file` holds.
+    pub fn info(&self) -> EnvInfo {
+        let customers = self.seed.customer_infos(&self.idp);
+        let token_of = |id: &str| {
+            customers
+                .iter()
+                .find(|c| c.customer_id == id)
+                .map(|c| c.token.clone())
+                .unwrap_or_default()
+        };
+        EnvInfo {
+            gateway_url: self.gateway_url.clone(),
+            customer_token: token_of(crate::seed::GOOD_CUSTOMER),
+            admin_token: self.idp.admin_token().unwrap_or_default(),
+            declining_customer_token: token_of(crate::seed::DECLINING_CUSTOMER),
+            kafka_brokers: self.kafka_brokers.clone(),
+            run_dir: self.run_dir.path().display().to_string(),
+            products: self.seed.product_infos(),
+            customers,
+            processes: self
+                .processes
+                .iter()
+                .map(|p| ProcessInfo {
+                    name: p.spec.name.clone(),
+                    pid: p.pid().unwrap_or_default(),
+                    addr: p.addr.map(|a| a.to_string()).unwrap_or_default(),
+                    url: p
+                        .addr
+                        .filter(|_| p.spec.name != "broker")
+                        .map(|a| format!("http://{a}")),
+                    log: p.spec.log_file.display().to_string(),
+                })
+                .collect(),
+            jwt_public_key_pem: self.idp.public_key_pem().to_string(),
+        }
+    }
+
+    /// Stops everything gracefully, in reverse start order (gateway first, broker last).
+    pub async fn stop(mut self) {
+        while let Some(mut p) = self.processes.pop() {
+            p.stop(STOP_GRACE).await;
+        }
+    }
+}
+
+fn hex_secret() -> String {
+    let bytes: [u8; 32] = rand_bytes();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn rand_bytes() -> [u8; 32] {
+    let a = uuid::Uuid::new_v4();
+    let b = uuid::Uuid::new_v4();
+    let mut out = [0u8; 32];
+    out[..16].copy_from_slice(a.as_bytes());
+    out[16..].copy_from_slice(b.as_bytes());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_counts_parse_and_default_to_one() {
+        assert_eq!(Instances::parse("").unwrap(), Instances::default());
+        let i = Instances::parse("order=2, payment=3").unwrap();
+        assert_eq!((i.order, i.inventory, i.payment), (2, 1, 3));
+        assert_eq!(i.to_string(), "order=2,inventory=1,payment=3");
+    }
+
+    #[test]
+    fn bad_instance_counts_say_what_was_wrong() {
+        assert!(
+            Instances::parse("order")
+                .unwrap_err()
+                .contains("SERVICE=COUNT")
+        );
+        assert!(
+            Instances::parse("order=x")
+                .unwrap_err()
+                .contains("not a number")
+        );
+        assert!(
+            Instances::parse("order=0")
+                .unwrap_err()
+                .contains("between 1")
+        );
+        assert!(
+            Instances::parse("shipping=2")
+                .unwrap_err()
+                .contains("not a service")
+        );
+    }
+}

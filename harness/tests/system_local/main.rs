@@ -1,0 +1,10 @@
+//! System tests on the local backend: the broker and every service as real processes, SQLite
+//! files, the real Kafka protocol. Each test starts its own environment (a few seconds), so they
+//! are the slow part of `cargo test`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod auth;
+mod helpers;
+mod recovery;
+mod redelivery;
+mod saga;

@@ -1,0 +1,413 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Starts the real `embedded-broker` binary and talks to it with rdkafka.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fs::File,
+    io::Read as _,
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Child, ChildStdin, Command, ExitStatus, Stdio},
+    time::{Duration, Instant},
+};
+
+use embedded_broker::{ReadyInfo, client_settings};
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
+use rdkafka::{
+    ClientConfig, Message as _, Offset, TopicPartitionList,
+    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
+    client::DefaultClientContext,
+    consumer::{CommitMode, Consumer as _, StreamConsumer},
+    producer::{FutureProducer, FutureRecord},
+};
+
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+const CONSUME_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A running broker process. Dropping it kills and reaps the process, so a failed
+/// assertion never leaves a broker behind.
+struct BrokerProcess {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    ready: ReadyInfo,
+    log: PathBuf,
+}
+
+impl BrokerProcess {
+    fn start(data_dir: &Path, port: u16, run_dir: &Path) -> Self {
+        let ready_file = run_dir.join("broker.ready.json");
+        let log = run_dir.join(format!("broker-{}.log", unique()));
+        let log_file = File::create(&log).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_embedded-broker"))
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--ready-file")
+            .arg(&ready_file)
+            .arg("--exit-on-stdin-eof")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn embedded-broker");
+        let stdin = child.stdin.take();
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let ready = loop {
+            if let Ok(text) = std::fs::read_to_string(&ready_file)
+                && let Ok(ready) = serde_json::from_str::<ReadyInfo>(&text)
+                && ready.pid == child.id()
+            {
+                break ready;
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!(
+                    "broker exited before becoming ready ({status}); log:\n{}",
+                    read_log(&log)
+                );
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("broker not ready after {READY_TIMEOUT:?}; log:\n{}", read_log(&log));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert_eq!(ready.addr, format!("127.0.0.1:{port}"));
+        Self {
+            child,
+            stdin,
+            ready,
+            log,
+        }
+    }
+
+    fn addr(&self) -> &str {
+        &self.ready.addr
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    fn terminate(mut self) -> ExitStatus {
+        kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM).unwrap();
+        self.wait_exit()
+    }
+
+    /// Closes the broker's stdin and waits for it to exit.
+    fn close_stdin(mut self) -> ExitStatus {
+        drop(self.stdin.take());
+        self.wait_exit()
+    }
+
+    fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "broker did not exit; log:\n{}",
+                read_log(&self.log)
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn read_log(path: &Path) -> String {
+    let mut text = String::new();
+    if let Ok(mut file) = File::open(path) {
+        let _ = file.read_to_string(&mut text);
+    }
+    text
+}
+
+fn unique() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+fn producer(addr: &str) -> FutureProducer {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", addr);
+    for (key, value) in client_settings::PRODUCER {
+        config.set(*key, *value);
+    }
+    config.create().unwrap()
+}
+
+fn consumer(addr: &str, group: &str) -> StreamConsumer {
+    consumer_with(addr, group, &[])
+}
+
+fn consumer_with(addr: &str, group: &str, overrides: &[(&str, &str)]) -> StreamConsumer {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", addr).set("group.id", group);
+    for (key, value) in client_settings::CONSUMER.iter().chain(overrides) {
+        config.set(*key, *value);
+    }
+    config.create().unwrap()
+}
+
+async fn create_topic(addr: &str, topic: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .create()
+        .unwrap();
+    let results = admin
+        .create_topics(
+            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await
+        .unwrap();
+    for result in results {
+        result.unwrap();
+    }
+}
+
+async fn produce(producer: &FutureProducer, topic: &str, key: &str, payload: &str) -> (i32, i64) {
+    let delivery = producer
+        .send(
+            FutureRecord::to(topic).key(key).payload(payload),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(err, _)| err)
+        .unwrap();
+    (delivery.partition, delivery.offset)
+}
+
+/// A received message: (partition, offset, key, payload).
+type Received = (i32, i64, String, String);
+
+async fn recv(consumer: &StreamConsumer, timeout: Duration) -> Option<Received> {
+    match tokio::time::timeout(timeout, consumer.recv()).await {
+        Err(_) => None,
+        Ok(message) => {
+            let message = message.unwrap();
+            Some((
+                message.partition(),
+                message.offset(),
+                String::from_utf8(message.key().unwrap().to_vec()).unwrap(),
+                String::from_utf8(message.payload().unwrap().to_vec()).unwrap(),
+            ))
+        }
+    }
+}
+
+/// Receives until `n` messages arrived, failing after [`CONSUME_TIMEOUT`].
+async fn recv_n(consumer: &StreamConsumer, n: usize) -> Vec<Received> {
+    let deadline = Instant::now() + CONSUME_TIMEOUT;
+    let mut received = Vec::new();
+    while received.len() < n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match recv(consumer, left).await {
+            Some(message) => received.push(message),
+            None => panic!(
+                "received {} of {n} messages in {CONSUME_TIMEOUT:?}",
+                received.len()
+            ),
+        }
+    }
+    received
+}
+
+/// Committed offsets of `group` for the partitions of `topic`, as seen by a fresh client.
+fn committed(addr: &str, group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, Offset> {
+    let consumer = consumer(addr, group);
+    let mut tpl = TopicPartitionList::new();
+    for partition in 0..partitions {
+        tpl.add_partition(topic, partition);
+    }
+    consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap()
+        .elements()
+        .iter()
+        .map(|elem| (elem.partition(), elem.offset()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_and_committed_offsets_survive_a_restart() {
+    let run_dir = tempfile::tempdir().unwrap();
+    let data_dir = run_dir.path().join("data");
+    let port = free_port();
+    let topic = "orders";
+    let group = "order-workers";
+
+    let broker = BrokerProcess::start(&data_dir, port, run_dir.path());
+    let addr = broker.addr().to_owned();
+    create_topic(&addr, topic, 3).await;
+
+    let producer = producer(&addr);
+    let mut sent = BTreeMap::new();
+    for i in 0..30 {
+        let key = format!("key-{i}");
+        let payload = format!("payload-{i}");
+        let (partition, offset) = produce(&producer, topic, &key, &payload).await;
+        assert!(
+            sent.insert((partition, offset), (key, payload)).is_none(),
+            "duplicate offset"
+        );
+    }
+    let used: BTreeSet<i32> = sent.keys().map(|(partition, _)| *partition).collect();
+    assert!(used.len() > 1, "30 keys all went to one partition: {used:?}");
+
+    let worker = consumer(&addr, group);
+    worker.subscribe(&[topic]).unwrap();
+    let received = recv_n(&worker, 30).await;
+    for (partition, offset, key, payload) in &received {
+        assert_eq!(
+            sent.get(&(*partition, *offset)),
+            Some(&(key.clone(), payload.clone()))
+        );
+    }
+    let unique: BTreeSet<(i32, i64)> = received.iter().map(|(p, o, _, _)| (*p, *o)).collect();
+    assert_eq!(unique.len(), 30, "duplicates received");
+    worker.commit_consumer_state(CommitMode::Sync).unwrap();
+    drop(worker);
+
+    let mut expected_committed = BTreeMap::new();
+    for (partition, offset) in sent.keys() {
+        let next = expected_committed.entry(*partition).or_insert(0);
+        *next = (*next).max(offset + 1);
+    }
+    let before: BTreeMap<i32, i64> = committed(&addr, group, topic, 3)
+        .into_iter()
+        .filter_map(|(partition, offset)| offset.to_raw().map(|raw| (partition, raw)))
+        .filter(|(_, raw)| *raw >= 0)
+        .collect();
+    assert_eq!(before, expected_committed);
+    drop(producer);
+
+    let status = broker.terminate();
+    assert!(status.success(), "SIGTERM should stop cleanly: {status}");
+    assert!(
+        !run_dir.path().join("broker.ready.json").exists(),
+        "ready file removed on clean shutdown"
+    );
+
+    // Same data dir and port: everything is still there.
+    let broker = BrokerProcess::start(&data_dir, port, run_dir.path());
+    let addr = broker.addr().to_owned();
+
+    let after: BTreeMap<i32, i64> = committed(&addr, group, topic, 3)
+        .into_iter()
+        .filter_map(|(partition, offset)| offset.to_raw().map(|raw| (partition, raw)))
+        .filter(|(_, raw)| *raw >= 0)
+        .collect();
+    assert_eq!(after, expected_committed, "committed offsets survive restart");
+
+    let auditor = consumer(&addr, &format!("auditor-{}", unique()));
+    auditor.subscribe(&[topic]).unwrap();
+    let replayed = recv_n(&auditor, 30).await;
+    let replayed: BTreeMap<(i32, i64), (String, String)> = replayed
+        .into_iter()
+        .map(|(p, o, k, v)| ((p, o), (k, v)))
+        .collect();
+    assert_eq!(replayed, sent, "all messages survive restart");
+    drop(auditor);
+
+    let producer = self::producer(&addr);
+    let (new_partition, new_offset) = produce(&producer, topic, "key-new", "after-restart").await;
+    assert_eq!(
+        new_offset,
+        expected_committed.get(&new_partition).copied().unwrap_or(0),
+        "offsets continue after restart"
+    );
+
+    let worker = consumer(&addr, group);
+    worker.subscribe(&[topic]).unwrap();
+    let first = recv(&worker, CONSUME_TIMEOUT)
+        .await
+        .expect("the message produced after restart");
+    assert_eq!(
+        first,
+        (
+            new_partition,
+            new_offset,
+            "key-new".to_owned(),
+            "after-restart".to_owned()
+        ),
+        "the group resumes from its committed offsets"
+    );
+    // Nothing already committed comes afterwards either.
+    assert_eq!(recv(&worker, Duration::from_millis(500)).await, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_stdin_stops_the_broker() {
+    let run_dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(&run_dir.path().join("data"), free_port(), run_dir.path());
+    let status = broker.close_stdin();
+    assert!(status.success(), "stdin EOF should stop cleanly: {status}");
+}
+
+#[test]
+fn uncreatable_data_dir_is_a_config_error() {
+    let run_dir = tempfile::tempdir().unwrap();
+    let file = run_dir.path().join("not-a-dir");
+    std::fs::write(&file, b"").unwrap();
+    let data_dir = file.join("data");
+    let output = Command::new(env!("CARGO_BIN_EXE_embedded-broker"))
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&data_dir.display().to_string()),
+        "error names the path: {stderr}"
+    );
+}
+
+#[test]
+fn bad_flag_is_a_config_error() {
+    let output = Command::new(env!("CARGO_BIN_EXE_embedded-broker"))
+        .arg("--no-such-flag")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--no-such-flag"), "{stderr}");
+}
+
+#[test]
+fn port_in_use_is_a_runtime_error() {
+    let run_dir = tempfile::tempdir().unwrap();
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let output = Command::new(env!("CARGO_BIN_EXE_embedded-broker"))
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data-dir")
+        .arg(run_dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&format!("127.0.0.1:{port}")), "{stderr}");
+}

@@ -1,0 +1,111 @@
+//! The API gateway: the one door into the system.
+//!
+//! Clients call `/api/...` with a user token (an EdDSA JWT from the identity provider). The
+//! gateway verifies it and the caller's role, then forwards the request, `/api` stripped, to an
+//! instance of the service that owns the path, with a short-lived service token in place of the
+//! user's. Services trust only service tokens, so nothing reaches them around the gateway. The
+//! gateway keeps no state beyond a round-robin counter per service: no database, no Kafka.
+//!
+//! # Layout
+//! - [`config`]: environment variables, validated before binding (exit 64 when bad).
+//! - [`routes`]: the route table, which service owns a path and who may call it.
+//! - [`proxy`]: authentication at the edge, instance choice with failover, forwarding.
+//! - [`error`]: the gateway's error responses (401, 403, 404, 413, 502, 504).
+//! - [`router`] and [`Application`]: wiring and serving.
+
+pub mod config;
+pub mod error;
+pub mod proxy;
+pub mod routes;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::Uri;
+use axum::routing::any;
+use platform::http::{Server, health_routes, with_common_layers, write_ready_file};
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+pub use error::GatewayError;
+pub use proxy::AppState;
+
+use crate::routes::ROUTES;
+
+/// Every `/api` route of [`ROUTES`], the health routes, and a JSON 404 for everything else.
+pub fn router(state: AppState) -> Router {
+    let api = ROUTES
+        .iter()
+        .copied()
+        .fold(Router::new(), |router, route| {
+            router.route(
+                route.path,
+                any(move |State(state): State<AppState>, req: Request| {
+                    proxy::forward(state, route, req)
+                }),
+            )
+        })
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(state.max_body_bytes()))
+        .with_state(state.clone());
+    let health = health_routes(move || {
+        let state = state.clone();
+        async move { state.ready() }
+    });
+    with_common_layers(api.merge(health))
+}
+
+async fn not_found(uri: Uri) -> GatewayError {
+    GatewayError::NotFound(uri.path().to_string())
+}
+
+/// The gateway, bound and ready to serve.
+pub struct Application {
+    server: Server,
+    addr: SocketAddr,
+    router: Router,
+    drain_timeout: Duration,
+}
+
+impl Application {
+    /// Builds the shared state, binds, and announces the address in `READY_FILE` when set.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let state = AppState::new(&config).context("building the gateway state")?;
+        let server = Server::bind(config.common.bind_addr)
+            .await
+            .with_context(|| format!("binding {}", config.common.bind_addr))?;
+        let addr = server.local_addr().context("reading the bound address")?;
+        if let Some(path) = &config.common.ready_file {
+            write_ready_file(path, addr)
+                .with_context(|| format!("writing the ready file {}", path.display()))?;
+        }
+        tracing::info!(%addr, "listening");
+        Ok(Self {
+            server,
+            addr,
+            router: router(state),
+            drain_timeout: config.common.shutdown_timeout,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Serves until `shutdown` is cancelled, then drains in-flight requests within the bound.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        self.server
+            .serve(self.router, shutdown, self.drain_timeout)
+            .await
+            .context("serving HTTP")?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}

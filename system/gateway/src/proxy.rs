@@ -1,0 +1,372 @@
+//! Forwarding: authenticate the user at the edge, pick an instance, call it with a service token,
+//! hand its answer back.
+//!
+//! Instances of a service are taken round-robin. A failed *connect* moves on to the next instance
+//! for every method, because nothing reached the service; any later failure does not, because the
+//! service may have acted on the request (a retried `POST /orders` without an idempotency key
+//! could place two orders).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header, request::Parts};
+use axum::response::{IntoResponse, Response};
+use contracts::domain::Role;
+use platform::auth::{AuthError, ServiceAuth, UserTokenVerifier, bearer};
+use platform::http::{IDEMPOTENCY_KEY, REQUEST_ID};
+use tokio::time::Instant;
+
+use crate::config::Config;
+use crate::error::GatewayError;
+use crate::routes::{API_PREFIX, Access, Route, Service};
+
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+
+/// The `sub` of service tokens for calls made without a user token (the public catalog).
+pub const ANONYMOUS_SUBJECT: &str = "anonymous";
+
+/// Request headers the services get from the client; everything else stays at the edge, above
+/// all the user's `Authorization`.
+const FORWARDED_REQUEST_HEADERS: [HeaderName; 5] = [
+    REQUEST_ID,
+    IDEMPOTENCY_KEY,
+    header::CONTENT_TYPE,
+    header::ACCEPT,
+    TRACEPARENT,
+];
+
+/// Response headers the client gets from the service. `retry-after` tells a load generator when a
+/// 503 is worth retrying.
+const RETURNED_RESPONSE_HEADERS: [HeaderName; 3] = [
+    header::CONTENT_TYPE,
+    IDEMPOTENT_REPLAYED,
+    header::RETRY_AFTER,
+];
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The instances of one service and where the round-robin stands.
+#[derive(Debug)]
+pub struct Upstream {
+    service: Service,
+    instances: Vec<String>,
+    next: AtomicUsize,
+}
+
+impl Upstream {
+    pub fn new(service: Service, instances: Vec<String>) -> Self {
+        Self {
+            service,
+            instances,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// The instances to try for one request: each once, starting at the next in turn.
+    fn attempt_order(&self) -> impl Iterator<Item = &str> {
+        let n = self.instances.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..n).map(move |i| self.instances[(start.wrapping_add(i)) % n].as_str())
+    }
+}
+
+/// What every request handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    verifier: UserTokenVerifier,
+    service_auth: ServiceAuth,
+    client: reqwest::Client,
+    order: Upstream,
+    inventory: Upstream,
+    payment: Upstream,
+    upstream_timeout: Duration,
+    max_body_bytes: usize,
+}
+
+impl AppState {
+    pub fn new(config: &Config) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            // The client decides what to do with a redirect, not the gateway.
+            .redirect(reqwest::redirect::Policy::none())
+            // Calls between our own services never go through an HTTP(S)_PROXY from the env.
+            .no_proxy()
+            .build()?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                verifier: config.user_token_verifier()?,
+                service_auth: ServiceAuth::new(
+                    config.common.secret_bytes(),
+                    crate::config::SERVICE_NAME,
+                ),
+                client,
+                order: Upstream::new(Service::Order, config.order_urls.clone()),
+                inventory: Upstream::new(Service::Inventory, config.inventory_urls.clone()),
+                payment: Upstream::new(Service::Payment, config.payment_urls.clone()),
+                upstream_timeout: config.upstream_timeout,
+                max_body_bytes: config.max_body_bytes,
+            }),
+        })
+    }
+
+    pub fn max_body_bytes(&self) -> usize {
+        self.inner.max_body_bytes
+    }
+
+    fn upstream(&self, service: Service) -> &Upstream {
+        match service {
+            Service::Order => &self.inner.order,
+            Service::Inventory => &self.inner.inventory,
+            Service::Payment => &self.inner.payment,
+        }
+    }
+
+    /// Ready when every service has an instance to send to. Deliberately no network call: a
+    /// readiness probe must stay cheap, and one slow service must not take the whole edge out.
+    pub fn ready(&self) -> Result<(), String> {
+        match Service::ALL
+            .into_iter()
+            .map(|s| self.upstream(s))
+            .find(|u| u.instances.is_empty())
+        {
+            Some(u) => Err(format!(
+                "no instance of the {} service is configured",
+                u.service
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Who a forwarded call is made for.
+#[derive(Debug)]
+struct Identity {
+    sub: String,
+    roles: Vec<Role>,
+}
+
+fn authenticate(
+    verifier: &UserTokenVerifier,
+    access: Access,
+    parts: &Parts,
+) -> Result<Identity, GatewayError> {
+    let token = match bearer(&parts.headers) {
+        Err(AuthError::Missing) if access.is_anonymous_ok(&parts.method) => {
+            return Ok(Identity {
+                sub: ANONYMOUS_SUBJECT.into(),
+                roles: Vec::new(),
+            });
+        }
+        other => other?,
+    };
+    let claims = verifier.verify(token).inspect_err(|e| {
+        tracing::debug!(reason = %e, "user token refused");
+    })?;
+    if !access.allows(&claims.roles) {
+        return Err(GatewayError::Forbidden(access.denial()));
+    }
+    Ok(Identity {
+        sub: claims.sub,
+        roles: claims.roles,
+    })
+}
+
+/// Forwards one request along `route`.
+#[tracing::instrument(skip_all, fields(service = %route.service, upstream = tracing::field::Empty))]
+pub async fn forward(
+    state: AppState,
+    route: Route,
+    req: Request,
+) -> Result<Response, GatewayError> {
+    let (parts, body) = req.into_parts();
+    let identity = authenticate(&state.inner.verifier, route.access, &parts)?;
+
+    let limit = state.inner.max_body_bytes;
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(GatewayError::PayloadTooLarge { limit });
+    }
+
+    let service = route.service;
+    let token = state
+        .inner
+        .service_auth
+        .issue(service.name(), &identity.sub, &identity.roles)
+        .map_err(|e| GatewayError::Internal(e.into()))?;
+    let headers = forwarded_headers(&parts.headers, &token)?;
+    let method = parts.method.clone();
+    let path_and_query = upstream_path_and_query(&parts);
+
+    // The router's `DefaultBodyLimit` bounds this read, chunked bodies included.
+    let body = Bytes::from_request(Request::from_parts(parts, body), &())
+        .await
+        .map_err(|rejection| {
+            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                GatewayError::PayloadTooLarge { limit }
+            } else {
+                GatewayError::BadRequest(rejection.body_text())
+            }
+        })?;
+
+    call(&state, service, method, &path_and_query, headers, body).await
+}
+
+fn upstream_path_and_query(parts: &Parts) -> String {
+    let path = parts.uri.path();
+    let path = path.strip_prefix(API_PREFIX).unwrap_or(path);
+    match parts.uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_string(),
+    }
+}
+
+fn forwarded_headers(incoming: &HeaderMap, token: &str) -> Result<HeaderMap, GatewayError> {
+    let mut headers = HeaderMap::new();
+    for name in FORWARDED_REQUEST_HEADERS {
+        for value in incoming.get_all(&name) {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    let authorization = HeaderValue::from_str(&format!("Bearer {token}"))
+        .map_err(|e| GatewayError::Internal(e.into()))?;
+    headers.insert(header::AUTHORIZATION, authorization);
+    Ok(headers)
+}
+
+async fn call(
+    state: &AppState,
+    service: Service,
+    method: Method,
+    path_and_query: &str,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, GatewayError> {
+    let deadline = Instant::now() + state.inner.upstream_timeout;
+    for base in state.upstream(service).attempt_order() {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(GatewayError::Timeout(service));
+        }
+        let sent = state
+            .inner
+            .client
+            .request(method.clone(), format!("{base}{path_and_query}"))
+            .headers(headers.clone())
+            .body(body.clone())
+            .timeout(remaining)
+            .send()
+            .await;
+        match sent {
+            Ok(response) => {
+                tracing::Span::current().record("upstream", base);
+                return relay(service, response, deadline).await;
+            }
+            // Checked before `is_timeout`: a connect timeout is both, and it is safe to go on.
+            Err(e) if e.is_connect() => {
+                tracing::warn!(upstream = base, error = %chain(&e), "cannot connect; trying the next instance");
+            }
+            Err(e) if e.is_timeout() => {
+                tracing::warn!(upstream = base, "upstream timed out");
+                return Err(GatewayError::Timeout(service));
+            }
+            Err(e) => {
+                tracing::warn!(upstream = base, error = %chain(&e), "upstream call failed");
+                return Err(GatewayError::BadUpstream(service));
+            }
+        }
+    }
+    Err(GatewayError::Unreachable(service))
+}
+
+async fn relay(
+    service: Service,
+    response: reqwest::Response,
+    deadline: Instant,
+) -> Result<Response, GatewayError> {
+    let status = response.status();
+    let mut headers = HeaderMap::new();
+    for name in RETURNED_RESPONSE_HEADERS {
+        if let Some(value) = response.headers().get(&name) {
+            headers.insert(name, value.clone());
+        }
+    }
+    let body = match tokio::time::timeout_at(deadline, response.bytes()).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(e)) if e.is_timeout() => return Err(GatewayError::Timeout(service)),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %chain(&e), "reading the upstream body failed");
+            return Err(GatewayError::BadUpstream(service));
+        }
+        Err(_) => return Err(GatewayError::Timeout(service)),
+    };
+    Ok((status, headers, Body::from(body)).into_response())
+}
+
+/// reqwest's `Display` stops at "error sending request"; the cause is further down.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_robin_starts_each_request_one_instance_further_and_tries_each_once() {
+        let upstream = Upstream::new(Service::Order, vec!["a".into(), "b".into(), "c".into()]);
+        let first: Vec<&str> = upstream.attempt_order().collect();
+        let second: Vec<&str> = upstream.attempt_order().collect();
+        assert_eq!(first, ["a", "b", "c"]);
+        assert_eq!(second, ["b", "c", "a"]);
+    }
+
+    #[test]
+    fn the_api_prefix_is_stripped_and_the_query_kept() {
+        let req = Request::builder()
+            .uri("/api/admin/payments?order_id=o-1&x=%20")
+            .body(())
+            .unwrap();
+        let (parts, ()) = req.into_parts();
+        assert_eq!(
+            upstream_path_and_query(&parts),
+            "/admin/payments?order_id=o-1&x=%20"
+        );
+    }
+
+    #[test]
+    fn the_users_authorization_never_leaves_the_edge() {
+        let mut incoming = HeaderMap::new();
+        incoming.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer user"),
+        );
+        incoming.insert(header::COOKIE, HeaderValue::from_static("s=1"));
+        incoming.insert(IDEMPOTENCY_KEY, HeaderValue::from_static("k-1"));
+        let out = forwarded_headers(&incoming, "svc").unwrap();
+        assert_eq!(out.get(header::AUTHORIZATION).unwrap(), "Bearer svc");
+        assert_eq!(out.get(IDEMPOTENCY_KEY).unwrap(), "k-1");
+        assert!(out.get(header::COOKIE).is_none());
+    }
+}

@@ -1,0 +1,14 @@
+//! The inventory service binary: configuration, logs and shutdown signal, then the library's
+//! [`Application`](inventory_service::Application).
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = match inventory_service::Config::from_env() {
+        Ok(c) => c,
+        Err(e) => platform::config::exit_on_config_error(&e),
+    };
+    platform::telemetry::init(inventory_service::SERVICE, &config.common.instance_id);
+    let shutdown = platform::shutdown::install(config.common.exit_on_stdin_eof);
+    let app = inventory_service::Application::build(config).await?;
+    app.run_until_stopped(shutdown).await
+}

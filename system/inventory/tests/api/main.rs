@@ -1,0 +1,8 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Integration tests of the inventory service, each run against SQLite and (when
+//! `TEST_POSTGRES_URL` is set) Postgres.
+
+mod catalog;
+mod commands;
+mod helpers;
+mod http;

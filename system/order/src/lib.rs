@@ -1,0 +1,279 @@
+//! The order service: orders, the orchestrated saga behind them, and the CQRS read model.
+//!
+//! `POST /orders` writes a PENDING order, its saga and a `ReserveStock` command in one
+//! transaction (transactional outbox). The saga, orchestrated here, then reacts to the inventory
+//! and payment services' events: reserve stock → authorize payment → commit stock and capture
+//! payment (CONFIRMED), or reject (REJECTED) or compensate (CANCELLED: release stock, void the
+//! payment). Step timeouts resend the idempotent command and eventually compensate. Every change
+//! of an order is published on `order.events`, from which the read model (`order_view`) is built;
+//! the customer-facing reads are served from that read model only.
+//!
+//! # Layout
+//! - [`saga`]: the saga as a pure state machine (`decide`), with its unit tests.
+//! - [`place`]: placing an order, with `Idempotency-Key` handling.
+//! - [`events`]: the consumer of `inventory.events` and `payment.events`, and the timeout loop.
+//! - [`projector`]: the consumer of `order.events` that maintains the read model.
+//! - [`store`]: the tables (`orders`, `sagas`, `idempotency_keys`, `order_view`).
+//! - [`api`]: the HTTP routes.
+//!
+//! Several instances may share one database: every write is one transaction with version checks,
+//! the outbox relay claims rows, and the timeout pass tolerates another instance racing it.
+
+pub mod api;
+pub mod events;
+pub mod place;
+pub mod projector;
+pub mod saga;
+pub mod store;
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use contracts::messages::topics;
+use platform::auth::ServiceAuth;
+use platform::config::{self, CommonConfig, ConfigError};
+use platform::db::Db;
+use platform::http::Server;
+use platform::messaging::consumer::{self, ConsumerSettings};
+use platform::messaging::kafka;
+use platform::messaging::outbox::Relay;
+use rdkafka::producer::FutureProducer;
+use sqlx::migrate::Migrator;
+use tokio_util::sync::CancellationToken;
+
+pub use api::{AppState, router};
+pub use saga::SagaPolicy;
+
+/// The service name: audience of its service tokens and default instance name.
+pub const SERVICE_NAME: &str = "order";
+
+pub const SAGA_STEP_TIMEOUT_MS: &str = "SAGA_STEP_TIMEOUT_MS";
+pub const SAGA_MAX_ATTEMPTS: &str = "SAGA_MAX_ATTEMPTS";
+
+/// The service's own migrations (the platform's outbox and inbox come with `Db::migrate`).
+pub static SQLITE: Migrator = sqlx::migrate!("migrations/sqlite");
+pub static POSTGRES: Migrator = sqlx::migrate!("migrations/postgres");
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub common: CommonConfig,
+    /// `DATABASE_URL`: `sqlite://PATH` or `postgres://...`.
+    pub database_url: String,
+    /// `KAFKA_BROKERS`: `host:port[,host:port]`.
+    pub kafka_brokers: String,
+    /// `SAGA_STEP_TIMEOUT_MS` (default 5000) and `SAGA_MAX_ATTEMPTS` (default 3).
+    pub saga: SagaPolicy,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let common = CommonConfig::from_env(SERVICE_NAME)?;
+        let database_url = config::required(
+            config::DATABASE_URL,
+            "the order database, sqlite://PATH or postgres://USER:PASS@HOST/DB",
+        )?;
+        let kafka_brokers =
+            config::required(config::KAFKA_BROKERS, "Kafka bootstrap servers, host:port")?;
+        let defaults = SagaPolicy::default();
+        let step_timeout_ms: i64 =
+            config::parse_or(SAGA_STEP_TIMEOUT_MS, defaults.step_timeout_ms)?;
+        if step_timeout_ms <= 0 {
+            return Err(ConfigError::Invalid {
+                var: SAGA_STEP_TIMEOUT_MS,
+                value: step_timeout_ms.to_string(),
+                reason: "must be a positive number of milliseconds".into(),
+            });
+        }
+        let max_attempts: i64 = config::parse_or(SAGA_MAX_ATTEMPTS, defaults.max_attempts)?;
+        if max_attempts < 1 {
+            return Err(ConfigError::Invalid {
+                var: SAGA_MAX_ATTEMPTS,
+                value: max_attempts.to_string(),
+                reason: "must be at least 1".into(),
+            });
+        }
+        Ok(Self {
+            common,
+            database_url,
+            kafka_brokers,
+            saga: SagaPolicy {
+                step_timeout_ms,
+                max_attempts,
+                // Resends of commands that must happen back off to at most a minute, or to the
+                // step timeout when that is longer.
+                max_backoff_ms: defaults.max_backoff_ms.max(step_timeout_ms),
+            },
+        })
+    }
+}
+
+/// A built service: database migrated, topics created, listener bound.
+pub struct Application {
+    config: Config,
+    db: Db,
+    server: Server,
+    addr: SocketAddr,
+    producer: FutureProducer,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let db = Db::connect(&config.database_url)
+            .await
+            .context("connecting to the database")?;
+        db.migrate(&SQLITE, &POSTGRES)
+            .await
+            .context("migrating the database")?;
+        kafka::ensure_topics(&config.kafka_brokers, &topics::all())
+            .await
+            .context("creating the Kafka topics")?;
+        let producer = kafka::producer(&config.kafka_brokers, &config.common.instance_id)
+            .context("creating the Kafka producer")?;
+        let server = Server::bind(config.common.bind_addr)
+            .await
+            .with_context(|| format!("binding {}", config.common.bind_addr))?;
+        let addr = server.local_addr().context("reading the bound address")?;
+        if let Some(path) = &config.common.ready_file {
+            platform::http::write_ready_file(path, addr)
+                .with_context(|| format!("writing the ready file {}", path.display()))?;
+        }
+        tracing::info!(%addr, "order service listening");
+        Ok(Self {
+            config,
+            db,
+            server,
+            addr,
+            producer,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves HTTP and runs the outbox relay, the saga consumer, the projector and the timeout
+    /// loop until `shutdown`; then drains them (bounded by `SHUTDOWN_TIMEOUT_MS`) and closes the
+    /// pool. A background loop that fails cancels `shutdown` so the process exits with its error.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let Self {
+            config,
+            db,
+            server,
+            producer,
+            ..
+        } = self;
+        let instance = config.common.instance_id.clone();
+        let relay = Relay::new(db.clone(), producer.clone(), instance.clone());
+        let waker = relay.waker();
+        let state = AppState::new(
+            db.clone(),
+            ServiceAuth::new(config.common.secret_bytes(), SERVICE_NAME),
+            config.saga,
+            waker.clone(),
+        );
+
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn({
+            let shutdown = shutdown.clone();
+            async move {
+                relay.run(shutdown).await;
+                Ok(())
+            }
+        });
+        let saga_settings = ConsumerSettings::new(
+            &config.kafka_brokers,
+            events::CONSUMER,
+            &instance,
+            &[topics::INVENTORY_EVENTS, topics::PAYMENT_EVENTS],
+        );
+        let saga_handler = events::SagaEventHandler {
+            db: db.clone(),
+            policy: config.saga,
+            relay: waker.clone(),
+        };
+        tasks.spawn(consume(
+            saga_settings,
+            saga_handler,
+            producer.clone(),
+            shutdown.clone(),
+        ));
+        let projector_settings = ConsumerSettings::new(
+            &config.kafka_brokers,
+            projector::CONSUMER,
+            &format!("{instance}/projector"),
+            &[topics::ORDER_EVENTS],
+        );
+        let projector_handler = projector::ProjectorHandler { db: db.clone() };
+        tasks.spawn(consume(
+            projector_settings,
+            projector_handler,
+            producer.clone(),
+            shutdown.clone(),
+        ));
+        tasks.spawn({
+            let (db, policy, shutdown) = (db.clone(), config.saga, shutdown.clone());
+            async move {
+                events::run_timeout_loop(db, policy, waker, shutdown).await;
+                Ok(())
+            }
+        });
+
+        let served = server
+            .serve(
+                router(state),
+                shutdown.clone(),
+                config.common.shutdown_timeout,
+            )
+            .await;
+        // The server may also stop on its own error; the loops must stop with it.
+        shutdown.cancel();
+
+        let mut failure: Option<anyhow::Error> = None;
+        let drained = tokio::time::timeout(config.common.shutdown_timeout, async {
+            while let Some(joined) = tasks.join_next().await {
+                match joined {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        failure.get_or_insert(e);
+                    }
+                    Err(e) => {
+                        failure.get_or_insert(
+                            anyhow::Error::new(e).context("a background task panicked"),
+                        );
+                    }
+                }
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                timeout = ?config.common.shutdown_timeout,
+                "background loops did not drain in time; stopping them"
+            );
+            tasks.abort_all();
+        }
+        db.close().await;
+        served.context("serving HTTP")?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        tracing::info!("order service stopped");
+        Ok(())
+    }
+}
+
+/// Runs a consumer; a consumer that cannot run stops the whole service.
+async fn consume<H: consumer::Handler>(
+    settings: ConsumerSettings,
+    handler: H,
+    dlq: FutureProducer,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let group = settings.group_id.clone();
+    let result = consumer::run(settings, handler, dlq, shutdown.clone()).await;
+    if let Err(e) = &result {
+        tracing::error!(error = %e, group, "consumer failed; shutting down");
+        shutdown.cancel();
+    }
+    result.with_context(|| format!("consumer group {group}"))
+}

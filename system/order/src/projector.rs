@@ -1,0 +1,70 @@
+//! The CQRS read model: `order_view`, fed only by `order.events`.
+//!
+//! Every `OrderChanged` carries the order's full state after a change and the write model's
+//! version. The projector stores it only when that version is newer than the stored one, so a
+//! stale event (delivered late, or re-published by the outbox relay after a lease ran out) and a
+//! repeated one change nothing; the inbox additionally skips exact redeliveries. The read side
+//! (`GET /orders...`) is served from this table alone, so it lags the write model by the relay
+//! and consumer latency: a just-placed order may answer 404 for a moment.
+
+use contracts::messages::{Envelope, MessageKind, OrderEvent, decode, topics};
+use platform::db::{Db, DbError};
+use platform::messaging::consumer::{Delivery, HandleError, Handler};
+use platform::messaging::inbox;
+
+use crate::store;
+
+/// The inbox consumer name and consumer group of the projector.
+pub const CONSUMER: &str = "order-projector";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Projected {
+    /// The view now holds this event's version.
+    Applied,
+    /// The view already held this version or a newer one.
+    Stale,
+    /// The inbox had seen this message id.
+    Duplicate,
+}
+
+#[tracing::instrument(skip_all, fields(order_id = %env.body.order_id(), message_id = %env.message_id))]
+pub async fn project(db: &Db, env: &Envelope<OrderEvent>) -> Result<Projected, DbError> {
+    platform::db::retry(5, || project_once(db, env)).await
+}
+
+async fn project_once(db: &Db, env: &Envelope<OrderEvent>) -> Result<Projected, DbError> {
+    let mut tx = db.begin().await?;
+    if !inbox::first_delivery(&mut tx, CONSUMER, env.message_id).await? {
+        tx.rollback().await?;
+        return Ok(Projected::Duplicate);
+    }
+    let OrderEvent::OrderChanged { version, order, .. } = &env.body;
+    let applied = store::upsert_view(&mut tx, order, *version).await?;
+    tx.commit().await?;
+    if applied {
+        tracing::debug!(version, status = %order.status, "read model updated");
+        Ok(Projected::Applied)
+    } else {
+        tracing::debug!(version, "stale order event ignored");
+        Ok(Projected::Stale)
+    }
+}
+
+/// The consumer of `order.events` (group `order-projector`).
+pub struct ProjectorHandler {
+    pub db: Db,
+}
+
+impl Handler for ProjectorHandler {
+    async fn handle(&self, delivery: &Delivery) -> Result<(), HandleError> {
+        if delivery.topic != topics::ORDER_EVENTS {
+            return Err(HandleError::Poison(format!(
+                "the projector does not consume topic {}",
+                delivery.topic
+            )));
+        }
+        let env = decode::<OrderEvent>(&delivery.payload)?;
+        project(&self.db, &env).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,467 @@
+//! Rows of the order service's tables, read and written inside the caller's transaction.
+//!
+//! Writes of `orders` and `sagas` carry an optimistic version check
+//! (`UPDATE ... WHERE order_id = $ AND version = $`): a row that changed since it was read makes
+//! the update touch nothing, which becomes [`DbError::Conflict`] and the whole transaction is
+//! retried (or, for the timeout pass, skipped: another instance already advanced the saga).
+
+use contracts::domain::{CustomerId, Money, OrderId, OrderStatus};
+use contracts::http::{AdminOrder, OrderLine, OrderView, SagaView};
+use contracts::messages::{Envelope, OrderEvent, topics};
+use platform::db::{Db, DbError};
+use platform::messaging::outbox;
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+
+use crate::saga::{OrderState, Outgoing, SagaState, SagaStep};
+
+/// An order as stored: the saga's view of it plus bookkeeping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderRecord {
+    pub state: OrderState,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub version: i64,
+}
+
+impl OrderRecord {
+    pub fn view(&self) -> OrderView {
+        let s = &self.state;
+        OrderView {
+            order_id: s.order_id,
+            customer_id: s.customer_id.clone(),
+            status: s.status,
+            items: s.items.clone(),
+            total_minor: s.total_minor,
+            reason: s.reason.clone(),
+            created_at_ms: self.created_at_ms,
+            updated_at_ms: self.updated_at_ms,
+        }
+    }
+}
+
+/// A saga as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SagaRecord {
+    pub order_id: OrderId,
+    pub state: SagaState,
+    pub version: i64,
+    pub updated_at_ms: i64,
+}
+
+impl SagaRecord {
+    pub fn view(&self) -> SagaView {
+        SagaView {
+            step: self.state.step.as_str().to_string(),
+            attempts: self.state.attempts,
+            deadline_at_ms: self.state.deadline_at_ms,
+            last_error: self.state.last_error.clone(),
+            version: self.version,
+        }
+    }
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> DbError {
+    DbError::Corrupt(format!("{what}: {e}"))
+}
+
+const ORDER_COLUMNS: &str = "o.order_id, o.customer_id, o.status, o.items, o.total_minor, o.reason, \
+     o.created_at_ms, o.updated_at_ms, o.version";
+
+const SAGA_COLUMNS: &str = "s.step, s.attempts, s.deadline_at_ms, s.last_error, s.stock_committed, \
+     s.payment_captured, s.stock_released, s.void_requested, s.payment_voided, \
+     s.version AS saga_version, s.updated_at_ms AS saga_updated_at_ms";
+
+fn order_from_row(row: &AnyRow) -> Result<OrderRecord, DbError> {
+    let order_id: String = row.try_get("order_id")?;
+    let customer_id: String = row.try_get("customer_id")?;
+    let status: String = row.try_get("status")?;
+    let items: String = row.try_get("items")?;
+    let total: Option<i64> = row.try_get("total_minor")?;
+    Ok(OrderRecord {
+        state: OrderState {
+            order_id: order_id.parse().map_err(|e| corrupt("order id", e))?,
+            customer_id: CustomerId::parse(customer_id).map_err(|e| corrupt("customer id", e))?,
+            items: serde_json::from_str::<Vec<OrderLine>>(&items)
+                .map_err(|e| corrupt("order items", e))?,
+            status: status.parse().map_err(|e| corrupt("order status", e))?,
+            total_minor: total
+                .map(Money::from_minor)
+                .transpose()
+                .map_err(|e| corrupt("order total", e))?,
+            reason: row.try_get("reason")?,
+        },
+        created_at_ms: row.try_get("created_at_ms")?,
+        updated_at_ms: row.try_get("updated_at_ms")?,
+        version: row.try_get("version")?,
+    })
+}
+
+fn saga_from_row(order_id: OrderId, row: &AnyRow) -> Result<SagaRecord, DbError> {
+    let step: String = row.try_get("step")?;
+    let flag = |name: &str| -> Result<bool, DbError> { Ok(row.try_get::<i64, _>(name)? != 0) };
+    Ok(SagaRecord {
+        order_id,
+        state: SagaState {
+            step: step.parse().map_err(|e| corrupt("saga step", e))?,
+            attempts: row.try_get("attempts")?,
+            deadline_at_ms: row.try_get("deadline_at_ms")?,
+            last_error: row.try_get("last_error")?,
+            stock_committed: flag("stock_committed")?,
+            payment_captured: flag("payment_captured")?,
+            stock_released: flag("stock_released")?,
+            void_requested: flag("void_requested")?,
+            payment_voided: flag("payment_voided")?,
+        },
+        version: row.try_get("saga_version")?,
+        updated_at_ms: row.try_get("saga_updated_at_ms")?,
+    })
+}
+
+/// Loads an order and its saga, locking both on Postgres (`lock` is [`Db::for_update`]).
+pub async fn load_order_and_saga(
+    conn: &mut AnyConnection,
+    lock: &str,
+    order_id: OrderId,
+) -> Result<Option<(OrderRecord, SagaRecord)>, DbError> {
+    let sql = format!(
+        "SELECT {ORDER_COLUMNS}, {SAGA_COLUMNS} FROM orders o JOIN sagas s ON s.order_id = o.order_id \
+         WHERE o.order_id = $1{lock}"
+    );
+    let row = sqlx::query(&sql)
+        .bind(order_id.to_string())
+        .fetch_optional(conn)
+        .await?;
+    row.map(|row| Ok((order_from_row(&row)?, saga_from_row(order_id, &row)?)))
+        .transpose()
+}
+
+pub async fn insert_order(conn: &mut AnyConnection, order: &OrderRecord) -> Result<(), DbError> {
+    let s = &order.state;
+    let items = serde_json::to_string(&s.items).map_err(|e| corrupt("order items", e))?;
+    sqlx::query(
+        "INSERT INTO orders (order_id, customer_id, status, items, total_minor, reason, \
+         created_at_ms, updated_at_ms, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(s.order_id.to_string())
+    .bind(s.customer_id.as_str())
+    .bind(s.status.as_str())
+    .bind(items)
+    .bind(s.total_minor.map(Money::minor))
+    .bind(s.reason.clone())
+    .bind(order.created_at_ms)
+    .bind(order.updated_at_ms)
+    .bind(order.version)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Writes the order's new status, total and reason if its row is still at `expected_version`.
+pub async fn update_order(
+    conn: &mut AnyConnection,
+    order: &OrderRecord,
+    expected_version: i64,
+) -> Result<(), DbError> {
+    let s = &order.state;
+    let done = sqlx::query(
+        "UPDATE orders SET status = $1, total_minor = $2, reason = $3, updated_at_ms = $4, \
+         version = $5 WHERE order_id = $6 AND version = $7",
+    )
+    .bind(s.status.as_str())
+    .bind(s.total_minor.map(Money::minor))
+    .bind(s.reason.clone())
+    .bind(order.updated_at_ms)
+    .bind(order.version)
+    .bind(s.order_id.to_string())
+    .bind(expected_version)
+    .execute(conn)
+    .await?;
+    if done.rows_affected() != 1 {
+        return Err(DbError::Conflict(format!("order {}", s.order_id)));
+    }
+    Ok(())
+}
+
+pub async fn insert_saga(conn: &mut AnyConnection, saga: &SagaRecord) -> Result<(), DbError> {
+    let s = &saga.state;
+    sqlx::query(
+        "INSERT INTO sagas (order_id, step, attempts, deadline_at_ms, last_error, stock_committed, \
+         payment_captured, stock_released, void_requested, payment_voided, version, updated_at_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+    )
+    .bind(saga.order_id.to_string())
+    .bind(s.step.as_str())
+    .bind(s.attempts)
+    .bind(s.deadline_at_ms)
+    .bind(s.last_error.clone())
+    .bind(i64::from(s.stock_committed))
+    .bind(i64::from(s.payment_captured))
+    .bind(i64::from(s.stock_released))
+    .bind(i64::from(s.void_requested))
+    .bind(i64::from(s.payment_voided))
+    .bind(saga.version)
+    .bind(saga.updated_at_ms)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Writes the saga's new state if its row is still at `expected_version`.
+pub async fn update_saga(
+    conn: &mut AnyConnection,
+    saga: &SagaRecord,
+    expected_version: i64,
+) -> Result<(), DbError> {
+    let s = &saga.state;
+    let done = sqlx::query(
+        "UPDATE sagas SET step = $1, attempts = $2, deadline_at_ms = $3, last_error = $4, \
+         stock_committed = $5, payment_captured = $6, stock_released = $7, void_requested = $8, \
+         payment_voided = $9, version = $10, updated_at_ms = $11 \
+         WHERE order_id = $12 AND version = $13",
+    )
+    .bind(s.step.as_str())
+    .bind(s.attempts)
+    .bind(s.deadline_at_ms)
+    .bind(s.last_error.clone())
+    .bind(i64::from(s.stock_committed))
+    .bind(i64::from(s.payment_captured))
+    .bind(i64::from(s.stock_released))
+    .bind(i64::from(s.void_requested))
+    .bind(i64::from(s.payment_voided))
+    .bind(saga.version)
+    .bind(saga.updated_at_ms)
+    .bind(saga.order_id.to_string())
+    .bind(expected_version)
+    .execute(conn)
+    .await?;
+    if done.rows_affected() != 1 {
+        return Err(DbError::Conflict(format!("saga {}", saga.order_id)));
+    }
+    Ok(())
+}
+
+/// Announces the order's current state to the read model (`order.events`).
+pub async fn enqueue_order_changed(
+    conn: &mut AnyConnection,
+    order: &OrderRecord,
+    now_ms: i64,
+) -> Result<(), DbError> {
+    let event = OrderEvent::OrderChanged {
+        order_id: order.state.order_id,
+        version: order.version,
+        order: order.view(),
+    };
+    outbox::enqueue(conn, topics::ORDER_EVENTS, &Envelope::new(event, now_ms)).await
+}
+
+pub async fn enqueue_command(
+    conn: &mut AnyConnection,
+    command: &Outgoing,
+    now_ms: i64,
+) -> Result<(), DbError> {
+    match command {
+        Outgoing::Inventory(c) => {
+            outbox::enqueue(conn, command.topic(), &Envelope::new(c.clone(), now_ms)).await
+        }
+        Outgoing::Payment(c) => {
+            outbox::enqueue(conn, command.topic(), &Envelope::new(c.clone(), now_ms)).await
+        }
+    }
+}
+
+/// Sagas whose deadline passed, oldest deadline first.
+pub async fn due_sagas(db: &Db, now_ms: i64, limit: i64) -> Result<Vec<OrderId>, DbError> {
+    let rows = sqlx::query(
+        "SELECT order_id FROM sagas WHERE deadline_at_ms IS NOT NULL AND deadline_at_ms < $1 \
+         AND step <> $2 ORDER BY deadline_at_ms LIMIT $3",
+    )
+    .bind(now_ms)
+    .bind(SagaStep::Done.as_str())
+    .bind(limit)
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let id: String = r.try_get("order_id")?;
+            id.parse().map_err(|e| corrupt("order id", e))
+        })
+        .collect()
+}
+
+/// The read model's copy of one order.
+pub async fn view(db: &Db, order_id: OrderId) -> Result<Option<OrderView>, DbError> {
+    let row = sqlx::query("SELECT body FROM order_view WHERE order_id = $1")
+        .bind(order_id.to_string())
+        .fetch_optional(db.pool())
+        .await?;
+    row.map(|r| parse_view(&r.try_get::<String, _>("body")?))
+        .transpose()
+}
+
+/// The read model's orders of one customer (or of everyone), newest first.
+pub async fn views(
+    db: &Db,
+    customer: Option<&CustomerId>,
+    limit: i64,
+) -> Result<Vec<OrderView>, DbError> {
+    let rows =
+        match customer {
+            Some(c) => {
+                sqlx::query(
+                    "SELECT body FROM order_view WHERE customer_id = $1 \
+                 ORDER BY created_at_ms DESC, order_id DESC LIMIT $2",
+                )
+                .bind(c.as_str())
+                .bind(limit)
+                .fetch_all(db.pool())
+                .await?
+            }
+            None => sqlx::query(
+                "SELECT body FROM order_view ORDER BY created_at_ms DESC, order_id DESC LIMIT $1",
+            )
+            .bind(limit)
+            .fetch_all(db.pool())
+            .await?,
+        };
+    rows.iter()
+        .map(|r| parse_view(&r.try_get::<String, _>("body")?))
+        .collect()
+}
+
+fn parse_view(body: &str) -> Result<OrderView, DbError> {
+    serde_json::from_str(body).map_err(|e| corrupt("order view", e))
+}
+
+/// Stores `view` at `version` unless the read model already holds that version or a newer one.
+/// Returns whether the row changed.
+pub async fn upsert_view(
+    conn: &mut AnyConnection,
+    view: &OrderView,
+    version: i64,
+) -> Result<bool, DbError> {
+    let body = serde_json::to_string(view).map_err(|e| corrupt("order view", e))?;
+    let done = sqlx::query(
+        "INSERT INTO order_view (order_id, customer_id, status, body, version, created_at_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (order_id) DO UPDATE SET customer_id = excluded.customer_id, \
+         status = excluded.status, body = excluded.body, version = excluded.version \
+         WHERE order_view.version < excluded.version",
+    )
+    .bind(view.order_id.to_string())
+    .bind(view.customer_id.as_str())
+    .bind(view.status.as_str())
+    .bind(body)
+    .bind(version)
+    .bind(view.created_at_ms)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// The version of the read model's copy, if any.
+pub async fn view_version(db: &Db, order_id: OrderId) -> Result<Option<i64>, DbError> {
+    let row = sqlx::query("SELECT version FROM order_view WHERE order_id = $1")
+        .bind(order_id.to_string())
+        .fetch_optional(db.pool())
+        .await?;
+    Ok(row.map(|r| r.try_get("version")).transpose()?)
+}
+
+/// Every order with its saga and the read model's copy, oldest first (`GET /admin/orders`).
+pub async fn admin_orders(
+    db: &Db,
+    status: Option<OrderStatus>,
+) -> Result<Vec<AdminOrder>, DbError> {
+    let base = format!(
+        "SELECT {ORDER_COLUMNS}, {SAGA_COLUMNS}, v.body AS view_body FROM orders o \
+         JOIN sagas s ON s.order_id = o.order_id \
+         LEFT JOIN order_view v ON v.order_id = o.order_id"
+    );
+    let order_by = " ORDER BY o.created_at_ms, o.order_id";
+    let rows = match status {
+        Some(st) => {
+            sqlx::query(&format!("{base} WHERE o.status = $1{order_by}"))
+                .bind(st.as_str())
+                .fetch_all(db.pool())
+                .await?
+        }
+        None => {
+            sqlx::query(&format!("{base}{order_by}"))
+                .fetch_all(db.pool())
+                .await?
+        }
+    };
+    rows.iter()
+        .map(|row| {
+            let order = order_from_row(row)?;
+            let saga = saga_from_row(order.state.order_id, row)?;
+            let view_body: Option<String> = row.try_get("view_body")?;
+            Ok(AdminOrder {
+                order: order.view(),
+                saga: saga.view(),
+                view: view_body.as_deref().map(parse_view).transpose()?,
+            })
+        })
+        .collect()
+}
+
+/// A stored first response to an idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResponse {
+    pub request_hash: String,
+    pub order_id: String,
+    pub status: u16,
+    pub body: String,
+}
+
+/// Records the response to `(customer, key)` unless a row exists already (the primary key
+/// decides a race: on Postgres the loser waits for the winner's commit). Returns whether this
+/// call recorded it.
+pub async fn claim_idempotency_key(
+    conn: &mut AnyConnection,
+    customer: &CustomerId,
+    key: &str,
+    response: &StoredResponse,
+    now_ms: i64,
+) -> Result<bool, DbError> {
+    let done = sqlx::query(
+        "INSERT INTO idempotency_keys (customer_id, key, request_hash, order_id, response_status, \
+         response_body, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+    )
+    .bind(customer.as_str())
+    .bind(key)
+    .bind(&response.request_hash)
+    .bind(&response.order_id)
+    .bind(i64::from(response.status))
+    .bind(&response.body)
+    .bind(now_ms)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub async fn stored_response(
+    conn: &mut AnyConnection,
+    customer: &CustomerId,
+    key: &str,
+) -> Result<Option<StoredResponse>, DbError> {
+    let row = sqlx::query(
+        "SELECT request_hash, order_id, response_status, response_body FROM idempotency_keys \
+         WHERE customer_id = $1 AND key = $2",
+    )
+    .bind(customer.as_str())
+    .bind(key)
+    .fetch_optional(conn)
+    .await?;
+    row.map(|r| {
+        let status: i64 = r.try_get("response_status")?;
+        Ok(StoredResponse {
+            request_hash: r.try_get("request_hash")?,
+            order_id: r.try_get("order_id")?,
+            status: u16::try_from(status).map_err(|e| corrupt("response status", e))?,
+            body: r.try_get("response_body")?,
+        })
+    })
+    .transpose()
+}

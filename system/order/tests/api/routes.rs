@@ -1,0 +1,437 @@
+//! The HTTP API through the router (`oneshot`, no server).
+
+use axum::Router;
+use axum::body::Body;
+use contracts::domain::{OrderStatus, Role};
+use contracts::http::{AdminOrder, OrderView};
+use http::{HeaderMap, Request, StatusCode};
+use order_service::router;
+use tower::ServiceExt;
+
+use crate::helpers::*;
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: serde_json::Value,
+}
+
+impl Reply {
+    fn error_code(&self) -> &str {
+        self.body["error"]["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("not an error body: {}", self.body))
+    }
+
+    fn json<T: serde::de::DeserializeOwned>(&self) -> T {
+        serde_json::from_value(self.body.clone()).unwrap()
+    }
+}
+
+async fn send(
+    app: &Router,
+    method: &str,
+    uri: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> Reply {
+    let mut req = Request::builder().method(method).uri(uri);
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    if body.is_some() {
+        req = req.header("content-type", "application/json");
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req
+        .body(Body::from(body.unwrap_or("").to_string()))
+        .unwrap();
+    let res = app.clone().oneshot(req).await.unwrap();
+    let status = res.status();
+    let headers = res.headers().clone();
+    let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+        serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned())
+    });
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// `(method, uri, headers, body, expected status)`.
+type Case<'a> = (
+    &'a str,
+    &'a str,
+    &'a [(&'a str, &'a str)],
+    Option<&'a str>,
+    StatusCode,
+);
+
+const ORDER: &str = r#"{"items":[{"sku":"SKU-1","quantity":2}]}"#;
+
+fn customer_token(id: &str) -> String {
+    token(id, &[Role::Customer])
+}
+
+fn admin_token() -> String {
+    token("ops", &[Role::Admin])
+}
+
+#[tokio::test]
+async fn requests_without_a_valid_service_token_get_a_json_401() {
+    let (_dir, dbs) = databases().await;
+    let app = router(app_state(&dbs[0]));
+    for (method, uri, body) in [
+        ("GET", "/orders", None),
+        ("POST", "/orders", Some(ORDER)),
+        ("GET", "/orders/0192f0a8-3c4e-7b6a-9c1d-2e3f4a5b6c7d", None),
+        ("GET", "/admin/orders", None),
+    ] {
+        let r = send(&app, method, uri, None, &[], body).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{method} {uri}");
+        assert_eq!(r.error_code(), "unauthorized");
+    }
+    let for_payment = platform::auth::ServiceAuth::new(&SECRET, "gateway")
+        .issue("payment", "cust-1", &[Role::Customer])
+        .unwrap();
+    let r = send(&app, "GET", "/orders", Some(&for_payment), &[], None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let r = send(&app, "GET", "/orders", Some("not-a-token"), &[], None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn callers_without_the_needed_role_get_a_json_403() {
+    let (_dir, dbs) = databases().await;
+    let app = router(app_state(&dbs[0]));
+    let r = send(
+        &app,
+        "POST",
+        "/orders",
+        Some(&admin_token()),
+        &[],
+        Some(ORDER),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(r.error_code(), "forbidden");
+    let r = send(
+        &app,
+        "GET",
+        "/admin/orders",
+        Some(&customer_token("cust-1")),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let nobody = token("someone", &[]);
+    let r = send(&app, "GET", "/orders", Some(&nobody), &[], None).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(count(&dbs[0], "SELECT COUNT(*) FROM orders").await, 0);
+}
+
+#[tokio::test]
+async fn malformed_requests_get_json_4xx_errors_and_create_nothing() {
+    let (_dir, dbs) = databases().await;
+    let app = router(app_state(&dbs[0]));
+    let t = customer_token("cust-1");
+    let t = Some(t.as_str());
+    let cases: &[Case] = &[
+        (
+            "POST",
+            "/orders",
+            &[],
+            Some("{not json"),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "POST",
+            "/orders",
+            &[],
+            Some(r#"{"items":[]}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "POST",
+            "/orders",
+            &[],
+            Some(r#"{"items":[{"sku":"A","quantity":0}]}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "POST",
+            "/orders",
+            &[],
+            Some(r#"{"items":[{"sku":"A","quantity":1},{"sku":"A","quantity":1}]}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "POST",
+            "/orders",
+            &[],
+            Some(r#"{"items":[{"sku":"A","quantity":1}],"coupon":"x"}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "POST",
+            "/orders",
+            &[("idempotency-key", "has space")],
+            Some(ORDER),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "POST",
+            "/orders",
+            &[("idempotency-key", "")],
+            Some(ORDER),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "GET",
+            "/orders/not-a-uuid",
+            &[],
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        ("GET", "/orders?limit=0", &[], None, StatusCode::BAD_REQUEST),
+    ];
+    for (method, uri, headers, body, expected) in cases {
+        let r = send(&app, method, uri, t, headers, *body).await;
+        assert_eq!(r.status, *expected, "{method} {uri} {body:?}: {}", r.body);
+        assert!(!r.error_code().is_empty());
+    }
+    let long_key = "k".repeat(129);
+    let r = send(
+        &app,
+        "POST",
+        "/orders",
+        t,
+        &[("idempotency-key", &long_key)],
+        Some(ORDER),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = send(
+        &app,
+        "GET",
+        "/admin/orders?status=DONE",
+        Some(&admin_token()),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(count(&dbs[0], "SELECT COUNT(*) FROM orders").await, 0);
+}
+
+#[tokio::test]
+async fn posting_an_order_answers_201_and_a_retry_with_its_key_replays_the_same_answer() {
+    let (_dir, dbs) = databases().await;
+    for db in &dbs {
+        let app = router(app_state(db));
+        let t = customer_token("cust-1");
+        let key = [("idempotency-key", "3f1c-retry-me")];
+        let first = send(&app, "POST", "/orders", Some(&t), &key, Some(ORDER)).await;
+        assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
+        let view: OrderView = first.json();
+        assert_eq!(view.status, OrderStatus::Pending);
+        assert_eq!(view.customer_id.as_str(), "cust-1");
+        assert!(first.headers.get("idempotent-replayed").is_none());
+
+        let again = send(&app, "POST", "/orders", Some(&t), &key, Some(ORDER)).await;
+        assert_eq!(again.status, StatusCode::CREATED);
+        assert_eq!(again.body, first.body);
+        assert_eq!(again.headers.get("idempotent-replayed").unwrap(), "true");
+
+        let other_body = r#"{"items":[{"sku":"SKU-1","quantity":3}]}"#;
+        let refused = send(&app, "POST", "/orders", Some(&t), &key, Some(other_body)).await;
+        assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(refused.error_code(), "validation");
+
+        let without_key = send(&app, "POST", "/orders", Some(&t), &[], Some(ORDER)).await;
+        assert_eq!(without_key.status, StatusCode::CREATED);
+        assert_ne!(without_key.body, first.body);
+        assert_eq!(count(db, "SELECT COUNT(*) FROM orders").await, 2);
+    }
+}
+
+#[tokio::test]
+async fn orders_are_read_from_the_read_model_and_hidden_from_other_customers() {
+    let (_dir, dbs) = databases().await;
+    for db in &dbs {
+        let app = router(app_state(db));
+        let owner = customer_token("cust-1");
+        let placed: OrderView = send(&app, "POST", "/orders", Some(&owner), &[], Some(ORDER))
+            .await
+            .json();
+        let uri = format!("/orders/{}", placed.order_id);
+
+        let before = send(&app, "GET", &uri, Some(&owner), &[], None).await;
+        assert_eq!(before.status, StatusCode::NOT_FOUND, "not projected yet");
+        assert_eq!(before.error_code(), "not_found");
+
+        project_all(db).await;
+        let mine = send(&app, "GET", &uri, Some(&owner), &[], None).await;
+        assert_eq!(mine.status, StatusCode::OK);
+        assert_eq!(mine.json::<OrderView>(), placed);
+
+        let other = send(
+            &app,
+            "GET",
+            &uri,
+            Some(&customer_token("cust-2")),
+            &[],
+            None,
+        )
+        .await;
+        assert_eq!(other.status, StatusCode::NOT_FOUND);
+        let admin = send(&app, "GET", &uri, Some(&admin_token()), &[], None).await;
+        assert_eq!(admin.status, StatusCode::OK);
+
+        let unknown = send(
+            &app,
+            "GET",
+            &format!("/orders/{}", contracts::domain::OrderId::new()),
+            Some(&owner),
+            &[],
+            None,
+        )
+        .await;
+        assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+
+        let theirs = send(
+            &app,
+            "GET",
+            "/orders",
+            Some(&customer_token("cust-2")),
+            &[],
+            None,
+        )
+        .await;
+        assert_eq!(theirs.json::<Vec<OrderView>>(), vec![]);
+    }
+}
+
+#[tokio::test]
+async fn a_customer_lists_their_own_orders_newest_first() {
+    let (_dir, dbs) = databases().await;
+    for db in &dbs {
+        let app = router(app_state(db));
+        let t = customer_token("cust-1");
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            let v: OrderView = send(&app, "POST", "/orders", Some(&t), &[], Some(ORDER))
+                .await
+                .json();
+            ids.push(v.order_id);
+        }
+        send(
+            &app,
+            "POST",
+            "/orders",
+            Some(&customer_token("cust-9")),
+            &[],
+            Some(ORDER),
+        )
+        .await;
+        project_all(db).await;
+
+        let listed: Vec<OrderView> = send(&app, "GET", "/orders", Some(&t), &[], None)
+            .await
+            .json();
+        let listed: Vec<_> = listed.iter().map(|v| v.order_id).collect();
+        ids.reverse();
+        assert_eq!(listed, ids);
+        let two: Vec<OrderView> = send(&app, "GET", "/orders?limit=2", Some(&t), &[], None)
+            .await
+            .json();
+        assert_eq!(two.len(), 2);
+    }
+}
+
+#[tokio::test]
+async fn admins_see_each_order_with_its_saga_and_read_model_copy_filtered_by_status() {
+    let (_dir, dbs) = databases().await;
+    for db in &dbs {
+        let app = router(app_state(db));
+        let t = customer_token("cust-1");
+        let a: OrderView = send(&app, "POST", "/orders", Some(&t), &[], Some(ORDER))
+            .await
+            .json();
+        let b: OrderView = send(&app, "POST", "/orders", Some(&t), &[], Some(ORDER))
+            .await
+            .json();
+        on_inventory(
+            db,
+            &contracts::messages::Envelope::new(
+                contracts::messages::InventoryEvent::StockRejected {
+                    order_id: b.order_id,
+                    reason: "gone".into(),
+                },
+                platform::now_ms(),
+            ),
+        )
+        .await;
+
+        let all: Vec<AdminOrder> = send(
+            &app,
+            "GET",
+            "/admin/orders",
+            Some(&admin_token()),
+            &[],
+            None,
+        )
+        .await
+        .json();
+        assert_eq!(all.len(), 2);
+        assert!(
+            all.iter().all(|o| o.view.is_none()),
+            "nothing projected yet"
+        );
+        let first = all.iter().find(|o| o.order.order_id == a.order_id).unwrap();
+        assert_eq!(first.saga.step, "RESERVING_STOCK");
+        assert_eq!(first.saga.attempts, 1);
+
+        project_all(db).await;
+        let rejected: Vec<AdminOrder> = send(
+            &app,
+            "GET",
+            "/admin/orders?status=REJECTED",
+            Some(&admin_token()),
+            &[],
+            None,
+        )
+        .await
+        .json();
+        assert_eq!(rejected.len(), 1);
+        assert_eq!(rejected[0].order.order_id, b.order_id);
+        assert_eq!(rejected[0].saga.step, "DONE");
+        assert_eq!(rejected[0].view.as_ref(), Some(&rejected[0].order));
+    }
+}
+
+#[tokio::test]
+async fn health_endpoints_answer_without_a_token() {
+    let (_dir, dbs) = databases().await;
+    let app = router(app_state(&dbs[0]));
+    assert_eq!(
+        send(&app, "GET", "/health/live", None, &[], None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(&app, "GET", "/health/ready", None, &[], None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+}

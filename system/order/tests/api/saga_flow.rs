@@ -1,0 +1,294 @@
+//! The saga driven by inventory and payment events, as the consumer delivers them.
+
+use contracts::domain::{OrderId, OrderStatus};
+use contracts::messages::{InventoryEvent, MessageKind, OrderEvent, PaymentEvent, topics};
+use order_service::events::Handled;
+use order_service::saga::SagaStep;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn a_placed_order_is_pending_with_a_reservation_command_and_an_order_event() {
+    let (_dir, dbs) = databases().await;
+    for db in &dbs {
+        let view = place(db, "cust-1").await;
+        assert_eq!(view.status, OrderStatus::Pending);
+        assert_eq!(view.total_minor, None);
+        let (order, saga) = load(db, view.order_id).await;
+        assert_eq!(order.view(), view);
+        assert_eq!(saga.state.step, SagaStep::ReservingStock);
+        assert_eq!(saga.state.attempts, 1);
+        assert!(saga.state.deadline_at_ms.is_some());
+        let sent = outbox(db, view.order_id).await;
+        let kinds: Vec<(&str, &str)> = sent
+            .iter()
+            .map(|s| (s.topic.as_str(), s.kind.as_str()))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (topics::INVENTORY_COMMANDS, "ReserveStock"),
+                (topics::ORDER_EVENTS, "OrderChanged")
+            ]
+        );
+        assert!(sent.iter().all(|s| s.key == view.order_id.to_string()));
+    }
+}
+
+#[tokio::test]
+async fn the_happy_path_confirms_the_order_commits_and_captures_then_ends_the_saga() {
+    let (_dir, dbs) = databases().await;
+    for db in &dbs {
+        let id = place(db, "cust-1").await.order_id;
+
+        let handled = on_inventory(db, &reserved(id, 1_250)).await;
+        assert_eq!(handled, Handled::Applied { commands: 1 });
+        let (order, saga) = load(db, id).await;
+        assert_eq!(order.state.status, OrderStatus::Pending);
+        assert_eq!(order.state.total_minor, Some(money(1_250)));
+        assert_eq!(saga.state.step, SagaStep::AuthorizingPayment);
+        assert_eq!(
+            commands(db, id).await,
+            vec![
+                cmd(topics::INVENTORY_COMMANDS, "ReserveStock"),
+                cmd(topics::PAYMENT_COMMANDS, "AuthorizePayment"),
+            ]
+        );
+        let authorize = outbox(db, id)
+            .await
+            .into_iter()
+            .find(|s| s.kind == "AuthorizePayment");
+        let payload: serde_json::Value = serde_json::from_str(&authorize.unwrap().payload).unwrap();
+        assert_eq!(payload["body"]["amount_minor"], 1_250);
+        assert_eq!(payload["body"]["customer_id"], "cust-1");
+
+        on_payment(
+            db,
+            &payment(PaymentEvent::PaymentAuthorized {
+                order_id: id,
+                amount_minor: money(1_250),
+            }),
+        )
+        .await;
+        assert_eq!(
+            status_and_step(db, id).await,
+            (OrderStatus::Confirmed, SagaStep::Completing)
+        );
+        assert_eq!(
+            commands(db, id).await[2..],
+            [
+                cmd(topics::INVENTORY_COMMANDS, "CommitStock"),
+                cmd(topics::PAYMENT_COMMANDS, "CapturePayment"),
+            ]
+        );
+
+        on_inventory(
+            db,
+            &inventory(InventoryEvent::StockCommitted { order_id: id }),
+        )
+        .await;
+        assert_eq!(
+            status_and_step(db, id).await,
+            (OrderStatus::Confirmed, SagaStep::Completing)
+        );
+        on_payment(
+            db,
+            &payment(PaymentEvent::PaymentCaptured {
+                order_id: id,
+                amount_minor: money(1_250),
+            }),
+        )
+        .await;
+        let (order, saga) = load(db, id).await;
+        assert_eq!(order.state.status, OrderStatus::Confirmed);
+        assert_eq!(saga.state.step, SagaStep::Done);
+        assert_eq!(saga.state.deadline_at_ms, None);
+        assert_eq!(commands(db, id).await.len(), 4);
+    }
+}
+
+#[tokio::test]
+async fn a_duplicate_delivery_of_the_same_message_changes_nothing() {
+    let (_dir, dbs) = databases().await;
+    for db in &dbs {
+        let id = place(db, "cust-1").await.order_id;
+        let env = reserved(id, 500);
+        assert!(matches!(
+            on_inventory(db, &env).await,
+            Handled::Applied { .. }
+        ));
+        let before = load(db, id).await;
+        let outbox_before = outbox(db, id).await.len();
+
+        assert_eq!(on_inventory(db, &env).await, Handled::Duplicate);
+
+        assert_eq!(load(db, id).await, before);
+        assert_eq!(outbox(db, id).await.len(), outbox_before);
+    }
+}
+
+#[tokio::test]
+async fn a_repeated_event_with_a_new_message_id_changes_nothing_either() {
+    let (_dir, dbs) = databases().await;
+    for db in &dbs {
+        let id = place(db, "cust-1").await.order_id;
+        on_inventory(db, &reserved(id, 500)).await;
+        let before = load(db, id).await;
+        let outbox_before = outbox(db, id).await.len();
+
+        assert_eq!(
+            on_inventory(db, &reserved(id, 500)).await,
+            Handled::Unchanged
+        );
+
+        assert_eq!(load(db, id).await, before);
+        assert_eq!(outbox(db, id).await.len(), outbox_before);
+    }
+}
+
+#[tokio::test]
+async fn a_declined_payment_cancels_the_order_and_compensates_by_releasing_stock() {
+    let (_dir, dbs) = databases().await;
+    for db in &dbs {
+        let id = place(db, "cust-2").await.order_id;
+        on_inventory(db, &reserved(id, 900)).await;
+        on_payment(
+            db,
+            &payment(PaymentEvent::PaymentDeclined {
+                order_id: id,
+                reason: "credit limit exceeded".into(),
+            }),
+        )
+        .await;
+
+        let (order, saga) = load(db, id).await;
+        assert_eq!(order.state.status, OrderStatus::Cancelled);
+        assert_eq!(order.state.reason.as_deref(), Some("credit limit exceeded"));
+        assert_eq!(saga.state.step, SagaStep::Compensating);
+        assert_eq!(
+            commands(db, id).await.last(),
+            Some(&cmd(topics::INVENTORY_COMMANDS, "ReleaseStock"))
+        );
+
+        on_inventory(
+            db,
+            &inventory(InventoryEvent::StockReleased { order_id: id }),
+        )
+        .await;
+        assert_eq!(
+            status_and_step(db, id).await,
+            (OrderStatus::Cancelled, SagaStep::Done)
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_stock_rejection_rejects_the_order_without_asking_for_payment() {
+    let (_dir, dbs) = databases().await;
+    for db in &dbs {
+        let id = place(db, "cust-1").await.order_id;
+        on_inventory(
+            db,
+            &inventory(InventoryEvent::StockRejected {
+                order_id: id,
+                reason: "SKU-1 is out of stock".into(),
+            }),
+        )
+        .await;
+        let (order, saga) = load(db, id).await;
+        assert_eq!(order.state.status, OrderStatus::Rejected);
+        assert_eq!(order.state.reason.as_deref(), Some("SKU-1 is out of stock"));
+        assert_eq!(saga.state.step, SagaStep::Done);
+        assert_eq!(
+            commands(db, id).await,
+            vec![cmd(topics::INVENTORY_COMMANDS, "ReserveStock")]
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_late_reservation_for_a_rejected_order_is_released() {
+    let (_dir, dbs) = databases().await;
+    for db in &dbs {
+        let id = place(db, "cust-1").await.order_id;
+        on_inventory(
+            db,
+            &inventory(InventoryEvent::StockRejected {
+                order_id: id,
+                reason: "no".into(),
+            }),
+        )
+        .await;
+        let handled = on_inventory(db, &reserved(id, 100)).await;
+        assert_eq!(handled, Handled::Applied { commands: 1 });
+        assert_eq!(
+            commands(db, id).await.last(),
+            Some(&cmd(topics::INVENTORY_COMMANDS, "ReleaseStock"))
+        );
+        assert_eq!(
+            status_and_step(db, id).await,
+            (OrderStatus::Rejected, SagaStep::Done)
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_event_for_an_unknown_order_is_ignored_and_remembered() {
+    let (_dir, dbs) = databases().await;
+    for db in &dbs {
+        let env = reserved(OrderId::new(), 100);
+        assert_eq!(on_inventory(db, &env).await, Handled::UnknownOrder);
+        assert_eq!(on_inventory(db, &env).await, Handled::Duplicate);
+        assert_eq!(count(db, "SELECT COUNT(*) FROM outbox").await, 0);
+    }
+}
+
+#[tokio::test]
+async fn every_change_of_an_order_publishes_its_new_state_with_a_growing_version() {
+    let (_dir, dbs) = databases().await;
+    for db in &dbs {
+        let id = place(db, "cust-1").await.order_id;
+        on_inventory(db, &reserved(id, 700)).await;
+        on_payment(
+            db,
+            &payment(PaymentEvent::PaymentAuthorized {
+                order_id: id,
+                amount_minor: money(700),
+            }),
+        )
+        .await;
+        on_inventory(
+            db,
+            &inventory(InventoryEvent::StockCommitted { order_id: id }),
+        )
+        .await;
+        on_payment(
+            db,
+            &payment(PaymentEvent::PaymentCaptured {
+                order_id: id,
+                amount_minor: money(700),
+            }),
+        )
+        .await;
+
+        let events = order_events(db, id).await;
+        let seen: Vec<(i64, OrderStatus, Option<i64>)> = events
+            .iter()
+            .map(|e| {
+                let OrderEvent::OrderChanged { version, order, .. } = &e.body;
+                assert_eq!(e.body.order_id(), id);
+                (*version, order.status, order.total_minor.map(|m| m.minor()))
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                (1, OrderStatus::Pending, None),
+                (2, OrderStatus::Pending, Some(700)),
+                (3, OrderStatus::Confirmed, Some(700)),
+            ]
+        );
+        let (order, _) = load(db, id).await;
+        assert_eq!(order.version, 3);
+    }
+}

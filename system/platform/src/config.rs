@@ -1,0 +1,166 @@
+//! Configuration from the environment, validated before anything binds.
+//!
+//! Every service reads the same [`CommonConfig`] plus its own variables. A missing or malformed
+//! variable is a [`ConfigError`] naming the variable and what was expected; binaries exit with
+//! [`EXIT_CONFIG`] (64, `EX_USAGE`) on it, like linkerd2-proxy does.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+
+/// Exit code for bad configuration (`EX_USAGE`).
+pub const EXIT_CONFIG: i32 = 64;
+
+pub const BIND_ADDR: &str = "BIND_ADDR";
+pub const INSTANCE_ID: &str = "INSTANCE_ID";
+pub const READY_FILE: &str = "READY_FILE";
+pub const EXIT_ON_STDIN_EOF: &str = "EXIT_ON_STDIN_EOF";
+pub const SHUTDOWN_TIMEOUT_MS: &str = "SHUTDOWN_TIMEOUT_MS";
+pub const SERVICE_TOKEN_SECRET: &str = "SERVICE_TOKEN_SECRET";
+pub const DATABASE_URL: &str = "DATABASE_URL";
+pub const KAFKA_BROKERS: &str = "KAFKA_BROKERS";
+pub const LOG_FORMAT: &str = "LOG_FORMAT";
+
+/// A configuration problem, naming the variable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{var} is not set: {hint}")]
+    Missing {
+        var: &'static str,
+        hint: &'static str,
+    },
+    #[error("{var}={value:?} is not valid: {reason}")]
+    Invalid {
+        var: &'static str,
+        value: String,
+        reason: String,
+    },
+}
+
+/// Reads a variable; `None` when unset or empty.
+pub fn optional(var: &'static str) -> Option<String> {
+    std::env::var(var).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// Reads a variable that must be set.
+pub fn required(var: &'static str, hint: &'static str) -> Result<String, ConfigError> {
+    optional(var).ok_or(ConfigError::Missing { var, hint })
+}
+
+/// Reads and parses a variable, with a default when unset.
+pub fn parse_or<T>(var: &'static str, default: T) -> Result<T, ConfigError>
+where
+    T: FromStr,
+    T::Err: std::fmt::Display,
+{
+    match optional(var) {
+        None => Ok(default),
+        Some(v) => v.trim().parse().map_err(|e: T::Err| ConfigError::Invalid {
+            var,
+            value: v.clone(),
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// Reads a duration given in milliseconds.
+pub fn millis_or(var: &'static str, default_ms: u64) -> Result<Duration, ConfigError> {
+    parse_or(var, default_ms).map(Duration::from_millis)
+}
+
+/// Reads a comma-separated list of base URLs (`http://127.0.0.1:8081,http://127.0.0.1:8082`).
+pub fn url_list(var: &'static str, hint: &'static str) -> Result<Vec<String>, ConfigError> {
+    let raw = required(var, hint)?;
+    let urls: Vec<String> = raw
+        .split(',')
+        .map(|s| s.trim().trim_end_matches('/').to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    for u in &urls {
+        if !(u.starts_with("http://") || u.starts_with("https://")) {
+            return Err(ConfigError::Invalid {
+                var,
+                value: raw.clone(),
+                reason: format!("{u:?} does not start with http:// or https://"),
+            });
+        }
+    }
+    if urls.is_empty() {
+        return Err(ConfigError::Invalid {
+            var,
+            value: raw,
+            reason: "no URL given".into(),
+        });
+    }
+    Ok(urls)
+}
+
+/// What every service reads.
+#[derive(Debug, Clone)]
+pub struct CommonConfig {
+    /// `BIND_ADDR`, default `127.0.0.1:0` (any free port; see `READY_FILE`).
+    pub bind_addr: SocketAddr,
+    /// `INSTANCE_ID`, e.g. `order#2`; names this instance in logs and consumer ids.
+    pub instance_id: String,
+    /// `READY_FILE`: where to write `{"addr": ..., "pid": ...}` once listening.
+    pub ready_file: Option<PathBuf>,
+    /// `EXIT_ON_STDIN_EOF=1`: shut down when stdin closes, i.e. when the supervisor died.
+    pub exit_on_stdin_eof: bool,
+    /// `SHUTDOWN_TIMEOUT_MS` (default 10 000): the bound on graceful drain.
+    pub shutdown_timeout: Duration,
+    /// `SERVICE_TOKEN_SECRET`: the HS256 secret of internal service tokens, at least 32 bytes.
+    pub service_token_secret: SecretString,
+}
+
+impl CommonConfig {
+    pub fn from_env(service: &str) -> Result<Self, ConfigError> {
+        let secret = required(
+            SERVICE_TOKEN_SECRET,
+            "the shared secret of internal service tokens (at least 32 bytes)",
+        )?;
+        if secret.len() < 32 {
+            return Err(ConfigError::Invalid {
+                var: SERVICE_TOKEN_SECRET,
+                value: "<redacted>".into(),
+                reason: format!("{} bytes is shorter than 32", secret.len()),
+            });
+        }
+        Ok(Self {
+            bind_addr: parse_or(BIND_ADDR, SocketAddr::from(([127, 0, 0, 1], 0)))?,
+            instance_id: optional(INSTANCE_ID).unwrap_or_else(|| format!("{service}#1")),
+            ready_file: optional(READY_FILE).map(PathBuf::from),
+            exit_on_stdin_eof: parse_bool(EXIT_ON_STDIN_EOF)?,
+            shutdown_timeout: millis_or(SHUTDOWN_TIMEOUT_MS, 10_000)?,
+            service_token_secret: SecretString::from(secret),
+        })
+    }
+
+    pub fn secret_bytes(&self) -> &[u8] {
+        self.service_token_secret.expose_secret().as_bytes()
+    }
+}
+
+fn parse_bool(var: &'static str) -> Result<bool, ConfigError> {
+    match optional(var)
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None | Some("0" | "false" | "no") => Ok(false),
+        Some("1" | "true" | "yes") => Ok(true),
+        Some(other) => Err(ConfigError::Invalid {
+            var,
+            value: other.to_string(),
+            reason: "expected 1/0, true/false or yes/no".into(),
+        }),
+    }
+}
+
+/// Prints a configuration error the way every binary does and exits 64.
+pub fn exit_on_config_error(err: &ConfigError) -> ! {
+    eprintln!("configuration error: {err}");
+    std::process::exit(EXIT_CONFIG)
+}

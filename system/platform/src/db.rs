@@ -1,0 +1,195 @@
+//! One database handle over SQLite or Postgres, chosen by `DATABASE_URL`.
+//!
+//! Queries go through sqlx's `Any` driver and are written once, with `$1, $2, ...` placeholders
+//! numbered in order of first appearance (SQLite reads those as named parameters bound by
+//! position, so the same text works on both). Where the dialects really differ (row locking,
+//! `BEGIN IMMEDIATE`), code asks [`Db::dialect`]. Each dialect has its own migrations.
+//!
+//! SQLite runs in WAL mode with a busy timeout, so several instances of one service (separate
+//! processes) share one database file safely. Write transactions start with `BEGIN IMMEDIATE`:
+//! a deferred transaction that later upgrades to a writer can fail at once with SQLITE_BUSY
+//! instead of waiting, which is what made concurrent instances trip over each other.
+
+use std::future::Future;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::migrate::Migrator;
+use sqlx::{Any, AnyPool, Executor, Transaction};
+
+/// The platform's own tables (outbox, inbox), in every service database.
+static PLATFORM_SQLITE: Migrator = sqlx::migrate!("migrations/sqlite");
+static PLATFORM_POSTGRES: Migrator = sqlx::migrate!("migrations/postgres");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database error: {0}")]
+    Sqlx(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("unsupported DATABASE_URL {0:?}: expected sqlite:// or postgres://")]
+    UnsupportedUrl(String),
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+    #[error("concurrent update of {0}; retry")]
+    Conflict(String),
+}
+
+impl DbError {
+    /// Whether running the same transaction again may succeed: SQLite busy/locked, Postgres
+    /// serialization failures and deadlocks, and our own optimistic-concurrency conflicts.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Conflict(_) => true,
+            Self::Sqlx(sqlx::Error::Database(db)) => {
+                let code = db.code().unwrap_or_default();
+                matches!(code.as_ref(), "5" | "6" | "517" | "261" | "40001" | "40P01")
+                    || db.message().contains("database is locked")
+            }
+            Self::Sqlx(sqlx::Error::PoolTimedOut) => true,
+            _ => false,
+        }
+    }
+}
+
+pub type Tx = Transaction<'static, Any>;
+
+#[derive(Clone, Debug)]
+pub struct Db {
+    pool: AnyPool,
+    dialect: Dialect,
+}
+
+impl Db {
+    /// Connects (creating a SQLite file if needed). Does not migrate.
+    pub async fn connect(url: &str) -> Result<Self, DbError> {
+        sqlx::any::install_default_drivers();
+        let dialect = if url.starts_with("sqlite:") {
+            Dialect::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Dialect::Postgres
+        } else {
+            return Err(DbError::UnsupportedUrl(url.to_string()));
+        };
+        let url = match dialect {
+            Dialect::Sqlite if !url.contains("mode=") => {
+                let sep = if url.contains('?') { '&' } else { '?' };
+                format!("{url}{sep}mode=rwc")
+            }
+            _ => url.to_string(),
+        };
+        let options: AnyConnectOptions = url.parse()?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(match dialect {
+                Dialect::Sqlite => 4,
+                Dialect::Postgres => 10,
+            })
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if dialect == Dialect::Sqlite {
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; \
+                             PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool, dialect })
+    }
+
+    /// Applies the platform's migrations, then the service's own for this dialect.
+    pub async fn migrate(&self, sqlite: &Migrator, postgres: &Migrator) -> Result<(), DbError> {
+        let (platform, service) = match self.dialect {
+            Dialect::Sqlite => (&PLATFORM_SQLITE, sqlite),
+            Dialect::Postgres => (&PLATFORM_POSTGRES, postgres),
+        };
+        for m in [platform, service] {
+            // The two migrators share `_sqlx_migrations`; each must ignore the other's rows.
+            let m = Migrator {
+                migrations: m.migrations.clone(),
+                ignore_missing: true,
+                locking: m.locking,
+                no_tx: m.no_tx,
+            };
+            m.run(&self.pool).await?;
+        }
+        Ok(())
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// Starts a write transaction (`BEGIN IMMEDIATE` on SQLite).
+    pub async fn begin(&self) -> Result<Tx, DbError> {
+        Ok(match self.dialect {
+            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Dialect::Postgres => self.pool.begin().await?,
+        })
+    }
+
+    /// `FOR UPDATE` on Postgres, nothing on SQLite (whose write transactions are exclusive).
+    pub fn for_update(&self) -> &'static str {
+        match self.dialect {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " FOR UPDATE",
+        }
+    }
+
+    pub async fn ping(&self) -> Result<(), DbError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Runs `op` again while it fails with a retryable error, at most `attempts` times, with
+/// jittered backoff. For whole transactions: `op` must begin and commit its own.
+pub async fn retry<T, F, Fut>(attempts: u32, mut op: F) -> Result<T, DbError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, DbError>>,
+{
+    let mut n = 0;
+    loop {
+        match op().await {
+            Err(e) if e.is_retryable() && n + 1 < attempts => {
+                n += 1;
+                let base = 10u64 << n.min(6);
+                let jitter = rand::random::<u64>() % base;
+                tracing::debug!(error = %e, attempt = n, "retrying transaction");
+                tokio::time::sleep(Duration::from_millis(base + jitter)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_unknown_url_scheme_is_refused_with_the_url() {
+        let err = Db::connect("mysql://x").await.err().map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("mysql://x")));
+    }
+}

@@ -1,0 +1,236 @@
+//! The consume loop every service uses.
+//!
+//! At-least-once: a message's offset is stored only after its handler succeeded (or after it was
+//! moved to the dead-letter topic), and stored offsets are committed in the background. A crash
+//! in between means a redelivery, which the handler's inbox turns into a no-op.
+//!
+//! A handler returns [`HandleError::Poison`] for a message that can never succeed (unreadable,
+//! unknown schema version): it goes to `<topic>.dlq` at once. [`HandleError::Transient`] is
+//! retried with exponential backoff and jitter, at most [`ConsumerSettings::max_attempts`]
+//! times, then dead-lettered too, with the error, source topic, partition and offset as headers.
+
+use std::future::Future;
+use std::time::Duration;
+
+use rdkafka::Message;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tokio_util::sync::CancellationToken;
+
+use super::kafka::MessagingError;
+
+/// A message handed to a handler.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<String>,
+    pub payload: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    /// Can never succeed; dead-letter it now.
+    #[error("poison message: {0}")]
+    Poison(String),
+    /// May succeed later (database busy, ...); retry.
+    #[error("transient failure: {0:#}")]
+    Transient(anyhow::Error),
+}
+
+impl From<crate::db::DbError> for HandleError {
+    fn from(e: crate::db::DbError) -> Self {
+        Self::Transient(e.into())
+    }
+}
+
+impl From<contracts::messages::DecodeError> for HandleError {
+    fn from(e: contracts::messages::DecodeError) -> Self {
+        Self::Poison(e.to_string())
+    }
+}
+
+/// Handles one message. Implementations are idempotent (they use the inbox).
+pub trait Handler: Send + Sync + 'static {
+    fn handle(&self, delivery: &Delivery) -> impl Future<Output = Result<(), HandleError>> + Send;
+}
+
+#[derive(Debug, Clone)]
+pub struct ConsumerSettings {
+    pub brokers: String,
+    pub group_id: String,
+    pub client_id: String,
+    pub topics: Vec<String>,
+    pub max_attempts: u32,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+}
+
+impl ConsumerSettings {
+    pub fn new(brokers: &str, group_id: &str, client_id: &str, topics: &[&str]) -> Self {
+        Self {
+            brokers: brokers.into(),
+            group_id: group_id.into(),
+            client_id: client_id.into(),
+            topics: topics.iter().map(|t| t.to_string()).collect(),
+            max_attempts: 5,
+            backoff_base: Duration::from_millis(50),
+            backoff_max: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Consumes until `shutdown`; returns once the message in hand is finished.
+pub async fn run<H: Handler>(
+    settings: ConsumerSettings,
+    handler: H,
+    dlq_producer: FutureProducer,
+    shutdown: CancellationToken,
+) -> Result<(), MessagingError> {
+    let consumer: StreamConsumer =
+        super::kafka::consumer(&settings.brokers, &settings.group_id, &settings.client_id)?;
+    let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics)?;
+    tracing::info!(group = %settings.group_id, topics = ?settings.topics, "consumer started");
+    loop {
+        let msg = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            m = consumer.recv() => m,
+        };
+        let msg = match msg {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, group = %settings.group_id, "consume error");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        let delivery = Delivery {
+            topic: msg.topic().to_string(),
+            partition: msg.partition(),
+            offset: msg.offset(),
+            key: msg.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+            payload: msg.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        };
+        if process(
+            &settings,
+            &handler,
+            &dlq_producer,
+            &delivery,
+            &msg,
+            &shutdown,
+        )
+        .await
+        {
+            if let Err(e) = consumer.store_offset_from_message(&msg) {
+                tracing::warn!(error = %e, "cannot store offset");
+            }
+        } else {
+            // Shutting down mid-retry: leave the offset so the next owner redelivers it.
+            break;
+        }
+    }
+    tracing::info!(group = %settings.group_id, "consumer drained");
+    Ok(())
+}
+
+/// Returns `true` once the message is dealt with (handled or dead-lettered), `false` when
+/// shutdown interrupted it.
+async fn process<H: Handler>(
+    settings: &ConsumerSettings,
+    handler: &H,
+    dlq: &FutureProducer,
+    delivery: &Delivery,
+    msg: &BorrowedMessage<'_>,
+    shutdown: &CancellationToken,
+) -> bool {
+    let mut attempt = 0;
+    let reason = loop {
+        attempt += 1;
+        match handler.handle(delivery).await {
+            Ok(()) => return true,
+            Err(HandleError::Poison(why)) => break why,
+            Err(HandleError::Transient(e)) if attempt >= settings.max_attempts => {
+                break format!("gave up after {attempt} attempts: {e:#}");
+            }
+            Err(HandleError::Transient(e)) => {
+                let exp = settings.backoff_base * 2u32.saturating_pow(attempt - 1);
+                let capped = exp.min(settings.backoff_max);
+                let jitter = capped.mul_f64(rand::random::<f64>() * 0.5);
+                tracing::warn!(error = %format!("{e:#}"), attempt, topic = %delivery.topic, "handler failed; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return false,
+                    _ = tokio::time::sleep(capped + jitter) => {}
+                }
+            }
+        }
+    };
+    loop {
+        match dead_letter(settings, dlq, delivery, msg, &reason).await {
+            Ok(()) => return true,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot publish to the dead-letter topic; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return false,
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+            }
+        }
+    }
+}
+
+async fn dead_letter(
+    settings: &ConsumerSettings,
+    producer: &FutureProducer,
+    delivery: &Delivery,
+    msg: &BorrowedMessage<'_>,
+    reason: &str,
+) -> Result<(), MessagingError> {
+    let topic = contracts::messages::topics::dead_letter(&delivery.topic);
+    let partition = delivery.partition.to_string();
+    let offset = delivery.offset.to_string();
+    let mut headers = OwnedHeaders::new();
+    if let Some(h) = msg.headers() {
+        for i in 0..h.count() {
+            let header = h.get(i);
+            headers = headers.insert(Header {
+                key: header.key,
+                value: header.value,
+            });
+        }
+    }
+    let headers = headers
+        .insert(Header {
+            key: "dlq-error",
+            value: Some(reason),
+        })
+        .insert(Header {
+            key: "dlq-source-topic",
+            value: Some(delivery.topic.as_str()),
+        })
+        .insert(Header {
+            key: "dlq-source-partition",
+            value: Some(partition.as_str()),
+        })
+        .insert(Header {
+            key: "dlq-source-offset",
+            value: Some(offset.as_str()),
+        })
+        .insert(Header {
+            key: "dlq-consumer-group",
+            value: Some(settings.group_id.as_str()),
+        });
+    let key = delivery.key.clone().unwrap_or_default();
+    let record = FutureRecord::to(&topic)
+        .key(&key)
+        .payload(&delivery.payload)
+        .headers(headers);
+    producer
+        .send(record, Duration::from_secs(10))
+        .await
+        .map_err(|(e, _)| MessagingError::Kafka(e))?;
+    tracing::error!(topic = %delivery.topic, offset = delivery.offset, reason, "message dead-lettered");
+    Ok(())
+}

@@ -1,0 +1,84 @@
+//! Kafka client settings and topic creation.
+
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::FutureProducer;
+use rdkafka::types::RDKafkaErrorCode;
+
+/// Partitions per topic: enough for two or three instances of a service to share the work.
+pub const PARTITIONS: i32 = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MessagingError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("creating topic {topic}: {code:?}")]
+    CreateTopic {
+        topic: String,
+        code: RDKafkaErrorCode,
+    },
+}
+
+fn base(brokers: &str, client_id: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers)
+        .set("client.id", client_id)
+        .set("socket.keepalive.enable", "true")
+        .set("reconnect.backoff.ms", "50")
+        .set("reconnect.backoff.max.ms", "1000")
+        .set("topic.metadata.refresh.interval.ms", "10000");
+    c
+}
+
+/// A producer that waits for the broker's acknowledgement and keeps batching latency small.
+pub fn producer(brokers: &str, client_id: &str) -> Result<FutureProducer, MessagingError> {
+    Ok(base(brokers, client_id)
+        .set("acks", "all")
+        .set("linger.ms", "2")
+        .set("message.timeout.ms", "10000")
+        .set("request.timeout.ms", "5000")
+        .create()?)
+}
+
+/// A consumer in `group_id` that stores offsets only after the message is handled
+/// (`enable.auto.offset.store=false`) and commits stored offsets in the background.
+pub fn consumer(
+    brokers: &str,
+    group_id: &str,
+    client_id: &str,
+) -> Result<StreamConsumer, MessagingError> {
+    Ok(base(brokers, client_id)
+        .set("group.id", group_id)
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "200")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "500")
+        .set("fetch.wait.max.ms", "20")
+        .set("fetch.error.backoff.ms", "50")
+        .create()?)
+}
+
+/// Creates the topics that do not exist yet. Safe to call from every instance at start-up.
+pub async fn ensure_topics(brokers: &str, topics: &[String]) -> Result<(), MessagingError> {
+    let admin: AdminClient<DefaultClientContext> = base(brokers, "topic-setup").create()?;
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|t| NewTopic::new(t, PARTITIONS, TopicReplication::Fixed(1)))
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for result in admin.create_topics(&new, &opts).await? {
+        match result {
+            Ok(_) => {}
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => return Err(MessagingError::CreateTopic { topic, code }),
+        }
+    }
+    Ok(())
+}

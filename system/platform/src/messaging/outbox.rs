@@ -1,0 +1,243 @@
+//! The transactional outbox and its relay.
+//!
+//! [`enqueue`] writes a message into the `outbox` table with the caller's transaction, so the
+//! message exists exactly when the state change it announces does. The [`Relay`] publishes
+//! pending rows to Kafka. Several instances of a service share one database: a relay first
+//! *claims* a batch (one `UPDATE ... RETURNING` that sets `claimed_by` and a lease; on Postgres
+//! the candidate rows are locked with `SKIP LOCKED`, on SQLite the write transaction is
+//! exclusive), so two instances never publish the same row as new work. A relay that dies after
+//! publishing but before marking leaves the row to be re-published when the lease runs out;
+//! consumers' inboxes absorb that duplicate.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use contracts::messages::{Envelope, MessageKind};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde::Serialize;
+use sqlx::{AnyConnection, Row};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::db::{Db, DbError, Dialect};
+
+/// Writes `envelope` to `topic` as part of the caller's transaction.
+pub async fn enqueue<T>(
+    conn: &mut AnyConnection,
+    topic: &str,
+    envelope: &Envelope<T>,
+) -> Result<(), DbError>
+where
+    T: Serialize + MessageKind,
+{
+    let payload = serde_json::to_string(envelope)
+        .map_err(|e| DbError::Corrupt(format!("cannot serialize message: {e}")))?;
+    sqlx::query(
+        "INSERT INTO outbox (message_id, topic, msg_key, kind, payload, created_at_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(envelope.message_id.to_string())
+    .bind(topic)
+    .bind(envelope.body.order_id().to_string())
+    .bind(envelope.body.kind())
+    .bind(payload)
+    .bind(crate::now_ms())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Counts of the outbox, for readiness and operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct OutboxStats {
+    pub pending: i64,
+    pub published: i64,
+}
+
+pub async fn stats(db: &Db) -> Result<OutboxStats, DbError> {
+    let row = sqlx::query(
+        "SELECT \
+           COALESCE(SUM(CASE WHEN published_at_ms IS NULL THEN 1 ELSE 0 END), 0) AS pending, \
+           COALESCE(SUM(CASE WHEN published_at_ms IS NULL THEN 0 ELSE 1 END), 0) AS published \
+         FROM outbox",
+    )
+    .fetch_one(db.pool())
+    .await?;
+    Ok(OutboxStats {
+        pending: row.try_get("pending")?,
+        published: row.try_get("published")?,
+    })
+}
+
+struct Claimed {
+    seq: i64,
+    message_id: String,
+    topic: String,
+    key: String,
+    kind: String,
+    payload: String,
+}
+
+/// Publishes the outbox to Kafka.
+pub struct Relay {
+    db: Db,
+    producer: FutureProducer,
+    instance_id: String,
+    wake: Arc<Notify>,
+    batch: i64,
+    lease: Duration,
+    poll: Duration,
+}
+
+impl Relay {
+    pub fn new(db: Db, producer: FutureProducer, instance_id: impl Into<String>) -> Self {
+        Self {
+            db,
+            producer,
+            instance_id: instance_id.into(),
+            wake: Arc::new(Notify::new()),
+            batch: 100,
+            lease: Duration::from_secs(10),
+            poll: Duration::from_millis(50),
+        }
+    }
+
+    /// A handle to wake the relay right after a commit that enqueued messages, instead of
+    /// waiting for the next poll.
+    pub fn waker(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
+    /// Relays until `shutdown`, then returns after the batch in flight is done.
+    pub async fn run(self, shutdown: CancellationToken) {
+        tracing::info!(instance = %self.instance_id, "outbox relay started");
+        loop {
+            let published = match self.relay_once().await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(error = %e, "outbox relay pass failed");
+                    0
+                }
+            };
+            if shutdown.is_cancelled() {
+                break;
+            }
+            if published as i64 == self.batch {
+                continue;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(self.poll) => {}
+            }
+        }
+        tracing::info!(instance = %self.instance_id, "outbox relay drained");
+    }
+
+    /// Claims a batch, publishes it, marks what was published. Returns how many were published.
+    pub async fn relay_once(&self) -> Result<usize, DbError> {
+        let claimed = crate::db::retry(5, || self.claim()).await?;
+        if claimed.is_empty() {
+            return Ok(0);
+        }
+        let sends = claimed.iter().map(|m| {
+            let headers = OwnedHeaders::new()
+                .insert(Header {
+                    key: "message-id",
+                    value: Some(m.message_id.as_str()),
+                })
+                .insert(Header {
+                    key: "kind",
+                    value: Some(m.kind.as_str()),
+                });
+            let record = FutureRecord::to(&m.topic)
+                .key(&m.key)
+                .payload(&m.payload)
+                .headers(headers);
+            self.producer.send(record, Duration::from_secs(10))
+        });
+        let results = futures::future::join_all(sends).await;
+        let mut done = Vec::new();
+        let mut failed = Vec::new();
+        for (m, r) in claimed.iter().zip(results) {
+            match r {
+                Ok(_) => done.push(m.seq),
+                Err((e, _)) => {
+                    tracing::warn!(error = %e, topic = %m.topic, kind = %m.kind, "publish failed; will retry");
+                    failed.push(m.seq);
+                }
+            }
+        }
+        let n = done.len();
+        crate::db::retry(5, || self.finish(&done, &failed)).await?;
+        Ok(n)
+    }
+
+    async fn claim(&self) -> Result<Vec<Claimed>, DbError> {
+        let now = crate::now_ms();
+        let lease_until = now + i64::try_from(self.lease.as_millis()).unwrap_or(10_000);
+        let lock = match self.db.dialect() {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
+        };
+        let sql = format!(
+            "UPDATE outbox SET claimed_by = $1, claimed_until_ms = $2, attempts = attempts + 1 \
+             WHERE seq IN (SELECT seq FROM outbox WHERE published_at_ms IS NULL \
+                 AND (claimed_until_ms IS NULL OR claimed_until_ms < $3) \
+                 ORDER BY seq LIMIT $4{lock}) \
+             RETURNING seq, message_id, topic, msg_key, kind, payload"
+        );
+        let mut tx = self.db.begin().await?;
+        let rows = sqlx::query(&sql)
+            .bind(&self.instance_id)
+            .bind(lease_until)
+            .bind(now)
+            .bind(self.batch)
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let mut claimed = rows
+            .into_iter()
+            .map(|r| {
+                Ok(Claimed {
+                    seq: r.try_get("seq")?,
+                    message_id: r.try_get("message_id")?,
+                    topic: r.try_get("topic")?,
+                    key: r.try_get("msg_key")?,
+                    kind: r.try_get("kind")?,
+                    payload: r.try_get("payload")?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        claimed.sort_by_key(|c| c.seq);
+        Ok(claimed)
+    }
+
+    async fn finish(&self, done: &[i64], failed: &[i64]) -> Result<(), DbError> {
+        let mut tx = self.db.begin().await?;
+        let now = crate::now_ms();
+        for seq in done {
+            sqlx::query(
+                "UPDATE outbox SET published_at_ms = $1, claimed_by = NULL, claimed_until_ms = NULL \
+                 WHERE seq = $2",
+            )
+            .bind(now)
+            .bind(seq)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for seq in failed {
+            sqlx::query(
+                "UPDATE outbox SET claimed_by = NULL, claimed_until_ms = NULL \
+                 WHERE seq = $1 AND claimed_by = $2",
+            )
+            .bind(seq)
+            .bind(&self.instance_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
