@@ -68,14 +68,17 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_CANNOT_RUN));
         }
     };
-    let elapsed = started.elapsed();
     let info = env.info();
     if let Some(path) = &args.env_file {
         let json = serde_json::to_string_pretty(&info).context("serializing the env file")?;
         std::fs::write(path, json)
             .with_context(|| format!("writing the env file {}", path.display()))?;
     }
-    println!("ready in {:.2} s", elapsed.as_secs_f64());
+    println!(
+        "ready: start-up took {:.2} s ({:.2} s including the build check)",
+        env.startup_time().as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
     println!("gateway:        {}", info.gateway_url);
     println!("run dir:        {}", info.run_dir);
     for p in &info.processes {

@@ -81,8 +81,25 @@ async fn cargo_build(workspace: &Path, target_profile_dir: &Path) -> anyhow::Res
     if release {
         cmd.arg("--release");
     }
-    for b in ALL {
-        cmd.arg("--bin").arg(b);
+    // `--workspace --bins` resolves the same features as `cargo run -p harness` (the harness
+    // depends on every service), so nothing is compiled twice.
+    cmd.arg("--workspace").arg("--bins");
+    // `cargo run` gives us its package's variables; build scripts (ring's) watch some of them,
+    // and inheriting them would make every dependency look changed and rebuild it.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key.starts_with("CARGO_PKG_")
+            || matches!(
+                key.as_ref(),
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+            )
+        {
+            cmd.env_remove(key.as_ref());
+        }
     }
     if let Some(target_dir) = target_profile_dir.parent() {
         cmd.env("CARGO_TARGET_DIR", target_dir);

@@ -161,6 +161,7 @@ pub struct EnvInfo {
     pub products: Vec<crate::seed::ProductInfo>,
     pub processes: Vec<ProcessInfo>,
     pub jwt_public_key_pem: String,
+    pub startup_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -195,6 +196,8 @@ pub struct LocalEnvironment {
     seed: Seed,
     gateway_url: String,
     kafka_brokers: String,
+    /// From the first process spawned to seeded and ready (building binaries excluded).
+    startup_time: Duration,
     run_dir: RunDir,
 }
 
@@ -202,6 +205,7 @@ impl LocalEnvironment {
     /// Starts everything and waits until the gateway is ready and the data is seeded.
     pub async fn start(options: LocalOptions) -> anyhow::Result<Self> {
         let binaries = Binaries::locate(options.build).await?;
+        let started = std::time::Instant::now();
         let run_dir = match &options.run_dir {
             Some(p) => {
                 std::fs::create_dir_all(p)
@@ -225,10 +229,12 @@ impl LocalEnvironment {
             seed: Seed::standard(),
             gateway_url: String::new(),
             kafka_brokers: String::new(),
+            startup_time: Duration::ZERO,
             run_dir,
         };
         // On error `env` drops here, which kills whatever was started.
         env.boot(&binaries, &options).await?;
+        env.startup_time = started.elapsed();
         Ok(env)
     }
 
@@ -365,6 +371,11 @@ impl LocalEnvironment {
         Ok(self.processes.len() - 1)
     }
 
+    /// How long start-up took, from the first process spawned to seeded and ready.
+    pub fn startup_time(&self) -> Duration {
+        self.startup_time
+    }
+
     pub fn gateway_url(&self) -> &str {
         &self.gateway_url
     }
@@ -470,6 +481,7 @@ impl LocalEnvironment {
                 })
                 .collect(),
             jwt_public_key_pem: self.idp.public_key_pem().to_string(),
+            startup_ms: u64::try_from(self.startup_time.as_millis()).unwrap_or(u64::MAX),
         }
     }
 
