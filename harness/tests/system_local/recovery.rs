@@ -64,3 +64,29 @@ async fn the_saga_completes_after_the_order_service_is_killed_mid_saga_and_resta
     assert_eq!(captures, 1);
     t.env.stop().await;
 }
+
+/// One of two order instances dies by SIGKILL without leaving its consumer group: the other
+/// takes over its Kafka partitions and the gateway stops routing to it, so new orders still
+/// complete.
+#[tokio::test(flavor = "multi_thread")]
+async fn orders_still_complete_after_one_of_two_order_instances_is_killed() {
+    let mut t = TestEnv::start_with(LocalOptions {
+        instances: harness::local::Instances::parse("order=2").unwrap(),
+        ..LocalOptions::default()
+    })
+    .await;
+    let token = t.customer("cust-0003");
+    let warm = t.place(&token, &[("SKU-1009", 1)]).await;
+    t.terminal(&token, warm.order_id).await;
+
+    t.env.kill("order#1").await.unwrap();
+    let mut placed = Vec::new();
+    for _ in 0..6 {
+        placed.push(t.place(&token, &[("SKU-1009", 1)]).await);
+    }
+    for order in placed {
+        let done = t.terminal(&token, order.order_id).await;
+        assert_eq!(done.status, OrderStatus::Confirmed, "{done:?}");
+    }
+    t.env.stop().await;
+}

@@ -128,10 +128,11 @@ async fn a_redelivered_kafka_message_changes_nothing() {
             .unwrap();
     }
     for (group, topic) in [
-        ("inventory", topics::INVENTORY_COMMANDS),
-        ("payment", topics::PAYMENT_COMMANDS),
-        ("order", topics::INVENTORY_EVENTS),
-        ("order", topics::PAYMENT_EVENTS),
+        // The local backend runs one consumer group per instance (`<service>.<instance>`).
+        ("inventory.inventory#1", topics::INVENTORY_COMMANDS),
+        ("payment.payment#1", topics::PAYMENT_COMMANDS),
+        ("order.order#1", topics::INVENTORY_EVENTS),
+        ("order.order#1", topics::PAYMENT_EVENTS),
     ] {
         t.eventually(
             &format!("{group} consumed the redelivered {topic}"),

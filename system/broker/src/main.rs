@@ -11,7 +11,7 @@ async fn main() -> ExitCode {
         Err(code) => return code,
     };
     if let Err(err) = init_logging() {
-        eprintln!("embedded-broker: cannot initialise logging: {err}");
+        eprintln!("embedded-broker: cannot initialise logging (check RUST_LOG): {err}");
         return ExitCode::from(embedded_broker::EXIT_CONFIG);
     }
     match run(opts).await {

@@ -73,7 +73,10 @@ impl BrokerProcess {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("broker not ready after {READY_TIMEOUT:?}; log:\n{}", read_log(&log));
+                panic!(
+                    "broker not ready after {READY_TIMEOUT:?}; log:\n{}",
+                    read_log(&log)
+                );
             }
             std::thread::sleep(Duration::from_millis(10));
         };
@@ -268,7 +271,10 @@ async fn messages_and_committed_offsets_survive_a_restart() {
         );
     }
     let used: BTreeSet<i32> = sent.keys().map(|(partition, _)| *partition).collect();
-    assert!(used.len() > 1, "30 keys all went to one partition: {used:?}");
+    assert!(
+        used.len() > 1,
+        "30 keys all went to one partition: {used:?}"
+    );
 
     let worker = consumer(&addr, group);
     worker.subscribe(&[topic]).unwrap();
@@ -279,8 +285,8 @@ async fn messages_and_committed_offsets_survive_a_restart() {
             Some(&(key.clone(), payload.clone()))
         );
     }
-    let unique: BTreeSet<(i32, i64)> = received.iter().map(|(p, o, _, _)| (*p, *o)).collect();
-    assert_eq!(unique.len(), 30, "duplicates received");
+    let distinct: BTreeSet<(i32, i64)> = received.iter().map(|(p, o, _, _)| (*p, *o)).collect();
+    assert_eq!(distinct.len(), 30, "duplicates received");
     worker.commit_consumer_state(CommitMode::Sync).unwrap();
     drop(worker);
 
@@ -313,7 +319,10 @@ async fn messages_and_committed_offsets_survive_a_restart() {
         .filter_map(|(partition, offset)| offset.to_raw().map(|raw| (partition, raw)))
         .filter(|(_, raw)| *raw >= 0)
         .collect();
-    assert_eq!(after, expected_committed, "committed offsets survive restart");
+    assert_eq!(
+        after, expected_committed,
+        "committed offsets survive restart"
+    );
 
     let auditor = consumer(&addr, &format!("auditor-{}", unique()));
     auditor.subscribe(&[topic]).unwrap();
@@ -410,4 +419,198 @@ fn port_in_use_is_a_runtime_error() {
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains(&format!("127.0.0.1:{port}")), "{stderr}");
+}
+
+/// Partitions currently assigned to `consumer`, polling it briefly so rebalances progress.
+async fn poll_assignment(consumer: &StreamConsumer) -> BTreeSet<i32> {
+    // Rebalance events are served while the consumer is polled; nothing is produced here.
+    if let Ok(message) = tokio::time::timeout(Duration::from_millis(50), consumer.recv()).await {
+        panic!("unexpected message: {:?}", message.map(|m| m.offset()));
+    }
+    consumer
+        .assignment()
+        .unwrap()
+        .elements()
+        .iter()
+        .map(|elem| elem.partition())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumers_in_one_group_share_partitions() {
+    let run_dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(&run_dir.path().join("data"), free_port(), run_dir.path());
+    let addr = broker.addr().to_owned();
+    let topic = "shared";
+    let group = "sharers";
+    create_topic(&addr, topic, 3).await;
+
+    let first = consumer(&addr, group);
+    first.subscribe(&[topic]).unwrap();
+    let deadline = Instant::now() + CONSUME_TIMEOUT;
+    while poll_assignment(&first).await.len() != 3 {
+        assert!(Instant::now() < deadline, "first consumer never assigned");
+    }
+
+    let second = consumer(&addr, group);
+    let joined = Instant::now();
+    second.subscribe(&[topic]).unwrap();
+    loop {
+        let (a, b) = tokio::join!(poll_assignment(&first), poll_assignment(&second));
+        if !a.is_empty() && !b.is_empty() && a.is_disjoint(&b) && a.len() + b.len() == 3 {
+            eprintln!(
+                "partitions shared after {:?}: {a:?} / {b:?}",
+                joined.elapsed()
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < joined + CONSUME_TIMEOUT,
+            "never shared: {a:?} / {b:?}"
+        );
+    }
+
+    let producer = producer(&addr);
+    for i in 0..30 {
+        produce(
+            &producer,
+            topic,
+            &format!("key-{i}"),
+            &format!("payload-{i}"),
+        )
+        .await;
+    }
+    let mut seen: BTreeMap<(i32, i64), usize> = BTreeMap::new();
+    let mut per_consumer = [0usize; 2];
+    let deadline = Instant::now() + CONSUME_TIMEOUT;
+    while seen.len() < 30 {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of 30 consumed",
+            seen.len()
+        );
+        let (index, message) = tokio::select! {
+            m = first.recv() => (0, m.unwrap()),
+            m = second.recv() => (1, m.unwrap()),
+        };
+        *seen
+            .entry((message.partition(), message.offset()))
+            .or_default() += 1;
+        per_consumer[index] += 1;
+    }
+    assert!(
+        seen.values().all(|n| *n == 1),
+        "a message was consumed twice"
+    );
+    assert!(per_consumer.iter().all(|n| *n > 0), "{per_consumer:?}");
+
+    // A consumer that closes cleanly leaves the group; the other takes over quickly.
+    drop(second);
+    let left = Instant::now();
+    while poll_assignment(&first).await.len() != 3 {
+        assert!(left.elapsed() < CONSUME_TIMEOUT, "no takeover");
+    }
+    eprintln!("takeover after a clean leave: {:?}", left.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_commit_of_stored_offsets() {
+    let run_dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(&run_dir.path().join("data"), free_port(), run_dir.path());
+    let addr = broker.addr().to_owned();
+    let topic = "auto";
+    let group = "auto-committers";
+    create_topic(&addr, topic, 1).await;
+    let producer = producer(&addr);
+    for i in 0..10 {
+        produce(
+            &producer,
+            topic,
+            &format!("key-{i}"),
+            &format!("payload-{i}"),
+        )
+        .await;
+    }
+
+    let worker = consumer_with(&addr, group, client_settings::CONSUMER_AUTO_COMMIT);
+    worker.subscribe(&[topic]).unwrap();
+    for expected in 0..5 {
+        let message = tokio::time::timeout(CONSUME_TIMEOUT, worker.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(message.offset(), expected);
+        worker.store_offset_from_message(&message).unwrap();
+    }
+    let deadline = Instant::now() + CONSUME_TIMEOUT;
+    loop {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(topic, 0);
+        let committed = worker
+            .committed_offsets(tpl, Duration::from_secs(10))
+            .unwrap();
+        if committed.elements()[0].offset() == Offset::Offset(5) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "stored offset never auto-committed"
+        );
+        // Keep polling (without storing) so the consumer keeps running.
+        let _ = tokio::time::timeout(Duration::from_millis(20), worker.recv()).await;
+    }
+    drop(worker);
+
+    let next = consumer_with(&addr, group, client_settings::CONSUMER_AUTO_COMMIT);
+    next.subscribe(&[topic]).unwrap();
+    let message = recv(&next, CONSUME_TIMEOUT).await.unwrap();
+    assert_eq!(message.1, 5, "resumes after the last stored offset");
+}
+
+/// Prints the figures quoted in the crate docs (run with `-- --nocapture`); the asserted
+/// bounds are loose so that a busy machine does not fail the build.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_figures() {
+    let run_dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(&run_dir.path().join("data"), free_port(), run_dir.path());
+    let addr = broker.addr().to_owned();
+    let topic = "latency";
+    create_topic(&addr, topic, 1).await;
+    let producer = producer(&addr);
+    produce(&producer, topic, "warm-up", "warm-up").await;
+
+    let worker = consumer(&addr, &format!("latency-{}", unique()));
+    let subscribed = Instant::now();
+    worker.subscribe(&[topic]).unwrap();
+    recv(&worker, CONSUME_TIMEOUT).await.unwrap();
+    let first_message = subscribed.elapsed();
+
+    let mut acks = Vec::new();
+    let mut end_to_end = Vec::new();
+    for i in 0..20u64 {
+        let key = format!("key-{i}");
+        let sent = Instant::now();
+        produce(&producer, topic, &key, "x").await;
+        acks.push(sent.elapsed());
+        let (_, _, got, _) = recv(&worker, CONSUME_TIMEOUT).await.unwrap();
+        assert_eq!(got, key);
+        end_to_end.push(sent.elapsed());
+        // Do not stay in phase with the broker's fetch cycle.
+        tokio::time::sleep(Duration::from_millis(7 * (i % 5))).await;
+    }
+    acks.sort();
+    end_to_end.sort();
+    eprintln!(
+        "subscribe -> first message: {first_message:?}; produce ack p50 {:?} max {:?}; \
+         produce -> consume p50 {:?} max {:?}",
+        acks[acks.len() / 2],
+        acks[acks.len() - 1],
+        end_to_end[end_to_end.len() / 2],
+        end_to_end[end_to_end.len() - 1],
+    );
+    assert!(first_message < Duration::from_secs(10), "{first_message:?}");
+    assert!(
+        end_to_end[end_to_end.len() / 2] < Duration::from_secs(1),
+        "{end_to_end:?}"
+    );
 }

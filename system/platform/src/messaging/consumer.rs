@@ -68,11 +68,56 @@ pub struct ConsumerSettings {
     pub backoff_max: Duration,
 }
 
+/// `KAFKA_CONSUMER_GROUPS`: `shared` (default) or `per-instance`, see [`GroupMode`].
+pub const KAFKA_CONSUMER_GROUPS: &str = "KAFKA_CONSUMER_GROUPS";
+
+/// How the instances of one service divide the messages between them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupMode {
+    /// One consumer group per service: the instances compete for partitions (Kafka's usual
+    /// way). Needs a broker that evicts dead members.
+    Shared,
+    /// One consumer group per instance: every instance reads every message, and the inbox in the
+    /// shared database lets the first one apply it and turns it into a no-op for the others.
+    /// Costs a redundant read per extra instance, needs no group coordination: a killed
+    /// instance's work simply keeps being done by the others. The local backend uses it because
+    /// tansu 0.6 never evicts a group leader that died without leaving, which stalls a shared
+    /// group forever.
+    PerInstance,
+}
+
+impl GroupMode {
+    /// Reads [`KAFKA_CONSUMER_GROUPS`].
+    pub fn from_env() -> Result<Self, crate::config::ConfigError> {
+        match crate::config::optional(KAFKA_CONSUMER_GROUPS).as_deref() {
+            None | Some("shared") => Ok(Self::Shared),
+            Some("per-instance") => Ok(Self::PerInstance),
+            Some(other) => Err(crate::config::ConfigError::Invalid {
+                var: KAFKA_CONSUMER_GROUPS,
+                value: other.into(),
+                reason: "expected shared or per-instance".into(),
+            }),
+        }
+    }
+}
+
 impl ConsumerSettings {
-    pub fn new(brokers: &str, group_id: &str, client_id: &str, topics: &[&str]) -> Self {
+    /// Settings for consuming `topics` as `group` (the service, e.g. `order`). In
+    /// [`GroupMode::PerInstance`] (from the environment) the Kafka group becomes
+    /// `<group>.<client_id>`. An invalid `KAFKA_CONSUMER_GROUPS` falls back to shared with a
+    /// warning; services validate it at start-up with [`GroupMode::from_env`].
+    pub fn new(brokers: &str, group: &str, client_id: &str, topics: &[&str]) -> Self {
+        let mode = GroupMode::from_env().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "using shared consumer groups");
+            GroupMode::Shared
+        });
+        let group_id = match mode {
+            GroupMode::Shared => group.to_string(),
+            GroupMode::PerInstance => format!("{group}.{client_id}"),
+        };
         Self {
             brokers: brokers.into(),
-            group_id: group_id.into(),
+            group_id,
             client_id: client_id.into(),
             topics: topics.iter().map(|t| t.to_string()).collect(),
             max_attempts: 5,
