@@ -21,6 +21,8 @@ pub struct Cli {
 pub enum Command {
     /// Start the whole system on the local backend and keep it up until Ctrl-C or SIGTERM.
     Up(UpArgs),
+    /// List the scenarios in scenarios/ with their one-line descriptions.
+    List(ListArgs),
 }
 
 #[derive(Debug, Args)]
@@ -45,4 +47,12 @@ pub struct UpArgs {
     /// Use the service binaries next to this one as they are, without `cargo build`.
     #[arg(long)]
     pub no_build: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// List this folder instead of the scenarios/ folders of the current directory and the
+    /// workspace.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
 }

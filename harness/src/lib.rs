@@ -13,9 +13,12 @@
 //!
 //! Exit codes: 0 success, 1 a check failed, 2 the run itself could not happen.
 
+pub mod checks;
 pub mod cli;
 pub mod client;
 pub mod local;
+pub mod metrics;
+pub mod scenario;
 pub mod seed;
 
 use std::process::ExitCode;
@@ -41,6 +44,7 @@ pub fn run(cli: Cli) -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Up(args) => up(args).await,
+            Command::List(args) => scenario::catalog::list(&args),
         }
     });
     match result {

@@ -1,0 +1,679 @@
+//! Scenario files: what a run sets up, how it loads the system, and what it must prove.
+//!
+//! A scenario is a TOML file in `scenarios/` (the format is documented field by field in
+//! `scenarios/README.md`). [`Scenario::load`] reads one, deserializes it into the typed
+//! [`Scenario`] (unknown fields are errors everywhere) and [`Scenario::validate`]s it, so every
+//! problem is reported as `path:line:column: message` before anything starts. Fields that
+//! validation may complain about are [`Spanned`] so their errors point at a line too; read them
+//! with `get_ref()`/`into_inner()`.
+//!
+//! # Layout
+//! - this module: the types, parsing, and the SLO objectives a scenario sets.
+//! - `validate`: [`Scenario::validate`], the checks the types cannot express.
+//! - [`units`]: durations, think time ranges and test plans, which are written as strings.
+//! - [`catalog`]: finding scenarios by name and `harness list`.
+//! - [`error`]: [`ScenarioError`] and how byte spans become lines and columns.
+
+pub mod catalog;
+pub mod error;
+pub mod units;
+mod validate;
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
+pub use toml::Spanned;
+
+pub use self::error::{Location, ScenarioError};
+pub use self::units::{HumanDuration, PlanStep, TestPlan, ThinkTime};
+pub use crate::checks::Invariant;
+use crate::local::Instances;
+
+/// A parsed scenario file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// The name used in reports: the file's `name`, or else its file stem.
+    #[serde(skip_deserializing)]
+    pub name: String,
+    #[serde(rename = "name", default, skip_serializing)]
+    declared_name: Option<Spanned<String>>,
+    /// One line saying what the scenario is for; `harness list` shows it.
+    pub description: Spanned<String>,
+    #[serde(default)]
+    pub environment: Environment,
+    pub load: Spanned<Load>,
+    /// Checked before load starts and again after the checks; absent means not checked.
+    pub steady_state: Option<SteadyState>,
+    #[serde(default, rename = "slo")]
+    pub slos: Vec<Spanned<Slo>>,
+    #[serde(default)]
+    pub checks: Checks,
+    #[serde(default)]
+    pub chaos: Vec<Spanned<ChaosEntry>>,
+    /// The file and its text, so that validation can turn spans into lines.
+    #[serde(skip)]
+    origin: Origin,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Origin {
+    path: PathBuf,
+    text: String,
+}
+
+/// Where the system runs and how big it is.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Environment {
+    #[serde(default = "default_backend")]
+    pub backend: Spanned<Backend>,
+    #[serde(default)]
+    pub instances: InstanceCounts,
+    /// How long the order saga waits for a step before retrying and then compensating.
+    #[serde(default = "default_saga_step_timeout")]
+    pub saga_step_timeout: Spanned<HumanDuration>,
+}
+
+impl Default for Environment {
+    fn default() -> Self {
+        Self {
+            backend: default_backend(),
+            instances: InstanceCounts::default(),
+            saga_step_timeout: default_saga_step_timeout(),
+        }
+    }
+}
+
+fn default_backend() -> Spanned<Backend> {
+    Spanned::new(0..0, Backend::Local)
+}
+
+fn default_saga_step_timeout() -> Spanned<HumanDuration> {
+    Spanned::new(0..0, HumanDuration::from_secs(5))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Local,
+    Containers,
+    External,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::Containers => "containers",
+            Self::External => "external",
+        }
+    }
+}
+
+/// Instances per service; each defaults to 1.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceCounts {
+    #[serde(default = "one")]
+    pub order: Spanned<u32>,
+    #[serde(default = "one")]
+    pub inventory: Spanned<u32>,
+    #[serde(default = "one")]
+    pub payment: Spanned<u32>,
+}
+
+fn one() -> Spanned<u32> {
+    Spanned::new(0..0, 1)
+}
+
+impl Default for InstanceCounts {
+    fn default() -> Self {
+        Self {
+            order: one(),
+            inventory: one(),
+            payment: one(),
+        }
+    }
+}
+
+impl InstanceCounts {
+    /// The counts as the local backend takes them.
+    pub fn to_instances(&self) -> Instances {
+        let n = |c: &Spanned<u32>| usize::try_from(*c.get_ref()).unwrap_or(usize::MAX);
+        Instances {
+            order: n(&self.order),
+            inventory: n(&self.inventory),
+            payment: n(&self.payment),
+        }
+    }
+}
+
+/// The load profile: either `users` (+ `ramp_up`) for `duration`, or a `test_plan`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Load {
+    pub users: Option<Spanned<u32>>,
+    /// How long it takes to start all `users`; 0 starts them at once.
+    pub ramp_up: Option<Spanned<HumanDuration>>,
+    /// How long all `users` run after the ramp-up.
+    pub duration: Option<Spanned<HumanDuration>>,
+    pub test_plan: Option<Spanned<TestPlan>>,
+    /// The pause between two journeys of one user; none when absent.
+    #[serde(default)]
+    pub think_time: ThinkTime,
+    pub journeys: Vec<Spanned<JourneyWeight>>,
+}
+
+impl Load {
+    /// The load as one test plan: `users`/`ramp_up`/`duration` become ramp, hold and stop steps,
+    /// and a `test_plan` that does not end at 0 users gets a final step that stops at once (goose
+    /// would otherwise keep the last step's users running forever). Meant for a validated
+    /// scenario.
+    pub fn plan(&self) -> TestPlan {
+        let mut plan = match &self.test_plan {
+            Some(plan) => plan.get_ref().clone(),
+            None => {
+                let users = self.users.as_ref().map_or(0, |u| *u.get_ref());
+                let get = |d: &Option<Spanned<HumanDuration>>| {
+                    d.as_ref().map_or(HumanDuration::ZERO, |d| *d.get_ref())
+                };
+                TestPlan {
+                    steps: vec![
+                        PlanStep {
+                            users,
+                            over: get(&self.ramp_up),
+                        },
+                        PlanStep {
+                            users,
+                            over: get(&self.duration),
+                        },
+                    ],
+                }
+            }
+        };
+        if plan.steps.last().is_none_or(|s| s.users != 0) {
+            plan.steps.push(PlanStep {
+                users: 0,
+                over: HumanDuration::ZERO,
+            });
+        }
+        plan
+    }
+
+    /// The journeys with their weights, in file order.
+    pub fn weights(&self) -> Vec<(Journey, u32)> {
+        self.journeys
+            .iter()
+            .map(|j| (*j.get_ref().name.get_ref(), *j.get_ref().weight.get_ref()))
+            .collect()
+    }
+}
+
+/// A journey and how often users pick it, relative to the other journeys' weights.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct JourneyWeight {
+    pub name: Spanned<Journey>,
+    pub weight: Spanned<u32>,
+}
+
+/// What a simulated user does, one journey at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Journey {
+    /// List the product catalog.
+    BrowseCatalog,
+    /// Look at one product.
+    ViewProduct,
+    /// Place an order with an `Idempotency-Key`.
+    PlaceOrder,
+    /// Poll one of my orders until it is terminal.
+    FollowOrder,
+    /// List my orders.
+    ListMyOrders,
+    /// An administrator restocks a product.
+    AdminRestock,
+}
+
+impl Journey {
+    pub const ALL: [Journey; 6] = [
+        Self::BrowseCatalog,
+        Self::ViewProduct,
+        Self::PlaceOrder,
+        Self::FollowOrder,
+        Self::ListMyOrders,
+        Self::AdminRestock,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::BrowseCatalog => "browse_catalog",
+            Self::ViewProduct => "view_product",
+            Self::PlaceOrder => "place_order",
+            Self::FollowOrder => "follow_order",
+            Self::ListMyOrders => "list_my_orders",
+            Self::AdminRestock => "admin_restock",
+        }
+    }
+}
+
+impl fmt::Display for Journey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The steady-state hypothesis: a few probe requests through the gateway succeed.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SteadyState {
+    /// The largest fraction of probe requests that may fail.
+    #[serde(default = "zero_rate")]
+    pub max_error_rate: Spanned<f64>,
+    #[serde(default = "default_probe_requests")]
+    pub probe_requests: Spanned<u32>,
+}
+
+fn zero_rate() -> Spanned<f64> {
+    Spanned::new(0..0, 0.0)
+}
+
+fn default_probe_requests() -> Spanned<u32> {
+    Spanned::new(0..0, 20)
+}
+
+/// One `[[slo]]` entry: an endpoint (or all requests, or the saga) and one or more objectives.
+/// [`Scenario::objectives`] flattens the entries into one [`Objective`] per target.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Slo {
+    /// `"METHOD /path"`, as the load names its requests; absent means all requests together.
+    pub endpoint: Option<Spanned<String>>,
+    pub phase: Option<Spanned<Phase>>,
+    pub p50: Option<Spanned<HumanDuration>>,
+    pub p95: Option<Spanned<HumanDuration>>,
+    pub p99: Option<Spanned<HumanDuration>>,
+    pub max: Option<Spanned<HumanDuration>>,
+    /// The largest fraction (0..1) of requests that may fail.
+    pub error_rate: Option<Spanned<f64>>,
+    /// The fewest requests per second over the load (ramps included).
+    pub min_throughput: Option<Spanned<f64>>,
+    /// From the order being accepted (201) to its saga being terminal.
+    pub saga_completion_p99: Option<Spanned<HumanDuration>>,
+}
+
+/// Which part of a run an SLO is measured over. Only `all` exists until chaos timelines do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    #[default]
+    All,
+    Before,
+    During,
+    After,
+}
+
+impl Phase {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::All => "all",
+            Self::Before => "before",
+            Self::During => "during",
+            Self::After => "after",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Percentile {
+    P50,
+    P95,
+    P99,
+    Max,
+}
+
+impl Percentile {
+    /// As a quantile for hdrhistogram's `value_at_quantile`.
+    pub fn quantile(self) -> f64 {
+        match self {
+            Self::P50 => 0.5,
+            Self::P95 => 0.95,
+            Self::P99 => 0.99,
+            Self::Max => 1.0,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::P50 => "p50",
+            Self::P95 => "p95",
+            Self::P99 => "p99",
+            Self::Max => "max",
+        }
+    }
+}
+
+/// One target of an SLO, to be measured and judged on its own.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Objective {
+    /// `None`: all requests together (or, for saga completion, every saga).
+    pub endpoint: Option<String>,
+    pub phase: Phase,
+    pub target: Target,
+}
+
+/// What is measured and the limit that passes. Every limit is inclusive: a p99 of exactly the
+/// target meets it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(tag = "metric", rename_all = "snake_case")]
+pub enum Target {
+    /// The endpoint's latency percentile is at most `max`.
+    Latency {
+        percentile: Percentile,
+        max: HumanDuration,
+    },
+    /// At most this fraction of requests failed.
+    ErrorRate { max: f64 },
+    /// At least this many requests per second.
+    MinThroughput { per_second: f64 },
+    /// Accepted-to-terminal time of the order saga at this percentile is at most `max`.
+    SagaCompletion {
+        percentile: Percentile,
+        max: HumanDuration,
+    },
+}
+
+impl fmt::Display for Objective {
+    /// A stable name for reports and junit: `POST /api/orders p99 <= 1s`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scope = self.endpoint.as_deref().unwrap_or("all requests");
+        match self.target {
+            Target::Latency { percentile, max } => {
+                write!(f, "{scope} {} <= {max}", percentile.name())?
+            }
+            Target::ErrorRate { max } => write!(f, "{scope} error rate <= {max}")?,
+            Target::MinThroughput { per_second } => {
+                write!(f, "{scope} throughput >= {per_second}/s")?
+            }
+            Target::SagaCompletion { percentile, max } => {
+                write!(f, "saga completion {} <= {max}", percentile.name())?
+            }
+        }
+        if self.phase != Phase::All {
+            write!(f, " ({})", self.phase.name())?;
+        }
+        Ok(())
+    }
+}
+
+/// What is proved after the load stops and the system has converged.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Checks {
+    /// How long the system may take to settle (every saga terminal, the read model caught up).
+    #[serde(default = "default_convergence_timeout")]
+    pub convergence_timeout: Spanned<HumanDuration>,
+    #[serde(default)]
+    pub invariants: InvariantSelection,
+}
+
+fn default_convergence_timeout() -> Spanned<HumanDuration> {
+    Spanned::new(0..0, HumanDuration::from_secs(30))
+}
+
+impl Default for Checks {
+    fn default() -> Self {
+        Self {
+            convergence_timeout: default_convergence_timeout(),
+            invariants: InvariantSelection::All,
+        }
+    }
+}
+
+/// `invariants = "all"` or a list of invariant names (an empty list checks none).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum InvariantSelection {
+    #[default]
+    All,
+    Only(Vec<Spanned<Invariant>>),
+}
+
+impl InvariantSelection {
+    /// The selected invariants, in the order of [`Invariant::ALL`], each once.
+    pub fn selected(&self) -> Vec<Invariant> {
+        match self {
+            Self::All => Invariant::ALL.to_vec(),
+            Self::Only(list) => {
+                let set: BTreeSet<Invariant> = list.iter().map(|i| *i.get_ref()).collect();
+                set.into_iter().collect()
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for InvariantSelection {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = InvariantSelection;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("\"all\" or a list of invariant names")
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                if v == "all" {
+                    Ok(InvariantSelection::All)
+                } else {
+                    Err(E::custom(format!(
+                        "invalid invariants {v:?}: expected \"all\" or a list of invariant names \
+                         such as [\"no_lost_orders\", \"sagas_terminal\"]"
+                    )))
+                }
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut list = Vec::new();
+                while let Some(i) = seq.next_element::<Spanned<Invariant>>()? {
+                    list.push(i);
+                }
+                Ok(InvariantSelection::Only(list))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl Serialize for InvariantSelection {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::All => s.serialize_str("all"),
+            Self::Only(list) => s.collect_seq(list.iter().map(|i| i.get_ref())),
+        }
+    }
+}
+
+/// One fault of a chaos timeline. Parsed so the format is fixed, but not run yet: validation
+/// refuses scenarios that have any.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChaosEntry {
+    /// When the fault starts, from the start of the load.
+    pub at: Spanned<HumanDuration>,
+    /// How long it lasts; absent: until the load ends.
+    #[serde(rename = "for")]
+    pub duration: Option<Spanned<HumanDuration>>,
+    /// A link (`"gateway->order"`) or an instance (`"order#1"`).
+    pub target: Spanned<String>,
+    pub fault: Spanned<Fault>,
+    /// `latency`: the added delay.
+    pub latency: Option<Spanned<HumanDuration>>,
+    /// `latency`: random variation around `latency`.
+    pub jitter: Option<Spanned<HumanDuration>>,
+    /// `bandwidth`: the limit in KB/s.
+    pub rate_kbps: Option<Spanned<u64>>,
+    /// Link faults: which way the fault applies.
+    pub direction: Option<Spanned<Direction>>,
+    /// Link faults: the fraction (0..1) of connections affected.
+    pub toxicity: Option<Spanned<f64>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fault {
+    /// Delay data on a link.
+    Latency,
+    /// Drop a link entirely.
+    Partition,
+    /// Reset connections on a link.
+    Reset,
+    /// Limit a link's bandwidth.
+    Bandwidth,
+    /// Hold data on a link and close it after a while.
+    Timeout,
+    /// Kill an instance (SIGKILL); it restarts when the fault ends.
+    Kill,
+    /// Freeze an instance (SIGSTOP) until the fault ends.
+    Pause,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    Upstream,
+    Downstream,
+    Both,
+}
+
+impl Scenario {
+    /// Reads, parses and validates a scenario file.
+    pub fn load(path: &Path) -> Result<Self, ScenarioError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let scenario = Self::from_toml(path, &text)?;
+        scenario.validate()?;
+        Ok(scenario)
+    }
+
+    /// Finds a scenario by name or path (see [`catalog::resolve`]) and loads it.
+    pub fn open(name_or_path: &str) -> Result<Self, ScenarioError> {
+        Self::load(&Self::resolve(name_or_path)?)
+    }
+
+    /// The file a name or path stands for; see [`catalog::resolve`].
+    pub fn resolve(name_or_path: &str) -> Result<PathBuf, ScenarioError> {
+        catalog::resolve(name_or_path)
+    }
+
+    /// Parses the text of a scenario file without validating it; `path` is used for the name
+    /// and in error messages.
+    pub fn from_toml(path: &Path, text: &str) -> Result<Self, ScenarioError> {
+        let mut scenario: Scenario = toml::from_str(text).map_err(|e| {
+            // Parser messages can run over several lines; one line reads better after a location.
+            let message = e
+                .message()
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join("; ");
+            ScenarioError::at(path, text, e.span(), message)
+        })?;
+        scenario.name = match &scenario.declared_name {
+            Some(name) => name.get_ref().clone(),
+            None => path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        };
+        scenario.origin = Origin {
+            path: path.to_path_buf(),
+            text: text.to_string(),
+        };
+        Ok(scenario)
+    }
+
+    /// The file this scenario was read from.
+    pub fn path(&self) -> &Path {
+        &self.origin.path
+    }
+
+    fn error(&self, span: Range<usize>, message: impl Into<String>) -> ScenarioError {
+        ScenarioError::at(&self.origin.path, &self.origin.text, Some(span), message)
+    }
+
+    /// Every SLO target, one per metric of each `[[slo]]` entry, in file order.
+    pub fn objectives(&self) -> Vec<Objective> {
+        self.slos
+            .iter()
+            .flat_map(|s| objectives_of(s.get_ref()))
+            .collect()
+    }
+
+    /// Refuses backends that parse but cannot run yet.
+    pub fn check_backend_supported(&self) -> Result<(), ScenarioError> {
+        let backend = &self.environment.backend;
+        match backend.get_ref() {
+            Backend::Local => Ok(()),
+            other => Err(self.error(
+                backend.span(),
+                format!(
+                    "the {:?} backend is not supported yet; only \"local\" runs today",
+                    other.name()
+                ),
+            )),
+        }
+    }
+}
+
+fn objectives_of(slo: &Slo) -> Vec<Objective> {
+    let endpoint = slo.endpoint.as_ref().map(|e| e.get_ref().clone());
+    let phase = slo.phase.as_ref().map_or(Phase::All, |p| *p.get_ref());
+    let mut targets = Vec::new();
+    for (d, percentile) in [
+        (&slo.p50, Percentile::P50),
+        (&slo.p95, Percentile::P95),
+        (&slo.p99, Percentile::P99),
+        (&slo.max, Percentile::Max),
+    ] {
+        if let Some(d) = d {
+            targets.push(Target::Latency {
+                percentile,
+                max: *d.get_ref(),
+            });
+        }
+    }
+    if let Some(r) = &slo.error_rate {
+        targets.push(Target::ErrorRate { max: *r.get_ref() });
+    }
+    if let Some(t) = &slo.min_throughput {
+        targets.push(Target::MinThroughput {
+            per_second: *t.get_ref(),
+        });
+    }
+    if let Some(d) = &slo.saga_completion_p99 {
+        targets.push(Target::SagaCompletion {
+            percentile: Percentile::P99,
+            max: *d.get_ref(),
+        });
+    }
+    targets
+        .into_iter()
+        .map(|target| Objective {
+            endpoint: endpoint.clone(),
+            phase,
+            target,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,352 @@
+//! The value types of scenario files that are written as strings: durations (`"250ms"`), think
+//! time ranges (`"200ms..800ms"`) and goose-style test plans (`"10,5s;10,30s;0,5s"`).
+//!
+//! Each parses in `FromStr` and deserializes from a TOML string through it, so a bad value fails
+//! with the span of that string and the same message the user reads in the docs.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
+
+const NANOS_PER_MICRO: u128 = 1_000;
+
+/// A non-negative duration written as a number and a unit: `us`, `ms`, `s` or `m`, e.g. `"250ms"`,
+/// `"1.5s"`, `"2m"`. The resolution is one microsecond.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct HumanDuration(std::time::Duration);
+
+impl HumanDuration {
+    pub const ZERO: Self = Self(std::time::Duration::ZERO);
+
+    pub const fn from_std(d: std::time::Duration) -> Self {
+        Self(d)
+    }
+
+    pub const fn from_millis(ms: u64) -> Self {
+        Self(std::time::Duration::from_millis(ms))
+    }
+
+    pub const fn from_secs(s: u64) -> Self {
+        Self(std::time::Duration::from_secs(s))
+    }
+
+    pub const fn as_std(self) -> std::time::Duration {
+        self.0
+    }
+
+    pub const fn is_zero(self) -> bool {
+        self.0.is_zero()
+    }
+}
+
+impl From<HumanDuration> for std::time::Duration {
+    fn from(d: HumanDuration) -> Self {
+        d.0
+    }
+}
+
+fn duration_error(s: &str) -> String {
+    format!("invalid duration {s:?}: expected a number followed by us, ms, s or m, e.g. \"250ms\"")
+}
+
+impl FromStr for HumanDuration {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let text = s.trim();
+        let split = text
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let unit_nanos: u128 = match unit {
+            "us" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            _ => return Err(duration_error(s)),
+        };
+        let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+        // Exact decimal arithmetic: "0.1s" must be 100ms, not 99.999...ms.
+        if whole.is_empty() && fraction.is_empty()
+            || !whole.bytes().all(|b| b.is_ascii_digit())
+            || !fraction.bytes().all(|b| b.is_ascii_digit())
+            || whole.len() > 12
+            || fraction.len() > 9
+        {
+            return Err(duration_error(s));
+        }
+        let whole: u128 = if whole.is_empty() {
+            0
+        } else {
+            whole.parse().map_err(|_| duration_error(s))?
+        };
+        let scale = 10u128.pow(u32::try_from(fraction.len()).unwrap_or(9));
+        let fraction: u128 = if fraction.is_empty() {
+            0
+        } else {
+            fraction.parse().map_err(|_| duration_error(s))?
+        };
+        // The value in nanoseconds times `scale`, so the fraction stays exact.
+        let scaled_nanos = (whole * scale + fraction) * unit_nanos;
+        let per_micro = scale * NANOS_PER_MICRO;
+        if !scaled_nanos.is_multiple_of(per_micro) {
+            return Err(format!(
+                "invalid duration {s:?}: the finest resolution is 1us"
+            ));
+        }
+        let micros = u64::try_from(scaled_nanos / per_micro)
+            .map_err(|_| format!("invalid duration {s:?}: too long"))?;
+        Ok(Self(std::time::Duration::from_micros(micros)))
+    }
+}
+
+impl fmt::Display for HumanDuration {
+    /// The largest unit that shows the value exactly, so the output parses back to the same value.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let micros = self.0.as_micros();
+        if micros == 0 {
+            return f.write_str("0s");
+        }
+        for (unit, size) in [("m", 60_000_000), ("s", 1_000_000), ("ms", 1_000)] {
+            if micros.is_multiple_of(size) {
+                return write!(f, "{}{unit}", micros / size);
+            }
+        }
+        write!(f, "{micros}us")
+    }
+}
+
+/// Deserializes any `FromStr<Err = String>` type from a TOML string.
+struct FromStrVisitor<T>(&'static str, std::marker::PhantomData<T>);
+
+impl<T: FromStr<Err = String>> Visitor<'_> for FromStrVisitor<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+        v.parse().map_err(E::custom)
+    }
+}
+
+macro_rules! string_serde {
+    ($ty:ty, $expecting:literal) => {
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                d.deserialize_str(FromStrVisitor($expecting, std::marker::PhantomData))
+            }
+        }
+
+        impl Serialize for $ty {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+    };
+}
+
+string_serde!(
+    HumanDuration,
+    "a duration string such as \"250ms\" or \"30s\""
+);
+string_serde!(
+    ThinkTime,
+    "a think time string such as \"200ms..800ms\" or \"500ms\""
+);
+string_serde!(TestPlan, "a test plan string such as \"10,5s;10,30s;0,5s\"");
+
+/// How long a simulated user pauses between two journeys: uniformly between `min` and `max`.
+/// Written `"200ms..800ms"`, or `"500ms"` for a fixed pause.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ThinkTime {
+    pub min: HumanDuration,
+    pub max: HumanDuration,
+}
+
+impl FromStr for ThinkTime {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (min, max) = match s.split_once("..") {
+            Some((min, max)) => (min.parse::<HumanDuration>()?, max.parse::<HumanDuration>()?),
+            None => {
+                let d = s.parse::<HumanDuration>()?;
+                (d, d)
+            }
+        };
+        if min > max {
+            return Err(format!(
+                "invalid think time {s:?}: the minimum {min} is larger than the maximum {max}"
+            ));
+        }
+        Ok(Self { min, max })
+    }
+}
+
+impl fmt::Display for ThinkTime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.min == self.max {
+            write!(f, "{}", self.min)
+        } else {
+            write!(f, "{}..{}", self.min, self.max)
+        }
+    }
+}
+
+/// One step of a test plan: change the number of running users to `users`, linearly over `over`
+/// (goose's semantics: `10,5s` launches 10 users over 5 s; `10,30s` after it holds them 30 s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlanStep {
+    pub users: u32,
+    pub over: HumanDuration,
+}
+
+/// A goose-style test plan, `USERS,DURATION` steps separated by `;`, e.g. `"10,5s;10,30s;0,5s"`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TestPlan {
+    pub steps: Vec<PlanStep>,
+}
+
+impl TestPlan {
+    /// The most users running at once.
+    pub fn peak_users(&self) -> u32 {
+        self.steps.iter().map(|s| s.users).max().unwrap_or(0)
+    }
+
+    /// How long the whole plan takes.
+    pub fn total_duration(&self) -> std::time::Duration {
+        self.steps.iter().map(|s| s.over.as_std()).sum()
+    }
+
+    /// The plan as goose's `--test-plan` option takes it. Goose counts whole seconds, so a step
+    /// with a fraction of a second is rounded up.
+    pub fn to_goose(&self) -> String {
+        self.steps
+            .iter()
+            .map(|s| {
+                let d = s.over.as_std();
+                let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+                format!("{},{secs}s", s.users)
+            })
+            .collect::<Vec<_>>()
+            .join(";")
+    }
+}
+
+impl FromStr for TestPlan {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut steps = Vec::new();
+        // A trailing `;` is harmless, so it is allowed.
+        let parts: Vec<&str> = s.trim().trim_end_matches(';').split(';').collect();
+        for (i, part) in parts.iter().enumerate() {
+            let bad = || {
+                format!(
+                    "invalid test plan step {:?} (step {} of {s:?}): expected USERS,DURATION \
+                     such as \"10,30s\"",
+                    part.trim(),
+                    i + 1
+                )
+            };
+            let (users, over) = part.split_once(',').ok_or_else(bad)?;
+            let users: u32 = users.trim().parse().map_err(|_| bad())?;
+            let over: HumanDuration = over
+                .trim()
+                .parse()
+                .map_err(|e| format!("{e} (in step {} of the test plan)", i + 1))?;
+            steps.push(PlanStep { users, over });
+        }
+        Ok(Self { steps })
+    }
+}
+
+impl fmt::Display for TestPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, step) in self.steps.iter().enumerate() {
+            if i > 0 {
+                f.write_str(";")?;
+            }
+            write!(f, "{},{}", step.users, step.over)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::time::Duration;
+
+    use super::*;
+
+    fn d(s: &str) -> Duration {
+        s.parse::<HumanDuration>().unwrap().as_std()
+    }
+
+    #[test]
+    fn durations_parse_in_every_unit() {
+        assert_eq!(d("500us"), Duration::from_micros(500));
+        assert_eq!(d("250ms"), Duration::from_millis(250));
+        assert_eq!(d("30s"), Duration::from_secs(30));
+        assert_eq!(d("2m"), Duration::from_secs(120));
+        assert_eq!(d("1.5s"), Duration::from_millis(1500));
+        assert_eq!(d("0.1s"), Duration::from_millis(100));
+        assert_eq!(d(".5ms"), Duration::from_micros(500));
+        assert_eq!(d("0s"), Duration::ZERO);
+    }
+
+    #[test]
+    fn bad_durations_say_what_was_expected() {
+        for bad in ["5x", "5", "ms", "", "1.2.3s", "-1s", "5 m s", "1h"] {
+            let e = bad.parse::<HumanDuration>().unwrap_err();
+            assert!(
+                e.contains("expected a number followed by us, ms, s or m"),
+                "{bad}: {e}"
+            );
+        }
+        let e = "0.5us".parse::<HumanDuration>().unwrap_err();
+        assert!(e.contains("finest resolution is 1us"), "{e}");
+    }
+
+    #[test]
+    fn durations_display_in_a_form_that_parses_back() {
+        for s in ["1500ms", "2m", "30s", "7us", "0s", "90s"] {
+            let parsed: HumanDuration = s.parse().unwrap();
+            assert_eq!(parsed.to_string(), s);
+        }
+        assert_eq!(d("1.5m"), d("90s"));
+    }
+
+    #[test]
+    fn think_time_is_a_range_or_a_fixed_pause() {
+        let t: ThinkTime = "200ms..800ms".parse().unwrap();
+        assert_eq!(t.min.as_std(), Duration::from_millis(200));
+        assert_eq!(t.max.as_std(), Duration::from_millis(800));
+        assert_eq!(t.to_string(), "200ms..800ms");
+        let fixed: ThinkTime = "1s".parse().unwrap();
+        assert_eq!(fixed.min, fixed.max);
+        let e = "800ms..200ms".parse::<ThinkTime>().unwrap_err();
+        assert!(e.contains("larger than the maximum"), "{e}");
+        assert!("200ms..".parse::<ThinkTime>().is_err());
+    }
+
+    #[test]
+    fn test_plans_parse_goose_style_steps() {
+        let p: TestPlan = "10,5s;10,30s;0,500ms;".parse().unwrap();
+        assert_eq!(p.steps.len(), 3);
+        assert_eq!(p.peak_users(), 10);
+        assert_eq!(p.total_duration(), Duration::from_millis(35_500));
+        assert_eq!(p.to_string(), "10,5s;10,30s;0,500ms");
+        assert_eq!(p.to_goose(), "10,5s;10,30s;0,1s");
+        let e = "10;5s".parse::<TestPlan>().unwrap_err();
+        assert!(e.contains("expected USERS,DURATION"), "{e}");
+        let e = "10,5x".parse::<TestPlan>().unwrap_err();
+        assert!(e.contains("invalid duration \"5x\""), "{e}");
+    }
+}

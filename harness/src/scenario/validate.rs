@@ -1,0 +1,285 @@
+//! [`Scenario::validate`]: what the types cannot check. Every complaint carries the span of
+//! the value it is about, so it is reported with a line and column.
+
+use std::collections::BTreeSet;
+
+use super::{
+    HumanDuration, InvariantSelection, Journey, Phase, Scenario, ScenarioError, Slo, Spanned,
+    objectives_of,
+};
+use crate::local::Instances;
+
+impl Scenario {
+    /// Checks what the types cannot: sensible numbers, known endpoint formats, a load that
+    /// does something. The first problem found is returned.
+    pub fn validate(&self) -> Result<(), ScenarioError> {
+        if let Some(first) = self.chaos.first() {
+            return Err(self.error(
+                first.span(),
+                format!(
+                    "chaos timelines are not supported yet (they arrive with the chaos issue); \
+                     remove the [[chaos]] entries from {}",
+                    self.origin.path.display()
+                ),
+            ));
+        }
+        if let Some(name) = &self.declared_name {
+            let ok = !name.get_ref().is_empty()
+                && name
+                    .get_ref()
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !ok {
+                return Err(self.error(
+                    name.span(),
+                    format!(
+                        "invalid name {:?}: use letters, digits, '-' and '_' only",
+                        name.get_ref()
+                    ),
+                ));
+            }
+        }
+        let description = self.description.get_ref();
+        if description.trim().is_empty() || description.contains('\n') {
+            return Err(self.error(
+                self.description.span(),
+                "the description must be one non-empty line",
+            ));
+        }
+        self.validate_environment()?;
+        self.validate_load()?;
+        if let Some(steady) = &self.steady_state {
+            self.fraction(&steady.max_error_rate, "max_error_rate")?;
+            if *steady.probe_requests.get_ref() == 0 {
+                return Err(self.error(
+                    steady.probe_requests.span(),
+                    "probe_requests must be at least 1",
+                ));
+            }
+        }
+        for slo in &self.slos {
+            self.validate_slo(slo)?;
+        }
+        self.positive(&self.checks.convergence_timeout, "convergence_timeout")?;
+        if let InvariantSelection::Only(list) = &self.checks.invariants {
+            let mut seen = BTreeSet::new();
+            for i in list {
+                if !seen.insert(*i.get_ref()) {
+                    return Err(self.error(
+                        i.span(),
+                        format!("invariant {} is listed twice", i.get_ref()),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_environment(&self) -> Result<(), ScenarioError> {
+        let env = &self.environment;
+        for (name, count) in [
+            ("order", &env.instances.order),
+            ("inventory", &env.instances.inventory),
+            ("payment", &env.instances.payment),
+        ] {
+            let n = *count.get_ref();
+            if n == 0 || usize::try_from(n).map_or(true, |n| n > Instances::MAX) {
+                return Err(self.error(
+                    count.span(),
+                    format!(
+                        "{name} instances must be between 1 and {}, not {n}",
+                        Instances::MAX
+                    ),
+                ));
+            }
+        }
+        self.positive(&env.saga_step_timeout, "saga_step_timeout")
+    }
+
+    fn validate_load(&self) -> Result<(), ScenarioError> {
+        let load = self.load.get_ref();
+        if let Some(plan) = &load.test_plan {
+            if let Some(span) = [
+                load.users.as_ref().map(Spanned::span),
+                load.ramp_up.as_ref().map(Spanned::span),
+                load.duration.as_ref().map(Spanned::span),
+            ]
+            .into_iter()
+            .flatten()
+            .next()
+            {
+                return Err(self.error(
+                    span,
+                    "use either test_plan or users/ramp_up/duration, not both: the test plan \
+                     sets the users and how long they run",
+                ));
+            }
+            let p = plan.get_ref();
+            if p.peak_users() == 0 || p.total_duration().is_zero() {
+                return Err(self.error(
+                    plan.span(),
+                    "the test plan must run at least 1 user for longer than 0s",
+                ));
+            }
+        } else {
+            let Some(users) = &load.users else {
+                return Err(self.error(
+                    self.load.span(),
+                    "[load] needs users and duration (with an optional ramp_up), or a test_plan",
+                ));
+            };
+            if *users.get_ref() == 0 {
+                return Err(self.error(users.span(), "users must be at least 1"));
+            }
+            let Some(duration) = &load.duration else {
+                return Err(self.error(
+                    users.span(),
+                    "users needs a duration, e.g. duration = \"30s\"",
+                ));
+            };
+            self.positive(duration, "duration")?;
+        }
+        if load.journeys.is_empty() {
+            return Err(self.error(
+                self.load.span(),
+                format!(
+                    "[load] has no journeys; add [[load.journeys]] entries with a name ({}) \
+                     and a weight",
+                    journey_names()
+                ),
+            ));
+        }
+        let mut seen = BTreeSet::new();
+        for j in &load.journeys {
+            let name = &j.get_ref().name;
+            if !seen.insert(*name.get_ref()) {
+                return Err(self.error(
+                    name.span(),
+                    format!(
+                        "journey {} is listed twice; give it one entry with the sum of the weights",
+                        name.get_ref()
+                    ),
+                ));
+            }
+        }
+        if load
+            .journeys
+            .iter()
+            .all(|j| *j.get_ref().weight.get_ref() == 0)
+        {
+            let first = &load.journeys[0].get_ref().weight;
+            return Err(self.error(
+                first.span(),
+                "every journey has weight 0; at least one needs a positive weight",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_slo(&self, slo: &Spanned<Slo>) -> Result<(), ScenarioError> {
+        let entry = slo.get_ref();
+        if let Some(phase) = &entry.phase
+            && *phase.get_ref() != Phase::All
+        {
+            return Err(self.error(
+                phase.span(),
+                format!(
+                    "phase {:?} needs a chaos timeline, which is not supported yet; \
+                         use phase = \"all\" or leave it out",
+                    phase.get_ref().name()
+                ),
+            ));
+        }
+        if let Some(endpoint) = &entry.endpoint {
+            check_endpoint(endpoint.get_ref()).map_err(|m| self.error(endpoint.span(), m))?;
+            if let Some(saga) = &entry.saga_completion_p99 {
+                return Err(self.error(
+                    saga.span(),
+                    "saga_completion_p99 measures the order saga, not an endpoint; put it in an \
+                     [[slo]] without endpoint",
+                ));
+            }
+        }
+        for (d, name) in [
+            (&entry.p50, "p50"),
+            (&entry.p95, "p95"),
+            (&entry.p99, "p99"),
+            (&entry.max, "max"),
+            (&entry.saga_completion_p99, "saga_completion_p99"),
+        ] {
+            if let Some(d) = d {
+                self.positive(d, name)?;
+            }
+        }
+        if let Some(rate) = &entry.error_rate {
+            self.fraction(rate, "error_rate")?;
+        }
+        if let Some(t) = &entry.min_throughput {
+            let v = *t.get_ref();
+            if !(v.is_finite() && v > 0.0) {
+                return Err(self.error(
+                    t.span(),
+                    format!(
+                        "min_throughput must be a positive number of requests per second, not {v}"
+                    ),
+                ));
+            }
+        }
+        if objectives_of(entry).is_empty() {
+            return Err(self.error(
+                slo.span(),
+                "this [[slo]] sets no objective; add one of p50, p95, p99, max, error_rate, \
+                 min_throughput or saga_completion_p99",
+            ));
+        }
+        Ok(())
+    }
+
+    fn positive(&self, d: &Spanned<HumanDuration>, field: &str) -> Result<(), ScenarioError> {
+        if d.get_ref().is_zero() {
+            return Err(self.error(d.span(), format!("{field} must be longer than 0s")));
+        }
+        Ok(())
+    }
+
+    fn fraction(&self, v: &Spanned<f64>, field: &str) -> Result<(), ScenarioError> {
+        let x = *v.get_ref();
+        if !(0.0..=1.0).contains(&x) {
+            return Err(self.error(
+                v.span(),
+                format!("{field} is a fraction between 0 and 1 (0.01 is 1%), not {x}"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+const METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
+
+/// `"METHOD /path"`, where the path may hold `{placeholders}` such as `/api/orders/{id}`.
+fn check_endpoint(endpoint: &str) -> Result<(), String> {
+    let bad = || {
+        format!(
+            "invalid endpoint {endpoint:?}: expected \"METHOD /path\" such as \
+             \"POST /api/orders\" or \"GET /api/orders/{{id}}\", with METHOD one of {}",
+            METHODS.join(", ")
+        )
+    };
+    let (method, path) = endpoint.split_once(' ').ok_or_else(bad)?;
+    if !METHODS.contains(&method)
+        || !path.starts_with('/')
+        || path.contains(char::is_whitespace)
+        || path.contains('?')
+    {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+fn journey_names() -> String {
+    Journey::ALL
+        .iter()
+        .map(|j| j.name())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
