@@ -16,10 +16,13 @@
 pub mod checks;
 pub mod cli;
 pub mod client;
+pub mod load;
 pub mod local;
 pub mod metrics;
+pub mod report;
 pub mod scenario;
 pub mod seed;
+pub mod slo;
 
 use std::process::ExitCode;
 use std::time::Instant;

@@ -1,0 +1,26 @@
+//! `browse_catalog`: a customer lists the product catalog.
+
+use std::sync::Arc;
+
+use goose::prelude::*;
+
+use super::{JourneyFuture, me, send};
+use crate::load::Ctx;
+use crate::load::endpoint::Endpoint;
+
+pub fn run(user: &mut GooseUser, ctx: Arc<Ctx>) -> JourneyFuture<'_> {
+    Box::pin(async move {
+        let token = &ctx.target.customers[me(user)].token;
+        send::<()>(
+            user,
+            &ctx,
+            Endpoint::ListProducts,
+            "/api/products",
+            token,
+            None,
+            &[],
+        )
+        .await?;
+        Ok(())
+    })
+}

@@ -1,0 +1,66 @@
+//! `place_order`: a customer places an order of 1 to 3 lines with a fresh `Idempotency-Key`,
+//! and now and then sends the very same request again, as a client retrying after a lost answer
+//! would, to exercise the replay path. Every `POST` is recorded as an
+//! [`OrderAttempt`](crate::checks::model::OrderAttempt).
+
+use std::sync::Arc;
+
+use contracts::http::PlaceOrderRequest;
+use goose::prelude::*;
+use rand::Rng;
+
+use super::{JourneyFuture, Reply, me, send};
+use crate::checks::model::{AttemptOutcome, OrderAttempt};
+use crate::load::endpoint::Endpoint;
+use crate::load::{Ctx, roster};
+
+/// The share of orders sent a second time with the same key.
+pub const REPLAY_SHARE: f64 = 0.1;
+
+pub fn run(user: &mut GooseUser, ctx: Arc<Ctx>) -> JourneyFuture<'_> {
+    Box::pin(async move {
+        let customer = me(user);
+        let (lines, replay) = {
+            let mut rng = rand::rng();
+            (
+                roster::order_lines(&mut rng, &ctx.target.skus),
+                rng.random_bool(REPLAY_SHARE),
+            )
+        };
+        let key = uuid::Uuid::new_v4().to_string();
+        let body = PlaceOrderRequest {
+            items: lines.clone(),
+        };
+        let token = ctx.target.customers[customer].token.clone();
+        let headers = [("idempotency-key", key.as_str())];
+        for _ in 0..1 + usize::from(replay) {
+            let reply = send(
+                user,
+                &ctx,
+                Endpoint::PlaceOrder,
+                "/api/orders",
+                &token,
+                Some(&body),
+                &headers,
+            )
+            .await?;
+            let attempt = OrderAttempt {
+                customer_id: ctx.target.customers[customer].id.clone(),
+                idempotency_key: Some(key.clone()),
+                lines: lines.clone(),
+                outcome: outcome(&reply),
+            };
+            ctx.recorder.attempt(attempt, customer, reply.answered);
+        }
+        Ok(())
+    })
+}
+
+fn outcome(reply: &Reply) -> AttemptOutcome {
+    match &reply.error {
+        Some(error) => AttemptOutcome::Unknown {
+            error: error.clone(),
+        },
+        None => AttemptOutcome::from_answer(reply.status, &reply.body, reply.replayed),
+    }
+}

@@ -1,0 +1,238 @@
+//! Load through the gateway: goose 0.19 embedded as a library, driving the journeys of a
+//! scenario, while we measure every request ourselves.
+//!
+//! Goose schedules: it launches users along the scenario's test plan and runs, for each user,
+//! one goose scenario whose transactions are the journeys with their weights, pausing the
+//! scenario's think time between two of them. It runs quiet: no report on stdout, no log files,
+//! no controllers. Each request still goes through goose (grouped by the gateway route, e.g.
+//! `POST /api/orders`, so goose's own counts are comparable), but what the harness reports
+//! comes from [`recorder::Recorder`]: latency with coordinated-omission correction, ok/errors
+//! by status, one-second buckets, every `POST /api/orders` as an [`OrderAttempt`], and the time
+//! from an order accepted to it seen terminal.
+//!
+//! After goose stops, the orders still pending are followed through the admin endpoint for at
+//! most the scenario's convergence timeout, so saga completion is measured for them too; the
+//! rest are counted `UNFINISHED`. Those follow-up reads are measurement, not load, so they are
+//! not in the per-endpoint statistics.
+//!
+//! # Layout
+//! - this module: [`LoadTarget`], [`LoadOutcome`], [`run`] and the goose configuration.
+//! - [`endpoint`]: the request names.
+//! - [`roster`]: which customer each goose user is, and the order lines a user sends.
+//! - `recorder`: the shared measurements and history.
+//! - `journeys`: one module per journey.
+//!
+//! [`OrderAttempt`]: crate::checks::model::OrderAttempt
+
+pub mod endpoint;
+mod journeys;
+mod recorder;
+pub mod roster;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use contracts::domain::{CustomerId, Sku};
+use goose::config::GooseConfiguration;
+use goose::goose::Scenario as GooseScenario;
+use goose::prelude::*;
+
+use crate::checks::model::History;
+use crate::local::EnvInfo;
+use crate::metrics::Measurements;
+use crate::scenario::{Journey, Scenario, ThinkTime};
+
+use self::recorder::Recorder;
+
+/// Where the load goes and who sends it.
+#[derive(Debug, Clone)]
+pub struct LoadTarget {
+    /// The gateway, e.g. `http://127.0.0.1:8080`; every request goes here.
+    pub gateway_url: String,
+    pub admin_token: String,
+    pub customers: Vec<Customer>,
+    pub skus: Vec<Sku>,
+}
+
+/// A seeded customer and a token issued for them.
+#[derive(Debug, Clone)]
+pub struct Customer {
+    pub id: CustomerId,
+    pub token: String,
+    /// Customers with a tiny limit get their orders declined, so the saga compensates.
+    pub credit_limit_minor: i64,
+}
+
+impl LoadTarget {
+    /// The gateway, customers and SKUs of a running environment.
+    pub fn from_env(info: &EnvInfo) -> anyhow::Result<Self> {
+        let customers = info
+            .customers
+            .iter()
+            .map(|c| {
+                Ok(Customer {
+                    id: CustomerId::parse(c.customer_id.as_str())
+                        .with_context(|| format!("seeded customer {:?}", c.customer_id))?,
+                    token: c.token.clone(),
+                    credit_limit_minor: c.credit_limit_minor,
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let skus = info
+            .products
+            .iter()
+            .map(|p| Sku::parse(p.sku.as_str()).with_context(|| format!("seeded SKU {:?}", p.sku)))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Self {
+            gateway_url: info.gateway_url.clone(),
+            admin_token: info.admin_token.clone(),
+            customers,
+            skus,
+        })
+    }
+}
+
+/// What the load measured and the orders it placed.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOutcome {
+    pub measurements: Measurements,
+    pub history: History,
+    /// Goose's own request counts by request name, to cross-check [`Measurements`].
+    pub goose_requests: BTreeMap<String, u64>,
+}
+
+/// The longest a `follow_order` journey polls one order before moving on; the order stays
+/// pending and is followed again later.
+const FOLLOW_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often an order is polled while it is followed.
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// How long after acceptance an order is first followed: the read model serving
+/// `GET /api/orders/{id}` lags the write model a little, and a poll sooner would mostly answer
+/// 404, which would count as an error.
+const FOLLOW_AFTER: Duration = Duration::from_millis(250);
+
+/// The longest one request may take before it counts as a transport error (goose's
+/// `--timeout`, in seconds).
+const REQUEST_TIMEOUT_SECS: &str = "15";
+
+/// What every transaction closure shares.
+pub(crate) struct Ctx {
+    pub target: LoadTarget,
+    /// User index (modulo its length) → index into `target.customers`.
+    pub roster: Vec<usize>,
+    pub recorder: Recorder,
+}
+
+/// Runs the scenario's load against `target` and returns what was measured. Blocks until the
+/// test plan has run and the pending orders were followed (bounded by the convergence timeout).
+pub async fn run(scenario: &Scenario, target: &LoadTarget) -> anyhow::Result<LoadOutcome> {
+    anyhow::ensure!(
+        !target.customers.is_empty(),
+        "the load needs at least one customer"
+    );
+    anyhow::ensure!(!target.skus.is_empty(), "the load needs at least one SKU");
+    let load = scenario.load.get_ref();
+    let plan = load.plan().to_goose();
+    let think = load.think_time;
+    let ctx = Arc::new(Ctx {
+        roster: roster::roster(&target.customers),
+        target: target.clone(),
+        recorder: Recorder::new(mean(think)),
+    });
+
+    let attack = attack(
+        &target.gateway_url,
+        &plan,
+        shopper(&ctx, &load.weights(), think)?,
+    )?;
+    let started = Instant::now();
+    ctx.recorder.start(started);
+    // Goose's `Display` leaves out which option it refused; its `Debug` has the detail.
+    let goose_metrics = attack
+        .execute()
+        .await
+        .map_err(|e| anyhow::anyhow!("running the goose load: {e:?}"))?;
+    let load_time = started.elapsed();
+
+    let client = crate::client::ApiClient::new(&target.gateway_url)?;
+    let settle = scenario.checks.convergence_timeout.get_ref().as_std();
+    journeys::follow_order::follow_pending(&ctx, &client, settle).await;
+
+    let mut goose_requests = BTreeMap::new();
+    for aggregate in goose_metrics.requests.values() {
+        *goose_requests.entry(aggregate.path.clone()).or_default() +=
+            (aggregate.success_count + aggregate.fail_count) as u64;
+    }
+    let (measurements, history) = ctx.recorder.finish(load_time);
+    Ok(LoadOutcome {
+        measurements,
+        history,
+        goose_requests,
+    })
+}
+
+fn mean(think: ThinkTime) -> Duration {
+    (think.min.as_std() + think.max.as_std()) / 2
+}
+
+/// A quiet goose attack on `host` along `plan` (goose's `--test-plan` syntax): no report, no
+/// error summary, no log file, no controllers. Goose still prints one line, `N users launched.`,
+/// with a plain `println!` that no option turns off.
+fn attack(host: &str, plan: &str, shopper: GooseScenario) -> anyhow::Result<GooseAttack> {
+    let e = |e: GooseError| anyhow::anyhow!("configuring goose: {e:?}");
+    let attack = GooseAttack::initialize_with_config(GooseConfiguration::default())
+        .map_err(e)?
+        .register_scenario(shopper)
+        .set_scheduler(GooseScheduler::Random)
+        .set_default(GooseDefault::Host, host)
+        .map_err(e)?
+        .set_default(GooseDefault::TestPlan, plan)
+        .map_err(e)?
+        .set_default(
+            GooseDefault::CoordinatedOmissionMitigation,
+            GooseCoordinatedOmissionMitigation::Average,
+        )
+        .map_err(e)?
+        .set_default(GooseDefault::NoPrintMetrics, true)
+        .map_err(e)?
+        .set_default(GooseDefault::NoErrorSummary, true)
+        .map_err(e)?
+        .set_default(GooseDefault::Quiet, 1)
+        .map_err(e)?
+        .set_default(GooseDefault::Timeout, REQUEST_TIMEOUT_SECS)
+        .map_err(e)?
+        // Controllers would listen on fixed ports: two runs at once would collide.
+        .set_default(GooseDefault::NoTelnet, true)
+        .map_err(e)?
+        .set_default(GooseDefault::NoWebSocket, true)
+        .map_err(e)?;
+    Ok(*attack)
+}
+
+/// One goose scenario for every user: pick a customer, then the journeys by weight.
+fn shopper(
+    ctx: &Arc<Ctx>,
+    weights: &[(Journey, u32)],
+    think: ThinkTime,
+) -> anyhow::Result<GooseScenario> {
+    let e = |e: GooseError| anyhow::anyhow!("configuring goose: {e:?}");
+    let mut scenario = GooseScenario::new("shopper")
+        .set_wait_time(think.min.as_std(), think.max.as_std())
+        .map_err(e)?
+        .register_transaction(journeys::sign_in(ctx).set_on_start());
+    for &(journey, weight) in weights {
+        if weight == 0 {
+            continue;
+        }
+        let weight = usize::try_from(weight).unwrap_or(usize::MAX);
+        scenario = scenario.register_transaction(
+            journeys::transaction(ctx, journey)
+                .set_name(journey.name())
+                .set_weight(weight)
+                .map_err(e)?,
+        );
+    }
+    Ok(scenario)
+}

@@ -1,0 +1,310 @@
+//! The measurements and history every goose user writes into: one [`Recorder`] behind a
+//! mutex, held only for the few map updates of one sample, never across an await.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use contracts::domain::{OrderId, OrderStatus};
+
+use crate::checks::model::{History, OrderAttempt};
+use crate::metrics::{self, Measurements};
+
+use super::endpoint::Endpoint;
+
+/// The `outcomes` key of orders the load stopped following before they were terminal.
+pub const UNFINISHED: &str = "UNFINISHED";
+
+/// An order accepted by the gateway and not yet seen terminal.
+#[derive(Debug, Clone, Copy)]
+pub struct Pending {
+    pub customer: usize,
+    pub accepted: Instant,
+    /// A `follow_order` journey is polling it now.
+    pub claimed: bool,
+}
+
+pub struct Recorder {
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    started: Instant,
+    think_mean: Duration,
+    measurements: Measurements,
+    history: History,
+    /// Raw (uncorrected) latency sum and count per endpoint: the correction's expected
+    /// interval must not feed on its own synthetic samples.
+    raw: BTreeMap<Endpoint, (u128, u32)>,
+    pending: BTreeMap<OrderId, Pending>,
+}
+
+/// One request as the load saw it.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    pub endpoint: Endpoint,
+    pub sent: Instant,
+    pub took: Duration,
+    /// `0` when no answer came (timeout, refused, reset).
+    pub status: u16,
+}
+
+impl Recorder {
+    /// `think_mean` is the mean pause of a user between two journeys.
+    pub fn new(think_mean: Duration) -> Self {
+        Self {
+            inner: Mutex::new(Inner {
+                started: Instant::now(),
+                think_mean,
+                measurements: Measurements::default(),
+                history: History::default(),
+                raw: BTreeMap::new(),
+                pending: BTreeMap::new(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves plain counters behind; they are still usable.
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Seconds of the timeline count from here.
+    pub fn start(&self, at: Instant) {
+        self.lock().started = at;
+    }
+
+    /// Records one request: latency corrected for coordinated omission with the user's
+    /// expected cadence (the endpoint's mean latency so far plus the mean think time), ok or
+    /// error by status, and its one-second bucket.
+    pub fn request(&self, s: Sample) {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let (sum, n) = inner.raw.entry(s.endpoint).or_insert((0, 0));
+        let expected = (*n > 0).then(|| {
+            let mean = Duration::from_micros(u64::try_from(*sum / u128::from(*n)).unwrap_or(0));
+            mean + inner.think_mean
+        });
+        *sum += s.took.as_micros();
+        *n = n.saturating_add(1);
+
+        let ok = (200..300).contains(&s.status);
+        let stats = inner
+            .measurements
+            .endpoint_mut(metrics::ALL, s.endpoint.name());
+        match expected {
+            Some(interval) if !interval.is_zero() => {
+                stats.latency.record_corrected(s.took, interval)
+            }
+            _ => stats.latency.record(s.took),
+        }
+        if ok {
+            stats.ok += 1;
+        } else {
+            stats.errors += 1;
+            *stats.errors_by_status.entry(s.status).or_default() += 1;
+        }
+        let second = s.sent.saturating_duration_since(inner.started).as_secs();
+        let us = u64::try_from(s.took.as_micros()).unwrap_or(u64::MAX);
+        let bucket = inner.measurements.bucket_mut(second);
+        bucket.requests += 1;
+        bucket.errors += u64::from(!ok);
+        bucket.latency_sum_us = bucket.latency_sum_us.saturating_add(us);
+        bucket.max_latency_us = bucket.max_latency_us.max(us);
+    }
+
+    /// Records a `POST /api/orders` and, when it was acknowledged, starts following the order
+    /// (a replay of an order already followed changes nothing).
+    pub fn attempt(&self, attempt: OrderAttempt, customer: usize, answered: Instant) {
+        let mut inner = self.lock();
+        if let Some(id) = attempt.outcome.acknowledged() {
+            inner.pending.entry(id).or_insert(Pending {
+                customer,
+                accepted: answered,
+                claimed: false,
+            });
+        }
+        inner.history.attempts.push(attempt);
+    }
+
+    /// Claims the oldest unclaimed pending order of `customer` accepted at least `age` ago.
+    pub fn claim(&self, customer: usize, age: Duration) -> Option<(OrderId, Pending)> {
+        let mut inner = self.lock();
+        let now = Instant::now();
+        let (id, p) = inner
+            .pending
+            .iter_mut()
+            .filter(|(_, p)| {
+                p.customer == customer && !p.claimed && now.duration_since(p.accepted) >= age
+            })
+            .min_by_key(|(_, p)| p.accepted)?;
+        p.claimed = true;
+        Some((*id, *p))
+    }
+
+    /// Gives a claimed order back, still pending.
+    pub fn release(&self, id: OrderId) {
+        if let Some(p) = self.lock().pending.get_mut(&id) {
+            p.claimed = false;
+        }
+    }
+
+    /// The orders not yet seen terminal.
+    pub fn pending(&self) -> Vec<(OrderId, Pending)> {
+        self.lock()
+            .pending
+            .iter()
+            .map(|(id, p)| (*id, *p))
+            .collect()
+    }
+
+    /// An order seen terminal at `seen`: its saga completion time, its outcome, and the second
+    /// it happened in. An order not pending (already recorded) is ignored.
+    pub fn terminal(&self, id: OrderId, status: OrderStatus, seen: Instant) {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let Some(p) = inner.pending.remove(&id) else {
+            return;
+        };
+        inner
+            .measurements
+            .saga_completion
+            .entry(metrics::ALL.to_string())
+            .or_default()
+            .record(seen.saturating_duration_since(p.accepted));
+        *inner
+            .measurements
+            .outcomes
+            .entry(status.as_str().to_string())
+            .or_default() += 1;
+        let second = seen.saturating_duration_since(inner.started).as_secs();
+        let bucket = inner.measurements.bucket_mut(second);
+        match status {
+            OrderStatus::Confirmed => bucket.orders_confirmed += 1,
+            OrderStatus::Rejected => bucket.orders_rejected += 1,
+            OrderStatus::Cancelled => bucket.orders_cancelled += 1,
+            OrderStatus::Pending => {}
+        }
+    }
+
+    /// Ends the run: orders still pending count as [`UNFINISHED`].
+    pub fn finish(&self, load_time: Duration) -> (Measurements, History) {
+        let mut inner = self.lock();
+        let unfinished = inner.pending.len() as u64;
+        inner.pending.clear();
+        if unfinished > 0 {
+            *inner
+                .measurements
+                .outcomes
+                .entry(UNFINISHED.to_string())
+                .or_default() += unfinished;
+        }
+        inner.measurements.duration = load_time;
+        (
+            std::mem::take(&mut inner.measurements),
+            std::mem::take(&mut inner.history),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use contracts::domain::CustomerId;
+
+    use super::*;
+    use crate::checks::model::AttemptOutcome;
+
+    fn sample(endpoint: Endpoint, sent: Instant, ms: u64, status: u16) -> Sample {
+        Sample {
+            endpoint,
+            sent,
+            took: Duration::from_millis(ms),
+            status,
+        }
+    }
+
+    #[test]
+    fn requests_are_counted_by_status_and_second_and_slow_ones_are_corrected() {
+        let r = Recorder::new(Duration::ZERO);
+        let t0 = Instant::now();
+        r.start(t0);
+        for _ in 0..9 {
+            r.request(sample(Endpoint::ListProducts, t0, 10, 200));
+        }
+        // 100 ms against a cadence of 10 ms: it stands for the requests that could not be sent.
+        r.request(sample(
+            Endpoint::ListProducts,
+            t0 + Duration::from_millis(1500),
+            100,
+            503,
+        ));
+        r.request(sample(Endpoint::PlaceOrder, t0, 5, 0));
+        let (m, _) = r.finish(Duration::from_secs(2));
+        let list = &m.endpoints[metrics::ALL]["GET /api/products"];
+        assert_eq!((list.ok, list.errors), (9, 1));
+        assert_eq!(list.errors_by_status[&503], 1);
+        assert!(list.latency.count() > 10, "{}", list.latency.count());
+        let post = &m.endpoints[metrics::ALL]["POST /api/orders"];
+        assert_eq!(post.errors_by_status[&0], 1);
+        assert_eq!(m.timeline.len(), 2);
+        assert_eq!((m.timeline[0].requests, m.timeline[0].errors), (10, 1));
+        assert_eq!((m.timeline[1].requests, m.timeline[1].errors), (1, 1));
+        assert_eq!(m.timeline[1].max_latency_us, 100_000);
+        assert_eq!(m.duration, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn an_acknowledged_order_is_followed_once_and_its_completion_measured() {
+        let r = Recorder::new(Duration::from_millis(100));
+        let t0 = Instant::now();
+        r.start(t0);
+        let id = OrderId::new();
+        let attempt = |replayed| OrderAttempt {
+            customer_id: CustomerId::parse("cust-0001").unwrap(),
+            idempotency_key: Some("k1".into()),
+            lines: Vec::new(),
+            outcome: AttemptOutcome::Acknowledged {
+                order_id: id,
+                replayed,
+            },
+        };
+        r.attempt(attempt(false), 3, t0);
+        r.attempt(attempt(true), 3, t0 + Duration::from_millis(5));
+        assert_eq!(r.pending().len(), 1);
+        assert!(
+            r.claim(4, Duration::ZERO).is_none(),
+            "another customer's order"
+        );
+        let (claimed, _) = r.claim(3, Duration::ZERO).unwrap();
+        assert_eq!(claimed, id);
+        assert!(r.claim(3, Duration::ZERO).is_none(), "already claimed");
+        r.release(id);
+        assert!(r.claim(3, Duration::ZERO).is_some());
+
+        r.terminal(id, OrderStatus::Confirmed, t0 + Duration::from_millis(1200));
+        r.terminal(id, OrderStatus::Confirmed, t0 + Duration::from_millis(1300));
+        let other = OrderId::new();
+        r.attempt(
+            OrderAttempt {
+                outcome: AttemptOutcome::Acknowledged {
+                    order_id: other,
+                    replayed: false,
+                },
+                ..attempt(false)
+            },
+            3,
+            t0,
+        );
+        let (m, h) = r.finish(Duration::from_secs(2));
+        assert_eq!(h.attempts.len(), 3);
+        let saga = &m.saga_completion[metrics::ALL];
+        assert_eq!(saga.count(), 1);
+        let p50 = saga.quantile(0.5).unwrap().as_millis();
+        assert!((1195..=1205).contains(&p50), "{p50}");
+        assert_eq!(m.outcomes["CONFIRMED"], 1);
+        assert_eq!(m.outcomes[UNFINISHED], 1);
+        assert_eq!(m.timeline[1].orders_confirmed, 1);
+    }
+}

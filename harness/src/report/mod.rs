@@ -1,0 +1,427 @@
+//! Run reports: what a run measured and proved, written to `reports/<run-id>/` as
+//! `report.json` (the [`RunReport`], schema documented in `reports/README.md`), `report.md` (for a
+//! PR comment), `report.html` (one self-contained page with SVG charts) and `junit.xml` (one test
+//! case per SLO and invariant). [`compare`] judges a report against a baseline.
+//!
+//! # Layout
+//! - this module: [`RunReport`] and how it is built from a run, [`write_all`], [`read`].
+//! - [`histogram`]: the V2+deflate+base64 encoding of histograms in `report.json`.
+//! - `markdown`, `html`, `junit`: the other three files.
+//! - [`compare`](mod@compare): deltas against a baseline report and the regression gate.
+
+pub mod compare;
+pub mod histogram;
+mod html;
+mod junit;
+mod markdown;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use crate::checks::InvariantVerdict;
+use crate::metrics::{EndpointStats, Latency, Measurements, SecondBucket};
+use crate::scenario::Scenario;
+use crate::slo::SloVerdict;
+
+pub use compare::{Comparison, Delta, Tolerance, compare};
+
+/// The version of `report.json`'s schema; raised when a field changes meaning or goes away.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Exit code of a run where every SLO and invariant held.
+pub const EXIT_PASSED: u8 = 0;
+/// Exit code of a run where an SLO or an invariant failed.
+pub const EXIT_FAILED: u8 = 1;
+
+/// Everything a run measured and proved; `report.json` is this, serialized.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunReport {
+    pub schema_version: u32,
+    pub run_id: String,
+    pub scenario: ScenarioInfo,
+    /// When the load started, RFC 3339 in UTC.
+    pub started_at: String,
+    /// How long the load ran, in seconds.
+    pub duration_s: f64,
+    pub environment: EnvironmentSummary,
+    pub slos: Vec<SloVerdict>,
+    pub invariants: Vec<InvariantVerdict>,
+    /// Terminal order statuses seen by the load generator (`CONFIRMED`, ..., `UNFINISHED`).
+    pub outcomes: BTreeMap<String, u64>,
+    /// One entry per second of the load.
+    pub timeline: Vec<TimelineSecond>,
+    /// Fault windows, shaded on the charts; empty until chaos timelines run.
+    pub chaos_windows: Vec<ChaosWindow>,
+    /// phase (`all`, later `before`, `during:<fault>`, `after`) → what was measured in it.
+    pub phases: BTreeMap<String, PhaseStats>,
+    pub verdict: Verdict,
+    /// What `harness run` exits with: 0 passed, 1 failed.
+    pub exit_code: u8,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScenarioInfo {
+    pub name: String,
+    pub description: String,
+    /// The scenario as it was run (its TOML, as JSON).
+    pub definition: serde_json::Value,
+}
+
+/// Where the run happened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnvironmentSummary {
+    /// `local`, `containers` or `external`.
+    pub backend: String,
+    /// Instances per service: `order`, `inventory`, `payment`.
+    pub instances: BTreeMap<String, u32>,
+    /// Seconds from starting the environment to ready; absent when not measured.
+    pub startup_s: Option<f64>,
+}
+
+impl EnvironmentSummary {
+    /// The scenario's backend and instance counts, with the measured start-up time.
+    pub fn from_scenario(scenario: &Scenario, startup: Option<Duration>) -> Self {
+        let i = &scenario.environment.instances;
+        Self {
+            backend: scenario.environment.backend.get_ref().name().to_string(),
+            instances: [
+                ("order", *i.order.get_ref()),
+                ("inventory", *i.inventory.get_ref()),
+                ("payment", *i.payment.get_ref()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+            startup_s: startup.map(|d| d.as_secs_f64()),
+        }
+    }
+}
+
+/// One second of the load (the [`SecondBucket`] of the measurements).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimelineSecond {
+    pub second: u64,
+    pub requests: u64,
+    pub errors: u64,
+    pub latency_sum_us: u64,
+    pub max_latency_us: u64,
+    pub orders_confirmed: u64,
+    pub orders_rejected: u64,
+    pub orders_cancelled: u64,
+}
+
+impl TimelineSecond {
+    /// Mean latency of the second's requests in µs; `None` without requests.
+    pub fn mean_latency_us(&self) -> Option<f64> {
+        (self.requests > 0).then(|| self.latency_sum_us as f64 / self.requests as f64)
+    }
+}
+
+impl From<&SecondBucket> for TimelineSecond {
+    fn from(b: &SecondBucket) -> Self {
+        Self {
+            second: b.second,
+            requests: b.requests,
+            errors: b.errors,
+            latency_sum_us: b.latency_sum_us,
+            max_latency_us: b.max_latency_us,
+            orders_confirmed: b.orders_confirmed,
+            orders_rejected: b.orders_rejected,
+            orders_cancelled: b.orders_cancelled,
+        }
+    }
+}
+
+/// A span of the load to shade on the charts, in seconds since the load started.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChaosWindow {
+    pub start_s: f64,
+    pub end_s: f64,
+    pub label: String,
+}
+
+/// What was measured in one phase.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PhaseStats {
+    /// `"METHOD /path"` → its requests.
+    pub endpoints: BTreeMap<String, EndpointReport>,
+    /// Order accepted to saga terminal; absent when no saga was measured in the phase.
+    pub saga_completion: Option<LatencyReport>,
+}
+
+/// Requests to one endpoint in one phase.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EndpointReport {
+    /// Requests sent: `ok + errors`.
+    pub count: u64,
+    pub ok: u64,
+    pub errors: u64,
+    /// Status code → errors (`0`: transport error: timeout, refused, reset).
+    pub errors_by_status: BTreeMap<u16, u64>,
+    pub latency: LatencyReport,
+}
+
+impl EndpointReport {
+    fn new(stats: &EndpointStats) -> anyhow::Result<Self> {
+        Ok(Self {
+            count: stats.requests(),
+            ok: stats.ok,
+            errors: stats.errors,
+            errors_by_status: stats.errors_by_status.clone(),
+            latency: LatencyReport::new(&stats.latency)?,
+        })
+    }
+}
+
+/// A latency distribution: a few percentiles for reading, and the full histogram for merging.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LatencyReport {
+    /// Samples in the histogram (with coordinated-omission correction this can exceed the
+    /// request count).
+    pub count: u64,
+    /// Percentiles in µs; absent when the histogram is empty.
+    pub p50_us: Option<u64>,
+    pub p95_us: Option<u64>,
+    pub p99_us: Option<u64>,
+    pub max_us: Option<u64>,
+    pub mean_us: Option<f64>,
+    /// The HDR histogram (µs, 1 µs .. 1 h, 3 significant digits): V2 format, deflate, base64.
+    pub histogram: String,
+}
+
+impl LatencyReport {
+    pub fn new(latency: &Latency) -> anyhow::Result<Self> {
+        let h = latency.histogram();
+        let us = |d: Option<Duration>| d.map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        Ok(Self {
+            count: latency.count(),
+            p50_us: us(latency.quantile(0.5)),
+            p95_us: us(latency.quantile(0.95)),
+            p99_us: us(latency.quantile(0.99)),
+            max_us: us(latency.max()),
+            mean_us: (!h.is_empty()).then(|| h.mean()),
+            histogram: histogram::encode(h)?,
+        })
+    }
+
+    /// The full histogram, decoded.
+    pub fn decode(&self) -> anyhow::Result<hdrhistogram::Histogram<u64>> {
+        histogram::decode(&self.histogram)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Passed,
+    Failed,
+}
+
+/// What a run hands over to become a report.
+#[derive(Debug)]
+pub struct RunInput<'a> {
+    pub run_id: String,
+    pub scenario: &'a Scenario,
+    /// When the load started.
+    pub started_at: SystemTime,
+    pub environment: EnvironmentSummary,
+    pub measurements: &'a Measurements,
+    /// Usually [`crate::slo::evaluate_scenario`] of the scenario and measurements.
+    pub slos: Vec<SloVerdict>,
+    pub invariants: Vec<InvariantVerdict>,
+    pub chaos_windows: Vec<ChaosWindow>,
+}
+
+impl RunReport {
+    /// The report of a run; the verdict is `failed` when any SLO or invariant did not hold.
+    pub fn build(input: RunInput<'_>) -> anyhow::Result<Self> {
+        let m = input.measurements;
+        let mut phases = BTreeMap::new();
+        let names: std::collections::BTreeSet<&String> =
+            m.endpoints.keys().chain(m.saga_completion.keys()).collect();
+        for phase in names {
+            let mut stats = PhaseStats::default();
+            for (endpoint, s) in m.endpoints.get(phase).into_iter().flatten() {
+                let r = EndpointReport::new(s)
+                    .with_context(|| format!("phase {phase}, endpoint {endpoint}"))?;
+                stats.endpoints.insert(endpoint.clone(), r);
+            }
+            if let Some(l) = m.saga_completion.get(phase).filter(|l| l.count() > 0) {
+                stats.saga_completion = Some(LatencyReport::new(l)?);
+            }
+            phases.insert(phase.clone(), stats);
+        }
+        let held = input.slos.iter().all(|s| s.held) && input.invariants.iter().all(|i| i.held);
+        let scenario = input.scenario;
+        Ok(Self {
+            schema_version: SCHEMA_VERSION,
+            run_id: input.run_id,
+            scenario: ScenarioInfo {
+                name: scenario.name.clone(),
+                description: scenario.description.get_ref().clone(),
+                definition: serde_json::to_value(scenario).context("serializing the scenario")?,
+            },
+            started_at: rfc3339(input.started_at),
+            duration_s: m.duration.as_secs_f64(),
+            environment: input.environment,
+            slos: input.slos,
+            invariants: input.invariants,
+            outcomes: m.outcomes.clone(),
+            timeline: m.timeline.iter().map(TimelineSecond::from).collect(),
+            chaos_windows: input.chaos_windows,
+            phases,
+            verdict: if held {
+                Verdict::Passed
+            } else {
+                Verdict::Failed
+            },
+            exit_code: if held { EXIT_PASSED } else { EXIT_FAILED },
+        })
+    }
+
+    pub fn passed(&self) -> bool {
+        self.verdict == Verdict::Passed
+    }
+
+    pub fn failed_slos(&self) -> impl Iterator<Item = &SloVerdict> {
+        self.slos.iter().filter(|s| !s.held)
+    }
+
+    pub fn failed_invariants(&self) -> impl Iterator<Item = &InvariantVerdict> {
+        self.invariants.iter().filter(|i| !i.held)
+    }
+
+    /// One line: `smoke passed: 4 SLOs and 8 invariants held` or what failed.
+    pub fn headline(&self) -> String {
+        let name = &self.scenario.name;
+        let slos = self.failed_slos().count();
+        let invariants = self.failed_invariants().count();
+        if self.passed() {
+            format!(
+                "{name} passed: {} SLOs and {} invariants held",
+                self.slos.len(),
+                self.invariants.len()
+            )
+        } else {
+            format!(
+                "{name} failed: {slos} of {} SLOs and {invariants} of {} invariants failed",
+                self.slos.len(),
+                self.invariants.len()
+            )
+        }
+    }
+}
+
+/// Where [`write_all`] put the four files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paths {
+    pub dir: PathBuf,
+    pub json: PathBuf,
+    pub markdown: PathBuf,
+    pub html: PathBuf,
+    pub junit: PathBuf,
+}
+
+/// Writes the four files into `dir/<run-id>/` (created if needed) and returns their paths.
+pub fn write_all(dir: &Path, report: &RunReport) -> anyhow::Result<Paths> {
+    let id = &report.run_id;
+    if id.is_empty()
+        || id == "."
+        || id == ".."
+        || id.contains(['/', '\\'])
+        || id.chars().any(char::is_control)
+    {
+        anyhow::bail!("run id {id:?} cannot name a directory");
+    }
+    let run_dir = dir.join(id);
+    std::fs::create_dir_all(&run_dir)
+        .with_context(|| format!("creating the report directory {}", run_dir.display()))?;
+    let paths = Paths {
+        json: run_dir.join("report.json"),
+        markdown: run_dir.join("report.md"),
+        html: run_dir.join("report.html"),
+        junit: run_dir.join("junit.xml"),
+        dir: run_dir,
+    };
+    let mut json = serde_json::to_string_pretty(report).context("serializing report.json")?;
+    json.push('\n');
+    for (path, text) in [
+        (&paths.json, json),
+        (&paths.markdown, markdown::render(report)),
+        (&paths.html, html::render(report)),
+        (&paths.junit, junit::render(report)),
+    ] {
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(paths)
+}
+
+/// Reads a `report.json` (e.g. a baseline), refusing other schema versions.
+pub fn read(path: &Path) -> anyhow::Result<RunReport> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the report {}", path.display()))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    let version = value
+        .get("schema_version")
+        .and_then(serde_json::Value::as_u64);
+    if version != Some(u64::from(SCHEMA_VERSION)) {
+        anyhow::bail!(
+            "{} has schema version {version:?}; this harness reads version {SCHEMA_VERSION}",
+            path.display()
+        );
+    }
+    serde_json::from_value(value).with_context(|| format!("{} is not a run report", path.display()))
+}
+
+/// A run id: the start time (UTC, to the second), the scenario name and a short random suffix,
+/// e.g. `20261122T001622Z-smoke-3f9a`; sorts by time and names a directory safely.
+pub fn new_run_id(scenario: &str, started_at: SystemTime) -> String {
+    let stamp: String = rfc3339(started_at)
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect();
+    let name: String = scenario
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    format!("{stamp}-{name}-{}", &suffix[..4])
+}
+
+/// `time` as RFC 3339 in UTC to the second, e.g. `2026-11-22T00:16:22Z`.
+pub fn rfc3339(time: SystemTime) -> String {
+    let secs = time
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3_600,
+        rem % 3_600 / 60,
+        rem % 60
+    )
+}

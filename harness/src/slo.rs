@@ -1,0 +1,580 @@
+//! SLO evaluation: every objective a scenario sets ([`Scenario::objectives`]) measured against
+//! what the run recorded ([`Measurements`]), each with its target, the measured value and a
+//! verdict.
+//!
+//! - Latency objectives read the endpoint's HDR histogram (`max` is the largest sample); an
+//!   objective without an endpoint merges every endpoint of the phase.
+//! - Error rate is failed requests over all requests; minimum throughput is requests per second
+//!   over the load's duration (phase `all` only: other phases have no recorded duration yet).
+//! - Saga completion reads the accepted-to-terminal histogram; the endpoint is ignored.
+//! - Phase `all` reads the measurements of phase `all`; `before`, `during` and `after` merge
+//!   every phase named so or `<phase>:<detail>` (`during:kill order#1`).
+//!
+//! Nothing passes for want of data: an objective whose endpoint saw no request (or whose
+//! scenario completed no saga) fails with the detail `no requests measured` (`no sagas measured`).
+//! Limits are inclusive, as [`Target`] documents.
+//!
+//! [`Scenario::objectives`]: crate::scenario::Scenario::objectives
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::metrics::{EndpointStats, Latency, Measurements};
+use crate::scenario::{HumanDuration, Objective, Percentile, Phase, Scenario, Target};
+
+/// The detail of an objective on requests none of which were measured.
+pub const NO_REQUESTS: &str = "no requests measured";
+/// The detail of a saga completion objective when no saga was measured.
+pub const NO_SAGAS: &str = "no sagas measured";
+
+/// What an objective measures; with [`SloVerdict::unit`] it says how to read the numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SloMetric {
+    /// An endpoint's latency percentile (see [`SloVerdict::percentile`]); lower is better.
+    Latency,
+    /// Failed requests / requests; lower is better.
+    ErrorRate,
+    /// Requests per second; higher is better.
+    Throughput,
+    /// Order accepted to saga terminal, at a percentile; lower is better.
+    SagaCompletion,
+}
+
+/// The unit of [`SloVerdict::target`] and [`SloVerdict::measured`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SloUnit {
+    /// Microseconds.
+    Micros,
+    /// A fraction between 0 and 1.
+    Ratio,
+    /// Requests per second.
+    PerSecond,
+}
+
+/// One objective's result, as it goes into `report.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SloVerdict {
+    /// The objective's stable name, e.g. `POST /api/orders p99 <= 1s`.
+    pub name: String,
+    pub metric: SloMetric,
+    /// `p50`, `p95`, `p99` or `max` for latency and saga completion; absent otherwise.
+    pub percentile: Option<String>,
+    /// `None`: all requests together (and always for saga completion).
+    pub endpoint: Option<String>,
+    /// `all`, `before`, `during` or `after`.
+    pub phase: String,
+    pub unit: SloUnit,
+    /// The limit, inclusive: a maximum except for throughput, where it is a minimum.
+    pub target: f64,
+    /// The measured value; `None` when nothing was measured (the objective then fails).
+    pub measured: Option<f64>,
+    pub held: bool,
+    /// One line for humans: the measured value against the target and the sample count, or
+    /// why nothing was measured.
+    pub detail: String,
+    /// How many samples the measurement rests on (requests, or latencies, or sagas).
+    pub samples: u64,
+}
+
+impl SloVerdict {
+    /// The target for humans: `<= 1s`, `<= 0.01`, `>= 50/s`.
+    pub fn target_display(&self) -> String {
+        let op = if self.metric == SloMetric::Throughput {
+            ">="
+        } else {
+            "<="
+        };
+        format!("{op} {}", format_value(self.unit, self.target))
+    }
+
+    /// The measured value for humans; `-` when nothing was measured.
+    pub fn measured_display(&self) -> String {
+        self.measured
+            .map_or_else(|| "-".to_string(), |v| format_value(self.unit, v))
+    }
+}
+
+impl fmt::Display for SloVerdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let verdict = if self.held { "held" } else { "VIOLATED" };
+        write!(f, "{}: {verdict}: {}", self.name, self.detail)
+    }
+}
+
+/// A value in `unit` for humans: latencies as `850us`, `12.3ms`, `1.52s`; ratios as percentages.
+pub fn format_value(unit: SloUnit, value: f64) -> String {
+    match unit {
+        SloUnit::Micros => format_micros(value),
+        SloUnit::Ratio => format!("{:.2}%", value * 100.0),
+        SloUnit::PerSecond => format!("{value:.1}/s"),
+    }
+}
+
+/// Microseconds for humans, three significant digits at most.
+pub fn format_micros(us: f64) -> String {
+    fn sig(v: f64) -> String {
+        let s = if v >= 100.0 {
+            format!("{v:.0}")
+        } else if v >= 10.0 {
+            format!("{v:.1}")
+        } else {
+            format!("{v:.2}")
+        };
+        if s.contains('.') {
+            s.trim_end_matches('0').trim_end_matches('.').to_string()
+        } else {
+            s
+        }
+    }
+    if us < 1_000.0 {
+        format!("{}us", sig(us))
+    } else if us < 1_000_000.0 {
+        format!("{}ms", sig(us / 1_000.0))
+    } else {
+        format!("{}s", sig(us / 1_000_000.0))
+    }
+}
+
+/// Every objective of the scenario, in file order.
+pub fn evaluate_scenario(scenario: &Scenario, measurements: &Measurements) -> Vec<SloVerdict> {
+    evaluate(&scenario.objectives(), measurements)
+}
+
+/// The verdicts of `objectives`, in their order.
+pub fn evaluate(objectives: &[Objective], measurements: &Measurements) -> Vec<SloVerdict> {
+    objectives
+        .iter()
+        .map(|o| evaluate_one(o, measurements))
+        .collect()
+}
+
+/// Whether the measurements key `key` belongs to `phase`.
+fn in_phase(phase: Phase, key: &str) -> bool {
+    let name = phase.name();
+    key == name
+        || (phase != Phase::All && key.strip_prefix(name).is_some_and(|r| r.starts_with(':')))
+}
+
+/// The requests the objective is about, merged over the phase (and over all endpoints when the
+/// objective names none).
+fn requests(objective: &Objective, m: &Measurements) -> EndpointStats {
+    let mut merged = EndpointStats::default();
+    for (_, endpoints) in m
+        .endpoints
+        .iter()
+        .filter(|(k, _)| in_phase(objective.phase, k))
+    {
+        for (name, stats) in endpoints {
+            if objective.endpoint.as_deref().is_none_or(|e| e == name) {
+                merged.latency.merge(&stats.latency);
+                merged.ok += stats.ok;
+                merged.errors += stats.errors;
+                for (status, n) in &stats.errors_by_status {
+                    *merged.errors_by_status.entry(*status).or_default() += n;
+                }
+            }
+        }
+    }
+    merged
+}
+
+fn sagas(phase: Phase, m: &Measurements) -> Latency {
+    let mut merged = Latency::new();
+    for (_, l) in m.saga_completion.iter().filter(|(k, _)| in_phase(phase, k)) {
+        merged.merge(l);
+    }
+    merged
+}
+
+fn percentile_value(latency: &Latency, p: Percentile) -> Option<u64> {
+    let d = match p {
+        Percentile::Max => latency.max(),
+        other => latency.quantile(other.quantile()),
+    };
+    d.map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// One objective against the measurements.
+pub fn evaluate_one(objective: &Objective, m: &Measurements) -> SloVerdict {
+    let name = objective.to_string();
+    let mut v = SloVerdict {
+        name,
+        metric: SloMetric::Latency,
+        percentile: None,
+        endpoint: objective.endpoint.clone(),
+        phase: objective.phase.name().to_string(),
+        unit: SloUnit::Micros,
+        target: 0.0,
+        measured: None,
+        held: false,
+        detail: String::new(),
+        samples: 0,
+    };
+    match objective.target {
+        Target::Latency { percentile, max } => {
+            let stats = requests(objective, m);
+            let target = max.as_std().as_micros() as f64;
+            v.percentile = Some(percentile.name().to_string());
+            v.target = target;
+            v.samples = stats.latency.count();
+            if stats.requests() == 0 && stats.latency.count() == 0 {
+                v.detail = NO_REQUESTS.to_string();
+            } else if let Some(us) = percentile_value(&stats.latency, percentile) {
+                let same = same_bucket(&stats.latency, us, max);
+                judge_max(&mut v, us as f64, same, "latencies");
+            } else {
+                v.detail = format!(
+                    "no latencies recorded ({} requests counted)",
+                    stats.requests()
+                );
+            }
+        }
+        Target::ErrorRate { max } => {
+            let stats = requests(objective, m);
+            v.metric = SloMetric::ErrorRate;
+            v.unit = SloUnit::Ratio;
+            v.target = max;
+            v.samples = stats.requests();
+            if stats.requests() == 0 {
+                v.detail = NO_REQUESTS.to_string();
+            } else {
+                let rate = stats.error_rate();
+                v.measured = Some(rate);
+                v.held = rate <= max;
+                let by_status: Vec<String> = stats
+                    .errors_by_status
+                    .iter()
+                    .map(|(s, n)| {
+                        if *s == 0 {
+                            format!("transport {n}")
+                        } else {
+                            format!("{s}: {n}")
+                        }
+                    })
+                    .collect();
+                let statuses = if by_status.is_empty() {
+                    String::new()
+                } else {
+                    format!("; {}", by_status.join(", "))
+                };
+                v.detail = format!(
+                    "{} of {} requests failed ({}){statuses}; {} {}",
+                    stats.errors,
+                    stats.requests(),
+                    format_value(SloUnit::Ratio, rate),
+                    if v.held { "within" } else { "above" },
+                    format_value(SloUnit::Ratio, max),
+                );
+            }
+        }
+        Target::MinThroughput { per_second } => {
+            let stats = requests(objective, m);
+            v.metric = SloMetric::Throughput;
+            v.unit = SloUnit::PerSecond;
+            v.target = per_second;
+            v.samples = stats.requests();
+            let secs = m.duration.as_secs_f64();
+            if stats.requests() == 0 {
+                v.detail = NO_REQUESTS.to_string();
+            } else if objective.phase != Phase::All {
+                v.detail = format!(
+                    "throughput of phase {} cannot be measured: phase durations are not recorded",
+                    objective.phase.name()
+                );
+            } else if secs <= 0.0 {
+                v.detail = "the load's duration was not measured".to_string();
+            } else {
+                let rate = stats.requests() as f64 / secs;
+                v.measured = Some(rate);
+                v.held = rate >= per_second;
+                v.detail = format!(
+                    "{} requests in {secs:.1}s = {}; {} {}",
+                    stats.requests(),
+                    format_value(SloUnit::PerSecond, rate),
+                    if v.held { "at least" } else { "below" },
+                    format_value(SloUnit::PerSecond, per_second),
+                );
+            }
+        }
+        Target::SagaCompletion { percentile, max } => {
+            let latency = sagas(objective.phase, m);
+            v.metric = SloMetric::SagaCompletion;
+            v.percentile = Some(percentile.name().to_string());
+            v.endpoint = None;
+            v.target = max.as_std().as_micros() as f64;
+            v.samples = latency.count();
+            match percentile_value(&latency, percentile) {
+                None => v.detail = NO_SAGAS.to_string(),
+                Some(us) => {
+                    let same = same_bucket(&latency, us, max);
+                    judge_max(&mut v, us as f64, same, "sagas");
+                }
+            }
+        }
+    }
+    v
+}
+
+/// Whether `measured` (a value the histogram reported, which is the highest value of its
+/// bucket) and the target fall into the same bucket: the histogram cannot tell them apart, so
+/// the target is met. Without this a p99 of exactly 1s would be reported as 1.000447s and fail
+/// `p99 <= 1s`.
+fn same_bucket(latency: &Latency, measured_us: u64, target: HumanDuration) -> bool {
+    let target_us = u64::try_from(target.as_std().as_micros()).unwrap_or(u64::MAX);
+    latency.histogram().equivalent(measured_us, target_us)
+}
+
+/// Fills a latency-like verdict whose limit is a maximum in µs; `same_bucket`: the measured value
+/// is indistinguishable from the target at the histogram's precision, which meets it.
+fn judge_max(v: &mut SloVerdict, measured: f64, same_bucket: bool, what: &str) {
+    v.measured = Some(measured);
+    v.held = measured <= v.target || same_bucket;
+    let p = v.percentile.as_deref().unwrap_or("value");
+    let measured_s = format_micros(measured);
+    let target_s = format_micros(v.target);
+    v.detail = if v.held {
+        format!("{p} {measured_s} within {target_s} ({} {what})", v.samples)
+    } else {
+        let ratio = measured / v.target;
+        let over = if v.target > 0.0 && ratio >= 10.0 {
+            format!(", {ratio:.0}x the target")
+        } else if v.target > 0.0 {
+            format!(" by {:.0}%", (ratio - 1.0) * 100.0)
+        } else {
+            String::new()
+        };
+        format!(
+            "{p} {measured_s} exceeds {target_s}{over} ({} {what})",
+            v.samples
+        )
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::metrics::ALL;
+
+    const ORDERS: &str = "POST /api/orders";
+    const PRODUCTS: &str = "GET /api/products";
+
+    fn measurements() -> Measurements {
+        let mut m = Measurements::default();
+        let orders = m.endpoint_mut(ALL, ORDERS);
+        for ms in 1..=100 {
+            orders.latency.record(Duration::from_millis(ms));
+        }
+        orders.ok = 98;
+        orders.errors = 2;
+        orders.errors_by_status.insert(503, 2);
+        let products = m.endpoint_mut(ALL, PRODUCTS);
+        for _ in 0..100 {
+            products.latency.record(Duration::from_millis(500));
+        }
+        products.ok = 100;
+        let mut saga = Latency::new();
+        for ms in 1..=10 {
+            saga.record(Duration::from_millis(ms * 100));
+        }
+        m.saga_completion.insert(ALL.into(), saga);
+        m.duration = Duration::from_secs(10);
+        m
+    }
+
+    fn latency(endpoint: Option<&str>, percentile: Percentile, max: &str) -> Objective {
+        Objective {
+            endpoint: endpoint.map(str::to_string),
+            phase: Phase::All,
+            target: Target::Latency {
+                percentile,
+                max: max.parse::<HumanDuration>().unwrap(),
+            },
+        }
+    }
+
+    fn one(o: Objective, m: &Measurements) -> SloVerdict {
+        evaluate(&[o], m).remove(0)
+    }
+
+    #[test]
+    fn latency_percentiles_hold_and_fail_against_their_targets() {
+        let m = measurements();
+        for (p, ok, bad) in [
+            (Percentile::P50, "60ms", "40ms"),
+            (Percentile::P95, "100ms", "90ms"),
+            (Percentile::P99, "100ms", "98ms"),
+            (Percentile::Max, "101ms", "99ms"),
+        ] {
+            let held = one(latency(Some(ORDERS), p, ok), &m);
+            assert!(held.held, "{held}");
+            assert_eq!(held.samples, 100);
+            assert_eq!(held.metric, SloMetric::Latency);
+            assert_eq!(held.percentile.as_deref(), Some(p.name()));
+            let violated = one(latency(Some(ORDERS), p, bad), &m);
+            assert!(!violated.held, "{violated}");
+            assert!(violated.detail.contains("exceeds"), "{}", violated.detail);
+            assert!(violated.measured.unwrap() > violated.target);
+        }
+    }
+
+    #[test]
+    fn an_impossible_slo_fails_and_names_itself() {
+        let v = one(
+            latency(Some(ORDERS), Percentile::P99, "1us"),
+            &measurements(),
+        );
+        assert!(!v.held);
+        assert_eq!(v.name, "POST /api/orders p99 <= 1us");
+        assert_eq!(v.target, 1.0);
+        assert!(
+            v.to_string()
+                .starts_with("POST /api/orders p99 <= 1us: VIOLATED")
+        );
+    }
+
+    #[test]
+    fn an_objective_without_endpoint_merges_all_requests() {
+        let m = measurements();
+        // Half the samples are 500ms, so all requests together have a p99 of 500ms.
+        let v = one(latency(None, Percentile::P99, "400ms"), &m);
+        assert!(!v.held);
+        assert_eq!(v.samples, 200);
+        assert!((v.measured.unwrap() - 500_000.0).abs() < 1_000.0, "{v:?}");
+        assert_eq!(v.name, "all requests p99 <= 400ms");
+        let rate = one(
+            Objective {
+                endpoint: None,
+                phase: Phase::All,
+                target: Target::ErrorRate { max: 0.01 },
+            },
+            &m,
+        );
+        assert!(rate.held, "{rate}");
+        assert_eq!(rate.measured, Some(0.01));
+    }
+
+    #[test]
+    fn latency_on_an_endpoint_without_requests_fails_explicitly() {
+        let v = one(
+            latency(Some("GET /api/nothing"), Percentile::P50, "1m"),
+            &measurements(),
+        );
+        assert!(!v.held);
+        assert_eq!(v.measured, None);
+        assert_eq!(v.detail, NO_REQUESTS);
+        let empty = one(
+            latency(None, Percentile::Max, "1m"),
+            &Measurements::default(),
+        );
+        assert!(!empty.held);
+        assert_eq!(empty.detail, NO_REQUESTS);
+    }
+
+    fn error_rate(endpoint: &str, max: f64) -> Objective {
+        Objective {
+            endpoint: Some(endpoint.into()),
+            phase: Phase::All,
+            target: Target::ErrorRate { max },
+        }
+    }
+
+    #[test]
+    fn error_rate_holds_fails_and_needs_requests() {
+        let m = measurements();
+        let held = one(error_rate(ORDERS, 0.02), &m);
+        assert!(held.held, "{held}");
+        assert_eq!(held.unit, SloUnit::Ratio);
+        let violated = one(error_rate(ORDERS, 0.01), &m);
+        assert!(!violated.held);
+        assert!(violated.detail.contains("2 of 100"), "{}", violated.detail);
+        assert!(violated.detail.contains("503: 2"), "{}", violated.detail);
+        let none = one(error_rate("GET /api/nothing", 1.0), &m);
+        assert!(!none.held);
+        assert_eq!(none.detail, NO_REQUESTS);
+    }
+
+    fn throughput(endpoint: &str, per_second: f64) -> Objective {
+        Objective {
+            endpoint: Some(endpoint.into()),
+            phase: Phase::All,
+            target: Target::MinThroughput { per_second },
+        }
+    }
+
+    #[test]
+    fn min_throughput_holds_fails_and_needs_requests() {
+        let m = measurements();
+        let held = one(throughput(PRODUCTS, 10.0), &m);
+        assert!(held.held, "{held}");
+        assert_eq!(held.measured, Some(10.0));
+        let violated = one(throughput(PRODUCTS, 10.5), &m);
+        assert!(!violated.held);
+        assert!(violated.detail.contains("below"), "{}", violated.detail);
+        assert_eq!(violated.target_display(), ">= 10.5/s");
+        let none = one(throughput("GET /api/nothing", 0.0), &m);
+        assert!(!none.held, "zero requests never meet even a zero minimum");
+        assert_eq!(none.detail, NO_REQUESTS);
+    }
+
+    fn saga(max: &str) -> Objective {
+        Objective {
+            endpoint: None,
+            phase: Phase::All,
+            target: Target::SagaCompletion {
+                percentile: Percentile::P99,
+                max: max.parse::<HumanDuration>().unwrap(),
+            },
+        }
+    }
+
+    #[test]
+    fn saga_completion_holds_fails_and_needs_sagas() {
+        let m = measurements();
+        // The p99 is exactly 1s; the histogram reports 1.000447s, the top of its bucket.
+        let held = one(saga("1s"), &m);
+        assert!(held.held, "{held}");
+        assert_eq!(held.metric, SloMetric::SagaCompletion);
+        assert_eq!(held.samples, 10);
+        let violated = one(saga("900ms"), &m);
+        assert!(!violated.held);
+        assert_eq!(violated.name, "saga completion p99 <= 900ms");
+        let none = one(saga("1s"), &Measurements::default());
+        assert!(!none.held);
+        assert_eq!(none.detail, NO_SAGAS);
+    }
+
+    #[test]
+    fn phases_merge_their_sub_phases_and_all_reads_only_all() {
+        let mut m = Measurements::default();
+        m.endpoint_mut("during:kill order#1", ORDERS)
+            .latency
+            .record(Duration::from_secs(2));
+        m.endpoint_mut("during:kill order#1", ORDERS).ok += 1;
+        m.endpoint_mut("during:pause payment#1", ORDERS)
+            .latency
+            .record(Duration::from_secs(3));
+        m.endpoint_mut("during:pause payment#1", ORDERS).ok += 1;
+        let mut during = latency(Some(ORDERS), Percentile::Max, "1s");
+        during.phase = Phase::During;
+        let v = one(during, &m);
+        assert_eq!(v.samples, 2);
+        assert!(!v.held);
+        assert!(v.name.ends_with("(during)"), "{}", v.name);
+        let all = one(latency(Some(ORDERS), Percentile::Max, "1s"), &m);
+        assert_eq!(all.detail, NO_REQUESTS);
+    }
+
+    #[test]
+    fn values_format_for_humans() {
+        assert_eq!(format_micros(850.0), "850us");
+        assert_eq!(format_micros(12_345.0), "12.3ms");
+        assert_eq!(format_micros(1_000_000.0), "1s");
+        assert_eq!(format_micros(1_520_000.0), "1.52s");
+        assert_eq!(format_value(SloUnit::Ratio, 0.0125), "1.25%");
+    }
+}
