@@ -23,6 +23,28 @@ pub enum Command {
     Up(UpArgs),
     /// List the scenarios in scenarios/ with their one-line descriptions.
     List(ListArgs),
+    /// Run a scenario: start its environment, drive the load, check SLOs and invariants, write
+    /// reports/<run-id>/. Exit 0 all held, 1 something failed, 2 the run could not happen.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// A scenario name from scenarios/ (see `harness list`) or a path to a .toml file.
+    pub scenario: String,
+
+    /// Compare with an earlier run's report.json and fail on a regression beyond the tolerance
+    /// (+20% latency, +1 percentage point error rate, -20% throughput).
+    #[arg(long)]
+    pub baseline: Option<PathBuf>,
+
+    /// Where to write reports/<run-id>/.
+    #[arg(long, default_value = "reports")]
+    pub reports_dir: PathBuf,
+
+    /// Use the service binaries next to this one as they are, without `cargo build`.
+    #[arg(long)]
+    pub no_build: bool,
 }
 
 #[derive(Debug, Args)]

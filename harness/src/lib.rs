@@ -20,6 +20,7 @@ pub mod load;
 pub mod local;
 pub mod metrics;
 pub mod report;
+pub mod run;
 pub mod scenario;
 pub mod seed;
 pub mod slo;
@@ -48,6 +49,7 @@ pub fn run(cli: Cli) -> ExitCode {
         match cli.command {
             Command::Up(args) => up(args).await,
             Command::List(args) => scenario::catalog::list(&args),
+            Command::Run(args) => run::run(args).await,
         }
     });
     match result {

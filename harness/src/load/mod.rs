@@ -205,8 +205,6 @@ fn attack(host: &str, plan: &str, shopper: GooseScenario) -> anyhow::Result<Goos
         .map_err(e)?
         // Controllers would listen on fixed ports: two runs at once would collide.
         .set_default(GooseDefault::NoTelnet, true)
-        .map_err(e)?
-        .set_default(GooseDefault::NoWebSocket, true)
         .map_err(e)?;
     Ok(*attack)
 }
@@ -235,4 +233,9 @@ fn shopper(
         );
     }
     Ok(scenario)
+}
+
+/// The server's time from accepting an order to its terminal status.
+pub(crate) fn saga_time(view: &contracts::http::OrderView) -> Duration {
+    Duration::from_millis(u64::try_from(view.updated_at_ms - view.created_at_ms).unwrap_or(0))
 }

@@ -160,9 +160,11 @@ impl Recorder {
             .collect()
     }
 
-    /// An order seen terminal at `seen`: its saga completion time, its outcome, and the second
-    /// it happened in. An order not pending (already recorded) is ignored.
-    pub fn terminal(&self, id: OrderId, status: OrderStatus, seen: Instant) {
+    /// An order seen terminal at `seen`, with `saga` the server's own time from accepting it to
+    /// its terminal status (`updated_at_ms - created_at_ms` of the order), so how late we looked
+    /// does not inflate the saga completion time. Records that time, the outcome, and the second
+    /// it was seen in. An order not pending (already recorded) is ignored.
+    pub fn terminal(&self, id: OrderId, status: OrderStatus, seen: Instant, saga: Duration) {
         let mut guard = self.lock();
         let inner = &mut *guard;
         let Some(p) = inner.pending.remove(&id) else {
@@ -173,7 +175,7 @@ impl Recorder {
             .saga_completion
             .entry(metrics::ALL.to_string())
             .or_default()
-            .record(seen.saturating_duration_since(p.accepted));
+            .record(saga.min(seen.saturating_duration_since(p.accepted)));
         *inner
             .measurements
             .outcomes
@@ -283,8 +285,19 @@ mod tests {
         r.release(id);
         assert!(r.claim(3, Duration::ZERO).is_some());
 
-        r.terminal(id, OrderStatus::Confirmed, t0 + Duration::from_millis(1200));
-        r.terminal(id, OrderStatus::Confirmed, t0 + Duration::from_millis(1300));
+        // Seen after 1.5 s, but the server finished it in 1.2 s: the server's time counts.
+        r.terminal(
+            id,
+            OrderStatus::Confirmed,
+            t0 + Duration::from_millis(1500),
+            Duration::from_millis(1200),
+        );
+        r.terminal(
+            id,
+            OrderStatus::Confirmed,
+            t0 + Duration::from_millis(1600),
+            Duration::from_millis(1300),
+        );
         let other = OrderId::new();
         r.attempt(
             OrderAttempt {

@@ -37,7 +37,12 @@ pub fn run(user: &mut GooseUser, ctx: Arc<Ctx>) -> JourneyFuture<'_> {
                 && let Ok(view) = serde_json::from_str::<OrderView>(&reply.body)
                 && view.status.is_terminal()
             {
-                ctx.recorder.terminal(id, view.status, reply.answered);
+                ctx.recorder.terminal(
+                    id,
+                    view.status,
+                    reply.answered,
+                    super::super::saga_time(&view),
+                );
                 return Ok(());
             }
             if Instant::now() + POLL_INTERVAL > deadline {
@@ -68,7 +73,12 @@ pub async fn follow_pending(ctx: &Ctx, client: &ApiClient, timeout: Duration) {
                     if let Some(view) = o.view
                         && view.status.is_terminal()
                     {
-                        ctx.recorder.terminal(view.order_id, view.status, seen);
+                        ctx.recorder.terminal(
+                            view.order_id,
+                            view.status,
+                            seen,
+                            super::super::saga_time(&view),
+                        );
                     }
                 }
             }

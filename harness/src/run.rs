@@ -1,0 +1,296 @@
+//! `harness run SCENARIO`: one experiment from start to verdict.
+//!
+//! 1. Load and validate the scenario (a bad file: exit 2, naming file and line).
+//! 2. Start the environment it names; a failure there is exit 2 too.
+//! 3. Check the steady-state hypothesis before the load (a system that is already unhealthy
+//!    makes the experiment meaningless: exit 2) and again after it (a failed objective).
+//! 4. Drive the load (goose), let the system converge, read the dead-letter topics, check the
+//!    invariants, evaluate the SLOs.
+//! 5. Write the four report files, compare with `--baseline` if given, and tear the
+//!    environment down, in every case, before returning the exit code: 0 all held, 1 an SLO, an
+//!    invariant or the baseline comparison failed, 2 the run could not happen.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers;
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use reqwest::Method;
+
+use crate::checks::collect::converge;
+use crate::checks::{DeadLetter, Policy, check_selected};
+use crate::cli::RunArgs;
+use crate::local::{LocalEnvironment, LocalOptions};
+use crate::report::{self, EnvironmentSummary, RunInput, RunReport};
+use crate::scenario::Scenario;
+use crate::slo::{SloMetric, SloUnit, SloVerdict};
+use crate::{EXIT_CANNOT_RUN, load, slo};
+
+const EXIT_FAILED: u8 = 1;
+
+pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let scenario = match Scenario::open(&args.scenario) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(EXIT_CANNOT_RUN));
+        }
+    };
+    if let Err(e) = scenario.check_backend_supported() {
+        eprintln!("error: {e}");
+        return Ok(ExitCode::from(EXIT_CANNOT_RUN));
+    }
+    let baseline = match &args.baseline {
+        Some(path) => match report::read(path) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                eprintln!("error: baseline {}: {e:#}", path.display());
+                return Ok(ExitCode::from(EXIT_CANNOT_RUN));
+            }
+        },
+        None => None,
+    };
+    // Installed before goose starts, so Ctrl-C is ours: we stop and tear down.
+    let shutdown = platform::shutdown::install(false);
+
+    println!(
+        "scenario {}: {}",
+        scenario.name,
+        scenario.description.get_ref()
+    );
+    let options = LocalOptions {
+        instances: scenario.environment.instances.to_instances(),
+        run_dir: None,
+        saga_step_timeout_ms: u64::try_from(
+            Duration::from(*scenario.environment.saga_step_timeout.get_ref()).as_millis(),
+        )
+        .unwrap_or(u64::MAX),
+        build: !args.no_build,
+    };
+    let env = tokio::select! {
+        env = LocalEnvironment::start(options) => match env {
+            Ok(env) => env,
+            Err(e) => {
+                eprintln!("error: the environment did not start: {e:#}");
+                return Ok(ExitCode::from(EXIT_CANNOT_RUN));
+            }
+        },
+        _ = shutdown.cancelled() => {
+            eprintln!("interrupted during start-up; everything started so far was stopped");
+            return Ok(ExitCode::from(EXIT_CANNOT_RUN));
+        }
+    };
+    println!(
+        "environment up in {:.2} s ({})",
+        env.startup_time().as_secs_f64(),
+        env.gateway_url()
+    );
+
+    let outcome = tokio::select! {
+        r = experiment(&scenario, &env) => r,
+        _ = shutdown.cancelled() => Err(anyhow::anyhow!("interrupted")),
+    };
+    env.stop().await;
+    let report = match outcome {
+        Ok(Experiment::Done(report)) => report,
+        Ok(Experiment::NotSteady(why)) => {
+            eprintln!("error: the steady-state hypothesis did not hold before the load: {why}");
+            return Ok(ExitCode::from(EXIT_CANNOT_RUN));
+        }
+        Err(e) => {
+            eprintln!("error: the run could not complete: {e:#}");
+            return Ok(ExitCode::from(EXIT_CANNOT_RUN));
+        }
+    };
+
+    let paths = report::write_all(&args.reports_dir, &report).context("writing the reports")?;
+    print_summary(&report);
+    println!("reports: {}", paths.dir.display());
+    let mut code = report.exit_code;
+    if let Some(baseline) = baseline {
+        let comparison = report::compare(&report, &baseline, report::Tolerance::default());
+        println!("{comparison}");
+        if comparison.regressed() {
+            code = EXIT_FAILED;
+        }
+    }
+    Ok(ExitCode::from(code))
+}
+
+enum Experiment {
+    Done(Box<RunReport>),
+    NotSteady(String),
+}
+
+async fn experiment(scenario: &Scenario, env: &LocalEnvironment) -> anyhow::Result<Experiment> {
+    let info = env.info();
+    let api = env.client()?;
+    let admin = env.identity().admin_token()?;
+
+    if let Some(steady) = &scenario.steady_state {
+        let (rate, n) = probe(&api, *steady.probe_requests.get_ref()).await?;
+        if rate > *steady.max_error_rate.get_ref() {
+            return Ok(Experiment::NotSteady(format!(
+                "{:.1}% of {n} probes failed, the hypothesis allows {:.1}%",
+                rate * 100.0,
+                steady.max_error_rate.get_ref() * 100.0
+            )));
+        }
+    }
+
+    let target = load::LoadTarget::from_env(&info)?;
+    let started_at = SystemTime::now();
+    println!("load: {}", scenario.load.get_ref().plan().to_goose());
+    let load_started = Instant::now();
+    let outcome = load::run(scenario, &target)
+        .await
+        .context("driving the load")?;
+    println!("load done in {:.1} s", load_started.elapsed().as_secs_f64());
+
+    let timeout = Duration::from(*scenario.checks.convergence_timeout.get_ref());
+    let converged = converge(&api, &admin, timeout)
+        .await
+        .context("reading the system's state after the load")?;
+    let mut snapshot = converged.snapshot;
+    snapshot.dead_letters = dead_letters(env.kafka_brokers())
+        .await
+        .context("reading the dead-letter topics")?;
+    let invariants = check_selected(
+        &scenario.checks.invariants.selected(),
+        &outcome.history,
+        &snapshot,
+        &Policy::default(),
+    );
+
+    let mut slos = slo::evaluate_scenario(scenario, &outcome.measurements);
+    if let Some(steady) = &scenario.steady_state {
+        let max = *steady.max_error_rate.get_ref();
+        let (rate, n) = probe(&api, *steady.probe_requests.get_ref()).await?;
+        slos.push(SloVerdict {
+            name: format!("steady state after the load: error rate <= {max}"),
+            metric: SloMetric::ErrorRate,
+            percentile: None,
+            endpoint: Some("GET /api/products".into()),
+            phase: "after".into(),
+            unit: SloUnit::Ratio,
+            target: max,
+            measured: Some(rate),
+            held: rate <= max,
+            detail: format!("{:.1}% of {n} probes failed", rate * 100.0),
+            samples: u64::from(n),
+        });
+    }
+
+    let report = RunReport::build(RunInput {
+        run_id: report::new_run_id(&scenario.name, started_at),
+        scenario,
+        started_at,
+        environment: EnvironmentSummary::from_scenario(scenario, Some(env.startup_time())),
+        measurements: &outcome.measurements,
+        slos,
+        invariants,
+        chaos_windows: Vec::new(),
+    })?;
+    Ok(Experiment::Done(Box::new(report)))
+}
+
+/// The steady-state probe: `n` catalog reads through the gateway; returns the failed fraction.
+async fn probe(api: &crate::client::ApiClient, n: u32) -> anyhow::Result<(f64, u32)> {
+    let n = n.max(1);
+    let mut failed = 0u32;
+    for _ in 0..n {
+        let ok = api
+            .send::<()>(Method::GET, "/api/products", "", None, &[])
+            .await
+            .is_ok_and(|a| a.status.is_success());
+        if !ok {
+            failed += 1;
+        }
+    }
+    Ok((f64::from(failed) / f64::from(n), n))
+}
+
+/// Every message on the `*.dlq` topics, read from the start with a throwaway consumer.
+async fn dead_letters(brokers: &str) -> anyhow::Result<Vec<DeadLetter>> {
+    let brokers = brokers.to_string();
+    tokio::task::spawn_blocking(move || read_dead_letters(&brokers))
+        .await
+        .context("the dead-letter reader panicked")?
+}
+
+fn read_dead_letters(brokers: &str) -> anyhow::Result<Vec<DeadLetter>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set(
+            "group.id",
+            format!("harness-dlq-reader-{}", uuid::Uuid::new_v4()),
+        )
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "50")
+        .create()
+        .context("creating the dead-letter reader")?;
+    let mut tpl = TopicPartitionList::new();
+    let mut remaining = 0i64;
+    let dlq_topics: Vec<String> = contracts::messages::topics::all()
+        .into_iter()
+        .filter(|t| t.ends_with(contracts::messages::topics::DEAD_LETTER_SUFFIX))
+        .collect();
+    for topic in &dlq_topics {
+        let meta = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(5))
+            .with_context(|| format!("metadata of {topic}"))?;
+        for t in meta.topics() {
+            for p in t.partitions() {
+                let (low, high) = consumer
+                    .fetch_watermarks(topic, p.id(), Duration::from_secs(5))
+                    .with_context(|| format!("watermarks of {topic}/{}", p.id()))?;
+                if high > low {
+                    remaining += high - low;
+                    tpl.add_partition_offset(topic, p.id(), Offset::Offset(low))?;
+                }
+            }
+        }
+    }
+    let mut found = Vec::new();
+    if remaining == 0 {
+        return Ok(found);
+    }
+    consumer.assign(&tpl)?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while (found.len() as i64) < remaining && Instant::now() < deadline {
+        let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let error = m
+            .headers()
+            .and_then(|h| {
+                h.iter()
+                    .find(|h| h.key == "dlq-error")
+                    .and_then(|h| h.value)
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+            })
+            .unwrap_or_default();
+        found.push(DeadLetter {
+            topic: m.topic().to_string(),
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+            error,
+        });
+    }
+    Ok(found)
+}
+
+fn print_summary(report: &RunReport) {
+    println!("{}", report.headline());
+    for s in &report.slos {
+        let mark = if s.held { "ok  " } else { "FAIL" };
+        println!("  {mark} SLO {}: {}", s.name, s.detail);
+    }
+    for i in &report.invariants {
+        let mark = if i.held { "ok  " } else { "FAIL" };
+        println!("  {mark} invariant {}: {}", i.name, i.summary);
+    }
+}
