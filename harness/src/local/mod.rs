@@ -242,37 +242,61 @@ impl LocalEnvironment {
         let dir = self.run_dir.path().to_path_buf();
         let secret = hex_secret();
 
-        let broker_port = free_port()?;
-        self.kafka_brokers = format!("127.0.0.1:{broker_port}");
-        let broker = Spec {
-            name: "broker".into(),
-            program: bin.path(binaries::BROKER),
-            args: vec![
-                "--listen".into(),
-                self.kafka_brokers.clone(),
-                "--data-dir".into(),
-                dir.join("data/broker").display().to_string(),
-                "--exit-on-stdin-eof".into(),
-                "--ready-file".into(),
-                dir.join("ready/broker.json").display().to_string(),
-            ],
-            env: BTreeMap::new(),
-            ready_file: dir.join("ready/broker.json"),
-            log_file: dir.join("logs/broker.log"),
-        };
-        let i = self.launch(broker)?;
-        self.processes[i].wait_ready(READY_TIMEOUT).await?;
+        // The broker needs its port up front (it advertises it); another process may take a
+        // port between our probe and the broker's bind, so a failed start is tried again on a
+        // fresh port.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            self.kafka_brokers = format!("127.0.0.1:{}", free_port()?);
+            let broker = Spec {
+                name: "broker".into(),
+                program: bin.path(binaries::BROKER),
+                args: vec![
+                    "--listen".into(),
+                    self.kafka_brokers.clone(),
+                    "--data-dir".into(),
+                    dir.join("data/broker").display().to_string(),
+                    "--exit-on-stdin-eof".into(),
+                    "--ready-file".into(),
+                    dir.join("ready/broker.json").display().to_string(),
+                ],
+                env: BTreeMap::new(),
+                ready_file: dir.join("ready/broker.json"),
+                log_file: dir.join("logs/broker.log"),
+            };
+            let i = self.launch(broker)?;
+            match self.processes[i].wait_ready(READY_TIMEOUT).await {
+                Ok(_) => break,
+                Err(e) if attempt < 3 => {
+                    tracing::warn!(error = %format!("{e:#}"), "the broker did not start; retrying");
+                    if let Some(mut p) = self.processes.pop() {
+                        p.kill().await;
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        // One creator before the services start: they would otherwise all create the same
+        // topics at the same moment.
+        platform::messaging::kafka::ensure_topics(
+            &self.kafka_brokers,
+            &contracts::messages::topics::all(),
+        )
+        .await
+        .context("creating the Kafka topics")?;
 
         let mut urls: BTreeMap<Service, Vec<String>> = BTreeMap::new();
         let mut later = Vec::new();
         let mut first = Vec::new();
         for service in Service::ALL {
             for n in 1..=options.instances.of(service) {
-                let port = free_port()?;
                 let name = format!("{}#{n}", service.name());
                 let file = format!("{}-{n}", service.name());
                 let mut env = BTreeMap::new();
-                env.insert("BIND_ADDR".into(), format!("127.0.0.1:{port}"));
+                // Any free port, announced in the ready file: no race with other processes
+                // for a port picked in advance. A restart reuses the port it got (see below).
+                env.insert("BIND_ADDR".into(), "127.0.0.1:0".into());
                 env.insert("INSTANCE_ID".into(), name.clone());
                 env.insert("SERVICE_TOKEN_SECRET".into(), secret.clone());
                 env.insert(
@@ -292,9 +316,6 @@ impl LocalEnvironment {
                         options.saga_step_timeout_ms.to_string(),
                     );
                 }
-                urls.entry(service)
-                    .or_default()
-                    .push(format!("http://127.0.0.1:{port}"));
                 let spec = Spec {
                     name,
                     program: bin.path(service.binary()),
@@ -321,10 +342,21 @@ impl LocalEnvironment {
                 self.processes[i].wait_ready(READY_TIMEOUT).await?;
             }
         }
+        for p in &mut self.processes {
+            let Some(addr) = p.addr else { continue };
+            if let Some(service) = Service::ALL
+                .into_iter()
+                .find(|s| p.spec.name.starts_with(&format!("{}#", s.name())))
+            {
+                p.pin_port(addr);
+                urls.entry(service)
+                    .or_default()
+                    .push(format!("http://{addr}"));
+            }
+        }
 
-        let gateway_port = free_port()?;
         let mut env = BTreeMap::new();
-        env.insert("BIND_ADDR".into(), format!("127.0.0.1:{gateway_port}"));
+        env.insert("BIND_ADDR".into(), "127.0.0.1:0".into());
         env.insert("INSTANCE_ID".into(), "gateway#1".into());
         env.insert("SERVICE_TOKEN_SECRET".into(), secret.clone());
         env.insert(
@@ -353,6 +385,7 @@ impl LocalEnvironment {
         };
         let i = self.launch(gateway)?;
         let addr = self.processes[i].wait_ready(READY_TIMEOUT).await?;
+        self.processes[i].pin_port(addr);
         self.gateway_url = format!("http://{addr}");
 
         let client = crate::client::ApiClient::new(&self.gateway_url)?;

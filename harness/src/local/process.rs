@@ -156,6 +156,12 @@ impl Supervised {
         self._stdin = None;
     }
 
+    /// Makes a restart bind the address the first start got, so peers configured with it (the
+    /// gateway's instance list) reach the restarted process.
+    pub fn pin_port(&mut self, addr: SocketAddr) {
+        self.spec.env.insert("BIND_ADDR".into(), addr.to_string());
+    }
+
     /// Starts the same process again (after a kill or stop).
     pub fn respawn(&mut self) -> anyhow::Result<()> {
         let fresh = Self::spawn(self.spec.clone())?;
@@ -170,10 +176,19 @@ impl Supervised {
     }
 }
 
-/// The last `n` lines of a file, for error messages.
+/// The last `n` lines of a file, for error messages, leaving out backtrace frames so the error
+/// itself is what shows.
 pub fn tail(path: &Path, n: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            let t = l.trim_start();
+            !(t.starts_with("at ")
+                || t.split_once(": ")
+                    .is_some_and(|(n, _)| n.parse::<u32>().is_ok()))
+        })
+        .collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 

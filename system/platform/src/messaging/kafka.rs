@@ -86,20 +86,36 @@ pub fn consumer(
         .create()?)
 }
 
-/// Creates the topics that do not exist yet. Safe to call from every instance at start-up.
+/// Creates the topics that do not exist yet. Safe to call from every instance at start-up, also
+/// at the same time: a creation that fails for another reason than "already exists" (a broker
+/// busy with a concurrent creation) is tried again, a few times, before it is an error.
 pub async fn ensure_topics(brokers: &str, topics: &[String]) -> Result<(), MessagingError> {
     let admin: AdminClient<DefaultClientContext> = base(brokers, "topic-setup").create()?;
-    let new: Vec<NewTopic<'_>> = topics
-        .iter()
-        .map(|t| NewTopic::new(t, PARTITIONS, TopicReplication::Fixed(1)))
-        .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    for result in admin.create_topics(&new, &opts).await? {
-        match result {
-            Ok(_) => {}
-            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => return Err(MessagingError::CreateTopic { topic, code }),
+    let mut missing: Vec<String> = topics.to_vec();
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let new: Vec<NewTopic<'_>> = missing
+            .iter()
+            .map(|t| NewTopic::new(t, PARTITIONS, TopicReplication::Fixed(1)))
+            .collect();
+        let mut failed = Vec::new();
+        for result in admin.create_topics(&new, &opts).await? {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => failed.push((topic, code)),
+            }
         }
+        if failed.is_empty() {
+            return Ok(());
+        }
+        if attempt >= 5 {
+            let (topic, code) = failed.swap_remove(0);
+            return Err(MessagingError::CreateTopic { topic, code });
+        }
+        tracing::warn!(?failed, attempt, "creating topics failed; retrying");
+        tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+        missing = failed.into_iter().map(|(t, _)| t).collect();
     }
-    Ok(())
 }
