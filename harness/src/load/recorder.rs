@@ -163,7 +163,7 @@ impl Recorder {
     /// An order seen terminal at `seen`, with `saga` the server's own time from accepting it to
     /// its terminal status (`updated_at_ms - created_at_ms` of the order), so how late we looked
     /// does not inflate the saga completion time. Records that time, the outcome, and the second
-    /// it was seen in. An order not pending (already recorded) is ignored.
+    /// the saga finished in. An order not pending (already recorded) is ignored.
     pub fn terminal(&self, id: OrderId, status: OrderStatus, seen: Instant, saga: Duration) {
         let mut guard = self.lock();
         let inner = &mut *guard;
@@ -181,7 +181,9 @@ impl Recorder {
             .outcomes
             .entry(status.as_str().to_string())
             .or_default() += 1;
-        let second = seen.saturating_duration_since(inner.started).as_secs();
+        // The second the saga finished, not the (possibly much later) second we looked.
+        let finished = p.accepted + saga.min(seen.saturating_duration_since(p.accepted));
+        let second = finished.saturating_duration_since(inner.started).as_secs();
         let bucket = inner.measurements.bucket_mut(second);
         match status {
             OrderStatus::Confirmed => bucket.orders_confirmed += 1,
