@@ -34,9 +34,10 @@ use platform::auth::ServiceAuth;
 use platform::config::{self, CommonConfig, ConfigError};
 use platform::db::Db;
 use platform::http::Server;
-use platform::messaging::consumer::{self, ConsumerSettings};
+use platform::messaging::consumer::ConsumerSettings;
 use platform::messaging::kafka;
 use platform::messaging::outbox::Relay;
+use platform::service::Background;
 use rdkafka::producer::FutureProducer;
 use sqlx::migrate::Migrator;
 use tokio_util::sync::CancellationToken;
@@ -118,31 +119,22 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let db = Db::connect(&config.database_url)
-            .await
-            .context("connecting to the database")?;
-        db.migrate(&SQLITE, &POSTGRES)
-            .await
-            .context("migrating the database")?;
-        kafka::ensure_topics(&config.kafka_brokers, &topics::all())
-            .await
-            .context("creating the Kafka topics")?;
+        let prepared = platform::service::prepare(
+            SERVICE_NAME,
+            &config.common,
+            &config.database_url,
+            &config.kafka_brokers,
+            &SQLITE,
+            &POSTGRES,
+        )
+        .await?;
         let producer = kafka::producer(&config.kafka_brokers, &config.common.instance_id)
             .context("creating the Kafka producer")?;
-        let server = Server::bind(config.common.bind_addr)
-            .await
-            .with_context(|| format!("binding {}", config.common.bind_addr))?;
-        let addr = server.local_addr().context("reading the bound address")?;
-        if let Some(path) = &config.common.ready_file {
-            platform::http::write_ready_file(path, addr)
-                .with_context(|| format!("writing the ready file {}", path.display()))?;
-        }
-        tracing::info!(%addr, "order service listening");
         Ok(Self {
             config,
-            db,
-            server,
-            addr,
+            db: prepared.db,
+            server: prepared.server,
+            addr: prepared.addr,
             producer,
         })
     }
@@ -172,14 +164,8 @@ impl Application {
             waker.clone(),
         );
 
-        let mut tasks = tokio::task::JoinSet::new();
-        tasks.spawn({
-            let shutdown = shutdown.clone();
-            async move {
-                relay.run(shutdown).await;
-                Ok(())
-            }
-        });
+        let mut background = Background::new(shutdown.clone());
+        background.relay(relay);
         let saga_settings = ConsumerSettings::new(
             &config.kafka_brokers,
             events::CONSUMER,
@@ -191,12 +177,7 @@ impl Application {
             policy: config.saga,
             relay: waker.clone(),
         };
-        tasks.spawn(consume(
-            saga_settings,
-            saga_handler,
-            producer.clone(),
-            shutdown.clone(),
-        ));
+        background.consumer(saga_settings, saga_handler, producer.clone());
         let projector_settings = ConsumerSettings::new(
             &config.kafka_brokers,
             projector::CONSUMER,
@@ -204,76 +185,16 @@ impl Application {
             &[topics::ORDER_EVENTS],
         );
         let projector_handler = projector::ProjectorHandler { db: db.clone() };
-        tasks.spawn(consume(
-            projector_settings,
-            projector_handler,
-            producer.clone(),
-            shutdown.clone(),
-        ));
-        tasks.spawn({
-            let (db, policy, shutdown) = (db.clone(), config.saga, shutdown.clone());
+        background.consumer(projector_settings, projector_handler, producer);
+        background.spawn({
+            let (db, policy) = (db.clone(), config.saga);
             async move {
                 events::run_timeout_loop(db, policy, waker, shutdown).await;
                 Ok(())
             }
         });
-
-        let served = server
-            .serve(
-                router(state),
-                shutdown.clone(),
-                config.common.shutdown_timeout,
-            )
-            .await;
-        // The server may also stop on its own error; the loops must stop with it.
-        shutdown.cancel();
-
-        let mut failure: Option<anyhow::Error> = None;
-        let drained = tokio::time::timeout(config.common.shutdown_timeout, async {
-            while let Some(joined) = tasks.join_next().await {
-                match joined {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => {
-                        failure.get_or_insert(e);
-                    }
-                    Err(e) => {
-                        failure.get_or_insert(
-                            anyhow::Error::new(e).context("a background task panicked"),
-                        );
-                    }
-                }
-            }
-        })
-        .await;
-        if drained.is_err() {
-            tracing::warn!(
-                timeout = ?config.common.shutdown_timeout,
-                "background loops did not drain in time; stopping them"
-            );
-            tasks.abort_all();
-        }
-        db.close().await;
-        served.context("serving HTTP")?;
-        if let Some(e) = failure {
-            return Err(e);
-        }
-        tracing::info!("order service stopped");
-        Ok(())
+        background
+            .serve_then_drain(SERVICE_NAME, &config.common, server, router(state), &db)
+            .await
     }
-}
-
-/// Runs a consumer; a consumer that cannot run stops the whole service.
-async fn consume<H: consumer::Handler>(
-    settings: ConsumerSettings,
-    handler: H,
-    dlq: FutureProducer,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let group = settings.group_id.clone();
-    let result = consumer::run(settings, handler, dlq, shutdown.clone()).await;
-    if let Err(e) = &result {
-        tracing::error!(error = %e, group, "consumer failed; shutting down");
-        shutdown.cancel();
-    }
-    result.with_context(|| format!("consumer group {group}"))
 }

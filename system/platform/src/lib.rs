@@ -7,6 +7,7 @@
 //! # Layout
 //! - [`config`]: reading and validating configuration from the environment (exit 64 when bad).
 //! - [`telemetry`]: JSON logs through `tracing`.
+//! - [`service`]: start-up (db, topics, listener) and the run loop with bounded drain.
 //! - [`shutdown`]: one cancellation signal fed by SIGINT, SIGTERM and, optionally, stdin EOF.
 //! - [`http`]: the error type every handler returns, the JSON extractor, health routes, serving.
 //! - [`auth`]: user tokens (EdDSA, verified by the gateway) and internal service tokens (HS256,
@@ -20,6 +21,7 @@ pub mod config;
 pub mod db;
 pub mod http;
 pub mod messaging;
+pub mod service;
 pub mod shutdown;
 pub mod telemetry;
 // Test support for the services' suites (fresh SQLite and Postgres databases).

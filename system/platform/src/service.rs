@@ -1,0 +1,150 @@
+//! The start-up and run loop every Kafka-speaking service shares.
+//!
+//! [`prepare`] does what `Application::build` of each service needs before serving: connect and
+//! migrate the database, create the topics, bind the listener, announce it in `READY_FILE`.
+//! [`Background`] runs the service's loops (outbox relay, consumers, timers) beside the HTTP
+//! server, and [`Background::serve_then_drain`] serves until shutdown, then drains HTTP and the
+//! loops within `SHUTDOWN_TIMEOUT_MS` each and closes the pool. A loop that fails cancels the
+//! shutdown token: a service that answers HTTP but ignores its messages would stall every saga
+//! silently, so it stops with the loop's error instead.
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use axum::Router;
+use rdkafka::producer::FutureProducer;
+use sqlx::migrate::Migrator;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::CommonConfig;
+use crate::db::Db;
+use crate::http::{Server, write_ready_file};
+use crate::messaging::consumer::{self, ConsumerSettings, Handler};
+use crate::messaging::kafka;
+use crate::messaging::outbox::Relay;
+
+/// A migrated database and a bound listener.
+pub struct Prepared {
+    pub db: Db,
+    pub server: Server,
+    pub addr: SocketAddr,
+}
+
+/// Connects and migrates the database, creates the Kafka topics, binds the listener and writes
+/// `READY_FILE` when configured.
+pub async fn prepare(
+    service: &str,
+    common: &CommonConfig,
+    database_url: &str,
+    kafka_brokers: &str,
+    sqlite: &Migrator,
+    postgres: &Migrator,
+) -> anyhow::Result<Prepared> {
+    let db = Db::connect(database_url)
+        .await
+        .context("connecting to the database")?;
+    db.migrate(sqlite, postgres)
+        .await
+        .context("migrating the database")?;
+    kafka::ensure_topics(kafka_brokers, &contracts::messages::topics::all())
+        .await
+        .with_context(|| format!("creating Kafka topics on {kafka_brokers}"))?;
+    let server = Server::bind(common.bind_addr)
+        .await
+        .with_context(|| format!("binding {}", common.bind_addr))?;
+    let addr = server.local_addr().context("reading the bound address")?;
+    if let Some(path) = &common.ready_file {
+        write_ready_file(path, addr)
+            .with_context(|| format!("writing the ready file {}", path.display()))?;
+    }
+    tracing::info!(%addr, instance = %common.instance_id, "{service} service listening");
+    Ok(Prepared { db, server, addr })
+}
+
+/// The loops a service runs beside its HTTP server.
+pub struct Background {
+    tasks: JoinSet<anyhow::Result<()>>,
+    shutdown: CancellationToken,
+}
+
+impl Background {
+    pub fn new(shutdown: CancellationToken) -> Self {
+        Self {
+            tasks: JoinSet::new(),
+            shutdown,
+        }
+    }
+
+    /// Runs the outbox relay until shutdown.
+    pub fn relay(&mut self, relay: Relay) {
+        let stop = self.shutdown.clone();
+        self.tasks.spawn(async move {
+            relay.run(stop).await;
+            Ok(())
+        });
+    }
+
+    /// Runs a consumer until shutdown; its failure stops the service.
+    pub fn consumer<H: Handler>(
+        &mut self,
+        settings: ConsumerSettings,
+        handler: H,
+        dead_letters: FutureProducer,
+    ) {
+        let stop = self.shutdown.clone();
+        self.tasks.spawn(async move {
+            let group = settings.group_id.clone();
+            let result = consumer::run(settings, handler, dead_letters, stop.clone()).await;
+            if let Err(e) = &result {
+                tracing::error!(error = %e, group, "consumer failed; shutting down");
+                stop.cancel();
+            }
+            result.with_context(|| format!("consumer group {group}"))
+        });
+    }
+
+    /// Runs any other loop; it must return when the shutdown token is cancelled.
+    pub fn spawn<F>(&mut self, task: F)
+    where
+        F: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        self.tasks.spawn(task);
+    }
+
+    /// Serves `router` until shutdown, then drains HTTP and the loops (each bounded by
+    /// `SHUTDOWN_TIMEOUT_MS`, warning when the bound is hit) and closes the pool.
+    pub async fn serve_then_drain(
+        mut self,
+        service: &str,
+        common: &CommonConfig,
+        server: Server,
+        router: Router,
+        db: &Db,
+    ) -> anyhow::Result<()> {
+        let served = server
+            .serve(router, self.shutdown.clone(), common.shutdown_timeout)
+            .await;
+        // The server may also stop on its own (an accept error); the loops must follow it.
+        self.shutdown.cancel();
+        let mut first_error = None;
+        let drained = tokio::time::timeout(common.shutdown_timeout, async {
+            while let Some(joined) = self.tasks.join_next().await {
+                let result = joined.context("a background task panicked").and_then(|r| r);
+                if let Err(e) = result {
+                    first_error.get_or_insert(e);
+                }
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(timeout = ?common.shutdown_timeout, "background loops did not drain in time; aborting them");
+            self.tasks.abort_all();
+        }
+        db.close().await;
+        tracing::info!("{service} service stopped");
+        served.context("serving HTTP")?;
+        first_error.map_or(Ok(()), Err)
+    }
+}
