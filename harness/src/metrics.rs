@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The phase every sample belongs to.
 pub const ALL: &str = "all";
@@ -98,7 +98,7 @@ impl EndpointStats {
 }
 
 /// One second of the run.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SecondBucket {
     /// Seconds since the load started.
     pub second: u64,
@@ -110,6 +110,13 @@ pub struct SecondBucket {
     pub orders_confirmed: u64,
     pub orders_rejected: u64,
     pub orders_cancelled: u64,
+}
+
+impl SecondBucket {
+    /// Mean latency of the second's requests in µs; `None` without requests.
+    pub fn mean_latency_us(&self) -> Option<f64> {
+        (self.requests > 0).then(|| self.latency_sum_us as f64 / self.requests as f64)
+    }
 }
 
 /// Everything measured in a run.

@@ -26,7 +26,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use crate::checks::InvariantVerdict;
-use crate::metrics::{EndpointStats, Latency, Measurements, SecondBucket};
+use crate::metrics::{EndpointStats, Latency, Measurements};
 use crate::scenario::Scenario;
 use crate::slo::SloVerdict;
 
@@ -104,40 +104,8 @@ impl EnvironmentSummary {
     }
 }
 
-/// One second of the load (the [`SecondBucket`] of the measurements).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TimelineSecond {
-    pub second: u64,
-    pub requests: u64,
-    pub errors: u64,
-    pub latency_sum_us: u64,
-    pub max_latency_us: u64,
-    pub orders_confirmed: u64,
-    pub orders_rejected: u64,
-    pub orders_cancelled: u64,
-}
-
-impl TimelineSecond {
-    /// Mean latency of the second's requests in µs; `None` without requests.
-    pub fn mean_latency_us(&self) -> Option<f64> {
-        (self.requests > 0).then(|| self.latency_sum_us as f64 / self.requests as f64)
-    }
-}
-
-impl From<&SecondBucket> for TimelineSecond {
-    fn from(b: &SecondBucket) -> Self {
-        Self {
-            second: b.second,
-            requests: b.requests,
-            errors: b.errors,
-            latency_sum_us: b.latency_sum_us,
-            max_latency_us: b.max_latency_us,
-            orders_confirmed: b.orders_confirmed,
-            orders_rejected: b.orders_rejected,
-            orders_cancelled: b.orders_cancelled,
-        }
-    }
-}
+/// One second of the load, as measured.
+pub use crate::metrics::SecondBucket as TimelineSecond;
 
 /// A span of the load to shade on the charts, in seconds since the load started.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -274,7 +242,7 @@ impl RunReport {
             slos: input.slos,
             invariants: input.invariants,
             outcomes: m.outcomes.clone(),
-            timeline: m.timeline.iter().map(TimelineSecond::from).collect(),
+            timeline: m.timeline.clone(),
             chaos_windows: input.chaos_windows,
             phases,
             verdict: if held {
