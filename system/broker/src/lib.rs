@@ -15,10 +15,12 @@
 //! ```text
 //! embedded-broker --listen 127.0.0.1:9092 --data-dir DIR [--cluster-id reference-system]
 //!     [--node-id 111] [--ready-file PATH] [--exit-on-stdin-eof]
+//!     [--front ADVERTISED[@LISTEN]]...
 //! ```
 //!
 //! Every flag has an `EMBEDDED_BROKER_*` environment fallback. `--ready-file` receives
-//! `{"addr":"127.0.0.1:9092","pid":N}` ([`ReadyInfo`]) once the listener accepts
+//! `{"addr":"127.0.0.1:9092","pid":N}` ([`ReadyInfo`]; plus `"fronts":[...]` with
+//! `--front`) once the listener accepts
 //! connections (written to a temp file then renamed; removed on a clean stop), so a
 //! supervisor polls for it instead of sleeping. With `--exit-on-stdin-eof` and a piped
 //! stdin the broker stops when its parent dies. SIGINT/SIGTERM stop it cleanly (exit 0).
@@ -28,6 +30,19 @@
 //! [`QUIET_TANSU`]). The process changes its current directory to the data directory,
 //! because tansu resolves `sqlite://` URLs relative to it. Topics are never created
 //! implicitly: see rule 1 below.
+//!
+//! # Fronts
+//!
+//! Clients connect to whatever address the broker advertises, not to `bootstrap.servers`.
+//! To route each client through its own proxy (the harness's per-instance fault injection),
+//! give the broker one `--front ADVERTISED` per proxy (`EMBEDDED_BROKER_FRONTS`:
+//! comma-separated). Each front is an extra listener, on `127.0.0.1:0` unless pinned with
+//! `--front ADVERTISED@LISTEN` (to get the same port back after a restart), that relays to
+//! the main listener and rewrites the broker addresses in Metadata, FindCoordinator and
+//! DescribeCluster responses to ADVERTISED; see [`front`]. The proxy named ADVERTISED
+//! forwards to the front's listen address, which the ready file lists:
+//! `{"addr":..,"pid":..,"fronts":[{"advertised":"127.0.0.1:40001","listen":"127.0.0.1:39999"}]}`
+//! ([`FrontInfo`]). A bad `--front` value exits 64.
 //!
 //! # rdkafka settings for this broker
 //!
@@ -108,7 +123,10 @@
 //!
 //! [tansu]: https://docs.rs/tansu-broker
 
+pub mod front;
+
 use std::{
+    collections::HashSet,
     ffi::OsString,
     io::{self, IsTerminal as _, Read as _, Write as _},
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs as _},
@@ -125,12 +143,15 @@ use tansu_storage::StorageContainer;
 use tokio::{
     signal::unix::{SignalKind, signal},
     sync::oneshot,
+    task::JoinSet,
     time::Instant,
 };
 use tracing::{debug, info, warn};
 use tracing_subscriber::EnvFilter;
 use url::Url;
 use uuid::Uuid;
+
+pub use crate::front::{FrontInfo, FrontSpec, HostPort, parse_front};
 
 /// Exit code for bad configuration (flags, environment, data directory): `EX_USAGE`.
 pub const EXIT_CONFIG: u8 = 64;
@@ -182,6 +203,20 @@ pub struct Opts {
     /// Shut down when standard input reaches end of file (i.e. the parent process died).
     #[arg(long, env = "EMBEDDED_BROKER_EXIT_ON_STDIN_EOF")]
     pub exit_on_stdin_eof: bool,
+
+    /// An extra listener whose clients are told the broker is at ADVERTISED (host:port):
+    /// it relays to the main listener, rewriting broker addresses in Metadata,
+    /// FindCoordinator and DescribeCluster responses. Listens on LISTEN, by default
+    /// 127.0.0.1:0 (port chosen by the OS; the ready file says which). Repeatable; the
+    /// environment variable takes a comma-separated list.
+    #[arg(
+        long = "front",
+        value_name = "ADVERTISED[@LISTEN]",
+        env = "EMBEDDED_BROKER_FRONTS",
+        value_delimiter = ',',
+        value_parser = parse_front
+    )]
+    pub fronts: Vec<FrontSpec>,
 }
 
 impl Opts {
@@ -210,7 +245,7 @@ impl Opts {
     }
 }
 
-fn parse_socket_addr(s: &str) -> Result<SocketAddr, String> {
+pub(crate) fn parse_socket_addr(s: &str) -> Result<SocketAddr, String> {
     let addrs: Vec<SocketAddr> = s
         .to_socket_addrs()
         .map_err(|err| format!("`{s}` is not a host:port address: {err}"))?
@@ -230,6 +265,9 @@ pub struct ReadyInfo {
     pub addr: String,
     /// Process id of the broker.
     pub pid: u32,
+    /// The `--front` listeners, in flag order; absent from the file without `--front`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fronts: Vec<FrontInfo>,
 }
 
 /// Why [`run`] failed.
@@ -314,11 +352,27 @@ pub async fn run(opts: Opts) -> Result<(), Error> {
     };
     let listener_url = tcp_url(&listen.to_string())?;
     let advertised_url = tcp_url(&advertised)?;
+    check_front_listeners(listen, &opts.fronts)?;
 
     // tansu binds its listener only inside `serve`. Bind here first: a clear error if the
     // address is taken, and the readiness probe below cannot mistake another process's
     // listener for ours.
-    std::net::TcpListener::bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
+    let probe = std::net::TcpListener::bind(listen)
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    // Fronts bind while the probe holds the main port, so an OS-chosen front port cannot
+    // be the one tansu is about to bind.
+    let mut fronts = Vec::with_capacity(opts.fronts.len());
+    for spec in &opts.fronts {
+        let front = front::Front::bind(spec).await.with_context(|| {
+            format!(
+                "cannot listen on {} for front {}",
+                spec.listen, spec.advertised
+            )
+        })?;
+        fronts.push(front);
+    }
+    drop(probe);
+    let front_infos: Vec<FrontInfo> = fronts.iter().map(front::Front::info).collect();
 
     std::env::set_current_dir(&data_dir).with_context(|| {
         format!(
@@ -356,7 +410,12 @@ pub async fn run(opts: Opts) -> Result<(), Error> {
         })?;
 
     let shutdown = shutdown_signal(opts.exit_on_stdin_eof)?;
-    let ready = announce_ready(listen, ready_file.clone(), started);
+    // Dropping the set (below) aborts the fronts and with them every relayed connection.
+    let mut front_tasks = JoinSet::new();
+    for front in fronts {
+        front_tasks.spawn(front.serve(connectable(listen)));
+    }
+    let ready = announce_ready(listen, front_infos, ready_file.clone(), started);
 
     let outcome = tokio::select! {
         served = broker.serve(started) => match served {
@@ -372,6 +431,7 @@ pub async fn run(opts: Opts) -> Result<(), Error> {
             Ok(())
         }
     };
+    drop(front_tasks);
     drop(broker);
 
     if let Some(path) = &ready_file
@@ -416,6 +476,21 @@ fn prepare_data_dir(dir: &Path) -> Result<PathBuf, Error> {
     Ok(dir)
 }
 
+/// Pinned front listen addresses must differ from each other and from the main listener;
+/// port 0 (OS-chosen) never clashes.
+fn check_front_listeners(listen: SocketAddr, fronts: &[FrontSpec]) -> Result<(), Error> {
+    let mut taken = HashSet::from([listen]);
+    for spec in fronts.iter().filter(|spec| spec.listen.port() != 0) {
+        if !taken.insert(spec.listen) {
+            return Err(Error::Config(format!(
+                "front {spec}: listen address {} is already used by the broker or another front",
+                spec.listen
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn tcp_url(host_port: &str) -> Result<Url, Error> {
     Url::parse(&format!("tcp://{host_port}"))
         .map_err(|err| Error::Config(format!("`{host_port}` is not a valid host:port: {err}")))
@@ -444,6 +519,7 @@ fn remove_if_exists(path: &Path) -> io::Result<()> {
 /// Waits until the listener accepts connections, writes the ready file, then never returns.
 async fn announce_ready(
     listen: SocketAddr,
+    fronts: Vec<FrontInfo>,
     ready_file: Option<PathBuf>,
     started: Instant,
 ) -> anyhow::Result<std::convert::Infallible> {
@@ -463,6 +539,7 @@ async fn announce_ready(
     let info = ReadyInfo {
         addr: target.to_string(),
         pid: std::process::id(),
+        fronts,
     };
     if let Some(path) = &ready_file {
         write_atomically(path, &info)
@@ -634,12 +711,72 @@ mod tests {
     }
 
     #[test]
+    fn fronts_repeat_split_on_commas_and_must_not_share_a_pinned_port() {
+        let opts = Opts::parse_from_iter([
+            "embedded-broker",
+            "--data-dir",
+            "/tmp/x",
+            "--front",
+            "127.0.0.1:40001",
+            "--front",
+            "order-2.proxy:40002@127.0.0.1:39999,127.0.0.1:40003",
+        ])
+        .unwrap();
+        let fronts: Vec<String> = opts.fronts.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            fronts,
+            [
+                "127.0.0.1:40001@127.0.0.1:0",
+                "order-2.proxy:40002@127.0.0.1:39999",
+                "127.0.0.1:40003@127.0.0.1:0",
+            ]
+        );
+        assert!(check_front_listeners(opts.listen, &opts.fronts).is_ok());
+
+        let none = Opts::parse_from_iter(["embedded-broker", "--data-dir", "/tmp/x"]).unwrap();
+        assert!(none.fronts.is_empty());
+
+        let bad = Opts::try_parse_from(["embedded-broker", "--data-dir", "/tmp/x", "--front", "x"])
+            .unwrap_err();
+        assert_eq!(bad.kind(), clap::error::ErrorKind::ValueValidation);
+        assert!(bad.use_stderr(), "exits 64 through parse_from_iter");
+
+        let listen: SocketAddr = "127.0.0.1:9092".parse().unwrap();
+        let clash = |values: &[&str]| {
+            let fronts: Vec<FrontSpec> = values.iter().map(|v| parse_front(v).unwrap()).collect();
+            matches!(
+                check_front_listeners(listen, &fronts),
+                Err(Error::Config(message)) if message.contains("already used")
+            )
+        };
+        assert!(clash(&["a:1@127.0.0.1:9092"]));
+        assert!(clash(&["a:1@127.0.0.1:5000", "b:2@127.0.0.1:5000"]));
+        assert!(!clash(&["a:1@127.0.0.1:0", "b:2@127.0.0.1:0"]));
+    }
+
+    #[test]
+    fn ready_files_without_fronts_look_as_before() {
+        let info = ReadyInfo {
+            addr: "127.0.0.1:9092".into(),
+            pid: 42,
+            fronts: Vec::new(),
+        };
+        let json = serde_json::to_string(&info).unwrap();
+        assert_eq!(json, r#"{"addr":"127.0.0.1:9092","pid":42}"#);
+        assert_eq!(serde_json::from_str::<ReadyInfo>(&json).unwrap(), info);
+    }
+
+    #[test]
     fn ready_file_is_replaced_atomically() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("nested").join("ready.json");
         let info = ReadyInfo {
             addr: "127.0.0.1:9092".into(),
             pid: 42,
+            fronts: vec![FrontInfo {
+                advertised: "127.0.0.1:40001".into(),
+                listen: "127.0.0.1:39999".into(),
+            }],
         };
         write_atomically(&path, &info).unwrap();
         write_atomically(&path, &info).unwrap();

@@ -8,6 +8,10 @@ use std::{
     net::TcpListener,
     path::{Path, PathBuf},
     process::{Child, ChildStdin, Command, ExitStatus, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -23,6 +27,7 @@ use rdkafka::{
     consumer::{CommitMode, Consumer as _, StreamConsumer},
     producer::{FutureProducer, FutureRecord},
 };
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 const CONSUME_TIMEOUT: Duration = Duration::from_secs(30);
@@ -38,6 +43,11 @@ struct BrokerProcess {
 
 impl BrokerProcess {
     fn start(data_dir: &Path, port: u16, run_dir: &Path) -> Self {
+        Self::start_with(data_dir, port, run_dir, &[])
+    }
+
+    /// Like [`BrokerProcess::start`] with extra command-line arguments.
+    fn start_with(data_dir: &Path, port: u16, run_dir: &Path, args: &[&str]) -> Self {
         let ready_file = run_dir.join("broker.ready.json");
         let log = run_dir.join(format!("broker-{}.log", unique()));
         let log_file = File::create(&log).unwrap();
@@ -49,6 +59,7 @@ impl BrokerProcess {
             .arg("--ready-file")
             .arg(&ready_file)
             .arg("--exit-on-stdin-eof")
+            .args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
@@ -146,9 +157,13 @@ fn free_port() -> u16 {
 }
 
 fn producer(addr: &str) -> FutureProducer {
+    producer_with(addr, &[])
+}
+
+fn producer_with(addr: &str, overrides: &[(&str, &str)]) -> FutureProducer {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", addr);
-    for (key, value) in client_settings::PRODUCER {
+    for (key, value) in client_settings::PRODUCER.iter().chain(overrides) {
         config.set(*key, *value);
     }
     config.create().unwrap()
@@ -613,4 +628,189 @@ async fn latency_figures() {
         end_to_end[end_to_end.len() / 2] < Duration::from_secs(1),
         "{end_to_end:?}"
     );
+}
+
+#[test]
+fn bad_front_is_a_config_error() {
+    let run_dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_embedded-broker"))
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg("--data-dir")
+        .arg(run_dir.path())
+        .env("EMBEDDED_BROKER_FRONTS", "127.0.0.1:40001,order-2.proxy")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("order-2.proxy"),
+        "names the value: {stderr}"
+    );
+}
+
+/// A plain TCP forwarder standing in for the harness's per-instance fault-injection proxy.
+/// It counts the bytes it carries; stopping it closes its listener and cuts its connections.
+struct Forwarder {
+    addr: String,
+    bytes: Arc<AtomicU64>,
+    connections: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Forwarder {
+    /// Forwards connections accepted on `listener` (bound by the caller, so its address can
+    /// be advertised before the target exists) to `target`.
+    fn start(listener: tokio::net::TcpListener, target: String) -> Self {
+        let addr = listener.local_addr().unwrap().to_string();
+        let bytes = Arc::new(AtomicU64::new(0));
+        let connections = Arc::new(AtomicU64::new(0));
+        let task = tokio::spawn({
+            let (bytes, connections) = (Arc::clone(&bytes), Arc::clone(&connections));
+            async move {
+                // Dropped with the task: aborting it cuts every forwarded connection.
+                let mut links = tokio::task::JoinSet::new();
+                loop {
+                    let (client, _) = listener.accept().await.unwrap();
+                    connections.fetch_add(1, Ordering::Relaxed);
+                    let (target, bytes) = (target.clone(), Arc::clone(&bytes));
+                    links.spawn(async move {
+                        let Ok(upstream) = tokio::net::TcpStream::connect(&target).await else {
+                            return;
+                        };
+                        let (client_rd, client_wr) = client.into_split();
+                        let (upstream_rd, upstream_wr) = upstream.into_split();
+                        tokio::select! {
+                            () = pump(client_rd, upstream_wr, &bytes) => {}
+                            () = pump(upstream_rd, client_wr, &bytes) => {}
+                        }
+                    });
+                }
+            }
+        });
+        Self {
+            addr,
+            bytes,
+            connections,
+            task,
+        }
+    }
+
+    fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Stops accepting and cuts all connections; returns once the listener is closed.
+    async fn stop(self) {
+        self.task.abort();
+        assert!(self.task.await.unwrap_err().is_cancelled());
+    }
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    bytes: &AtomicU64,
+) {
+    let mut buf = vec![0; 16 * 1024];
+    loop {
+        match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                bytes.fetch_add(n as u64, Ordering::Relaxed);
+                if to.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_bootstrapped_through_a_front_stay_behind_its_proxy() {
+    let run_dir = tempfile::tempdir().unwrap();
+    let proxy_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_addr = proxy_listener.local_addr().unwrap().to_string();
+    let broker = BrokerProcess::start_with(
+        &run_dir.path().join("data"),
+        free_port(),
+        run_dir.path(),
+        &["--front", &proxy_addr],
+    );
+    let [front] = broker.ready.fronts.as_slice() else {
+        panic!("one front in the ready file: {:?}", broker.ready);
+    };
+    assert_eq!(front.advertised, proxy_addr);
+    assert!(
+        front.listen.starts_with("127.0.0.1:") && !front.listen.ends_with(":0"),
+        "the front's OS-chosen address: {front:?}"
+    );
+    let proxy = Forwarder::start(proxy_listener, front.listen.clone());
+    let started = Instant::now();
+
+    let topic = "fronted";
+    let group = "fronted-workers";
+    create_topic(broker.addr(), topic, 1).await;
+
+    // So that the send after the proxy is gone fails in ~3 s: librdkafka expires queued
+    // messages only between reconnect attempts, and with its default backoff (up to 10 s)
+    // the failure took 7-11 s.
+    let producer = producer_with(
+        &proxy.addr,
+        &[
+            ("message.timeout.ms", "3000"),
+            ("reconnect.backoff.max.ms", "200"),
+        ],
+    );
+    let payload = |i: usize| format!("{i:04}-{}", "x".repeat(1019));
+    for i in 0..100 {
+        produce(&producer, topic, &format!("key-{i}"), &payload(i)).await;
+    }
+    let worker = consumer(&proxy.addr, group);
+    worker.subscribe(&[topic]).unwrap();
+    let received = recv_n(&worker, 100).await;
+    let payloads: Vec<String> = received.into_iter().map(|(_, _, _, p)| p).collect();
+    assert_eq!(payloads, (0..100).map(payload).collect::<Vec<_>>());
+    worker.commit_consumer_state(CommitMode::Sync).unwrap();
+    drop(worker);
+    assert_eq!(
+        committed(&proxy.addr, group, topic, 1).get(&0),
+        Some(&Offset::Offset(100)),
+        "the group's commit went through the front"
+    );
+
+    // 100 KB produced and 100 KB fetched: the data itself went through the proxy, not just
+    // the bootstrap metadata exchange.
+    assert!(
+        proxy.bytes() > 200_000,
+        "proxy carried {} bytes",
+        proxy.bytes()
+    );
+    eprintln!(
+        "through the front: {} bytes over {} connections in {:?}",
+        proxy.bytes(),
+        proxy.connections.load(Ordering::Relaxed),
+        started.elapsed()
+    );
+
+    // With the proxy gone the clients have no other way to the broker...
+    proxy.stop().await;
+    let cut = Instant::now();
+    let sent = producer
+        .send(
+            FutureRecord::to(topic).key("cut-off").payload("cut-off"),
+            Duration::from_secs(1),
+        )
+        .await;
+    let Err((err, _)) = sent else {
+        panic!("delivered without the proxy: {sent:?}");
+    };
+    eprintln!(
+        "send without the proxy failed after {:?}: {err}",
+        cut.elapsed()
+    );
+    // ...although the broker itself is fine.
+    let direct = producer_with(broker.addr(), &[]);
+    produce(&direct, topic, "direct", "direct").await;
 }
