@@ -2,12 +2,18 @@
 //! hand its answer back.
 //!
 //! Instances of a service are taken round-robin. A failed *connect* moves on to the next instance
-//! for every method, because nothing reached the service; any later failure does not, because the
-//! service may have acted on the request (a retried `POST /orders` without an idempotency key
-//! could place two orders).
+//! for every method, because nothing reached the service. A connection that fails later (reset,
+//! closed before an answer: what a proxy in front of a dead instance does) moves on only when the
+//! request is safe to repeat: a `GET`/`HEAD`, or a request with an `Idempotency-Key`, which the
+//! service deduplicates. Anything else may have been acted on (a retried `POST /orders` without a
+//! key could place two orders), so it fails with 502. A timeout never moves on.
+//!
+//! Passive health checking: an instance whose connection failed is ejected for
+//! [`EJECTION`]: later requests try it last, so a dead or unreachable instance costs one failed
+//! attempt every few seconds instead of one per request in turn.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -50,28 +56,60 @@ const RETURNED_RESPONSE_HEADERS: [HeaderName; 3] = [
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long an instance whose connection failed is tried only after the others.
+pub const EJECTION: Duration = Duration::from_secs(3);
+
 /// The instances of one service and where the round-robin stands.
 #[derive(Debug)]
 pub struct Upstream {
     service: Service,
     instances: Vec<String>,
     next: AtomicUsize,
+    /// Per instance: until when it is ejected, in ms since `epoch` (0: not ejected).
+    ejected_until: Vec<AtomicU64>,
+    epoch: Instant,
 }
 
 impl Upstream {
     pub fn new(service: Service, instances: Vec<String>) -> Self {
         Self {
             service,
+            ejected_until: instances.iter().map(|_| AtomicU64::new(0)).collect(),
             instances,
             next: AtomicUsize::new(0),
+            epoch: Instant::now(),
         }
     }
 
-    /// The instances to try for one request: each once, starting at the next in turn.
-    fn attempt_order(&self) -> impl Iterator<Item = &str> {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The instances to try for one request: each once, starting at the next in turn, the
+    /// ejected ones last.
+    fn attempt_order(&self) -> Vec<(usize, &str)> {
         let n = self.instances.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        (0..n).map(move |i| self.instances[(start.wrapping_add(i)) % n].as_str())
+        let now = self.now_ms();
+        let mut order: Vec<(usize, &str)> = (0..n)
+            .map(|i| {
+                let idx = start.wrapping_add(i) % n;
+                (idx, self.instances[idx].as_str())
+            })
+            .collect();
+        // A stable sort keeps the round-robin order within each group.
+        order.sort_by_key(|(idx, _)| self.ejected_until[*idx].load(Ordering::Relaxed) > now);
+        order
+    }
+
+    /// The connection to instance `idx` failed: try it last for a while.
+    fn eject(&self, idx: usize) {
+        let until = self
+            .now_ms()
+            .saturating_add(u64::try_from(EJECTION.as_millis()).unwrap_or(0));
+        if let Some(slot) = self.ejected_until.get(idx) {
+            slot.store(until, Ordering::Relaxed);
+        }
     }
 }
 
@@ -257,7 +295,10 @@ async fn call(
     body: Bytes,
 ) -> Result<Response, GatewayError> {
     let deadline = Instant::now() + state.inner.upstream_timeout;
-    for base in state.upstream(service).attempt_order() {
+    let upstream = state.upstream(service);
+    let repeatable =
+        matches!(method, Method::GET | Method::HEAD) || headers.contains_key(IDEMPOTENCY_KEY);
+    for (idx, base) in upstream.attempt_order() {
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
             return Err(GatewayError::Timeout(service));
@@ -278,13 +319,19 @@ async fn call(
             }
             // Checked before `is_timeout`: a connect timeout is both, and it is safe to go on.
             Err(e) if e.is_connect() => {
+                upstream.eject(idx);
                 tracing::warn!(upstream = base, error = %chain(&e), "cannot connect; trying the next instance");
             }
             Err(e) if e.is_timeout() => {
                 tracing::warn!(upstream = base, "upstream timed out");
                 return Err(GatewayError::Timeout(service));
             }
+            Err(e) if repeatable => {
+                upstream.eject(idx);
+                tracing::warn!(upstream = base, error = %chain(&e), "upstream call failed; the request is safe to repeat, trying the next instance");
+            }
             Err(e) => {
+                upstream.eject(idx);
                 tracing::warn!(upstream = base, error = %chain(&e), "upstream call failed");
                 return Err(GatewayError::BadUpstream(service));
             }
@@ -336,10 +383,39 @@ mod tests {
     #[test]
     fn round_robin_starts_each_request_one_instance_further_and_tries_each_once() {
         let upstream = Upstream::new(Service::Order, vec!["a".into(), "b".into(), "c".into()]);
-        let first: Vec<&str> = upstream.attempt_order().collect();
-        let second: Vec<&str> = upstream.attempt_order().collect();
-        assert_eq!(first, ["a", "b", "c"]);
-        assert_eq!(second, ["b", "c", "a"]);
+        let names = |u: &Upstream| -> Vec<String> {
+            u.attempt_order()
+                .into_iter()
+                .map(|(_, n)| n.to_string())
+                .collect()
+        };
+        assert_eq!(names(&upstream), ["a", "b", "c"]);
+        assert_eq!(names(&upstream), ["b", "c", "a"]);
+    }
+
+    #[test]
+    fn an_ejected_instance_is_tried_last_until_its_ejection_ends() {
+        let upstream = Upstream::new(Service::Order, vec!["a".into(), "b".into(), "c".into()]);
+        upstream.eject(0);
+        let order: Vec<&str> = upstream
+            .attempt_order()
+            .into_iter()
+            .map(|(_, n)| n)
+            .collect();
+        assert_eq!(order, ["b", "c", "a"]);
+        let order: Vec<&str> = upstream
+            .attempt_order()
+            .into_iter()
+            .map(|(_, n)| n)
+            .collect();
+        assert_eq!(order, ["b", "c", "a"]);
+        upstream.ejected_until[0].store(0, Ordering::Relaxed);
+        let order: Vec<&str> = upstream
+            .attempt_order()
+            .into_iter()
+            .map(|(_, n)| n)
+            .collect();
+        assert_eq!(order, ["c", "a", "b"]);
     }
 
     #[test]
