@@ -26,6 +26,54 @@ pub enum Command {
     /// Run a scenario: start its environment, drive the load, check SLOs and invariants, write
     /// reports/<run-id>/. Exit 0 all held, 1 something failed, 2 the run could not happen.
     Run(RunArgs),
+    /// Manual chaos for game days, against a running `harness up` (reads its env file).
+    Chaos(ChaosArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ChaosArgs {
+    /// The env file `harness up --env-file` wrote.
+    #[arg(long, default_value = "env.json", global = true)]
+    pub env_file: PathBuf,
+
+    #[command(subcommand)]
+    pub command: ChaosCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ChaosCommand {
+    /// List the links (each a named proxy) with their toxics, and the processes.
+    Links,
+    /// Apply a fault now, as a scenario's [[chaos]] entry would: TARGET FAULT [NAME=VALUE...],
+    /// e.g. `gateway->payment latency latency=200ms jitter=50ms --for 30s` or `order#1 kill`.
+    Inject(InjectArgs),
+    /// Heal TARGET's links and processes, or everything without a TARGET.
+    Heal(HealArgs),
+    /// Toxiproxy's reset: every proxy enabled, every toxic removed (processes untouched).
+    Reset,
+}
+
+#[derive(Debug, Args)]
+pub struct InjectArgs {
+    /// A link (`gateway->payment#1`), a group (`gateway->payment`, `payment->kafka`), a node
+    /// (`inventory`, `payment#2`, `kafka`) or, for kill, pause and stop, an instance (`order#1`,
+    /// `payment`, `broker`). `harness chaos links` lists them.
+    pub target: String,
+    /// latency, bandwidth, slow_close, timeout, reset_peer, slicer, limit_data, partition, kill,
+    /// pause or stop.
+    pub fault: String,
+    /// The fault's attributes, as in a scenario: latency=200ms jitter=50ms direction=both
+    /// toxicity=0.5 rate_kbps=10 timeout=0s bytes=1024 ...
+    pub attributes: Vec<String>,
+    /// Heal after this long (Ctrl-C heals at once); without it the fault stays until `heal`.
+    #[arg(long = "for", value_parser = crate::game_day::parse_duration)]
+    pub duration: Option<crate::scenario::HumanDuration>,
+}
+
+#[derive(Debug, Args)]
+pub struct HealArgs {
+    /// What to heal, as for `inject`; everything when left out.
+    pub target: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -13,9 +13,13 @@
 //!
 //! Exit codes: 0 success, 1 a check failed, 2 the run itself could not happen.
 
+pub mod capacity;
 pub mod checks;
 pub mod cli;
 pub mod client;
+pub mod control;
+pub mod faults;
+pub mod game_day;
 pub mod load;
 pub mod local;
 pub mod metrics;
@@ -50,6 +54,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Up(args) => up(args).await,
             Command::List(args) => scenario::catalog::list(&args),
             Command::Run(args) => run::run(args).await,
+            Command::Chaos(args) => game_day::run(args).await,
         }
     });
     match result {
@@ -77,7 +82,11 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_CANNOT_RUN));
         }
     };
-    let info = env.info();
+    let env = std::sync::Arc::new(tokio::sync::Mutex::new(env));
+    let stop_control = tokio_util::sync::CancellationToken::new();
+    let control = control::serve(env.clone(), stop_control.clone()).await?;
+    let mut info = env.lock().await.info();
+    info.control_url = Some(format!("http://{control}"));
     if let Some(path) = &args.env_file {
         let json = serde_json::to_string_pretty(&info).context("serializing the env file")?;
         std::fs::write(path, json)
@@ -85,7 +94,7 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     }
     println!(
         "ready: start-up took {:.2} s ({:.2} s including the build check)",
-        env.startup_time().as_secs_f64(),
+        env.lock().await.startup_time().as_secs_f64(),
         started.elapsed().as_secs_f64()
     );
     println!("gateway:        {}", info.gateway_url);
@@ -98,6 +107,11 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             p.url.as_deref().unwrap_or(&p.addr)
         );
     }
+    println!(
+        "links:          {} named proxies (`harness chaos links`)",
+        info.links.len()
+    );
+    println!("toxiproxy api:  {}", info.toxiproxy_url);
     println!("customer token: {}", info.customer_token);
     println!("admin token:    {}", info.admin_token);
     if let Some(path) = &args.env_file {
@@ -107,7 +121,24 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     shutdown.cancelled().await;
     println!("stopping...");
     let stopped = Instant::now();
-    env.stop().await;
+    stop_control.cancel();
+    // The control API's handlers hold the environment only while they run; wait for them.
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    let mut env = env;
+    let env = loop {
+        match std::sync::Arc::try_unwrap(env) {
+            Ok(m) => break Some(m.into_inner()),
+            Err(shared) if Instant::now() < deadline => {
+                env = shared;
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            // Dropping the last handle kills every process anyway.
+            Err(_) => break None,
+        }
+    };
+    if let Some(env) = env {
+        env.stop().await;
+    }
     println!("stopped in {:.2} s", stopped.elapsed().as_secs_f64());
     Ok(ExitCode::SUCCESS)
 }

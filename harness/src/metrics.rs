@@ -97,6 +97,27 @@ impl EndpointStats {
     }
 }
 
+/// A named part of the load, counted from its start: samples in it are recorded in its phase
+/// as well as in [`ALL`] (the plateaus of a capacity run, `step:3`; the phases of a chaos run).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PhaseSpan {
+    pub name: String,
+    pub start: Duration,
+    pub end: Duration,
+}
+
+impl PhaseSpan {
+    /// Whether `at` (since the start of the load) falls in this span; the end is exclusive.
+    pub fn contains(&self, at: Duration) -> bool {
+        self.start <= at && at < self.end
+    }
+}
+
+/// The phase of the test plan step `index` (`step:3`).
+pub fn step_phase(index: usize) -> String {
+    format!("step:{index}")
+}
+
 /// One second of the run.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SecondBucket {

@@ -26,7 +26,7 @@ use crate::local::{LocalEnvironment, LocalOptions};
 use crate::report::{self, EnvironmentSummary, RunInput, RunReport};
 use crate::scenario::Scenario;
 use crate::slo::{SloMetric, SloUnit, SloVerdict};
-use crate::{EXIT_CANNOT_RUN, load, slo};
+use crate::{EXIT_CANNOT_RUN, capacity, faults, load, slo};
 
 const EXIT_FAILED: u8 = 1;
 
@@ -88,8 +88,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         env.gateway_url()
     );
 
+    let mut env = env;
     let outcome = tokio::select! {
-        r = experiment(&scenario, &env) => r,
+        r = experiment(&scenario, &mut env) => r,
+        // Dropping the experiment stops its chaos timeline; stopping the environment below
+        // heals what it left (paused processes are resumed before they are stopped, and the
+        // proxies go with the chaos-proxy).
         _ = shutdown.cancelled() => Err(anyhow::anyhow!("interrupted")),
     };
     env.stop().await;
@@ -124,7 +128,7 @@ enum Experiment {
     NotSteady(String),
 }
 
-async fn experiment(scenario: &Scenario, env: &LocalEnvironment) -> anyhow::Result<Experiment> {
+async fn experiment(scenario: &Scenario, env: &mut LocalEnvironment) -> anyhow::Result<Experiment> {
     let info = env.info();
     let api = env.client()?;
     let admin = env.identity().admin_token()?;
@@ -143,10 +147,19 @@ async fn experiment(scenario: &Scenario, env: &LocalEnvironment) -> anyhow::Resu
     let target = load::LoadTarget::from_env(&info)?;
     let started_at = SystemTime::now();
     println!("load: {}", scenario.load.get_ref().plan().to_goose());
+    let schedule = faults::Schedule::of(scenario)?;
     let load_started = Instant::now();
-    let outcome = load::run(scenario, &target)
-        .await
-        .context("driving the load")?;
+    let (outcome, chaos_windows) = if schedule.is_empty() {
+        let outcome = load::run(scenario, &target, Vec::new(), load_started).await;
+        (outcome, Ok(Vec::new()))
+    } else {
+        tokio::join!(
+            load::run(scenario, &target, schedule.phases(), load_started),
+            faults::run(&schedule, env, load_started)
+        )
+    };
+    let outcome = outcome.context("driving the load")?;
+    let chaos_windows = chaos_windows.context("running the chaos timeline")?;
     println!("load done in {:.1} s", load_started.elapsed().as_secs_f64());
 
     let timeout = Duration::from(*scenario.checks.convergence_timeout.get_ref());
@@ -164,7 +177,15 @@ async fn experiment(scenario: &Scenario, env: &LocalEnvironment) -> anyhow::Resu
         &Policy::default(),
     );
 
-    let mut slos = slo::evaluate_scenario(scenario, &outcome.measurements);
+    let (capacity, mut slos) = if scenario.load.get_ref().finds_knee() {
+        let (capacity, slos) = capacity::judge(scenario, &outcome.measurements);
+        (Some(capacity), slos)
+    } else {
+        (
+            None,
+            slo::evaluate_scenario(scenario, &outcome.measurements),
+        )
+    };
     if let Some(steady) = &scenario.steady_state {
         let max = *steady.max_error_rate.get_ref();
         let (rate, n) = probe(&api, *steady.probe_requests.get_ref()).await?;
@@ -191,7 +212,8 @@ async fn experiment(scenario: &Scenario, env: &LocalEnvironment) -> anyhow::Resu
         measurements: &outcome.measurements,
         slos,
         invariants,
-        chaos_windows: Vec::new(),
+        chaos_windows,
+        capacity,
     })?;
     Ok(Experiment::Done(Box::new(report)))
 }
@@ -285,6 +307,31 @@ fn read_dead_letters(brokers: &str) -> anyhow::Result<Vec<DeadLetter>> {
 
 fn print_summary(report: &RunReport) {
     println!("{}", report.headline());
+    if let Some(c) = &report.capacity {
+        for s in &c.steps {
+            let judged = match s.slos_held {
+                Some(true) => "SLOs held",
+                Some(false) => "SLOs broken",
+                None => "ramp",
+            };
+            let knee = if c.knee == Some(s.step) {
+                "  <- knee"
+            } else {
+                ""
+            };
+            println!(
+                "  step {:>2} {:>4} users {:>6.1} req/s {:>6.1} confirmed/s  POST p99 {:>8}  saga p99 {:>8}  {judged}{knee}",
+                s.step,
+                s.users,
+                s.requests_per_s,
+                s.confirmed_per_s,
+                s.place_order_p99_us
+                    .map_or("-".into(), |v| slo::format_micros(v as f64)),
+                s.saga_p99_us
+                    .map_or("-".into(), |v| slo::format_micros(v as f64)),
+            );
+        }
+    }
     for s in &report.slos {
         let mark = if s.held { "ok  " } else { "FAIL" };
         println!("  {mark} SLO {}: {}", s.name, s.detail);

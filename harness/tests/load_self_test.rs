@@ -66,7 +66,7 @@ async fn what_the_load_counted_equals_what_the_server_and_goose_counted() {
     .unwrap_or_else(|e| panic!("environment did not start: {e:#}"));
     let info = env.info();
     let target = LoadTarget::from_env(&info).unwrap();
-    let outcome = load::run(&scenario(), &target)
+    let outcome = load::run(&scenario(), &target, Vec::new(), std::time::Instant::now())
         .await
         .unwrap_or_else(|e| panic!("{e:#}"));
     let m = &outcome.measurements;

@@ -41,7 +41,7 @@ use goose::prelude::*;
 
 use crate::checks::model::History;
 use crate::local::EnvInfo;
-use crate::metrics::Measurements;
+use crate::metrics::{self, Measurements, PhaseSpan};
 use crate::scenario::{Journey, Scenario, ThinkTime};
 
 use self::recorder::Recorder;
@@ -127,7 +127,14 @@ pub(crate) struct Ctx {
 
 /// Runs the scenario's load against `target` and returns what was measured. Blocks until the
 /// test plan has run and the pending orders were followed (bounded by the convergence timeout).
-pub async fn run(scenario: &Scenario, target: &LoadTarget) -> anyhow::Result<LoadOutcome> {
+/// `started` is the start of the load, which timelines count from; `phases` (a chaos
+/// timeline's) are recorded besides `all` and, for a capacity run, the steps of the plan.
+pub async fn run(
+    scenario: &Scenario,
+    target: &LoadTarget,
+    phases: Vec<PhaseSpan>,
+    started: Instant,
+) -> anyhow::Result<LoadOutcome> {
     anyhow::ensure!(
         !target.customers.is_empty(),
         "the load needs at least one customer"
@@ -136,10 +143,19 @@ pub async fn run(scenario: &Scenario, target: &LoadTarget) -> anyhow::Result<Loa
     let load = scenario.load.get_ref();
     let plan = load.plan().to_goose();
     let think = load.think_time;
+    // A capacity run judges each step of the plan on its own.
+    let mut spans = phases;
+    if load.finds_knee() {
+        spans.extend(load.plan().spans().iter().map(|s| PhaseSpan {
+            name: metrics::step_phase(s.index),
+            start: s.start,
+            end: s.end,
+        }));
+    }
     let ctx = Arc::new(Ctx {
         roster: roster::roster(&target.customers),
         target: target.clone(),
-        recorder: Recorder::new(mean(think)),
+        recorder: Recorder::new(mean(think), spans),
     });
 
     let attack = attack(
@@ -147,7 +163,6 @@ pub async fn run(scenario: &Scenario, target: &LoadTarget) -> anyhow::Result<Loa
         &plan,
         shopper(&ctx, &load.weights(), think)?,
     )?;
-    let started = Instant::now();
     ctx.recorder.start(started);
     // Goose's `Display` leaves out which option it refused; its `Debug` has the detail.
     let goose_metrics = attack

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use contracts::domain::{OrderId, OrderStatus};
 
 use crate::checks::model::{History, OrderAttempt};
-use crate::metrics::{self, Measurements};
+use crate::metrics::{self, Measurements, PhaseSpan};
 
 use super::endpoint::Endpoint;
 
@@ -31,6 +31,8 @@ pub struct Recorder {
 struct Inner {
     started: Instant,
     think_mean: Duration,
+    /// Phases besides `all` that samples are also recorded in, by when they were sent.
+    spans: Vec<PhaseSpan>,
     measurements: Measurements,
     history: History,
     /// Raw (uncorrected) latency sum and count per endpoint: the correction's expected
@@ -50,12 +52,14 @@ pub struct Sample {
 }
 
 impl Recorder {
-    /// `think_mean` is the mean pause of a user between two journeys.
-    pub fn new(think_mean: Duration) -> Self {
+    /// `think_mean` is the mean pause of a user between two journeys; a request sent (an order
+    /// accepted) within one of `spans` is recorded in that phase too.
+    pub fn new(think_mean: Duration, spans: Vec<PhaseSpan>) -> Self {
         Self {
             inner: Mutex::new(Inner {
                 started: Instant::now(),
                 think_mean,
+                spans,
                 measurements: Measurements::default(),
                 history: History::default(),
                 raw: BTreeMap::new(),
@@ -91,22 +95,23 @@ impl Recorder {
         *n = n.saturating_add(1);
 
         let ok = (200..300).contains(&s.status);
-        let stats = inner
-            .measurements
-            .endpoint_mut(metrics::ALL, s.endpoint.name());
-        match expected {
-            Some(interval) if !interval.is_zero() => {
-                stats.latency.record_corrected(s.took, interval)
+        let at = s.sent.saturating_duration_since(inner.started);
+        for phase in phases_at(&inner.spans, at) {
+            let stats = inner.measurements.endpoint_mut(&phase, s.endpoint.name());
+            match expected {
+                Some(interval) if !interval.is_zero() => {
+                    stats.latency.record_corrected(s.took, interval)
+                }
+                _ => stats.latency.record(s.took),
             }
-            _ => stats.latency.record(s.took),
+            if ok {
+                stats.ok += 1;
+            } else {
+                stats.errors += 1;
+                *stats.errors_by_status.entry(s.status).or_default() += 1;
+            }
         }
-        if ok {
-            stats.ok += 1;
-        } else {
-            stats.errors += 1;
-            *stats.errors_by_status.entry(s.status).or_default() += 1;
-        }
-        let second = s.sent.saturating_duration_since(inner.started).as_secs();
+        let second = at.as_secs();
         let us = u64::try_from(s.took.as_micros()).unwrap_or(u64::MAX);
         let bucket = inner.measurements.bucket_mut(second);
         bucket.requests += 1;
@@ -170,19 +175,23 @@ impl Recorder {
         let Some(p) = inner.pending.remove(&id) else {
             return;
         };
-        inner
-            .measurements
-            .saga_completion
-            .entry(metrics::ALL.to_string())
-            .or_default()
-            .record(saga.min(seen.saturating_duration_since(p.accepted)));
+        let took = saga.min(seen.saturating_duration_since(p.accepted));
+        let accepted_at = p.accepted.saturating_duration_since(inner.started);
+        for phase in phases_at(&inner.spans, accepted_at) {
+            inner
+                .measurements
+                .saga_completion
+                .entry(phase)
+                .or_default()
+                .record(took);
+        }
         *inner
             .measurements
             .outcomes
             .entry(status.as_str().to_string())
             .or_default() += 1;
         // The second the saga finished, not the (possibly much later) second we looked.
-        let finished = p.accepted + saga.min(seen.saturating_duration_since(p.accepted));
+        let finished = p.accepted + took;
         let second = finished.saturating_duration_since(inner.started).as_secs();
         let bucket = inner.measurements.bucket_mut(second);
         match status {
@@ -213,6 +222,18 @@ impl Recorder {
     }
 }
 
+/// `all` and every span `at` falls in.
+fn phases_at(spans: &[PhaseSpan], at: Duration) -> Vec<String> {
+    std::iter::once(metrics::ALL.to_string())
+        .chain(
+            spans
+                .iter()
+                .filter(|s| s.contains(at))
+                .map(|s| s.name.clone()),
+        )
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use contracts::domain::CustomerId;
@@ -231,7 +252,7 @@ mod tests {
 
     #[test]
     fn requests_are_counted_by_status_and_second_and_slow_ones_are_corrected() {
-        let r = Recorder::new(Duration::ZERO);
+        let r = Recorder::new(Duration::ZERO, Vec::new());
         let t0 = Instant::now();
         r.start(t0);
         for _ in 0..9 {
@@ -261,7 +282,7 @@ mod tests {
 
     #[test]
     fn an_acknowledged_order_is_followed_once_and_its_completion_measured() {
-        let r = Recorder::new(Duration::from_millis(100));
+        let r = Recorder::new(Duration::from_millis(100), Vec::new());
         let t0 = Instant::now();
         r.start(t0);
         let id = OrderId::new();
@@ -321,5 +342,45 @@ mod tests {
         assert_eq!(m.outcomes["CONFIRMED"], 1);
         assert_eq!(m.outcomes[UNFINISHED], 1);
         assert_eq!(m.timeline[1].orders_confirmed, 1);
+    }
+}
+
+#[cfg(test)]
+mod phase_tests {
+    use super::*;
+
+    #[test]
+    fn samples_are_also_recorded_in_the_phase_they_were_sent_in() {
+        let spans = vec![
+            PhaseSpan {
+                name: "step:0".into(),
+                start: Duration::ZERO,
+                end: Duration::from_secs(1),
+            },
+            PhaseSpan {
+                name: "step:1".into(),
+                start: Duration::from_secs(1),
+                end: Duration::from_secs(2),
+            },
+        ];
+        let r = Recorder::new(Duration::ZERO, spans);
+        let t0 = Instant::now();
+        r.start(t0);
+        let at = |ms| Sample {
+            endpoint: Endpoint::ListProducts,
+            sent: t0 + Duration::from_millis(ms),
+            took: Duration::from_millis(1),
+            status: 200,
+        };
+        r.request(at(100));
+        r.request(at(1000));
+        r.request(at(1999));
+        r.request(at(2500));
+        let (m, _) = r.finish(Duration::from_secs(3));
+        let count = |phase: &str| m.endpoints[phase]["GET /api/products"].ok;
+        assert_eq!(count(metrics::ALL), 4);
+        assert_eq!(count("step:0"), 1);
+        assert_eq!(count("step:1"), 2);
+        assert!(!m.endpoints.contains_key("step:2"));
     }
 }

@@ -15,7 +15,8 @@ pub const GATEWAY: &str = "gateway";
 pub const ORDER: &str = "order-service";
 pub const INVENTORY: &str = "inventory-service";
 pub const PAYMENT: &str = "payment-service";
-const ALL: [&str; 5] = [BROKER, GATEWAY, ORDER, INVENTORY, PAYMENT];
+pub const CHAOS_PROXY: &str = "chaos-proxy";
+const ALL: [&str; 6] = [BROKER, GATEWAY, ORDER, INVENTORY, PAYMENT, CHAOS_PROXY];
 
 /// Where the binaries are.
 #[derive(Debug, Clone)]
@@ -55,7 +56,8 @@ impl Binaries {
                 .collect();
             bail!(
                 "missing binaries {} in {}: build them with `cargo build --bins -p gateway -p \
-                 order-service -p inventory-service -p payment-service -p embedded-broker`",
+                 order-service -p inventory-service -p payment-service -p embedded-broker -p \
+                 chaos`",
                 names.join(", "),
                 dir.display()
             );

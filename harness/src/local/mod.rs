@@ -8,7 +8,11 @@
 //! is stopped before the error is returned.
 
 pub mod binaries;
+pub mod links;
 pub mod process;
+
+pub use self::links::LinkInfo;
+use self::links::{CLIENT_LINK, PLACEHOLDER_UPSTREAM};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -162,6 +166,11 @@ pub struct EnvInfo {
     pub processes: Vec<ProcessInfo>,
     pub jwt_public_key_pem: String,
     pub startup_ms: u64,
+    /// The chaos-proxy's Toxiproxy API, for `harness chaos` and any Toxiproxy client.
+    pub toxiproxy_url: String,
+    pub links: Vec<LinkInfo>,
+    /// `harness up`'s control API, for `harness chaos` (instance faults).
+    pub control_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -194,8 +203,12 @@ pub struct LocalEnvironment {
     processes: Vec<Supervised>,
     idp: IdentityProvider,
     seed: Seed,
+    /// The gateway as clients reach it: through the `client->gateway` proxy.
     gateway_url: String,
     kafka_brokers: String,
+    /// The chaos-proxy's Toxiproxy API, e.g. `http://127.0.0.1:8474`.
+    chaos_url: String,
+    links: Vec<LinkInfo>,
     /// From the first process spawned to seeded and ready (building binaries excluded).
     startup_time: Duration,
     run_dir: RunDir,
@@ -229,6 +242,8 @@ impl LocalEnvironment {
             seed: Seed::standard(),
             gateway_url: String::new(),
             kafka_brokers: String::new(),
+            chaos_url: String::new(),
+            links: Vec::new(),
             startup_time: Duration::ZERO,
             run_dir,
         };
@@ -242,6 +257,38 @@ impl LocalEnvironment {
         let dir = self.run_dir.path().to_path_buf();
         let secret = hex_secret();
 
+        // Every link goes through a named proxy of the chaos-proxy (Toxiproxy's API).
+        let i = self.launch(Spec {
+            name: "chaos-proxy".into(),
+            program: bin.path(binaries::CHAOS_PROXY),
+            args: vec![
+                "--host".into(),
+                "127.0.0.1".into(),
+                "--port".into(),
+                "0".into(),
+            ],
+            env: BTreeMap::new(),
+            ready_file: dir.join("ready/chaos-proxy.json"),
+            log_file: dir.join("logs/chaos-proxy.log"),
+        })?;
+        let api = self.processes[i].wait_ready(READY_TIMEOUT).await?;
+        self.chaos_url = format!("http://{api}");
+        let proxies = self.chaos_client()?;
+        let instance_names: Vec<String> = Service::ALL
+            .into_iter()
+            .flat_map(|s| (1..=options.instances.of(s)).map(move |n| format!("{}#{n}", s.name())))
+            .collect();
+        // Each instance's link to the broker: the broker advertises the proxy's address to the
+        // clients that come through it (a "front" per instance), so all of an instance's Kafka
+        // traffic, not only its first metadata request, takes its own link. The upstream is
+        // set once the broker has opened the fronts.
+        let mut kafka_links = BTreeMap::new();
+        for name in &instance_names {
+            let link = format!("{name}->kafka");
+            let listen = links::create(&proxies, &link, PLACEHOLDER_UPSTREAM).await?;
+            kafka_links.insert(name.clone(), (link, listen));
+        }
+
         // The broker needs its port up front (it advertises it); another process may take a
         // port between our probe and the broker's bind, so a failed start is tried again on a
         // fresh port.
@@ -249,25 +296,46 @@ impl LocalEnvironment {
         loop {
             attempt += 1;
             self.kafka_brokers = format!("127.0.0.1:{}", free_port()?);
+            let mut args = vec![
+                "--listen".into(),
+                self.kafka_brokers.clone(),
+                "--data-dir".into(),
+                dir.join("data/broker").display().to_string(),
+                "--exit-on-stdin-eof".into(),
+                "--ready-file".into(),
+                dir.join("ready/broker.json").display().to_string(),
+            ];
+            for (_, listen) in kafka_links.values() {
+                args.push("--front".into());
+                args.push(listen.to_string());
+            }
             let broker = Spec {
                 name: "broker".into(),
                 program: bin.path(binaries::BROKER),
-                args: vec![
-                    "--listen".into(),
-                    self.kafka_brokers.clone(),
-                    "--data-dir".into(),
-                    dir.join("data/broker").display().to_string(),
-                    "--exit-on-stdin-eof".into(),
-                    "--ready-file".into(),
-                    dir.join("ready/broker.json").display().to_string(),
-                ],
+                args,
                 env: BTreeMap::new(),
                 ready_file: dir.join("ready/broker.json"),
                 log_file: dir.join("logs/broker.log"),
             };
             let i = self.launch(broker)?;
             match self.processes[i].wait_ready(READY_TIMEOUT).await {
-                Ok(_) => break,
+                Ok(_) => {
+                    let fronts = links::broker_fronts(&self.processes[i].spec.ready_file)?;
+                    for (link, listen) in kafka_links.values() {
+                        let front = fronts.get(listen).with_context(|| {
+                            format!("the broker opened no front for {link} ({listen})")
+                        })?;
+                        links::set_upstream(&proxies, link, &front.to_string()).await?;
+                        self.links.push(LinkInfo {
+                            name: link.clone(),
+                            listen: listen.to_string(),
+                            upstream: front.to_string(),
+                        });
+                    }
+                    // A restarted broker must open its fronts where the proxies point.
+                    links::pin_fronts(&mut self.processes[i].spec, &fronts);
+                    break;
+                }
                 Err(e) if attempt < 3 => {
                     tracing::warn!(error = %format!("{e:#}"), "the broker did not start; retrying");
                     if let Some(mut p) = self.processes.pop() {
@@ -306,7 +374,10 @@ impl LocalEnvironment {
                         dir.join(format!("data/{}.db", service.name())).display()
                     ),
                 );
-                env.insert("KAFKA_BROKERS".into(), self.kafka_brokers.clone());
+                let kafka = kafka_links
+                    .get(&name)
+                    .map_or_else(|| self.kafka_brokers.clone(), |(_, l)| l.to_string());
+                env.insert("KAFKA_BROKERS".into(), kafka);
                 // tansu 0.6 never evicts a consumer-group leader killed with SIGKILL, which
                 // would stall a shared group for good; see platform's `GroupMode`.
                 env.insert("KAFKA_CONSUMER_GROUPS".into(), "per-instance".into());
@@ -342,6 +413,7 @@ impl LocalEnvironment {
                 self.processes[i].wait_ready(READY_TIMEOUT).await?;
             }
         }
+        let mut gateway_links = Vec::new();
         for p in &mut self.processes {
             let Some(addr) = p.addr else { continue };
             if let Some(service) = Service::ALL
@@ -349,10 +421,20 @@ impl LocalEnvironment {
                 .find(|s| p.spec.name.starts_with(&format!("{}#", s.name())))
             {
                 p.pin_port(addr);
-                urls.entry(service)
-                    .or_default()
-                    .push(format!("http://{addr}"));
+                gateway_links.push((service, p.spec.name.clone(), addr));
             }
+        }
+        for (service, name, addr) in gateway_links {
+            let link = format!("gateway->{name}");
+            let listen = links::create(&proxies, &link, &addr.to_string()).await?;
+            self.links.push(LinkInfo {
+                name: link,
+                listen: listen.to_string(),
+                upstream: addr.to_string(),
+            });
+            urls.entry(service)
+                .or_default()
+                .push(format!("http://{listen}"));
         }
 
         let mut env = BTreeMap::new();
@@ -386,7 +468,25 @@ impl LocalEnvironment {
         let i = self.launch(gateway)?;
         let addr = self.processes[i].wait_ready(READY_TIMEOUT).await?;
         self.processes[i].pin_port(addr);
-        self.gateway_url = format!("http://{addr}");
+        let listen = links::create(&proxies, CLIENT_LINK, &addr.to_string()).await?;
+        self.links.insert(
+            0,
+            LinkInfo {
+                name: CLIENT_LINK.into(),
+                listen: listen.to_string(),
+                upstream: addr.to_string(),
+            },
+        );
+        self.gateway_url = format!("http://{listen}");
+
+        // Listed client first, then the gateway's links, then the links to the broker.
+        let order = crate::faults::target::local_links(&options.instances);
+        self.links.sort_by_key(|l| {
+            order
+                .iter()
+                .position(|n| *n == l.name)
+                .unwrap_or(usize::MAX)
+        });
 
         let client = crate::client::ApiClient::new(&self.gateway_url)?;
         client
@@ -418,6 +518,61 @@ impl LocalEnvironment {
 
     pub fn kafka_brokers(&self) -> &str {
         &self.kafka_brokers
+    }
+
+    /// The chaos-proxy's Toxiproxy API.
+    pub fn chaos_url(&self) -> &str {
+        &self.chaos_url
+    }
+
+    /// A Toxiproxy client of the chaos-proxy.
+    pub fn chaos_client(&self) -> anyhow::Result<chaos::Client> {
+        chaos::Client::new(&self.chaos_url).context("creating the chaos-proxy client")
+    }
+
+    /// Every link, each through its named proxy: `client->gateway`, `gateway->order#1`, ...,
+    /// `order#1->kafka`, ...
+    pub fn links(&self) -> &[LinkInfo] {
+        &self.links
+    }
+
+    /// Heals everything a fault may have done: every proxy re-enabled without toxics, every
+    /// paused process resumed, every killed or stopped process restarted. Tries all of it even
+    /// when a step fails, and reports the first failure.
+    pub async fn heal_all(&mut self) -> anyhow::Result<()> {
+        let mut first_error = None;
+        match self.chaos_client() {
+            Ok(c) => {
+                if let Err(e) = c.reset().await {
+                    first_error
+                        .get_or_insert(anyhow::Error::from(e).context("resetting the proxies"));
+                }
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+        for name in self.process_names() {
+            if let Err(e) = self.heal_process(&name).await {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Resumes the process if it runs (a paused one), restarts it if it does not (a killed or
+    /// stopped one).
+    pub async fn heal_process(&mut self, name: &str) -> anyhow::Result<()> {
+        let p = self.process(name)?;
+        if p.is_running() {
+            p.signal(Signal::SIGCONT)
+        } else {
+            p.respawn()?;
+            p.wait_ready(READY_TIMEOUT)
+                .await
+                .map(|_| ())
+                .with_context(|| format!("restarting {name}"))
+        }
     }
 
     pub fn run_dir(&self) -> &Path {
@@ -518,6 +673,9 @@ impl LocalEnvironment {
                 .collect(),
             jwt_public_key_pem: self.idp.public_key_pem().to_string(),
             startup_ms: u64::try_from(self.startup_time.as_millis()).unwrap_or(u64::MAX),
+            toxiproxy_url: self.chaos_url.clone(),
+            links: self.links.clone(),
+            control_url: None,
         }
     }
 

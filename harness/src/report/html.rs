@@ -19,7 +19,7 @@ const STYLE: &str = "body{font-family:system-ui,-apple-system,'Segoe UI',sans-se
 h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em}\
 .passed{color:#1a7f37}.failed{color:#cf222e}\
 table{border-collapse:collapse;width:100%;font-size:.9em}th,td{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}\
-th{background:#f3f3f3}tr.bad td{background:#fff0f0}code{font-size:.9em}\
+th{background:#f3f3f3}tr.bad td{background:#fff0f0}tr.knee td{background:#eaf7ee;font-weight:600}code{font-size:.9em}\
 svg{display:block;margin:1em 0;background:#fff}svg text{font-size:11px;fill:#444}\
 .meta{color:#555}";
 
@@ -306,6 +306,52 @@ pub(super) fn render(r: &RunReport) -> String {
         s.push_str("</table>");
     }
 
+    if let Some(c) = &r.capacity {
+        let _ = write!(
+            s,
+            "<h2>Capacity</h2><p>{}</p><table><tr>",
+            escape(&c.summary())
+        );
+        for h in crate::capacity::TABLE_HEADERS {
+            let _ = write!(s, "<th>{h}</th>");
+        }
+        s.push_str("</tr>");
+        for step in &c.steps {
+            let class = match step.slos_held {
+                Some(false) => r#" class="bad""#,
+                _ if c.knee == Some(step.step) => r#" class="knee""#,
+                _ => "",
+            };
+            let _ = write!(s, "<tr{class}>");
+            for cell in step.cells(c.knee) {
+                let _ = write!(s, "<td>{}</td>", escape(&cell));
+            }
+            s.push_str("</tr>");
+        }
+        s.push_str("</table>");
+    }
+
+    if !r.chaos_windows.is_empty() {
+        let _ = write!(
+            s,
+            "<h2>Chaos timeline</h2><table><tr><th>fault</th><th>target</th><th>acted on</th><th>applied</th><th>healed</th><th>planned</th></tr>"
+        );
+        for w in &r.chaos_windows {
+            let _ = write!(
+                s,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.1}s</td><td>{:.1}s</td><td>{:.0}s..{:.0}s</td></tr>",
+                escape(&w.label),
+                escape(&w.target),
+                escape(&w.affected.join(", ")),
+                w.start_s,
+                w.end_s,
+                w.planned_start_s,
+                w.planned_end_s
+            );
+        }
+        s.push_str("</table>");
+    }
+
     // Invariants.
     let _ = write!(s, "<h2>Invariants</h2>");
     if r.invariants.is_empty() {
@@ -507,6 +553,7 @@ mod tests {
                 start_s: 10.0,
                 end_s: 20.0,
                 label: "kill <order#1>".into(),
+                ..ChaosWindow::default()
             }],
             num,
         );

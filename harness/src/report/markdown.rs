@@ -62,6 +62,43 @@ pub(super) fn render(r: &RunReport) -> String {
         }
     }
 
+    if let Some(c) = &r.capacity {
+        let _ = writeln!(s, "\n### Capacity\n");
+        let _ = writeln!(s, "{}\n", cell(&c.summary()));
+        let _ = writeln!(s, "| {} |", crate::capacity::TABLE_HEADERS.join(" | "));
+        let _ = writeln!(
+            s,
+            "|{}",
+            "---|".repeat(crate::capacity::TABLE_HEADERS.len())
+        );
+        for step in &c.steps {
+            let cells: Vec<String> = step.cells(c.knee).iter().map(|c| cell(c)).collect();
+            let _ = writeln!(s, "| {} |", cells.join(" | "));
+        }
+    }
+
+    if !r.chaos_windows.is_empty() {
+        let _ = writeln!(s, "\n### Chaos timeline\n");
+        let _ = writeln!(
+            s,
+            "| fault | target | acted on | applied | healed | planned |"
+        );
+        let _ = writeln!(s, "|---|---|---|---|---|---|");
+        for w in &r.chaos_windows {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {:.1}s | {:.1}s | {:.0}s..{:.0}s |",
+                cell(&w.label),
+                cell(&w.target),
+                cell(&w.affected.join(", ")),
+                w.start_s,
+                w.end_s,
+                w.planned_start_s,
+                w.planned_end_s
+            );
+        }
+    }
+
     let _ = writeln!(s, "\n### Invariants\n");
     if r.invariants.is_empty() {
         let _ = writeln!(s, "No invariant was checked.");

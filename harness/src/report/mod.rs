@@ -25,6 +25,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+use crate::capacity::Capacity;
 use crate::checks::InvariantVerdict;
 use crate::metrics::{EndpointStats, Latency, Measurements};
 use crate::scenario::Scenario;
@@ -57,10 +58,14 @@ pub struct RunReport {
     pub outcomes: BTreeMap<String, u64>,
     /// One entry per second of the load.
     pub timeline: Vec<TimelineSecond>,
-    /// Fault windows, shaded on the charts; empty until chaos timelines run.
+    /// The chaos timeline as it happened; empty without `[[chaos]]`.
     pub chaos_windows: Vec<ChaosWindow>,
-    /// phase (`all`, later `before`, `during:<fault>`, `after`) → what was measured in it.
+    /// phase (`all`, `step:<i>` in capacity runs, later `before`, `during:<fault>`, `after`) →
+    /// what was measured in it.
     pub phases: BTreeMap<String, PhaseStats>,
+    /// Capacity runs (`find_knee`): every step of the test plan and the knee.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<Capacity>,
     pub verdict: Verdict,
     /// What `harness run` exits with: 0 passed, 1 failed.
     pub exit_code: u8,
@@ -107,12 +112,29 @@ impl EnvironmentSummary {
 /// One second of the load, as measured.
 pub use crate::metrics::SecondBucket as TimelineSecond;
 
-/// A span of the load to shade on the charts, in seconds since the load started.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One fault of the chaos timeline as it happened: shaded on the charts and listed in the
+/// timeline table. Times are seconds since the load started.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ChaosWindow {
+    /// When the fault was applied.
     pub start_s: f64,
+    /// When it was healed.
     pub end_s: f64,
+    /// The fault's label; its phase is `during:<label>`.
     pub label: String,
+    /// The fault (`latency`, `kill`, ...) and the scenario's target.
+    #[serde(default)]
+    pub fault: String,
+    #[serde(default)]
+    pub target: String,
+    /// The links or processes it acted on.
+    #[serde(default)]
+    pub affected: Vec<String>,
+    /// When the scenario asked for it to start and end.
+    #[serde(default)]
+    pub planned_start_s: f64,
+    #[serde(default)]
+    pub planned_end_s: f64,
 }
 
 /// What was measured in one phase.
@@ -205,6 +227,7 @@ pub struct RunInput<'a> {
     pub slos: Vec<SloVerdict>,
     pub invariants: Vec<InvariantVerdict>,
     pub chaos_windows: Vec<ChaosWindow>,
+    pub capacity: Option<Capacity>,
 }
 
 impl RunReport {
@@ -245,6 +268,7 @@ impl RunReport {
             timeline: m.timeline.clone(),
             chaos_windows: input.chaos_windows,
             phases,
+            capacity: input.capacity,
             verdict: if held {
                 Verdict::Passed
             } else {
@@ -271,7 +295,11 @@ impl RunReport {
         let name = &self.scenario.name;
         let slos = self.failed_slos().count();
         let invariants = self.failed_invariants().count();
-        if self.passed() {
+        let knee = self
+            .capacity
+            .as_ref()
+            .map_or(String::new(), |c| format!("; {}", c.summary()));
+        let line = if self.passed() {
             format!(
                 "{name} passed: {} SLOs and {} invariants held",
                 self.slos.len(),
@@ -283,7 +311,8 @@ impl RunReport {
                 self.slos.len(),
                 self.invariants.len()
             )
-        }
+        };
+        line + &knee
     }
 }
 

@@ -131,6 +131,7 @@ pub(crate) fn sample_report() -> RunReport {
         started_at: started,
         measurements: &m,
         chaos_windows: vec![],
+        capacity: None,
     })
     .unwrap()
 }
@@ -180,6 +181,7 @@ fn a_run_where_everything_held_passes_with_exit_code_zero() {
         started_at: UNIX_EPOCH,
         measurements: &m,
         chaos_windows: vec![],
+        capacity: None,
     })
     .unwrap();
     assert!(r.passed(), "{:?}", r.failed_slos().collect::<Vec<_>>());
@@ -195,6 +197,11 @@ fn write_all_writes_four_consistent_files() {
         start_s: 3.0,
         end_s: 5.5,
         label: "kill order#1".into(),
+        fault: "kill".into(),
+        target: "order#1".into(),
+        affected: vec!["order#1".into()],
+        planned_start_s: 3.0,
+        planned_end_s: 5.5,
     });
     // To look at the sample: REPORT_SAMPLE_DIR=/tmp/x cargo test -p harness --lib write_all
     if let Some(dir) = std::env::var_os("REPORT_SAMPLE_DIR") {
@@ -206,6 +213,15 @@ fn write_all_writes_four_consistent_files() {
     for p in [&paths.json, &paths.markdown, &paths.html, &paths.junit] {
         assert!(p.is_file(), "{} missing", p.display());
     }
+
+    let md = std::fs::read_to_string(&paths.markdown).unwrap();
+    assert!(md.contains("### Chaos timeline"), "{md}");
+    assert!(
+        md.contains("| kill order#1 | order#1 | order#1 | 3.0s | 5.5s |"),
+        "{md}"
+    );
+    let html = std::fs::read_to_string(&paths.html).unwrap();
+    assert!(html.contains("<h2>Chaos timeline</h2>"));
 
     // report.json parses back into the same report, verdicts and histograms included.
     let back = read(&paths.json).unwrap();

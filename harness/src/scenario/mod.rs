@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize, Serializer};
 pub use toml::Spanned;
 
 pub use self::error::{Location, ScenarioError};
-pub use self::units::{HumanDuration, PlanStep, TestPlan, ThinkTime};
+pub use self::units::{HumanDuration, PlanStep, StepSpan, TestPlan, ThinkTime};
 pub use crate::checks::Invariant;
 use crate::local::Instances;
 
@@ -167,9 +167,17 @@ pub struct Load {
     #[serde(default)]
     pub think_time: ThinkTime,
     pub journeys: Vec<Spanned<JourneyWeight>>,
+    /// Judge the SLOs on each plateau of the test plan instead of over the whole load, and
+    /// report the knee: the plateau with the most confirmed orders per second that met them.
+    pub find_knee: Option<Spanned<bool>>,
 }
 
 impl Load {
+    /// Whether this is a capacity run ([`Self::find_knee`]).
+    pub fn finds_knee(&self) -> bool {
+        self.find_knee.as_ref().is_some_and(|k| *k.get_ref())
+    }
+
     /// The load as one test plan: `users`/`ramp_up`/`duration` become ramp, hold and stop steps,
     /// and a `test_plan` that does not end at 0 users gets a final step that stops at once (goose
     /// would otherwise keep the last step's users running forever). Meant for a validated
@@ -307,7 +315,8 @@ pub struct Slo {
     pub saga_completion_p99: Option<Spanned<HumanDuration>>,
 }
 
-/// Which part of a run an SLO is measured over. Only `all` exists until chaos timelines do.
+/// Which part of a run an SLO is measured over: `all` of it, or, with a chaos timeline, before
+/// the first fault, during any fault, or after the last one healed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Phase {
@@ -499,17 +508,21 @@ impl Serialize for InvariantSelection {
     }
 }
 
-/// One fault of a chaos timeline. Parsed so the format is fixed, but not run yet: validation
-/// refuses scenarios that have any.
+/// One fault of a chaos timeline: what, where, when and for how long. [`crate::faults`] turns
+/// the entries into actions on a running environment.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChaosEntry {
+    /// A label for reports and phase names (`during:<name>`); default `<fault> <target>`.
+    pub name: Option<Spanned<String>>,
     /// When the fault starts, from the start of the load.
     pub at: Spanned<HumanDuration>,
     /// How long it lasts; absent: until the load ends.
     #[serde(rename = "for")]
     pub duration: Option<Spanned<HumanDuration>>,
-    /// A link (`"gateway->order"`) or an instance (`"order#1"`).
+    /// A link (`"gateway->payment#1"`), a group of links (`"gateway->payment"`: every payment
+    /// instance; `"inventory"`: every link of every inventory instance), an instance
+    /// (`"order#1"`, `"broker"`) or every instance of a service (`"payment"`).
     pub target: Spanned<String>,
     pub fault: Spanned<Fault>,
     /// `latency`: the added delay.
@@ -518,29 +531,94 @@ pub struct ChaosEntry {
     pub jitter: Option<Spanned<HumanDuration>>,
     /// `bandwidth`: the limit in KB/s.
     pub rate_kbps: Option<Spanned<u64>>,
-    /// Link faults: which way the fault applies.
+    /// `slow_close`: how long a close is delayed; `slicer`: the pause between slices.
+    pub delay: Option<Spanned<HumanDuration>>,
+    /// `timeout`: close the connection after this long without data (0: hold it until the
+    /// fault ends); `reset_peer`: reset it after this long (0: at once).
+    pub timeout: Option<Spanned<HumanDuration>>,
+    /// `slicer`: the mean slice size in bytes and how much it varies.
+    pub average_size: Option<Spanned<u64>>,
+    pub size_variation: Option<Spanned<u64>>,
+    /// `limit_data`: close the connection after this many bytes.
+    pub bytes: Option<Spanned<u64>>,
+    /// Link faults: which way the fault applies; default `both`.
     pub direction: Option<Spanned<Direction>>,
-    /// Link faults: the fraction (0..1) of connections affected.
+    /// Link faults: the fraction (0..1) of connections affected; default 1.
     pub toxicity: Option<Spanned<f64>>,
+}
+
+impl ChaosEntry {
+    /// The label of the entry: its `name`, or `<fault> <target>`.
+    pub fn label(&self) -> String {
+        self.name.as_ref().map_or_else(
+            || format!("{} {}", self.fault.get_ref().name(), self.target.get_ref()),
+            |n| n.get_ref().clone(),
+        )
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Fault {
-    /// Delay data on a link.
+    /// Delay data on a link (`latency`, `jitter`).
     Latency,
-    /// Drop a link entirely.
-    Partition,
-    /// Reset connections on a link.
-    Reset,
-    /// Limit a link's bandwidth.
+    /// Limit a link's bandwidth (`rate_kbps`).
     Bandwidth,
-    /// Hold data on a link and close it after a while.
+    /// Delay the close of connections on a link (`delay`).
+    SlowClose,
+    /// Stop all data on a link and close connections after `timeout` (0: hold them).
     Timeout,
+    /// Reset connections on a link (TCP RST) after `timeout`.
+    ResetPeer,
+    /// Cut data into small slices with a pause between them.
+    Slicer,
+    /// Close connections after `bytes` bytes.
+    LimitData,
+    /// Take a link down: connections are refused and open ones closed.
+    Partition,
     /// Kill an instance (SIGKILL); it restarts when the fault ends.
     Kill,
-    /// Freeze an instance (SIGSTOP) until the fault ends.
+    /// Freeze an instance (SIGSTOP) until the fault ends (SIGCONT).
     Pause,
+    /// Stop an instance gracefully (SIGTERM); it restarts when the fault ends.
+    Stop,
+}
+
+impl Fault {
+    pub const ALL: [Fault; 11] = [
+        Self::Latency,
+        Self::Bandwidth,
+        Self::SlowClose,
+        Self::Timeout,
+        Self::ResetPeer,
+        Self::Slicer,
+        Self::LimitData,
+        Self::Partition,
+        Self::Kill,
+        Self::Pause,
+        Self::Stop,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Latency => "latency",
+            Self::Bandwidth => "bandwidth",
+            Self::SlowClose => "slow_close",
+            Self::Timeout => "timeout",
+            Self::ResetPeer => "reset_peer",
+            Self::Slicer => "slicer",
+            Self::LimitData => "limit_data",
+            Self::Partition => "partition",
+            Self::Kill => "kill",
+            Self::Pause => "pause",
+            Self::Stop => "stop",
+        }
+    }
+
+    /// Whether the fault acts on processes rather than links.
+    pub fn on_instances(self) -> bool {
+        matches!(self, Self::Kill | Self::Pause | Self::Stop)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]

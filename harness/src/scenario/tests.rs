@@ -316,7 +316,10 @@ fn slo_mistakes_point_at_the_field() {
         "{e}"
     );
     let e = error_on_line(&slo("p99 = \"1s\"\nphase = \"during\""), 11);
-    assert!(e.contains("phase \"during\" needs a chaos timeline"), "{e}");
+    assert!(
+        e.contains("phase \"during\" needs a chaos timeline ([[chaos]] entries)"),
+        "{e}"
+    );
     let e = error_on_line(&slo("endpoint = \"POST /api/orders\""), 9);
     assert!(e.contains("this [[slo]] sets no objective"), "{e}");
 }
@@ -369,31 +372,67 @@ fn instance_counts_and_invariant_names_are_checked() {
 }
 
 #[test]
-fn chaos_entries_parse_but_are_refused_with_a_pointer_to_the_first() {
-    let base = with_load("users = 1\nduration = \"1s\"");
-    let text = format!(
-        "{base}\n[[chaos]]\nat = \"10s\"\nfor = \"5s\"\ntarget = \"gateway->order\"\nfault = \"latency\"\nlatency = \"200ms\"\njitter = \"50ms\"\n"
+fn chaos_entries_parse_and_bad_ones_are_refused_with_their_line() {
+    let base = with_load("users = 1\nduration = \"30s\"");
+    let entry = |body: &str| format!("{base}\n[[chaos]]\n{body}\n");
+    let text = entry(
+        "at = \"10s\"\nfor = \"5s\"\ntarget = \"gateway->order\"\nfault = \"latency\"\nlatency = \"200ms\"\njitter = \"50ms\"",
     );
-    let s = Scenario::from_toml(Path::new(PATH), &text).unwrap();
-    let entry = s.chaos[0].get_ref();
-    assert_eq!(*entry.fault.get_ref(), Fault::Latency);
-    assert_eq!(entry.target.get_ref(), "gateway->order");
+    let s = parse(&text).unwrap();
+    let e = s.chaos[0].get_ref();
+    assert_eq!(*e.fault.get_ref(), Fault::Latency);
+    assert_eq!(e.target.get_ref(), "gateway->order");
+    assert_eq!(e.label(), "latency gateway->order");
     assert_eq!(
-        entry.duration.as_ref().map(|d| d.get_ref().as_std()),
+        e.duration.as_ref().map(|d| d.get_ref().as_std()),
         Some(Duration::from_secs(5))
     );
-    let e = error_on_line(&text, 9);
+
+    // Each mistake is reported on the line of the value at fault (the entry starts on line 9).
+    let e = error_on_line(
+        &entry("at = \"1s\"\ntarget = \"gateway->ordr\"\nfault = \"partition\""),
+        11,
+    );
+    assert!(e.contains("unknown node \"ordr\""), "{e}");
+    let e = error_on_line(
+        &entry("at = \"1s\"\ntarget = \"client->kafka\"\nfault = \"partition\""),
+        11,
+    );
+    assert!(e.contains("no link matches \"client->kafka\""), "{e}");
+    let e = error_on_line(
+        &entry("at = \"1s\"\ntarget = \"gateway->order\"\nfault = \"kill\""),
+        11,
+    );
+    assert!(e.contains("kill acts on instances"), "{e}");
+    let e = error_on_line(
+        &entry("at = \"1s\"\ntarget = \"order#2\"\nfault = \"kill\""),
+        11,
+    );
+    assert!(e.contains("kill acts on instances"), "{e}");
+    let e = error_on_line(
+        &entry("at = \"1s\"\ntarget = \"order\"\nfault = \"latency\""),
+        12,
+    );
+    assert!(e.contains("fault latency needs latency"), "{e}");
+    let e = error_on_line(
+        &entry("at = \"1s\"\ntarget = \"order#1\"\nfault = \"pause\"\nlatency = \"1s\""),
+        13,
+    );
+    assert!(e.contains("latency does not apply to fault pause"), "{e}");
+    let e = error_on_line(
+        &entry("at = \"40s\"\ntarget = \"order\"\nfault = \"partition\""),
+        10,
+    );
     assert!(
-        e.ends_with(
-            "chaos timelines are not supported yet (they arrive with the chaos issue); remove \
-             the [[chaos]] entries from scenarios/bad.toml"
-        ),
+        e.contains("the fault starts at 40s but the load lasts 30s"),
         "{e}"
     );
     let e = error_on_line(
-        &format!("{base}[[chaos]]\nat = \"1s\"\ntarget = \"x\"\nfault = \"flood\"\n"),
-        11,
+        &entry("at = \"1s\"\ntarget = \"order\"\nfault = \"partition\"\ntoxicity = 2"),
+        13,
     );
+    assert!(e.contains("toxicity"), "{e}");
+    let e = error_on_line(&entry("at = \"1s\"\ntarget = \"x\"\nfault = \"flood\""), 12);
     assert!(e.contains("unknown variant `flood`"), "{e}");
 }
 
@@ -430,4 +469,19 @@ fn a_toml_syntax_error_names_its_line_and_column() {
     let e = error_on_line("description = \"d\"\n[load\nusers = 1\n", 2);
     assert!(e.starts_with(&format!("{PATH}:2:")), "{e}");
     assert!(!e.contains('\n'), "one line: {e}");
+}
+
+#[test]
+fn find_knee_needs_a_plateau_and_slos() {
+    let no_plateau = with_load("test_plan = \"10,10s;20,10s;0,5s\"\nfind_knee = true");
+    let e = error_on_line(&no_plateau, 4);
+    assert!(e.contains("has none"), "{e}");
+    let no_slos = with_load("test_plan = \"10,10s;10,30s\"\nfind_knee = true");
+    let e = error_on_line(&no_slos, 4);
+    assert!(e.contains("needs [[slo]]"), "{e}");
+    let ok = format!(
+        "{}\n[[slo]]\nerror_rate = 0.01\n",
+        with_load("test_plan = \"10,10s;10,30s\"\nfind_knee = true")
+    );
+    assert!(parse(&ok).unwrap().load.get_ref().finds_knee());
 }

@@ -205,6 +205,19 @@ pub struct PlanStep {
     pub over: HumanDuration,
 }
 
+/// Where one step of a [`TestPlan`] falls in the load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepSpan {
+    /// The step's position in the plan, from 0.
+    pub index: usize,
+    pub users: u32,
+    /// From the start of the load.
+    pub start: std::time::Duration,
+    pub end: std::time::Duration,
+    /// The step keeps the users of the step before it (and there are some): a plateau.
+    pub hold: bool,
+}
+
 /// A goose-style test plan, `USERS,DURATION` steps separated by `;`, e.g. `"10,5s;10,30s;0,5s"`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TestPlan {
@@ -220,6 +233,34 @@ impl TestPlan {
     /// How long the whole plan takes.
     pub fn total_duration(&self) -> std::time::Duration {
         self.steps.iter().map(|s| s.over.as_std()).sum()
+    }
+
+    /// Each step's place in the load: when it starts and ends, counted from the start of the
+    /// load, and whether it holds its users steady (the users of the step before, more than 0),
+    /// which is what a capacity run judges. Goose rounds steps up to whole seconds
+    /// ([`Self::to_goose`]), and so does this.
+    pub fn spans(&self) -> Vec<StepSpan> {
+        let mut start = std::time::Duration::ZERO;
+        let mut before = 0;
+        self.steps
+            .iter()
+            .enumerate()
+            .map(|(index, s)| {
+                let d = s.over.as_std();
+                let end = start
+                    + std::time::Duration::from_secs(d.as_secs() + u64::from(d.subsec_nanos() > 0));
+                let span = StepSpan {
+                    index,
+                    users: s.users,
+                    start,
+                    end,
+                    hold: s.users > 0 && s.users == before && end > start,
+                };
+                start = end;
+                before = s.users;
+                span
+            })
+            .collect()
     }
 
     /// The plan as goose's `--test-plan` option takes it. Goose counts whole seconds, so a step
@@ -287,6 +328,22 @@ mod tests {
 
     fn d(s: &str) -> Duration {
         s.parse::<HumanDuration>().unwrap().as_std()
+    }
+
+    #[test]
+    fn plan_spans_follow_each_other_and_only_plateaus_hold() {
+        let plan: TestPlan = "5,10s;5,30s;10,1.5s;10,30s;0,10s".parse().unwrap();
+        let spans = plan.spans();
+        let secs = |s: &StepSpan| (s.start.as_secs(), s.end.as_secs());
+        assert_eq!(
+            spans.iter().map(secs).collect::<Vec<_>>(),
+            [(0, 10), (10, 40), (40, 42), (42, 72), (72, 82)]
+        );
+        assert_eq!(
+            spans.iter().map(|s| s.hold).collect::<Vec<_>>(),
+            [false, true, false, true, false]
+        );
+        assert_eq!(spans[3].users, 10);
     }
 
     #[test]

@@ -4,25 +4,37 @@
 use std::collections::BTreeSet;
 
 use super::{
-    HumanDuration, InvariantSelection, Journey, Phase, Scenario, ScenarioError, Slo, Spanned,
-    objectives_of,
+    ChaosEntry, Fault, HumanDuration, InvariantSelection, Journey, Phase, Scenario, ScenarioError,
+    Slo, Spanned, objectives_of,
 };
+use crate::faults::target::{Target, local_links, local_processes};
 use crate::local::Instances;
+
+/// A fault attribute: its name, where it was given (if it was), the faults that take it and
+/// the faults that need it.
+type AttributeRule<'a> = (
+    &'a str,
+    Option<std::ops::Range<usize>>,
+    &'a [Fault],
+    &'a [Fault],
+);
+
+/// The faults that act on links (the rest act on instances).
+const LINK_FAULTS: [Fault; 8] = [
+    Fault::Latency,
+    Fault::Bandwidth,
+    Fault::SlowClose,
+    Fault::Timeout,
+    Fault::ResetPeer,
+    Fault::Slicer,
+    Fault::LimitData,
+    Fault::Partition,
+];
 
 impl Scenario {
     /// Checks what the types cannot: sensible numbers, known endpoint formats, a load that
     /// does something. The first problem found is returned.
     pub fn validate(&self) -> Result<(), ScenarioError> {
-        if let Some(first) = self.chaos.first() {
-            return Err(self.error(
-                first.span(),
-                format!(
-                    "chaos timelines are not supported yet (they arrive with the chaos issue); \
-                     remove the [[chaos]] entries from {}",
-                    self.origin.path.display()
-                ),
-            ));
-        }
         if let Some(name) = &self.declared_name {
             let ok = !name.get_ref().is_empty()
                 && name
@@ -59,6 +71,10 @@ impl Scenario {
         }
         for slo in &self.slos {
             self.validate_slo(slo)?;
+        }
+        self.validate_knee()?;
+        for entry in &self.chaos {
+            self.validate_chaos(entry)?;
         }
         self.positive(&self.checks.convergence_timeout, "convergence_timeout")?;
         if let InvariantSelection::Only(list) = &self.checks.invariants {
@@ -176,16 +192,201 @@ impl Scenario {
         Ok(())
     }
 
+    fn validate_chaos(&self, entry: &Spanned<ChaosEntry>) -> Result<(), ScenarioError> {
+        let e = entry.get_ref();
+        let fault = *e.fault.get_ref();
+        let target: Target = e
+            .target
+            .get_ref()
+            .parse()
+            .map_err(|m| self.error(e.target.span(), m))?;
+        let instances = self.environment.instances.to_instances();
+        if fault.on_instances() {
+            let names = local_processes(&instances);
+            if target
+                .processes(names.iter().map(String::as_str))
+                .is_empty()
+            {
+                return Err(self.error(
+                    e.target.span(),
+                    format!(
+                        "{} acts on instances, and {:?} names none; use an instance such as \
+                         order#1, a service such as payment (all its instances), or broker",
+                        fault.name(),
+                        e.target.get_ref()
+                    ),
+                ));
+            }
+        } else {
+            let links = local_links(&instances);
+            if target.links(links.iter().map(String::as_str)).is_empty() {
+                return Err(self.error(
+                    e.target.span(),
+                    format!(
+                        "no link matches {:?}; the links are {}",
+                        e.target.get_ref(),
+                        links.join(", ")
+                    ),
+                ));
+            }
+        }
+        if let Some(name) = &e.name
+            && (name.get_ref().trim().is_empty() || name.get_ref().contains('\n'))
+        {
+            return Err(self.error(name.span(), "a chaos name must be one non-empty line"));
+        }
+        let total = self.load.get_ref().plan().total_duration();
+        if e.at.get_ref().as_std() >= total {
+            return Err(self.error(
+                e.at.span(),
+                format!(
+                    "the fault starts at {} but the load lasts {}",
+                    e.at.get_ref(),
+                    HumanDuration::from_std(total)
+                ),
+            ));
+        }
+        if let Some(d) = &e.duration {
+            self.positive(d, "for")?;
+        }
+        if let Some(t) = &e.toxicity {
+            self.fraction(t, "toxicity")?;
+        }
+        // Which attributes each fault takes: (name, given, required).
+        let attrs: [AttributeRule<'_>; 9] = [
+            (
+                "latency",
+                e.latency.as_ref().map(Spanned::span),
+                &[Fault::Latency],
+                &[Fault::Latency],
+            ),
+            (
+                "jitter",
+                e.jitter.as_ref().map(Spanned::span),
+                &[Fault::Latency],
+                &[],
+            ),
+            (
+                "rate_kbps",
+                e.rate_kbps.as_ref().map(Spanned::span),
+                &[Fault::Bandwidth],
+                &[Fault::Bandwidth],
+            ),
+            (
+                "delay",
+                e.delay.as_ref().map(Spanned::span),
+                &[Fault::SlowClose, Fault::Slicer],
+                &[Fault::SlowClose],
+            ),
+            (
+                "timeout",
+                e.timeout.as_ref().map(Spanned::span),
+                &[Fault::Timeout, Fault::ResetPeer],
+                &[Fault::Timeout],
+            ),
+            (
+                "average_size",
+                e.average_size.as_ref().map(Spanned::span),
+                &[Fault::Slicer],
+                &[Fault::Slicer],
+            ),
+            (
+                "size_variation",
+                e.size_variation.as_ref().map(Spanned::span),
+                &[Fault::Slicer],
+                &[],
+            ),
+            (
+                "bytes",
+                e.bytes.as_ref().map(Spanned::span),
+                &[Fault::LimitData],
+                &[Fault::LimitData],
+            ),
+            (
+                "direction",
+                e.direction.as_ref().map(Spanned::span),
+                &LINK_FAULTS,
+                &[],
+            ),
+        ];
+        for (attr, given, takes, needs) in attrs {
+            match given {
+                Some(span) if !takes.contains(&fault) => {
+                    return Err(self.error(
+                        span,
+                        format!("{attr} does not apply to fault {}", fault.name()),
+                    ));
+                }
+                None if needs.contains(&fault) => {
+                    return Err(self.error(
+                        e.fault.span(),
+                        format!("fault {} needs {attr}", fault.name()),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        if fault.on_instances()
+            && let Some(t) = &e.toxicity
+        {
+            return Err(self.error(
+                t.span(),
+                format!("toxicity does not apply to fault {}", fault.name()),
+            ));
+        }
+        if fault == Fault::Slicer && e.average_size.as_ref().is_some_and(|a| *a.get_ref() == 0) {
+            return Err(self.error(
+                e.fault.span(),
+                "slicer needs an average_size of at least 1 byte",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_knee(&self) -> Result<(), ScenarioError> {
+        let load = self.load.get_ref();
+        let Some(knee) = load.find_knee.as_ref().filter(|k| *k.get_ref()) else {
+            return Ok(());
+        };
+        if !load.plan().spans().iter().any(|s| s.hold) {
+            return Err(self.error(
+                knee.span(),
+                "find_knee judges the SLOs on each plateau of the test plan, and this plan has \
+                 none: add steps that keep the users of the step before, e.g. \
+                 \"10,10s;10,30s;20,10s;20,30s\"",
+            ));
+        }
+        if self.slos.is_empty() {
+            return Err(self.error(
+                knee.span(),
+                "find_knee needs [[slo]] entries: the knee is the busiest plateau that meets them",
+            ));
+        }
+        if let Some(phase) = self
+            .slos
+            .iter()
+            .filter_map(|s| s.get_ref().phase.as_ref())
+            .find(|p| *p.get_ref() != Phase::All)
+        {
+            return Err(self.error(
+                phase.span(),
+                "with find_knee every SLO is judged per plateau of the test plan; leave phase out",
+            ));
+        }
+        Ok(())
+    }
+
     fn validate_slo(&self, slo: &Spanned<Slo>) -> Result<(), ScenarioError> {
         let entry = slo.get_ref();
         if let Some(phase) = &entry.phase
             && *phase.get_ref() != Phase::All
+            && self.chaos.is_empty()
         {
             return Err(self.error(
                 phase.span(),
                 format!(
-                    "phase {:?} needs a chaos timeline, which is not supported yet; \
-                         use phase = \"all\" or leave it out",
+                    "phase {:?} needs a chaos timeline ([[chaos]] entries); use phase = \"all\" \
+                     or leave it out",
                     phase.get_ref().name()
                 ),
             ));

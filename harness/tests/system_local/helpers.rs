@@ -32,10 +32,13 @@ impl TestEnv {
         self.env.identity().customer_token(id).unwrap()
     }
 
+    /// Places an order with a fresh `Idempotency-Key`, as a careful client does: the gateway may
+    /// then retry it on another instance when the first one's connection fails.
     pub async fn place(&self, token: &str, items: &[(&str, i64)]) -> OrderView {
+        let key = uuid::Uuid::new_v4().to_string();
         let answer = self
             .api
-            .place_order(token, lines(items), None)
+            .place_order(token, lines(items), Some(&key))
             .await
             .unwrap();
         assert_eq!(

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod auth;
+mod chaos;
 mod helpers;
 mod recovery;
 mod redelivery;

@@ -1,0 +1,237 @@
+//! Game days: `harness up` serves a small control API on loopback so that `harness chaos`, run
+//! from another terminal, can fault the processes it supervises (a killed instance must be
+//! restarted by its supervisor, on the same port); links are faulted through the chaos-proxy's
+//! Toxiproxy API directly. Both addresses are in the env file.
+//!
+//! | request | effect |
+//! |---|---|
+//! | `POST /processes/{name}/kill` | SIGKILL (stays down until `restart` or `heal`) |
+//! | `POST /processes/{name}/stop` | SIGTERM, graceful |
+//! | `POST /processes/{name}/pause`, `/resume` | SIGSTOP, SIGCONT |
+//! | `POST /processes/{name}/restart` | start a killed or stopped process again |
+//! | `POST /processes/{name}/heal` | resume it if it runs, restart it if not |
+//! | `POST /heal` | every proxy reset, every process running and resumed |
+//!
+//! Answers are `204` or a JSON error `{"error": "..."}` with 404 (unknown process or action) or
+//! 500.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde::Deserialize;
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use crate::faults::Faultable;
+use crate::local::{LinkInfo, LocalEnvironment};
+
+type Shared = Arc<Mutex<LocalEnvironment>>;
+
+/// Serves the control API for `env` on `127.0.0.1:0` until `stop` is cancelled; returns where
+/// it listens.
+pub async fn serve(env: Shared, stop: CancellationToken) -> anyhow::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("binding the control API")?;
+    let addr = listener.local_addr()?;
+    let app = Router::new()
+        .route("/processes/{name}/{action}", post(process_action))
+        .route("/heal", post(heal))
+        .with_state(env);
+    tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::warn!(error = %e, "the control API stopped");
+        }
+    });
+    Ok(addr)
+}
+
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, axum::Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+async fn process_action(
+    State(env): State<Shared>,
+    Path((name, action)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let mut env = env.lock().await;
+    if !env.process_names().contains(&name) {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no process named {name:?}; there are {}",
+                env.process_names().join(", ")
+            ),
+        ));
+    }
+    let done = match action.as_str() {
+        "kill" => env.kill(&name).await,
+        "stop" => env.stop_instance(&name).await,
+        "pause" => env.pause(&name),
+        "resume" => env.resume(&name),
+        "restart" => env.restart(&name).await,
+        "heal" => env.heal_process(&name).await,
+        other => {
+            return Err(ApiError(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "unknown action {other:?}: expected kill, stop, pause, resume, restart or heal"
+                ),
+            ));
+        }
+    };
+    done.map(|()| StatusCode::NO_CONTENT)
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))
+}
+
+async fn heal(State(env): State<Shared>) -> Result<StatusCode, ApiError> {
+    env.lock()
+        .await
+        .heal_all()
+        .await
+        .map(|()| StatusCode::NO_CONTENT)
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))
+}
+
+/// A `harness up` seen through its env file: links through the Toxiproxy API, processes through
+/// the control API.
+pub struct Remote {
+    pub toxiproxy_url: String,
+    pub control_url: String,
+    pub links: Vec<LinkInfo>,
+    pub processes: Vec<String>,
+    http: reqwest::Client,
+}
+
+/// The parts of the env file `harness chaos` reads.
+#[derive(Deserialize)]
+struct EnvFile {
+    toxiproxy_url: String,
+    control_url: Option<String>,
+    links: Vec<LinkInfo>,
+    processes: Vec<ProcessName>,
+}
+
+#[derive(Deserialize)]
+struct ProcessName {
+    name: String,
+}
+
+impl Remote {
+    /// Reads the env file `harness up --env-file` wrote.
+    pub fn from_env_file(path: &std::path::Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "reading {}; start the system with `harness up --env-file {}` first",
+                path.display(),
+                path.display()
+            )
+        })?;
+        let env: EnvFile = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not an env file of `harness up`", path.display()))?;
+        Ok(Self {
+            toxiproxy_url: env.toxiproxy_url,
+            control_url: env.control_url.with_context(|| {
+                format!(
+                    "{} has no control_url: it was not written by `harness up`",
+                    path.display()
+                )
+            })?,
+            links: env.links,
+            processes: env.processes.into_iter().map(|p| p.name).collect(),
+            http: reqwest::Client::new(),
+        })
+    }
+
+    /// `/processes/{name}/{action}`, the name escaped (`order#1` has a `#`).
+    fn process_path(name: &str, action: &str) -> String {
+        let escaped: String = name
+            .chars()
+            .map(|c| match c {
+                'a'..='z' | 'A'..='Z' | '0'..='9' | '-' | '_' | '.' => c.to_string(),
+                other => {
+                    let mut buf = [0u8; 4];
+                    other
+                        .encode_utf8(&mut buf)
+                        .bytes()
+                        .map(|b| format!("%{b:02X}"))
+                        .collect()
+                }
+            })
+            .collect();
+        format!("/processes/{escaped}/{action}")
+    }
+
+    async fn post(&self, path: &str) -> anyhow::Result<()> {
+        let url = format!("{}{path}", self.control_url);
+        let answer = self
+            .http
+            .post(&url)
+            .send()
+            .await
+            .with_context(|| format!("reaching `harness up` at {url}; is it still running?"))?;
+        if answer.status().is_success() {
+            return Ok(());
+        }
+        let status = answer.status();
+        let body: serde_json::Value = answer.json().await.unwrap_or_default();
+        let message = body["error"].as_str().unwrap_or("no detail").to_string();
+        anyhow::bail!("{url}: {status}: {message}")
+    }
+
+    /// Resumes the process if it runs, restarts it if not.
+    pub async fn heal_process(&mut self, name: &str) -> anyhow::Result<()> {
+        self.post(&Self::process_path(name, "heal")).await
+    }
+}
+
+impl Faultable for Remote {
+    fn link_names(&self) -> Vec<String> {
+        self.links.iter().map(|l| l.name.clone()).collect()
+    }
+
+    fn process_names(&self) -> Vec<String> {
+        self.processes.clone()
+    }
+
+    fn chaos_client(&self) -> anyhow::Result<chaos::Client> {
+        chaos::Client::new(&self.toxiproxy_url).context("creating the chaos-proxy client")
+    }
+
+    async fn kill(&mut self, name: &str) -> anyhow::Result<()> {
+        self.post(&Self::process_path(name, "kill")).await
+    }
+
+    async fn pause(&mut self, name: &str) -> anyhow::Result<()> {
+        self.post(&Self::process_path(name, "pause")).await
+    }
+
+    async fn resume(&mut self, name: &str) -> anyhow::Result<()> {
+        self.post(&Self::process_path(name, "resume")).await
+    }
+
+    async fn stop_instance(&mut self, name: &str) -> anyhow::Result<()> {
+        self.post(&Self::process_path(name, "stop")).await
+    }
+
+    async fn restart(&mut self, name: &str) -> anyhow::Result<()> {
+        self.post(&Self::process_path(name, "restart")).await
+    }
+
+    async fn heal_all(&mut self) -> anyhow::Result<()> {
+        self.post("/heal").await
+    }
+}

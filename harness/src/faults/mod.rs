@@ -1,0 +1,477 @@
+//! Chaos timelines: a scenario's `[[chaos]]` entries applied to a running environment and
+//! healed on time, with what happened recorded for the report.
+//!
+//! Link faults become Toxiproxy toxics (or a disabled proxy, for `partition`) on the named
+//! proxies of the links the target names ([`target`]); instance faults signal processes: `kill`
+//! (SIGKILL, restarted when the fault ends), `pause` (SIGSTOP, then SIGCONT), `stop` (SIGTERM,
+//! restarted when the fault ends). Faults without `for` last until the load ends.
+//!
+//! Healing always happens, like Chaos Toolkit's rollbacks: each fault when its time is up, and
+//! everything at the end of the timeline ([`LocalEnvironment::heal_all`]: every proxy reset,
+//! every paused process resumed, every stopped one restarted), whether the load finished, failed
+//! or was interrupted.
+//!
+//! # Layout
+//! - this module: the [`Schedule`], the phases it defines, and [`run`].
+//! - [`target`]: what a target names.
+
+pub mod target;
+
+use std::time::{Duration, Instant};
+
+use chaos::{Stream, Toxic, ToxicAttributes};
+
+use crate::local::LocalEnvironment;
+use crate::metrics::PhaseSpan;
+use crate::report::ChaosWindow;
+use crate::scenario::{ChaosEntry, Direction, Fault, Scenario};
+
+use self::target::Target;
+
+/// Phase of the load before the first fault.
+pub const BEFORE: &str = "before";
+/// Phase of the load after the last fault healed.
+pub const AFTER: &str = "after";
+
+/// The phase of a fault's window: `during:<label>`.
+pub fn during(label: &str) -> String {
+    format!("during:{label}")
+}
+
+/// One fault of the timeline, with its times resolved.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    pub label: String,
+    pub at: Duration,
+    /// When it heals, from the start of the load.
+    pub until: Duration,
+    pub target: Target,
+    pub entry: ChaosEntry,
+}
+
+impl Planned {
+    /// A validated entry of a timeline whose load ends at `load_end`.
+    pub fn new(entry: ChaosEntry, load_end: Duration) -> anyhow::Result<Self> {
+        let target: Target = entry
+            .target
+            .get_ref()
+            .parse()
+            .map_err(|m: String| anyhow::anyhow!(m))?;
+        let at = entry.at.get_ref().as_std();
+        let until = entry
+            .duration
+            .as_ref()
+            .map_or(load_end, |d| at + d.get_ref().as_std())
+            .min(load_end);
+        Ok(Self {
+            label: entry.label(),
+            at,
+            until,
+            target,
+            entry,
+        })
+    }
+}
+
+/// A scenario's chaos timeline.
+#[derive(Debug, Clone, Default)]
+pub struct Schedule {
+    pub faults: Vec<Planned>,
+    /// When the load ends, from its start.
+    pub load_end: Duration,
+}
+
+impl Schedule {
+    /// The timeline of a validated scenario. Labels are made unique (`latency gateway->order`,
+    /// `latency gateway->order (2)`), so each fault has its own phase.
+    pub fn of(scenario: &Scenario) -> anyhow::Result<Self> {
+        let load_end = scenario.load.get_ref().plan().total_duration();
+        let mut faults: Vec<Planned> = Vec::new();
+        for e in &scenario.chaos {
+            let mut planned = Planned::new(e.get_ref().clone(), load_end)?;
+            let mut n = 1;
+            while faults.iter().any(|f| f.label == planned.label) {
+                n += 1;
+                planned.label = format!("{} ({n})", planned.entry.label());
+            }
+            faults.push(planned);
+        }
+        faults.sort_by_key(|f| f.at);
+        Ok(Self { faults, load_end })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.faults.is_empty()
+    }
+
+    /// The phases samples are recorded in besides `all`: `before` the first fault, `during:<label>`
+    /// of each fault, `after` the last one healed (to the end of the follow-up).
+    pub fn phases(&self) -> Vec<PhaseSpan> {
+        let Some(first) = self.faults.iter().map(|f| f.at).min() else {
+            return Vec::new();
+        };
+        let last = self.faults.iter().map(|f| f.until).max().unwrap_or(first);
+        let mut spans = vec![PhaseSpan {
+            name: BEFORE.into(),
+            start: Duration::ZERO,
+            end: first,
+        }];
+        spans.extend(self.faults.iter().map(|f| PhaseSpan {
+            name: during(&f.label),
+            start: f.at,
+            end: f.until,
+        }));
+        spans.push(PhaseSpan {
+            name: AFTER.into(),
+            start: last,
+            end: Duration::MAX,
+        });
+        spans
+    }
+}
+
+/// What faults act on: a running environment's links (through a Toxiproxy API) and processes.
+/// [`LocalEnvironment`] is one; `harness chaos` drives a `harness up` through its env file.
+// Only used with concrete types in this crate, never as `dyn`, so `async fn` is fine here.
+#[allow(async_fn_in_trait)]
+pub trait Faultable {
+    /// The names of the links (`client->gateway`, ...).
+    fn link_names(&self) -> Vec<String>;
+    /// The names of the processes (`broker`, `order#1`, ...).
+    fn process_names(&self) -> Vec<String>;
+    fn chaos_client(&self) -> anyhow::Result<chaos::Client>;
+    async fn kill(&mut self, name: &str) -> anyhow::Result<()>;
+    async fn pause(&mut self, name: &str) -> anyhow::Result<()>;
+    async fn resume(&mut self, name: &str) -> anyhow::Result<()>;
+    async fn stop_instance(&mut self, name: &str) -> anyhow::Result<()>;
+    async fn restart(&mut self, name: &str) -> anyhow::Result<()>;
+    /// Every proxy reset, every process running and not paused.
+    async fn heal_all(&mut self) -> anyhow::Result<()>;
+}
+
+impl Faultable for LocalEnvironment {
+    fn link_names(&self) -> Vec<String> {
+        self.links().iter().map(|l| l.name.clone()).collect()
+    }
+
+    fn process_names(&self) -> Vec<String> {
+        LocalEnvironment::process_names(self)
+    }
+
+    fn chaos_client(&self) -> anyhow::Result<chaos::Client> {
+        LocalEnvironment::chaos_client(self)
+    }
+
+    async fn kill(&mut self, name: &str) -> anyhow::Result<()> {
+        LocalEnvironment::kill(self, name).await
+    }
+
+    async fn pause(&mut self, name: &str) -> anyhow::Result<()> {
+        LocalEnvironment::pause(self, name)
+    }
+
+    async fn resume(&mut self, name: &str) -> anyhow::Result<()> {
+        LocalEnvironment::resume(self, name)
+    }
+
+    async fn stop_instance(&mut self, name: &str) -> anyhow::Result<()> {
+        LocalEnvironment::stop_instance(self, name).await
+    }
+
+    async fn restart(&mut self, name: &str) -> anyhow::Result<()> {
+        LocalEnvironment::restart(self, name).await
+    }
+
+    async fn heal_all(&mut self) -> anyhow::Result<()> {
+        LocalEnvironment::heal_all(self).await
+    }
+}
+
+/// What one fault did: what to heal, and what the report says.
+pub struct Applied {
+    planned: usize,
+    /// From the start of the load.
+    applied: Duration,
+    /// The links or processes it acted on.
+    pub what: Vec<String>,
+    /// Toxic names per link, to remove them again.
+    toxics: Vec<(String, String)>,
+    disabled: Vec<String>,
+    /// Processes signalled, to heal.
+    processes: Vec<String>,
+}
+
+/// Runs the timeline against `env`, starting at `t0` (the start of the load), until every fault
+/// healed, then heals everything. Returns the chaos windows as they happened. A fault that
+/// cannot be applied is an error: the experiment would not be the one the scenario describes.
+pub async fn run(
+    schedule: &Schedule,
+    env: &mut impl Faultable,
+    t0: Instant,
+) -> anyhow::Result<Vec<ChaosWindow>> {
+    let result = timeline(schedule, env, t0).await;
+    let healed = env.heal_all().await;
+    let windows = result?;
+    healed?;
+    Ok(windows)
+}
+
+async fn timeline(
+    schedule: &Schedule,
+    env: &mut impl Faultable,
+    t0: Instant,
+) -> anyhow::Result<Vec<ChaosWindow>> {
+    // Events in time order: (when, planned index, apply?). Heals sort before applies at the
+    // same instant, so back-to-back faults on one target do not overlap.
+    let mut events: Vec<(Duration, usize, bool)> = Vec::new();
+    for (i, f) in schedule.faults.iter().enumerate() {
+        events.push((f.at, i, true));
+        events.push((f.until, i, false));
+    }
+    events.sort_by_key(|(t, i, apply)| (*t, *apply, *i));
+    let mut active: Vec<Applied> = Vec::new();
+    let mut windows = Vec::new();
+    for (at, i, apply) in events {
+        tokio::time::sleep_until((t0 + at).into()).await;
+        let planned = &schedule.faults[i];
+        if apply {
+            let applied = apply_fault(env, planned, i, t0.elapsed()).await?;
+            println!(
+                "chaos: {:>6.1}s applied {} ({})",
+                applied.applied.as_secs_f64(),
+                planned.label,
+                applied.what.join(", ")
+            );
+            active.push(applied);
+        } else if let Some(pos) = active.iter().position(|a| a.planned == i) {
+            let applied = active.remove(pos);
+            heal_fault(env, planned, &applied).await?;
+            let healed = t0.elapsed();
+            println!(
+                "chaos: {:>6.1}s healed  {}",
+                healed.as_secs_f64(),
+                planned.label
+            );
+            windows.push(window(planned, &applied, healed));
+        }
+    }
+    Ok(windows)
+}
+
+fn window(planned: &Planned, applied: &Applied, healed: Duration) -> ChaosWindow {
+    ChaosWindow {
+        start_s: applied.applied.as_secs_f64(),
+        end_s: healed.as_secs_f64(),
+        label: planned.label.clone(),
+        fault: planned.entry.fault.get_ref().name().to_string(),
+        target: planned.entry.target.get_ref().clone(),
+        affected: applied.what.clone(),
+        planned_start_s: planned.at.as_secs_f64(),
+        planned_end_s: planned.until.as_secs_f64(),
+    }
+}
+
+/// Applies one fault now; `index` makes its toxic names unique.
+pub async fn apply_fault(
+    env: &mut impl Faultable,
+    planned: &Planned,
+    index: usize,
+    now: Duration,
+) -> anyhow::Result<Applied> {
+    let fault = *planned.entry.fault.get_ref();
+    let mut applied = Applied {
+        planned: index,
+        applied: now,
+        what: Vec::new(),
+        toxics: Vec::new(),
+        disabled: Vec::new(),
+        processes: Vec::new(),
+    };
+    if fault.on_instances() {
+        let names = env.process_names();
+        let targets = planned.target.processes(names.iter().map(String::as_str));
+        anyhow::ensure!(
+            !targets.is_empty(),
+            "{}: no process matches {}",
+            planned.label,
+            planned.entry.target.get_ref()
+        );
+        for name in targets {
+            match fault {
+                Fault::Kill => env.kill(&name).await?,
+                Fault::Pause => env.pause(&name).await?,
+                Fault::Stop => env.stop_instance(&name).await?,
+                _ => unreachable!("instance faults only"),
+            }
+            applied.what.push(name.clone());
+            applied.processes.push(name);
+        }
+        return Ok(applied);
+    }
+    let names = env.link_names();
+    let links = planned.target.links(names.iter().map(String::as_str));
+    anyhow::ensure!(
+        !links.is_empty(),
+        "{}: no link matches {}",
+        planned.label,
+        planned.entry.target.get_ref()
+    );
+    let client = env.chaos_client()?;
+    for link in links {
+        if fault == Fault::Partition {
+            client.set_enabled(&link, false).await?;
+            applied.disabled.push(link.clone());
+        } else {
+            for toxic in toxics(planned, index) {
+                let name = toxic.name.clone();
+                client.add_toxic(&link, &toxic).await?;
+                applied.toxics.push((link.clone(), name));
+            }
+        }
+        applied.what.push(link);
+    }
+    Ok(applied)
+}
+
+/// Heals one fault [`apply_fault`] applied.
+pub async fn heal_fault(
+    env: &mut impl Faultable,
+    planned: &Planned,
+    applied: &Applied,
+) -> anyhow::Result<()> {
+    if !applied.toxics.is_empty() || !applied.disabled.is_empty() {
+        let client = env.chaos_client()?;
+        for (link, toxic) in &applied.toxics {
+            client.remove_toxic(link, toxic).await?;
+        }
+        for link in &applied.disabled {
+            client.set_enabled(link, true).await?;
+        }
+    }
+    for name in &applied.processes {
+        match *planned.entry.fault.get_ref() {
+            Fault::Pause => env.resume(name).await?,
+            _ => env.restart(name).await?,
+        }
+    }
+    Ok(())
+}
+
+/// The toxics of a link fault: one per stream its direction covers.
+fn toxics(planned: &Planned, index: usize) -> Vec<Toxic> {
+    let e = &planned.entry;
+    let ms = |d: &Option<toml::Spanned<crate::scenario::HumanDuration>>| {
+        d.as_ref().map_or(0, |d| {
+            u64::try_from(d.get_ref().as_std().as_millis()).unwrap_or(u64::MAX)
+        })
+    };
+    let n = |v: &Option<toml::Spanned<u64>>| v.as_ref().map_or(0, |v| *v.get_ref());
+    let attributes = match *e.fault.get_ref() {
+        Fault::Latency => ToxicAttributes::Latency {
+            latency: ms(&e.latency),
+            jitter: ms(&e.jitter),
+        },
+        Fault::Bandwidth => ToxicAttributes::Bandwidth {
+            rate: n(&e.rate_kbps),
+        },
+        Fault::SlowClose => ToxicAttributes::SlowClose {
+            delay: ms(&e.delay),
+        },
+        Fault::Timeout => ToxicAttributes::Timeout {
+            timeout: ms(&e.timeout),
+        },
+        Fault::ResetPeer => ToxicAttributes::ResetPeer {
+            timeout: ms(&e.timeout),
+        },
+        Fault::Slicer => ToxicAttributes::Slicer {
+            average_size: n(&e.average_size),
+            size_variation: n(&e.size_variation),
+            delay: e.delay.as_ref().map_or(0, |d| {
+                u64::try_from(d.get_ref().as_std().as_micros()).unwrap_or(u64::MAX)
+            }),
+        },
+        Fault::LimitData => ToxicAttributes::LimitData { bytes: n(&e.bytes) },
+        Fault::Partition | Fault::Kill | Fault::Pause | Fault::Stop => return Vec::new(),
+    };
+    let streams: &[Stream] = match e.direction.as_ref().map(|d| *d.get_ref()) {
+        None | Some(Direction::Downstream) => &[Stream::Downstream],
+        Some(Direction::Upstream) => &[Stream::Upstream],
+        Some(Direction::Both) => &[Stream::Upstream, Stream::Downstream],
+    };
+    let toxicity = e.toxicity.as_ref().map_or(1.0, |t| *t.get_ref() as f32);
+    streams
+        .iter()
+        .map(|stream| Toxic {
+            name: format!(
+                "chaos{index}-{}-{}",
+                e.fault.get_ref().name(),
+                stream.as_str()
+            ),
+            stream: *stream,
+            toxicity,
+            attributes: attributes.clone(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scenario(chaos: &str) -> Scenario {
+        let text = format!(
+            "description = \"d\"\n[environment]\ninstances = {{ order = 2 }}\n[load]\nusers = 2\nduration = \"60s\"\n[[load.journeys]]\nname = \"browse_catalog\"\nweight = 1\n{chaos}"
+        );
+        let s = Scenario::from_toml(std::path::Path::new("t.toml"), &text).unwrap();
+        s.validate().unwrap();
+        s
+    }
+
+    #[test]
+    fn phases_cover_before_each_fault_and_after() {
+        let s = scenario(
+            "[[chaos]]\nat = \"10s\"\nfor = \"5s\"\ntarget = \"order#1\"\nfault = \"kill\"\n\
+             [[chaos]]\nat = \"20s\"\nfor = \"10s\"\ntarget = \"gateway->payment\"\nfault = \"latency\"\nlatency = \"100ms\"\n\
+             [[chaos]]\nat = \"40s\"\ntarget = \"gateway->payment\"\nfault = \"latency\"\nlatency = \"100ms\"\n",
+        );
+        let schedule = Schedule::of(&s).unwrap();
+        let spans = schedule.phases();
+        let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "before",
+                "during:kill order#1",
+                "during:latency gateway->payment",
+                "during:latency gateway->payment (2)",
+                "after"
+            ]
+        );
+        assert_eq!(spans[0].end, Duration::from_secs(10));
+        assert_eq!(spans[1].end, Duration::from_secs(15));
+        // Without `for`, a fault lasts until the load ends.
+        assert_eq!(spans[3].end, Duration::from_secs(60));
+        assert_eq!(spans[4].start, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn link_faults_become_one_toxic_per_stream() {
+        let s = scenario(
+            "[[chaos]]\nat = \"1s\"\ntarget = \"payment->kafka\"\nfault = \"latency\"\nlatency = \"150ms\"\njitter = \"20ms\"\ndirection = \"both\"\ntoxicity = 0.5\n",
+        );
+        let schedule = Schedule::of(&s).unwrap();
+        let t = toxics(&schedule.faults[0], 0);
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[0].stream, Stream::Upstream);
+        assert_eq!(t[1].stream, Stream::Downstream);
+        assert!((t[0].toxicity - 0.5).abs() < 1e-6);
+        assert_eq!(
+            t[0].attributes,
+            ToxicAttributes::Latency {
+                latency: 150,
+                jitter: 20
+            }
+        );
+        assert_ne!(t[0].name, t[1].name);
+    }
+}
