@@ -82,9 +82,21 @@ pub struct RunArgs {
     pub scenario: String,
 
     /// Compare with an earlier run's report.json and fail on a regression beyond the tolerance
-    /// (+20% latency, +1 percentage point error rate, -20% throughput).
+    /// (--max-latency-increase, --max-error-rate-increase, --max-throughput-decrease).
     #[arg(long)]
     pub baseline: Option<PathBuf>,
+
+    /// With --baseline: the largest accepted growth of a latency, in percent.
+    #[arg(long, default_value_t = 20.0, value_parser = non_negative)]
+    pub max_latency_increase: f64,
+
+    /// With --baseline: the largest accepted growth of an error rate, in percentage points.
+    #[arg(long, default_value_t = 1.0, value_parser = non_negative)]
+    pub max_error_rate_increase: f64,
+
+    /// With --baseline: the largest accepted drop of a throughput, in percent.
+    #[arg(long, default_value_t = 20.0, value_parser = non_negative)]
+    pub max_throughput_decrease: f64,
 
     /// Where to write reports/<run-id>/.
     #[arg(long, default_value = "reports")]
@@ -125,4 +137,64 @@ pub struct ListArgs {
     /// workspace.
     #[arg(long)]
     pub dir: Option<PathBuf>,
+}
+
+/// A number of at least 0 (a percentage or percentage points).
+fn non_negative(s: &str) -> Result<f64, String> {
+    match s.trim().trim_end_matches('%').parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!(
+            "expected a number of at least 0, such as 20, not {s:?}"
+        )),
+    }
+}
+
+impl RunArgs {
+    /// The regression tolerance of `--baseline`.
+    pub fn tolerance(&self) -> crate::report::Tolerance {
+        crate::report::Tolerance {
+            latency_increase: self.max_latency_increase / 100.0,
+            error_rate_increase_pp: self.max_error_rate_increase,
+            throughput_decrease: self.max_throughput_decrease / 100.0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn baseline_tolerances_come_from_flags_and_bad_ones_are_refused() {
+        let cli = Cli::try_parse_from([
+            "harness",
+            "run",
+            "smoke",
+            "--baseline",
+            "old.json",
+            "--max-latency-increase",
+            "10%",
+            "--max-throughput-decrease",
+            "5",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("not run");
+        };
+        let t = args.tolerance();
+        assert!((t.latency_increase - 0.10).abs() < 1e-9);
+        assert!((t.error_rate_increase_pp - 1.0).abs() < 1e-9);
+        assert!((t.throughput_decrease - 0.05).abs() < 1e-9);
+        for bad in [
+            "--max-latency-increase=-3",
+            "--max-throughput-decrease=lots",
+        ] {
+            let e = Cli::try_parse_from(["harness", "run", "smoke", bad])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("expected a number of at least 0"), "{e}");
+        }
+    }
 }

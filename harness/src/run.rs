@@ -114,7 +114,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     println!("reports: {}", paths.dir.display());
     let mut code = report.exit_code;
     if let Some(baseline) = baseline {
-        let comparison = report::compare(&report, &baseline, report::Tolerance::default());
+        let comparison = report::compare(&report, &baseline, args.tolerance());
         println!("{comparison}");
         if comparison.regressed() {
             code = EXIT_FAILED;

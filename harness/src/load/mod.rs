@@ -163,6 +163,7 @@ pub async fn run(
         &plan,
         shopper(&ctx, &load.weights(), think)?,
     )?;
+    silence_goose_log();
     ctx.recorder.start(started);
     // Goose's `Display` leaves out which option it refused; its `Debug` has the detail.
     let goose_metrics = attack
@@ -186,6 +187,23 @@ pub async fn run(
         history,
         goose_requests,
     })
+}
+
+/// Goose installs a logger printing a warning on stdout for every failed request, and the
+/// process has one `log` logger: taking the place first keeps the output ours (every failure is
+/// counted, by status, in the measurements).
+fn silence_goose_log() {
+    struct Silent;
+    impl log::Log for Silent {
+        fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+            false
+        }
+        fn log(&self, _: &log::Record<'_>) {}
+        fn flush(&self) {}
+    }
+    static SILENT: Silent = Silent;
+    // Fails only when a logger is already installed, ours from an earlier run included.
+    let _ = log::set_logger(&SILENT);
 }
 
 fn mean(think: ThinkTime) -> Duration {
