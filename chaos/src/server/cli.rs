@@ -137,7 +137,13 @@ pub async fn run(opts: Opts) -> Result<(), RunError> {
     }
     tracing::info!(%addr, version = super::VERSION, "chaos-proxy API listening");
     let result = server
-        .run_until(shutdown_signal(opts.exit_on_stdin_eof))
+        .run_until({
+            let stop = lifeline::stop_requested(opts.exit_on_stdin_eof);
+            async move {
+                let reason = stop.await;
+                tracing::info!(reason, "shutdown requested");
+            }
+        })
         .await
         .map_err(|err| RunError::Runtime(error_chain(&err)));
     if let Some(path) = &opts.ready_file {
@@ -199,65 +205,6 @@ fn error_chain(err: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
-}
-
-/// Completes on SIGINT, SIGTERM or, when `watch_stdin`, EOF on stdin.
-async fn shutdown_signal(watch_stdin: bool) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(term) => Some(term),
-        Err(err) => {
-            tracing::warn!(error = %err, "cannot listen for SIGTERM");
-            None
-        }
-    };
-    let stdin_closed = async {
-        if !watch_stdin {
-            return std::future::pending::<()>().await;
-        }
-        // A plain thread, not `tokio::io::stdin`: that one reads on the blocking pool, its read
-        // cannot be cancelled, and dropping the runtime would wait for it.
-        let (closed_tx, closed_rx) = tokio::sync::oneshot::channel::<()>();
-        let watcher = std::thread::Builder::new()
-            .name("stdin-eof".into())
-            .spawn(move || {
-                use std::io::Read;
-                let mut stdin = std::io::stdin().lock();
-                let mut buf = [0u8; 256];
-                loop {
-                    match stdin.read(&mut buf) {
-                        Ok(0) => break,
-                        Ok(_) => {}
-                        Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
-                        Err(_) => break,
-                    }
-                }
-                let _ = closed_tx.send(());
-            });
-        match watcher {
-            // A dropped sender (the thread died) means stdin is unusable: treat it as closed.
-            Ok(_) => {
-                let _ = closed_rx.await;
-            }
-            Err(err) => {
-                tracing::warn!(error = %err, "cannot watch stdin; only signals will stop chaos-proxy");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    let reason = tokio::select! {
-        _ = tokio::signal::ctrl_c() => "SIGINT",
-        () = async {
-            match term.as_mut() {
-                Some(term) => {
-                    term.recv().await;
-                }
-                None => std::future::pending::<()>().await,
-            }
-        } => "SIGTERM",
-        () = stdin_closed => "stdin closed (supervisor gone)",
-    };
-    tracing::info!(reason, "shutdown requested");
 }
 
 #[cfg(test)]

@@ -128,7 +128,7 @@ pub mod front;
 use std::{
     collections::HashSet,
     ffi::OsString,
-    io::{self, IsTerminal as _, Read as _, Write as _},
+    io::{self, IsTerminal as _, Write as _},
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs as _},
     path::{Path, PathBuf},
     process::ExitCode,
@@ -140,12 +140,7 @@ use clap::Parser;
 use serde::{Deserialize, Serialize};
 use tansu_broker::{broker::Broker, coordinator::group::administrator::Controller};
 use tansu_storage::StorageContainer;
-use tokio::{
-    signal::unix::{SignalKind, signal},
-    sync::oneshot,
-    task::JoinSet,
-    time::Instant,
-};
+use tokio::{task::JoinSet, time::Instant};
 use tracing::{debug, info, warn};
 use tracing_subscriber::EnvFilter;
 use url::Url;
@@ -409,7 +404,7 @@ pub async fn run(opts: Opts) -> Result<(), Error> {
             )
         })?;
 
-    let shutdown = shutdown_signal(opts.exit_on_stdin_eof)?;
+    let shutdown = lifeline::stop_requested(opts.exit_on_stdin_eof);
     // Dropping the set (below) aborts the fronts and with them every relayed connection.
     let mut front_tasks = JoinSet::new();
     for front in fronts {
@@ -573,53 +568,6 @@ fn write_atomically(path: &Path, info: &ReadyInfo) -> anyhow::Result<()> {
     drop(file);
     std::fs::rename(&tmp, path)?;
     Ok(())
-}
-
-/// Resolves with a description of why the broker should stop.
-fn shutdown_signal(
-    exit_on_stdin_eof: bool,
-) -> anyhow::Result<impl std::future::Future<Output = &'static str>> {
-    let mut interrupt = signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?;
-    let mut terminate =
-        signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
-    let stdin_eof = if exit_on_stdin_eof {
-        let (tx, rx) = oneshot::channel();
-        // A plain thread, not tokio's stdin: a blocked read must not hold up runtime shutdown.
-        std::thread::Builder::new()
-            .name("stdin-eof".into())
-            .spawn(move || {
-                let mut stdin = io::stdin().lock();
-                let mut buf = [0u8; 512];
-                loop {
-                    match stdin.read(&mut buf) {
-                        Ok(0) => break,
-                        Ok(_) => {}
-                        Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                        Err(_) => break,
-                    }
-                }
-                let _ = tx.send(());
-            })
-            .context("cannot start stdin watcher thread")?;
-        Some(rx)
-    } else {
-        None
-    };
-    Ok(async move {
-        let stdin = async {
-            match stdin_eof {
-                Some(rx) => {
-                    let _ = rx.await;
-                }
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = interrupt.recv() => "SIGINT",
-            _ = terminate.recv() => "SIGTERM",
-            () = stdin => "stdin reached EOF",
-        }
-    })
 }
 
 /// rdkafka (librdkafka 2.12) client settings measured to work reliably and fast against this
