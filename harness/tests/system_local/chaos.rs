@@ -179,3 +179,24 @@ async fn game_day_commands_reach_the_supervisor_through_the_control_api() {
     assert!(up.status.is_success(), "{}", up.body);
     stop.cancel();
 }
+
+/// A frozen instance holds requests without failing them; the gateway moves a request that is
+/// safe to repeat on to the next instance after one attempt's timeout, and tries the frozen one
+/// last while it stays ejected.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_paused_instance_costs_a_catalog_read_one_attempt_timeout_at_most() {
+    let mut t = TestEnv::start_with(LocalOptions {
+        instances: Instances::parse("inventory=2").unwrap(),
+        ..LocalOptions::default()
+    })
+    .await;
+    t.env.pause("inventory#1").unwrap();
+    for _ in 0..4 {
+        let took = products_took(&t).await;
+        assert!(
+            took < Duration::from_secs(3),
+            "a catalog read with inventory#1 paused took {took:?}"
+        );
+    }
+    t.env.resume("inventory#1").unwrap();
+}

@@ -14,11 +14,15 @@ pub const ORDER_URLS: &str = "ORDER_URLS";
 pub const INVENTORY_URLS: &str = "INVENTORY_URLS";
 pub const PAYMENT_URLS: &str = "PAYMENT_URLS";
 pub const UPSTREAM_TIMEOUT_MS: &str = "UPSTREAM_TIMEOUT_MS";
+pub const ATTEMPT_TIMEOUT_MS: &str = "ATTEMPT_TIMEOUT_MS";
 pub const MAX_BODY_BYTES: &str = "MAX_BODY_BYTES";
 
 pub const DEFAULT_JWT_ISSUER: &str = "harness";
 pub const DEFAULT_JWT_AUDIENCE: &str = "shop-api";
 pub const DEFAULT_UPSTREAM_TIMEOUT_MS: u64 = 5_000;
+/// How long one attempt of a request that is safe to repeat may take before the next instance
+/// is tried (the last attempt gets what is left of `UPSTREAM_TIMEOUT_MS`).
+pub const DEFAULT_ATTEMPT_TIMEOUT_MS: u64 = 1_000;
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// The service name in logs and the default instance id.
@@ -38,6 +42,7 @@ pub struct Config {
     pub payment_urls: Vec<String>,
     /// Bound on one forwarded call, from the first connect attempt to the last body byte.
     pub upstream_timeout: Duration,
+    pub attempt_timeout: Duration,
     /// Largest request body forwarded; larger ones get 413.
     pub max_body_bytes: usize,
 }
@@ -74,6 +79,7 @@ impl Config {
             inventory_urls: config::url_list(INVENTORY_URLS, hint)?,
             payment_urls: config::url_list(PAYMENT_URLS, hint)?,
             upstream_timeout: config::millis_or(UPSTREAM_TIMEOUT_MS, DEFAULT_UPSTREAM_TIMEOUT_MS)?,
+            attempt_timeout: config::millis_or(ATTEMPT_TIMEOUT_MS, DEFAULT_ATTEMPT_TIMEOUT_MS)?,
             max_body_bytes: config::parse_or(MAX_BODY_BYTES, DEFAULT_MAX_BODY_BYTES)?,
         })
     }

@@ -6,7 +6,9 @@
 //! closed before an answer: what a proxy in front of a dead instance does) moves on only when the
 //! request is safe to repeat: a `GET`/`HEAD`, or a request with an `Idempotency-Key`, which the
 //! service deduplicates. Anything else may have been acted on (a retried `POST /orders` without a
-//! key could place two orders), so it fails with 502. A timeout never moves on.
+//! key could place two orders), so it fails with 502. A request safe to repeat also moves on
+//! when an attempt gets no answer within `ATTEMPT_TIMEOUT_MS` (a frozen instance holds requests
+//! without failing them); other requests wait for the whole `UPSTREAM_TIMEOUT_MS`.
 //!
 //! Passive health checking: an instance whose connection failed is ejected for
 //! [`EJECTION`]: later requests try it last, so a dead or unreachable instance costs one failed
@@ -127,6 +129,7 @@ struct Inner {
     inventory: Upstream,
     payment: Upstream,
     upstream_timeout: Duration,
+    attempt_timeout: Duration,
     max_body_bytes: usize,
 }
 
@@ -153,6 +156,7 @@ impl AppState {
                 inventory: Upstream::new(Service::Inventory, config.inventory_urls.clone()),
                 payment: Upstream::new(Service::Payment, config.payment_urls.clone()),
                 upstream_timeout: config.upstream_timeout,
+                attempt_timeout: config.attempt_timeout,
                 max_body_bytes: config.max_body_bytes,
             }),
         })
@@ -298,18 +302,28 @@ async fn call(
     let upstream = state.upstream(service);
     let repeatable =
         matches!(method, Method::GET | Method::HEAD) || headers.contains_key(IDEMPOTENCY_KEY);
-    for (idx, base) in upstream.attempt_order() {
+    let order = upstream.attempt_order();
+    let attempts = order.len();
+    for (n, (idx, base)) in order.into_iter().enumerate() {
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
             return Err(GatewayError::Timeout(service));
         }
+        // A frozen or overloaded instance holds a request without failing it: a request safe to
+        // repeat moves on after one attempt's share, except at the last instance.
+        let last = n + 1 == attempts;
+        let attempt = if repeatable && !last {
+            remaining.min(state.inner.attempt_timeout)
+        } else {
+            remaining
+        };
         let sent = state
             .inner
             .client
             .request(method.clone(), format!("{base}{path_and_query}"))
             .headers(headers.clone())
             .body(body.clone())
-            .timeout(remaining)
+            .timeout(attempt)
             .send()
             .await;
         match sent {
@@ -321,6 +335,13 @@ async fn call(
             Err(e) if e.is_connect() => {
                 upstream.eject(idx);
                 tracing::warn!(upstream = base, error = %chain(&e), "cannot connect; trying the next instance");
+            }
+            Err(e) if e.is_timeout() && attempt < remaining => {
+                upstream.eject(idx);
+                tracing::warn!(
+                    upstream = base,
+                    "no answer within the attempt timeout; the request is safe to repeat, trying the next instance"
+                );
             }
             Err(e) if e.is_timeout() => {
                 tracing::warn!(upstream = base, "upstream timed out");

@@ -168,6 +168,7 @@ pub fn config(
         inventory_urls: inventory,
         payment_urls: payment,
         upstream_timeout: Duration::from_secs(5),
+        attempt_timeout: Duration::from_millis(gateway::config::DEFAULT_ATTEMPT_TIMEOUT_MS),
         max_body_bytes: gateway::config::DEFAULT_MAX_BODY_BYTES,
     }
 }
