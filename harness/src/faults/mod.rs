@@ -8,8 +8,9 @@
 //!
 //! Healing always happens, like Chaos Toolkit's rollbacks: each fault when its time is up, and
 //! everything at the end of the timeline ([`LocalEnvironment::heal_all`]: every proxy reset,
-//! every paused process resumed, every stopped one restarted), whether the load finished, failed
-//! or was interrupted.
+//! every paused process resumed, every stopped one restarted), whether the timeline completed or
+//! failed half-way. An interrupted run (Ctrl-C) tears the whole environment down instead, which
+//! ends every fault with it.
 //!
 //! # Layout
 //! - this module: the [`Schedule`], the phases it defines, and [`run`].
