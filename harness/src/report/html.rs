@@ -68,6 +68,9 @@ fn num(v: f64) -> String {
     }
 }
 
+/// The width of one character of chart text (11 px sans-serif), roughly.
+const CHAR_PX: f64 = 6.5;
+
 /// A line chart over the load's seconds, with the chaos windows shaded.
 fn time_chart(
     title: &str,
@@ -100,17 +103,23 @@ fn time_chart(
         r#"<text x="{LEFT}" y="16" style="font-size:13px;font-weight:600;fill:#222">{}</text>"#,
         escape(title)
     );
-    // Chaos windows first, so the lines are drawn over them.
-    for w in windows {
+    // Chaos windows first, so the lines are drawn over them. A window too narrow for its label
+    // shows its number in the chaos timeline table instead (the full label is its tooltip).
+    for (i, w) in windows.iter().enumerate() {
         let x0 = x(w.start_s.clamp(0.0, x_max));
         let x1 = x(w.end_s.clamp(0.0, x_max));
+        let width = (x1 - x0).max(1.0);
+        let label = escape(&w.label);
+        let shown = if width >= w.label.chars().count() as f64 * CHAR_PX + 6.0 {
+            label.clone()
+        } else {
+            (i + 1).to_string()
+        };
         let _ = write!(
             s,
-            r##"<g class="chaos"><rect x="{x0:.1}" y="{TOP}" width="{:.1}" height="{plot_h}" fill="#f5a623" fill-opacity="0.18"><title>{l}</title></rect><text x="{:.1}" y="{:.1}">{l}</text></g>"##,
-            (x1 - x0).max(1.0),
-            x0 + 3.0,
+            r##"<g class="chaos"><rect x="{x0:.1}" y="{TOP}" width="{width:.1}" height="{plot_h}" fill="#f5a623" fill-opacity="0.18"><title>{label}</title></rect><text x="{:.1}" y="{:.1}">{shown}</text></g>"##,
+            x0 + 2.0,
             TOP + 12.0,
-            l = escape(&w.label)
         );
     }
     // Grid and axes.
@@ -334,12 +343,13 @@ pub(super) fn render(r: &RunReport) -> String {
     if !r.chaos_windows.is_empty() {
         let _ = write!(
             s,
-            "<h2>Chaos timeline</h2><table><tr><th>fault</th><th>target</th><th>acted on</th><th>applied</th><th>healed</th><th>planned</th></tr>"
+            "<h2>Chaos timeline</h2><table><tr><th>#</th><th>fault</th><th>target</th><th>acted on</th><th>applied</th><th>healed</th><th>planned</th></tr>"
         );
-        for w in &r.chaos_windows {
+        for (i, w) in r.chaos_windows.iter().enumerate() {
             let _ = write!(
                 s,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.1}s</td><td>{:.1}s</td><td>{:.0}s..{:.0}s</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}s</td><td>{:.1}s</td><td>{:.0}s..{:.0}s</td></tr>",
+                i + 1,
                 escape(&w.label),
                 escape(&w.target),
                 escape(&w.affected.join(", ")),
@@ -558,6 +568,33 @@ mod tests {
             num,
         );
         assert!(svg.contains(r#"class="chaos""#), "{svg}");
-        assert!(svg.contains("kill &lt;order#1&gt;"), "{svg}");
+        assert!(svg.contains("kill &lt;order#1&gt;</text>"), "{svg}");
+    }
+
+    #[test]
+    fn a_window_too_narrow_for_its_label_shows_its_number() {
+        let window = |start_s: f64, label: &str| ChaosWindow {
+            start_s,
+            end_s: start_s + 1.0,
+            label: label.into(),
+            ..ChaosWindow::default()
+        };
+        let svg = time_chart(
+            "t",
+            300.0,
+            &[],
+            &[
+                window(10.0, "latency inventory"),
+                window(20.0, "kill order#1"),
+            ],
+            num,
+        );
+        assert!(
+            svg.contains(">1</text></g>") && svg.contains(">2</text></g>"),
+            "{svg}"
+        );
+        // The label stays available as the window's tooltip.
+        assert!(svg.contains("<title>kill order#1</title>"), "{svg}");
+        assert!(!svg.contains(">kill order#1</text>"), "{svg}");
     }
 }
