@@ -66,7 +66,7 @@ pub struct InjectArgs {
     /// toxicity=0.5 rate_kbps=10 timeout=0s bytes=1024 ...
     pub attributes: Vec<String>,
     /// Heal after this long (Ctrl-C heals at once); without it the fault stays until `heal`.
-    #[arg(long = "for", value_parser = crate::game_day::parse_duration)]
+    #[arg(long = "for", value_parser = <crate::scenario::HumanDuration as std::str::FromStr>::from_str)]
     pub duration: Option<crate::scenario::HumanDuration>,
 }
 

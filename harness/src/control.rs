@@ -156,30 +156,18 @@ impl Remote {
         })
     }
 
-    /// `/processes/{name}/{action}`, the name escaped (`order#1` has a `#`).
-    fn process_path(name: &str, action: &str) -> String {
-        let escaped: String = name
-            .chars()
-            .map(|c| match c {
-                'a'..='z' | 'A'..='Z' | '0'..='9' | '-' | '_' | '.' => c.to_string(),
-                other => {
-                    let mut buf = [0u8; 4];
-                    other
-                        .encode_utf8(&mut buf)
-                        .bytes()
-                        .map(|b| format!("%{b:02X}"))
-                        .collect()
-                }
-            })
-            .collect();
-        format!("/processes/{escaped}/{action}")
-    }
-
-    async fn post(&self, path: &str) -> anyhow::Result<()> {
-        let url = format!("{}{path}", self.control_url);
+    /// POSTs to the control API at the path made of `segments`, each percent-encoded
+    /// (`order#1` has a `#`).
+    async fn post(&self, segments: &[&str]) -> anyhow::Result<()> {
+        let mut url = reqwest::Url::parse(&self.control_url)
+            .with_context(|| format!("the env file's control_url {:?}", self.control_url))?;
+        url.path_segments_mut()
+            .map_err(|()| anyhow::anyhow!("control_url {} cannot be a base", self.control_url))?
+            .pop_if_empty()
+            .extend(segments);
         let answer = self
             .http
-            .post(&url)
+            .post(url.clone())
             .send()
             .await
             .with_context(|| format!("reaching `harness up` at {url}; is it still running?"))?;
@@ -194,7 +182,7 @@ impl Remote {
 
     /// Resumes the process if it runs, restarts it if not.
     pub async fn heal_process(&mut self, name: &str) -> anyhow::Result<()> {
-        self.post(&Self::process_path(name, "heal")).await
+        self.post(&["processes", name, "heal"]).await
     }
 }
 
@@ -212,26 +200,26 @@ impl Faultable for Remote {
     }
 
     async fn kill(&mut self, name: &str) -> anyhow::Result<()> {
-        self.post(&Self::process_path(name, "kill")).await
+        self.post(&["processes", name, "kill"]).await
     }
 
     async fn pause(&mut self, name: &str) -> anyhow::Result<()> {
-        self.post(&Self::process_path(name, "pause")).await
+        self.post(&["processes", name, "pause"]).await
     }
 
     async fn resume(&mut self, name: &str) -> anyhow::Result<()> {
-        self.post(&Self::process_path(name, "resume")).await
+        self.post(&["processes", name, "resume"]).await
     }
 
     async fn stop_instance(&mut self, name: &str) -> anyhow::Result<()> {
-        self.post(&Self::process_path(name, "stop")).await
+        self.post(&["processes", name, "stop"]).await
     }
 
     async fn restart(&mut self, name: &str) -> anyhow::Result<()> {
-        self.post(&Self::process_path(name, "restart")).await
+        self.post(&["processes", name, "restart"]).await
     }
 
     async fn heal_all(&mut self) -> anyhow::Result<()> {
-        self.post("/heal").await
+        self.post(&["heal"]).await
     }
 }

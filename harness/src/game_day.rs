@@ -16,7 +16,7 @@ use anyhow::Context;
 use crate::cli::{ChaosArgs, ChaosCommand, HealArgs, InjectArgs};
 use crate::control::Remote;
 use crate::faults::{self, Faultable, Planned, target::Target};
-use crate::scenario::{HumanDuration, Scenario};
+use crate::scenario::Scenario;
 
 pub async fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
     let mut remote = Remote::from_env_file(&args.env_file)?;
@@ -185,9 +185,4 @@ async fn heal(remote: &mut Remote, a: HealArgs) -> anyhow::Result<()> {
             .join(", ")
     );
     Ok(())
-}
-
-/// `--for` on the command line.
-pub fn parse_duration(s: &str) -> Result<HumanDuration, String> {
-    s.parse()
 }
