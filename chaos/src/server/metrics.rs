@@ -7,8 +7,10 @@
 //! (`toxiproxy_proxy_connections_accepted_total`, `toxiproxy_proxy_connections_active`) are
 //! chaos-proxy's own. Counters belong to a proxy and disappear when it is deleted.
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use metrics::{Unit, counter, describe_counter, describe_gauge, gauge};
+use metrics_exporter_prometheus::PrometheusBuilder;
 
 use crate::model::Stream;
 
@@ -62,105 +64,62 @@ pub(crate) struct ProxySample<'a> {
     pub counters: &'a Counters,
 }
 
-/// Prometheus text exposition format (version 0.0.4).
+const RECEIVED: &str = "toxiproxy_proxy_received_bytes_total";
+const SENT: &str = "toxiproxy_proxy_sent_bytes_total";
+const ACCEPTED: &str = "toxiproxy_proxy_connections_accepted_total";
+const ACTIVE: &str = "toxiproxy_proxy_connections_active";
+
+/// Prometheus text exposition format (version 0.0.4), written by `metrics-exporter-prometheus`.
+///
+/// The counters live in each proxy's [`Counters`] (they go with the proxy, and several servers
+/// in one test process must not share them), so every scrape renders them through a fresh
+/// recorder of the exporter, the way a Prometheus "collector" reads its values at scrape time:
+/// the exporter does the format (help, types, label escaping), this module only the values.
 pub(crate) fn render(proxies: &[ProxySample<'_>]) -> String {
-    let mut out = String::new();
-    family(
-        &mut out,
-        "toxiproxy_proxy_received_bytes_total",
-        "Bytes read from the sending side of each proxy direction.",
-        "counter",
-    );
-    for p in proxies {
-        for stream in Stream::ALL {
-            let value = p.counters.received[index(stream)].load(Ordering::Relaxed);
-            sample(
-                &mut out,
-                "toxiproxy_proxy_received_bytes_total",
-                Some(stream),
-                p,
-                value,
-            );
-        }
-    }
-    family(
-        &mut out,
-        "toxiproxy_proxy_sent_bytes_total",
-        "Bytes written to the receiving side of each proxy direction.",
-        "counter",
-    );
-    for p in proxies {
-        for stream in Stream::ALL {
-            let value = p.counters.sent[index(stream)].load(Ordering::Relaxed);
-            sample(
-                &mut out,
-                "toxiproxy_proxy_sent_bytes_total",
-                Some(stream),
-                p,
-                value,
-            );
-        }
-    }
-    family(
-        &mut out,
-        "toxiproxy_proxy_connections_accepted_total",
-        "Client connections accepted by each proxy.",
-        "counter",
-    );
-    for p in proxies {
-        let value = p.counters.accepted.load(Ordering::Relaxed);
-        sample(
-            &mut out,
-            "toxiproxy_proxy_connections_accepted_total",
-            None,
-            p,
-            value,
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    metrics::with_local_recorder(&recorder, || {
+        describe_counter!(
+            RECEIVED,
+            Unit::Bytes,
+            "Bytes read from the sending side of each proxy direction."
         );
-    }
-    family(
-        &mut out,
-        "toxiproxy_proxy_connections_active",
-        "Client connections each proxy currently holds open.",
-        "gauge",
-    );
-    for p in proxies {
-        let value = p.counters.active.load(Ordering::Relaxed);
-        sample(
-            &mut out,
-            "toxiproxy_proxy_connections_active",
-            None,
-            p,
-            value,
+        describe_counter!(
+            SENT,
+            Unit::Bytes,
+            "Bytes written to the receiving side of each proxy direction."
         );
-    }
-    out
-}
-
-fn family(out: &mut String, name: &str, help: &str, kind: &str) {
-    // Writing to a String cannot fail.
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-}
-
-fn sample(out: &mut String, name: &str, stream: Option<Stream>, p: &ProxySample<'_>, value: u64) {
-    let _ = write!(out, "{name}{{");
-    if let Some(stream) = stream {
-        let _ = write!(out, "direction=\"{stream}\",");
-    }
-    let _ = writeln!(
-        out,
-        "proxy=\"{}\",listener=\"{}\",upstream=\"{}\"}} {value}",
-        escape(p.name),
-        escape(p.listen),
-        escape(p.upstream)
-    );
-}
-
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+        describe_counter!(
+            ACCEPTED,
+            Unit::Count,
+            "Client connections accepted by each proxy."
+        );
+        describe_gauge!(
+            ACTIVE,
+            Unit::Count,
+            "Client connections each proxy currently holds open."
+        );
+        for p in proxies {
+            let proxy = [
+                ("proxy", p.name.to_string()),
+                ("listener", p.listen.to_string()),
+                ("upstream", p.upstream.to_string()),
+            ];
+            for stream in Stream::ALL {
+                let i = index(stream);
+                let labels: Vec<(&str, String)> =
+                    std::iter::once(("direction", stream.to_string()))
+                        .chain(proxy.iter().cloned())
+                        .collect();
+                counter!(RECEIVED, &labels)
+                    .absolute(p.counters.received[i].load(Ordering::Relaxed));
+                counter!(SENT, &labels).absolute(p.counters.sent[i].load(Ordering::Relaxed));
+            }
+            counter!(ACCEPTED, &proxy).absolute(p.counters.accepted.load(Ordering::Relaxed));
+            gauge!(ACTIVE, &proxy).set(p.counters.active.load(Ordering::Relaxed) as f64);
+        }
+    });
+    handle.render()
 }
 
 #[cfg(test)]

@@ -11,10 +11,12 @@
 //! - [`routes`]: the route table, which service owns a path and who may call it.
 //! - [`proxy`]: authentication at the edge, instance choice with failover, forwarding.
 //! - [`error`]: the gateway's error responses (401, 403, 404, 413, 502, 504).
+//! - [`metrics`]: the `gateway_upstream_*` metrics (the platform adds `/metrics` and the HTTP ones).
 //! - [`router`] and [`Application`]: wiring and serving.
 
 pub mod config;
 pub mod error;
+pub mod metrics;
 pub mod proxy;
 pub mod routes;
 
@@ -73,6 +75,7 @@ pub struct Application {
 impl Application {
     /// Builds the shared state, binds, and announces the address in `READY_FILE` when set.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        metrics::describe();
         let state = AppState::new(&config).context("building the gateway state")?;
         let server = Server::bind(config.common.bind_addr)
             .await

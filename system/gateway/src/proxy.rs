@@ -13,6 +13,11 @@
 //! Passive health checking: an instance whose connection failed is ejected for
 //! [`EJECTION`]: later requests try it last, so a dead or unreachable instance costs one failed
 //! attempt every few seconds instead of one per request in turn.
+//!
+//! Observability: each attempt is an HTTP client span (a child of the request's server span)
+//! whose W3C context replaces the client's `traceparent` on the forwarded request, and is counted
+//! in the `gateway_upstream_*` metrics per instance (`upstream="order#2"`: the service and the
+//! instance's position in its URL list, from 1).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -26,6 +31,8 @@ use contracts::domain::Role;
 use platform::auth::{AuthError, ServiceAuth, UserTokenVerifier, bearer};
 use platform::http::{IDEMPOTENCY_KEY, REQUEST_ID};
 use tokio::time::Instant;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::config::Config;
 use crate::error::GatewayError;
@@ -74,13 +81,25 @@ pub struct Upstream {
 
 impl Upstream {
     pub fn new(service: Service, instances: Vec<String>) -> Self {
-        Self {
+        let upstream = Self {
             service,
             ejected_until: instances.iter().map(|_| AtomicU64::new(0)).collect(),
             instances,
             next: AtomicUsize::new(0),
             epoch: Instant::now(),
+        };
+        // Counters start at zero, so a dashboard's rate() has a series before the first failure.
+        metrics::counter!(crate::metrics::UPSTREAM_RETRIES, "service" => service.name())
+            .increment(0);
+        for idx in 0..upstream.instances.len() {
+            metrics::counter!(
+                crate::metrics::UPSTREAM_EJECTIONS,
+                "service" => service.name(),
+                "upstream" => upstream.label(idx),
+            )
+            .increment(0);
         }
+        upstream
     }
 
     fn now_ms(&self) -> u64 {
@@ -112,6 +131,17 @@ impl Upstream {
         if let Some(slot) = self.ejected_until.get(idx) {
             slot.store(until, Ordering::Relaxed);
         }
+        metrics::counter!(
+            crate::metrics::UPSTREAM_EJECTIONS,
+            "service" => self.service.name(),
+            "upstream" => self.label(idx),
+        )
+        .increment(1);
+    }
+
+    /// The instance's name in metrics: `order#2` for the second URL of the order service.
+    fn label(&self, idx: usize) -> String {
+        format!("{}#{}", self.service.name(), idx + 1)
     }
 }
 
@@ -317,15 +347,34 @@ async fn call(
         } else {
             remaining
         };
+        let url = format!("{base}{path_and_query}");
+        let span = attempt_span(service, &method, &url, n);
+        let mut headers = headers.clone();
+        if platform::telemetry::exporting() {
+            platform::telemetry::inject_http(&span.context(), &mut headers);
+        }
+        if n > 0 {
+            metrics::counter!(crate::metrics::UPSTREAM_RETRIES, "service" => service.name())
+                .increment(1);
+        }
+        let started = Instant::now();
         let sent = state
             .inner
             .client
-            .request(method.clone(), format!("{base}{path_and_query}"))
-            .headers(headers.clone())
+            .request(method.clone(), url)
+            .headers(headers)
             .body(body.clone())
             .timeout(attempt)
             .send()
+            .instrument(span.clone())
             .await;
+        let outcome = match &sent {
+            Ok(r) => r.status().as_str().to_string(),
+            Err(e) if e.is_connect() => "connect_error".into(),
+            Err(e) if e.is_timeout() => "timeout".into(),
+            Err(_) => "error".into(),
+        };
+        record_attempt(upstream, idx, &span, &outcome, started.elapsed());
         match sent {
             Ok(response) => {
                 tracing::Span::current().record("upstream", base);
@@ -359,6 +408,70 @@ async fn call(
         }
     }
     Err(GatewayError::Unreachable(service))
+}
+
+/// The client span of one attempt, named and attributed as the semantic conventions say.
+fn attempt_span(service: Service, method: &Method, url: &str, attempt: usize) -> tracing::Span {
+    let (address, port) = reqwest::Url::parse(url)
+        .map(|u| {
+            (
+                u.host_str().unwrap_or_default().to_string(),
+                u.port_or_known_default().unwrap_or(0),
+            )
+        })
+        .unwrap_or_default();
+    let span = tracing::info_span!(
+        "http.client",
+        otel.name = %method,
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %method,
+        server.address = %address,
+        server.port = port,
+        url.full = %url,
+        peer.service = service.name(),
+        http.response.status_code = tracing::field::Empty,
+        http.request.resend_count = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+    );
+    if attempt > 0 {
+        span.record("http.request.resend_count", attempt);
+    }
+    span
+}
+
+/// Closes one attempt's span and counts it.
+fn record_attempt(
+    upstream: &Upstream,
+    idx: usize,
+    span: &tracing::Span,
+    outcome: &str,
+    took: Duration,
+) {
+    match outcome.parse::<u16>() {
+        Ok(status) => {
+            span.record("http.response.status_code", status);
+            if status >= 500 {
+                span.record("otel.status_code", "ERROR");
+            }
+        }
+        Err(_) => {
+            span.record("error.type", outcome);
+            span.record("otel.status_code", "ERROR");
+        }
+    }
+    let labels = [
+        ("service", upstream.service.name().to_string()),
+        ("upstream", upstream.label(idx)),
+    ];
+    metrics::histogram!(crate::metrics::UPSTREAM_DURATION, &labels).record(took.as_secs_f64());
+    metrics::counter!(
+        crate::metrics::UPSTREAM_REQUESTS,
+        "service" => upstream.service.name(),
+        "upstream" => upstream.label(idx),
+        "outcome" => outcome.to_string(),
+    )
+    .increment(1);
 }
 
 async fn relay(

@@ -22,9 +22,12 @@ use platform::messaging::inbox;
 use sqlx::AnyConnection;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 use uuid::Uuid;
 
-use crate::saga::{Decision, SagaInput, SagaPolicy, decide};
+use crate::metrics::Transition;
+use crate::saga::{Decision, SagaInput, SagaPolicy, SagaStep, decide};
 use crate::store::{self, OrderRecord, SagaRecord};
 
 /// The inbox consumer name (and consumer group) of the saga's event handler.
@@ -121,27 +124,48 @@ async fn handle_once(
     };
     let now = platform::now_ms();
     let decision = decide(&saga.state, &order.state, input, now, policy);
-    let handled = write_decision(&mut tx, &order, &saga, &decision, now).await?;
+    let (handled, transition) =
+        write_decision(&mut tx, &order, &saga, &decision, now, cause(input)).await?;
     tx.commit().await?;
+    transition.record();
     Ok(handled)
 }
 
-/// Writes what `decide` said: order (+ `OrderChanged`), saga, commands.
+/// The reason class an input gives an order that ends because of it (a metric label).
+fn cause(input: &SagaInput) -> &'static str {
+    match input {
+        SagaInput::Inventory(InventoryEvent::StockRejected { .. }) => "stock_rejected",
+        SagaInput::Payment(PaymentEvent::PaymentDeclined { .. }) => "payment_declined",
+        SagaInput::Timeout => "step_timeout",
+        _ => "none",
+    }
+}
+
+/// Writes what `decide` said: order (+ `OrderChanged`), saga, commands; returns what changed, to
+/// be counted once the transaction commits. `cause` is the input's reason class.
 async fn write_decision(
     conn: &mut AnyConnection,
     order: &OrderRecord,
     saga: &SagaRecord,
     decision: &Decision,
     now_ms: i64,
-) -> Result<Handled, DbError> {
+    cause: &'static str,
+) -> Result<(Handled, Transition), DbError> {
+    let mut transition = Transition::default();
     if !decision.changes(&saga.state, &order.state) {
         if let Some(note) = decision.note {
             tracing::info!(step = %saga.state.step, note, "event changes nothing");
         }
-        return Ok(Handled::Unchanged);
+        return Ok((Handled::Unchanged, transition));
     }
     if let Some(note) = decision.note {
         tracing::info!(step = %saga.state.step, note, "compensating a late event");
+        if !decision.commands.is_empty() {
+            transition.compensation = Some("late_success");
+        }
+    }
+    if cause == "step_timeout" {
+        transition.timed_out = Some(saga.state.step);
     }
     if decision.order != order.state {
         let new = OrderRecord {
@@ -159,6 +183,9 @@ async fn write_decision(
                 reason = new.state.reason.as_deref().unwrap_or(""),
                 "order status changed"
             );
+            if new.state.status != contracts::domain::OrderStatus::Pending {
+                transition.terminal = Some((new.state.status, cause, now_ms - order.created_at_ms));
+            }
         }
     }
     if decision.saga != saga.state {
@@ -171,6 +198,10 @@ async fn write_decision(
         store::update_saga(conn, &new, saga.version).await?;
         if new.state.step != saga.state.step {
             tracing::info!(from = %saga.state.step, to = %new.state.step, "saga step changed");
+            transition.step_left = Some((saga.state.step, now_ms - saga.updated_at_ms));
+            if new.state.step == SagaStep::Compensating {
+                transition.compensation = Some(cause);
+            }
         }
     }
     for command in &decision.commands {
@@ -180,9 +211,12 @@ async fn write_decision(
         let kinds: Vec<&str> = decision.commands.iter().map(|c| c.kind()).collect();
         tracing::info!(commands = ?kinds, "saga sends commands");
     }
-    Ok(Handled::Applied {
-        commands: decision.commands.len(),
-    })
+    Ok((
+        Handled::Applied {
+            commands: decision.commands.len(),
+        },
+        transition,
+    ))
 }
 
 /// What one timeout pass did.
@@ -206,8 +240,20 @@ pub async fn run_timeouts_once(
         due: due.len(),
         advanced: 0,
     };
-    for order_id in due {
-        match time_out(db, policy, order_id, now_ms).await {
+    for saga in due {
+        let order_id = saga.order_id;
+        let span = tracing::info_span!(
+            "saga.timeout",
+            otel.name = "saga timeout",
+            order_id = %order_id,
+        );
+        if let Some(tp) = &saga.traceparent {
+            let _ = span.set_parent(platform::telemetry::context_from_traceparent(tp));
+        }
+        match time_out(db, policy, order_id, now_ms)
+            .instrument(span)
+            .await
+        {
             Ok(true) => pass.advanced += 1,
             Ok(false) => {}
             Err(e) if e.is_retryable() => {
@@ -250,8 +296,10 @@ async fn time_out(
         attempts = saga.state.attempts,
         "saga step timed out"
     );
-    write_decision(&mut tx, &order, &saga, &decision, now_ms).await?;
+    let (_, transition) =
+        write_decision(&mut tx, &order, &saga, &decision, now_ms, "step_timeout").await?;
     tx.commit().await?;
+    transition.record();
     Ok(true)
 }
 

@@ -15,12 +15,14 @@
 //! - [`projector`]: the consumer of `order.events` that maintains the read model.
 //! - [`store`]: the tables (`orders`, `sagas`, `idempotency_keys`, `order_view`).
 //! - [`api`]: the HTTP routes.
+//! - [`metrics`]: the saga's metrics (`saga_*`).
 //!
 //! Several instances may share one database: every write is one transaction with version checks,
 //! the outbox relay claims rows, and the timeout pass tolerates another instance racing it.
 
 pub mod api;
 pub mod events;
+pub mod metrics;
 pub mod place;
 pub mod projector;
 pub mod saga;
@@ -154,6 +156,7 @@ impl Application {
             producer,
             ..
         } = self;
+        metrics::describe();
         let instance = config.common.instance_id.clone();
         let relay = Relay::new(db.clone(), producer.clone(), instance.clone());
         let waker = relay.waker();
@@ -187,6 +190,13 @@ impl Application {
         let projector_handler = projector::ProjectorHandler { db: db.clone() };
         background.consumer(projector_settings, projector_handler, producer);
         background.spawn({
+            let (db, stop) = (db.clone(), shutdown.clone());
+            async move {
+                record_pending_loop(db, stop).await;
+                Ok(())
+            }
+        });
+        background.spawn({
             let (db, policy) = (db.clone(), config.saga);
             async move {
                 events::run_timeout_loop(db, policy, waker, shutdown).await;
@@ -196,5 +206,21 @@ impl Application {
         background
             .serve_then_drain(SERVICE_NAME, &config.common, server, router(state), &db)
             .await
+    }
+}
+
+/// Refreshes the PENDING gauges once a second until `shutdown`.
+async fn record_pending_loop(db: Db, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(platform::service::GAUGE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        match store::pending_orders(&db).await {
+            Ok((pending, oldest)) => metrics::record_pending(pending, oldest, platform::now_ms()),
+            Err(e) => tracing::debug!(error = %e, "reading the pending orders failed"),
+        }
     }
 }

@@ -73,7 +73,7 @@ pub fn request_hash(request: &PlaceOrderRequest) -> String {
 }
 
 /// Places an order for `customer`, or replays the response stored for `idempotency_key`.
-#[tracing::instrument(skip_all, fields(customer_id = %customer))]
+#[tracing::instrument(skip_all, fields(customer_id = %customer, order_id = tracing::field::Empty))]
 pub async fn place_order(
     db: &Db,
     policy: &SagaPolicy,
@@ -92,9 +92,11 @@ pub async fn place_order(
         place_once(db, policy, customer, idempotency_key, request, &hash)
     })
     .await??;
+    tracing::Span::current().record("order_id", tracing::field::display(placed.order_id));
     if placed.replayed {
         tracing::info!(order_id = %placed.order_id, "idempotent replay");
     } else {
+        metrics::counter!(crate::metrics::SAGA_STARTED).increment(1);
         tracing::info!(order_id = %placed.order_id, "order placed");
     }
     Ok(placed)

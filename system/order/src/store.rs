@@ -187,8 +187,8 @@ pub async fn insert_saga(conn: &mut AnyConnection, saga: &SagaRecord) -> Result<
     let s = &saga.state;
     sqlx::query(
         "INSERT INTO sagas (order_id, step, attempts, deadline_at_ms, last_error, stock_committed, \
-         payment_captured, stock_released, void_requested, payment_voided, version, updated_at_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+         payment_captured, stock_released, void_requested, payment_voided, version, updated_at_ms, \
+         traceparent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
     )
     .bind(saga.order_id.to_string())
     .bind(s.step.as_str())
@@ -202,6 +202,7 @@ pub async fn insert_saga(conn: &mut AnyConnection, saga: &SagaRecord) -> Result<
     .bind(i64::from(s.payment_voided))
     .bind(saga.version)
     .bind(saga.updated_at_ms)
+    .bind(platform::telemetry::current_traceparent())
     .execute(conn)
     .await?;
     Ok(())
@@ -271,10 +272,10 @@ pub async fn enqueue_command(
 }
 
 /// Sagas whose deadline passed, oldest deadline first.
-pub async fn due_sagas(db: &Db, now_ms: i64, limit: i64) -> Result<Vec<OrderId>, DbError> {
+pub async fn due_sagas(db: &Db, now_ms: i64, limit: i64) -> Result<Vec<DueSaga>, DbError> {
     let rows = sqlx::query(
-        "SELECT order_id FROM sagas WHERE deadline_at_ms IS NOT NULL AND deadline_at_ms < $1 \
-         AND step <> $2 ORDER BY deadline_at_ms LIMIT $3",
+        "SELECT order_id, traceparent FROM sagas WHERE deadline_at_ms IS NOT NULL \
+         AND deadline_at_ms < $1 AND step <> $2 ORDER BY deadline_at_ms LIMIT $3",
     )
     .bind(now_ms)
     .bind(SagaStep::Done.as_str())
@@ -284,9 +285,31 @@ pub async fn due_sagas(db: &Db, now_ms: i64, limit: i64) -> Result<Vec<OrderId>,
     rows.iter()
         .map(|r| {
             let id: String = r.try_get("order_id")?;
-            id.parse().map_err(|e| corrupt("order id", e))
+            Ok(DueSaga {
+                order_id: id.parse().map_err(|e| corrupt("order id", e))?,
+                traceparent: r.try_get("traceparent")?,
+            })
         })
         .collect()
+}
+
+/// A saga past its deadline, with the trace context of the request that started it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueSaga {
+    pub order_id: OrderId,
+    pub traceparent: Option<String>,
+}
+
+/// How many orders wait for their saga, and when the oldest of them was placed (the
+/// `orders_by_status` index answers it).
+pub async fn pending_orders(db: &Db) -> Result<(i64, Option<i64>), DbError> {
+    let row = sqlx::query(
+        "SELECT COUNT(*) AS pending, MIN(created_at_ms) AS oldest FROM orders WHERE status = $1",
+    )
+    .bind(OrderStatus::Pending.as_str())
+    .fetch_one(db.pool())
+    .await?;
+    Ok((row.try_get("pending")?, row.try_get("oldest")?))
 }
 
 /// The read model's copy of one order.

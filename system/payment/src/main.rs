@@ -1,14 +1,16 @@
-//! The payment service binary: configuration, logs and shutdown signal, then the library's
-//! [`Application`](payment_service::Application).
+//! The payment service binary: configuration, then telemetry, the shutdown signal and the library's
+//! [`Application`](payment_service::Application) (see `platform::service::run_main`).
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let config = match payment_service::Config::from_env() {
         Ok(c) => c,
         Err(e) => platform::config::exit_on_config_error(&e),
     };
-    platform::telemetry::init(payment_service::SERVICE, &config.common.instance_id);
-    let shutdown = platform::shutdown::install(config.common.exit_on_stdin_eof);
-    let app = payment_service::Application::build(config).await?;
-    app.run_until_stopped(shutdown).await
+    let common = config.common.clone();
+    platform::service::run_main(payment_service::SERVICE, &common, |shutdown| async move {
+        payment_service::Application::build(config)
+            .await?
+            .run_until_stopped(shutdown)
+            .await
+    })
 }

@@ -16,6 +16,7 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::Migrator;
 use sqlx::{Any, AnyPool, Executor, Transaction};
+use tracing::Instrument;
 
 /// The platform's own tables (outbox, inbox), in every service database.
 static PLATFORM_SQLITE: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -135,12 +136,49 @@ impl Db {
         self.dialect
     }
 
-    /// Starts a write transaction (`BEGIN IMMEDIATE` on SQLite).
+    /// Starts a write transaction (`BEGIN IMMEDIATE` on SQLite), in a `BEGIN` client span: on
+    /// SQLite that is where a writer waits for the others, which sqlx's per-statement spans do
+    /// not show.
     pub async fn begin(&self) -> Result<Tx, DbError> {
-        Ok(match self.dialect {
-            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Dialect::Postgres => self.pool.begin().await?,
-        })
+        let span = tracing::info_span!(
+            "db.begin",
+            otel.name = "BEGIN",
+            otel.kind = "client",
+            db.system.name = self.system_name(),
+            db.operation.name = "BEGIN",
+            db.query.text = match self.dialect {
+                Dialect::Sqlite => "BEGIN IMMEDIATE",
+                Dialect::Postgres => "BEGIN",
+            },
+        );
+        let begun = async {
+            match self.dialect {
+                Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+                Dialect::Postgres => self.pool.begin().await,
+            }
+        }
+        .instrument(span)
+        .await;
+        Ok(begun?)
+    }
+
+    /// The semantic conventions' `db.system.name`.
+    pub fn system_name(&self) -> &'static str {
+        match self.dialect {
+            Dialect::Sqlite => "sqlite",
+            Dialect::Postgres => "postgresql",
+        }
+    }
+
+    /// Sets the pool gauges (`db_pool_connections{state}`, `db_pool_max_connections`).
+    pub fn record_pool(&self) {
+        let size = self.pool.size();
+        let idle = u32::try_from(self.pool.num_idle())
+            .unwrap_or(u32::MAX)
+            .min(size);
+        metrics::gauge!(crate::metrics::DB_POOL_CONNECTIONS, "state" => "idle").set(idle);
+        metrics::gauge!(crate::metrics::DB_POOL_CONNECTIONS, "state" => "in_use").set(size - idle);
+        metrics::gauge!(crate::metrics::DB_POOL_MAX).set(self.pool.options().get_max_connections());
     }
 
     /// `FOR UPDATE` on Postgres, nothing on SQLite (whose write transactions are exclusive).

@@ -153,24 +153,62 @@ where
         )
 }
 
-/// Adds request ids (kept from the caller or made up) and a trace span per request.
+/// Adds what every HTTP server of the system has: `GET /metrics`, request ids (kept from the
+/// caller or made up), a server span per request that continues the caller's W3C trace context
+/// (named `METHOD /route/{template}` with the semantic conventions' `http.*` attributes), and
+/// the request duration metric.
 pub fn with_common_layers(router: Router) -> Router {
     router
+        .route("/metrics", get(crate::metrics::handler))
+        .layer(axum::middleware::from_fn(crate::metrics::record_http))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-            let request_id = req
-                .headers()
-                .get(REQUEST_ID)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("-");
-            let route = req
-                .extensions()
-                .get::<axum::extract::MatchedPath>()
-                .map(|p| p.as_str().to_owned())
-                .unwrap_or_else(|| req.uri().path().to_owned());
-            tracing::info_span!("http", method = %req.method(), route, request_id)
-        }))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(server_span)
+                .on_response(record_status),
+        )
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+fn server_span(req: &Request) -> tracing::Span {
+    let request_id = req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_owned());
+    let method = req.method().as_str();
+    let name = match &route {
+        Some(r) => format!("{method} {r}"),
+        None => method.to_string(),
+    };
+    let span = tracing::info_span!(
+        "http",
+        otel.name = %name,
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %method,
+        http.route = route.as_deref().unwrap_or(""),
+        url.path = %req.uri().path(),
+        http.response.status_code = tracing::field::Empty,
+        request_id,
+    );
+    if crate::telemetry::exporting() {
+        let parent = crate::telemetry::extract_http(req.headers());
+        let _ = tracing_opentelemetry::OpenTelemetrySpanExt::set_parent(&span, parent);
+    }
+    span
+}
+
+fn record_status<B>(response: &axum::http::Response<B>, _latency: Duration, span: &tracing::Span) {
+    let status = response.status();
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
 }
 
 /// Writes `{"addr": ..., "pid": ...}` atomically so a supervisor never reads half a file.

@@ -6,7 +6,10 @@
 //!
 //! # Layout
 //! - [`config`]: reading and validating configuration from the environment (exit 64 when bad).
-//! - [`telemetry`]: JSON logs through `tracing`.
+//! - [`telemetry`]: JSON logs, OpenTelemetry traces (OTLP export, W3C context propagation) and
+//!   database spans, all through `tracing`.
+//! - [`metrics`]: the Prometheus recorder, `GET /metrics`, the HTTP request metric, and the names
+//!   of every metric the platform records.
 //! - [`service`]: start-up (db, topics, listener) and the run loop with bounded drain.
 //! - [`shutdown`]: one cancellation signal fed by SIGINT, SIGTERM and, optionally, stdin EOF.
 //! - [`http`]: the error type every handler returns, the JSON extractor, health routes, serving.
@@ -21,6 +24,7 @@ pub mod config;
 pub mod db;
 pub mod http;
 pub mod messaging;
+pub mod metrics;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;

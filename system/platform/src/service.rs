@@ -25,6 +25,36 @@ use crate::messaging::consumer::{self, ConsumerSettings, Handler};
 use crate::messaging::kafka;
 use crate::messaging::outbox::Relay;
 
+/// What every binary's `main` does around its application: telemetry installed before the async
+/// runtime starts (exit 64 on a bad `OTEL_*` variable), the application run on a multi-threaded
+/// runtime with the process's shutdown signal, and, once the runtime has stopped, the spans
+/// still buffered flushed (the OTLP exporter's client blocks, so it must not run on the runtime).
+pub fn run_main<F, Fut>(service: &str, common: &CommonConfig, app: F) -> anyhow::Result<()>
+where
+    F: FnOnce(CancellationToken) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let telemetry = match crate::telemetry::init(service, &common.instance_id) {
+        Ok(t) => t,
+        Err(e) => crate::config::exit_on_config_error(&e),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let watch_stdin = common.exit_on_stdin_eof;
+    let result = runtime.block_on(async move {
+        let shutdown = crate::shutdown::install(watch_stdin);
+        app(shutdown).await
+    });
+    drop(runtime);
+    drop(telemetry);
+    result
+}
+
+/// How often the gauges read from the database (outbox backlog, pool) are refreshed.
+pub const GAUGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A migrated database and a bound listener.
 pub struct Prepared {
     pub db: Db,
@@ -77,11 +107,29 @@ impl Background {
         }
     }
 
-    /// Runs the outbox relay until shutdown.
+    /// Runs the outbox relay until shutdown, and beside it the loop that refreshes the outbox
+    /// and pool gauges once a second.
     pub fn relay(&mut self, relay: Relay) {
         let stop = self.shutdown.clone();
+        let db = relay.db().clone();
         self.tasks.spawn(async move {
             relay.run(stop).await;
+            Ok(())
+        });
+        let stop = self.shutdown.clone();
+        self.tasks.spawn(async move {
+            let mut tick = tokio::time::interval(GAUGE_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                db.record_pool();
+                if let Err(e) = crate::messaging::outbox::record_backlog(&db).await {
+                    tracing::debug!(error = %e, "reading the outbox backlog failed");
+                }
+            }
             Ok(())
         });
     }

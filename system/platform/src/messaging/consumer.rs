@@ -8,17 +8,28 @@
 //! unknown schema version): it goes to `<topic>.dlq` at once. [`HandleError::Transient`] is
 //! retried with exponential backoff and jitter, at most [`ConsumerSettings::max_attempts`]
 //! times, then dead-lettered too, with the error, source topic, partition and offset as headers.
+//!
+//! Tracing: the W3C context the producer put in the record's headers is the parent of two spans:
+//! `transit <topic>` (from the producer's timestamp to receipt: the time in Kafka) and
+//! `process <topic>` (the handler, retries included), so one order's saga is one trace across
+//! every service it touches.
 
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanKind;
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use super::kafka::MessagingError;
+use super::kafka::{LagReporter, MessagingError};
+use crate::metrics as names;
+use crate::telemetry::{self, Carrier};
 
 /// A message handed to a handler.
 #[derive(Debug, Clone)]
@@ -134,10 +145,24 @@ pub async fn run<H: Handler>(
     dlq_producer: FutureProducer,
     shutdown: CancellationToken,
 ) -> Result<(), MessagingError> {
-    let consumer: StreamConsumer =
+    let consumer: StreamConsumer<LagReporter> =
         super::kafka::consumer(&settings.brokers, &settings.group_id, &settings.client_id)?;
     let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
+    // Counters start at zero, so a dashboard's rate() has a series before the first failure.
+    for topic in &settings.topics {
+        let labels = [
+            ("group", settings.group_id.clone()),
+            ("topic", topic.clone()),
+        ];
+        metrics::counter!(names::CONSUMER_RETRIES, &labels).increment(0);
+        metrics::counter!(names::CONSUMER_DEAD_LETTERS, &labels).increment(0);
+        for outcome in ["handled", "dead_lettered"] {
+            let mut labels = labels.to_vec();
+            labels.push(("outcome", outcome.to_string()));
+            metrics::counter!(names::CONSUMER_MESSAGES, &labels).increment(0);
+        }
+    }
     tracing::info!(group = %settings.group_id, topics = ?settings.topics, "consumer started");
     loop {
         let msg = tokio::select! {
@@ -152,6 +177,7 @@ pub async fn run<H: Handler>(
                 continue;
             }
         };
+        let received = SystemTime::now();
         let delivery = Delivery {
             topic: msg.topic().to_string(),
             partition: msg.partition(),
@@ -159,7 +185,27 @@ pub async fn run<H: Handler>(
             key: msg.key().map(|k| String::from_utf8_lossy(k).into_owned()),
             payload: msg.payload().map(<[u8]>::to_vec).unwrap_or_default(),
         };
-        if process(
+        let produced = msg
+            .timestamp()
+            .to_millis()
+            .and_then(|ms| u64::try_from(ms).ok())
+            .map(|ms| UNIX_EPOCH + Duration::from_millis(ms));
+        if let Some(produced) = produced {
+            metrics::histogram!(
+                names::CONSUMER_TRANSIT,
+                "group" => settings.group_id.clone(),
+                "topic" => delivery.topic.clone(),
+            )
+            .record(
+                received
+                    .duration_since(produced)
+                    .unwrap_or_default()
+                    .as_secs_f64(),
+            );
+        }
+        let span = process_span(&settings, &delivery, &msg, produced, received);
+        let started = Instant::now();
+        let handled = process(
             &settings,
             &handler,
             &dlq_producer,
@@ -167,8 +213,15 @@ pub async fn run<H: Handler>(
             &msg,
             &shutdown,
         )
-        .await
-        {
+        .instrument(span)
+        .await;
+        metrics::histogram!(
+            names::CONSUMER_HANDLE_DURATION,
+            "group" => settings.group_id.clone(),
+            "topic" => delivery.topic.clone(),
+        )
+        .record(started.elapsed().as_secs_f64());
+        if handled {
             if let Err(e) = consumer.store_offset_from_message(&msg) {
                 tracing::warn!(error = %e, "cannot store offset");
             }
@@ -179,6 +232,72 @@ pub async fn run<H: Handler>(
     }
     tracing::info!(group = %settings.group_id, "consumer drained");
     Ok(())
+}
+
+/// The `process <topic>` span of one message, child of the producer's context from the headers,
+/// and the `transit <topic>` span beside it. Without trace export this is a disabled span.
+fn process_span(
+    settings: &ConsumerSettings,
+    delivery: &Delivery,
+    msg: &BorrowedMessage<'_>,
+    produced: Option<SystemTime>,
+    received: SystemTime,
+) -> tracing::Span {
+    let header = |name: &str| -> Option<String> {
+        msg.headers().and_then(|h| {
+            h.iter()
+                .find(|h| h.key == name)
+                .and_then(|h| h.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+        })
+    };
+    let span = tracing::info_span!(
+        "kafka.process",
+        otel.name = %format!("process {}", delivery.topic),
+        otel.kind = "consumer",
+        otel.status_code = tracing::field::Empty,
+        messaging.system = "kafka",
+        messaging.operation.type = "process",
+        messaging.operation.name = "process",
+        messaging.destination.name = %delivery.topic,
+        messaging.consumer.group.name = %settings.group_id,
+        messaging.destination.partition.id = delivery.partition,
+        messaging.kafka.offset = delivery.offset,
+        messaging.message.id = header("message-id").unwrap_or_default(),
+        messaging.kafka.message.key = delivery.key.as_deref().unwrap_or(""),
+        message.kind = header("kind").unwrap_or_default(),
+    );
+    if !telemetry::exporting() {
+        return span;
+    }
+    let mut carrier = Carrier::default();
+    for name in telemetry::propagation_fields() {
+        if let Some(value) = header(&name) {
+            carrier.0.insert(name, value);
+        }
+    }
+    let parent = telemetry::extract_carrier(&carrier);
+    if let Some(produced) = produced {
+        telemetry::record_span(
+            format!("transit {}", delivery.topic),
+            SpanKind::Consumer,
+            &parent,
+            produced,
+            received,
+            vec![
+                KeyValue::new("messaging.system", "kafka"),
+                KeyValue::new("messaging.destination.name", delivery.topic.clone()),
+                KeyValue::new(
+                    "messaging.destination.partition.id",
+                    delivery.partition.to_string(),
+                ),
+                KeyValue::new("messaging.kafka.offset", delivery.offset),
+                KeyValue::new("messaging.consumer.group.name", settings.group_id.clone()),
+            ],
+        );
+    }
+    let _ = span.set_parent(parent);
+    span
 }
 
 /// Returns `true` once the message is dealt with (handled or dead-lettered), `false` when
@@ -195,7 +314,10 @@ async fn process<H: Handler>(
     let reason = loop {
         attempt += 1;
         match handler.handle(delivery).await {
-            Ok(()) => return true,
+            Ok(()) => {
+                count(settings, delivery, "handled");
+                return true;
+            }
             Err(HandleError::Poison(why)) => break why,
             Err(HandleError::Transient(e)) if attempt >= settings.max_attempts => {
                 break format!("gave up after {attempt} attempts: {e:#}");
@@ -204,6 +326,12 @@ async fn process<H: Handler>(
                 let exp = settings.backoff_base * 2u32.saturating_pow(attempt - 1);
                 let capped = exp.min(settings.backoff_max);
                 let jitter = capped.mul_f64(rand::random::<f64>() * 0.5);
+                metrics::counter!(
+                    names::CONSUMER_RETRIES,
+                    "group" => settings.group_id.clone(),
+                    "topic" => delivery.topic.clone(),
+                )
+                .increment(1);
                 tracing::warn!(error = %format!("{e:#}"), attempt, topic = %delivery.topic, "handler failed; retrying");
                 tokio::select! {
                     _ = shutdown.cancelled() => return false,
@@ -214,7 +342,17 @@ async fn process<H: Handler>(
     };
     loop {
         match dead_letter(settings, dlq, delivery, msg, &reason).await {
-            Ok(()) => return true,
+            Ok(()) => {
+                tracing::Span::current().record("otel.status_code", "ERROR");
+                metrics::counter!(
+                    names::CONSUMER_DEAD_LETTERS,
+                    "group" => settings.group_id.clone(),
+                    "topic" => delivery.topic.clone(),
+                )
+                .increment(1);
+                count(settings, delivery, "dead_lettered");
+                return true;
+            }
             Err(e) => {
                 tracing::error!(error = %e, "cannot publish to the dead-letter topic; retrying");
                 tokio::select! {
@@ -224,6 +362,16 @@ async fn process<H: Handler>(
             }
         }
     }
+}
+
+fn count(settings: &ConsumerSettings, delivery: &Delivery, outcome: &'static str) {
+    metrics::counter!(
+        names::CONSUMER_MESSAGES,
+        "group" => settings.group_id.clone(),
+        "topic" => delivery.topic.clone(),
+        "outcome" => outcome,
+    )
+    .increment(1);
 }
 
 async fn dead_letter(

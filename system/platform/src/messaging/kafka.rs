@@ -15,10 +15,11 @@ use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::StreamConsumer;
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::consumer::{ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureProducer;
+use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaErrorCode;
 
 /// Partitions per topic: enough for two or three instances of a service to share the work, and
@@ -66,12 +67,13 @@ pub fn producer(brokers: &str, client_id: &str) -> Result<FutureProducer, Messag
 }
 
 /// A consumer in `group_id` that stores offsets only after the message is handled
-/// (`enable.auto.offset.store=false`) and commits stored offsets in the background.
+/// (`enable.auto.offset.store=false`) and commits stored offsets in the background. Its
+/// statistics (once a second) feed `kafka_consumer_lag_messages`.
 pub fn consumer(
     brokers: &str,
     group_id: &str,
     client_id: &str,
-) -> Result<StreamConsumer, MessagingError> {
+) -> Result<StreamConsumer<LagReporter>, MessagingError> {
     Ok(base(brokers, client_id)
         .set("group.id", group_id)
         .set("enable.auto.commit", "true")
@@ -83,8 +85,41 @@ pub fn consumer(
         .set("heartbeat.interval.ms", "500")
         .set("fetch.wait.max.ms", "50")
         .set("fetch.error.backoff.ms", "50")
-        .create()?)
+        .set("statistics.interval.ms", "1000")
+        .create_with_context(LagReporter {
+            group: group_id.to_string(),
+        })?)
 }
+
+/// Publishes each partition's consumer lag from librdkafka's statistics as
+/// `kafka_consumer_lag_messages{group,topic,partition}`. librdkafka reports `-1` for a partition
+/// this consumer does not own or whose position it does not know yet: those are skipped, so a
+/// partition that moved to another instance keeps its last figure here; the per-instance lag is
+/// read with `max` over instances.
+pub struct LagReporter {
+    group: String,
+}
+
+impl ClientContext for LagReporter {
+    fn stats(&self, statistics: Statistics) {
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in &t.partitions {
+                if *partition < 0 || p.consumer_lag < 0 {
+                    continue;
+                }
+                metrics::gauge!(
+                    crate::metrics::CONSUMER_LAG,
+                    "group" => self.group.clone(),
+                    "topic" => topic.clone(),
+                    "partition" => partition.to_string(),
+                )
+                .set(p.consumer_lag as f64);
+            }
+        }
+    }
+}
+
+impl ConsumerContext for LagReporter {}
 
 /// Creates the topics that do not exist yet. Safe to call from every instance at start-up, also
 /// at the same time: a creation that fails for another reason than "already exists" (a broker

@@ -8,19 +8,29 @@
 //! exclusive), so two instances never publish the same row as new work. A relay that dies after
 //! publishing but before marking leaves the row to be re-published when the lease runs out;
 //! consumers' inboxes absorb that duplicate.
+//!
+//! Tracing: [`enqueue`] stores the current W3C trace context in the row's `traceparent`; the relay
+//! records the row's time in the outbox as an `outbox wait <topic>` span (from the row's commit to
+//! its claim) and publishes inside a `publish <topic>` producer span whose context travels in the
+//! record's headers, so the consumer's work continues the same trace.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use contracts::messages::{Envelope, MessageKind};
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanKind;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::Serialize;
 use sqlx::{AnyConnection, Row};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::db::{Db, DbError, Dialect};
+use crate::metrics as names;
 
 /// Writes `envelope` to `topic` as part of the caller's transaction.
 pub async fn enqueue<T>(
@@ -34,14 +44,15 @@ where
     let payload = serde_json::to_string(envelope)
         .map_err(|e| DbError::Corrupt(format!("cannot serialize message: {e}")))?;
     sqlx::query(
-        "INSERT INTO outbox (message_id, topic, msg_key, kind, payload, created_at_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO outbox (message_id, topic, msg_key, kind, payload, traceparent, created_at_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(envelope.message_id.to_string())
     .bind(topic)
     .bind(envelope.body.order_id().to_string())
     .bind(envelope.body.kind())
     .bind(payload)
+    .bind(crate::telemetry::current_traceparent())
     .bind(crate::now_ms())
     .execute(conn)
     .await?;
@@ -70,6 +81,27 @@ pub async fn stats(db: &Db) -> Result<OutboxStats, DbError> {
     })
 }
 
+/// The backlog: rows not yet published and when the oldest of them was written. Reads only the
+/// partial index of pending rows, so it stays cheap however many rows were published.
+pub async fn backlog(db: &Db) -> Result<(i64, Option<i64>), DbError> {
+    let row = sqlx::query(
+        "SELECT COUNT(*) AS pending, MIN(created_at_ms) AS oldest FROM outbox \
+         WHERE published_at_ms IS NULL",
+    )
+    .fetch_one(db.pool())
+    .await?;
+    Ok((row.try_get("pending")?, row.try_get("oldest")?))
+}
+
+/// Sets the outbox gauges from [`backlog`].
+pub async fn record_backlog(db: &Db) -> Result<(), DbError> {
+    let (pending, oldest) = backlog(db).await?;
+    metrics::gauge!(names::OUTBOX_PENDING).set(pending as f64);
+    let age_ms = oldest.map_or(0, |t| (crate::now_ms() - t).max(0));
+    metrics::gauge!(names::OUTBOX_OLDEST_AGE).set(age_ms as f64 / 1_000.0);
+    Ok(())
+}
+
 struct Claimed {
     seq: i64,
     message_id: String,
@@ -77,6 +109,8 @@ struct Claimed {
     key: String,
     kind: String,
     payload: String,
+    traceparent: Option<String>,
+    created_at_ms: i64,
 }
 
 /// Publishes the outbox to Kafka.
@@ -101,6 +135,11 @@ impl Relay {
             lease: Duration::from_secs(10),
             poll: Duration::from_millis(50),
         }
+    }
+
+    /// The database it publishes from.
+    pub fn db(&self) -> &Db {
+        &self.db
     }
 
     /// A handle to wake the relay right after a commit that enqueued messages, instead of
@@ -141,37 +180,112 @@ impl Relay {
         if claimed.is_empty() {
             return Ok(0);
         }
-        let sends = claimed.iter().map(|m| {
-            let headers = OwnedHeaders::new()
-                .insert(Header {
-                    key: "message-id",
-                    value: Some(m.message_id.as_str()),
-                })
-                .insert(Header {
-                    key: "kind",
-                    value: Some(m.kind.as_str()),
-                });
-            let record = FutureRecord::to(&m.topic)
-                .key(&m.key)
-                .payload(&m.payload)
-                .headers(headers);
-            self.producer.send(record, Duration::from_secs(10))
-        });
+        let claimed_at = std::time::SystemTime::now();
+        let sends = claimed.iter().map(|m| self.publish(m, claimed_at));
         let results = futures::future::join_all(sends).await;
         let mut done = Vec::new();
         let mut failed = Vec::new();
-        for (m, r) in claimed.iter().zip(results) {
-            match r {
-                Ok(_) => done.push(m.seq),
-                Err((e, _)) => {
-                    tracing::warn!(error = %e, topic = %m.topic, kind = %m.kind, "publish failed; will retry");
-                    failed.push(m.seq);
-                }
+        for (m, ok) in claimed.iter().zip(results) {
+            if ok {
+                done.push(m.seq);
+            } else {
+                failed.push(m.seq);
             }
         }
         let n = done.len();
         crate::db::retry(5, || self.finish(&done, &failed)).await?;
         Ok(n)
+    }
+
+    /// Publishes one claimed row inside its `publish <topic>` span; `true` once the broker
+    /// acknowledged it.
+    async fn publish(&self, m: &Claimed, claimed_at: std::time::SystemTime) -> bool {
+        let parent = m
+            .traceparent
+            .as_deref()
+            .map(crate::telemetry::context_from_traceparent);
+        let written = std::time::UNIX_EPOCH
+            + Duration::from_millis(u64::try_from(m.created_at_ms).unwrap_or(0));
+        let waited = claimed_at.duration_since(written).unwrap_or_default();
+        metrics::histogram!(names::OUTBOX_WAIT, "topic" => m.topic.clone())
+            .record(waited.as_secs_f64());
+        let span = tracing::info_span!(
+            "kafka.publish",
+            otel.name = %format!("publish {}", m.topic),
+            otel.kind = "producer",
+            otel.status_code = tracing::field::Empty,
+            messaging.system = "kafka",
+            messaging.operation.type = "send",
+            messaging.operation.name = "publish",
+            messaging.destination.name = %m.topic,
+            messaging.message.id = %m.message_id,
+            messaging.kafka.message.key = %m.key,
+            message.kind = %m.kind,
+            messaging.destination.partition.id = tracing::field::Empty,
+            messaging.kafka.offset = tracing::field::Empty,
+        );
+        if let Some(parent) = &parent {
+            crate::telemetry::record_span(
+                format!("outbox wait {}", m.topic),
+                SpanKind::Internal,
+                parent,
+                written,
+                claimed_at,
+                vec![
+                    KeyValue::new("messaging.destination.name", m.topic.clone()),
+                    KeyValue::new("messaging.message.id", m.message_id.clone()),
+                ],
+            );
+            let _ = span.set_parent(parent.clone());
+        }
+        let mut headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "message-id",
+                value: Some(m.message_id.as_str()),
+            })
+            .insert(Header {
+                key: "kind",
+                value: Some(m.kind.as_str()),
+            });
+        if parent.is_some() {
+            for (key, value) in crate::telemetry::inject_carrier(&span.context()).0 {
+                headers = headers.insert(Header {
+                    key: key.as_str(),
+                    value: Some(value.as_str()),
+                });
+            }
+        }
+        let record = FutureRecord::to(&m.topic)
+            .key(&m.key)
+            .payload(&m.payload)
+            .headers(headers);
+        let started = std::time::Instant::now();
+        let sent = self
+            .producer
+            .send(record, Duration::from_secs(10))
+            .instrument(span.clone())
+            .await;
+        match sent {
+            Ok(delivery) => {
+                span.record("messaging.destination.partition.id", delivery.partition);
+                span.record("messaging.kafka.offset", delivery.offset);
+                metrics::counter!(names::OUTBOX_PUBLISHED, "topic" => m.topic.clone()).increment(1);
+                // Zero until the first failure, so the series exists for rate().
+                metrics::counter!(names::OUTBOX_PUBLISH_FAILURES, "topic" => m.topic.clone())
+                    .increment(0);
+                metrics::histogram!(names::OUTBOX_PUBLISH_DURATION, "topic" => m.topic.clone())
+                    .record(started.elapsed().as_secs_f64());
+                true
+            }
+            Err((e, _)) => {
+                span.record("otel.status_code", "ERROR");
+                metrics::counter!(names::OUTBOX_PUBLISH_FAILURES, "topic" => m.topic.clone())
+                    .increment(1);
+                let _entered = span.enter();
+                tracing::warn!(error = %e, topic = %m.topic, kind = %m.kind, "publish failed; will retry");
+                false
+            }
+        }
     }
 
     async fn claim(&self) -> Result<Vec<Claimed>, DbError> {
@@ -186,7 +300,7 @@ impl Relay {
              WHERE seq IN (SELECT seq FROM outbox WHERE published_at_ms IS NULL \
                  AND (claimed_until_ms IS NULL OR claimed_until_ms < $3) \
                  ORDER BY seq LIMIT $4{lock}) \
-             RETURNING seq, message_id, topic, msg_key, kind, payload"
+             RETURNING seq, message_id, topic, msg_key, kind, payload, traceparent, created_at_ms"
         );
         let mut tx = self.db.begin().await?;
         let rows = sqlx::query(&sql)
@@ -207,6 +321,8 @@ impl Relay {
                     key: r.try_get("msg_key")?,
                     kind: r.try_get("kind")?,
                     payload: r.try_get("payload")?,
+                    traceparent: r.try_get("traceparent")?,
+                    created_at_ms: r.try_get("created_at_ms")?,
                 })
             })
             .collect::<Result<Vec<_>, sqlx::Error>>()?;
