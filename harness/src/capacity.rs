@@ -126,7 +126,7 @@ pub fn judge(scenario: &Scenario, m: &Measurements) -> (Capacity, Vec<SloVerdict
     let mut steps = Vec::new();
     let mut verdicts: BTreeMap<usize, Vec<SloVerdict>> = BTreeMap::new();
     for span in scenario.load.get_ref().plan().spans() {
-        let view = step_view(m, &metrics::step_phase(span.index), span.end - span.start);
+        let view = step_view(m, &metrics::step_phase(span.index), span.start, span.end);
         let secs = (span.end - span.start).as_secs_f64();
         let all = view.endpoints.get(ALL);
         let requests: u64 = all.into_iter().flatten().map(|(_, s)| s.requests()).sum();
@@ -205,9 +205,20 @@ fn per_second(n: u64, secs: f64) -> f64 {
 }
 
 /// The measurements of one phase as if they were the whole run.
-fn step_view(m: &Measurements, phase: &str, duration: std::time::Duration) -> Measurements {
+fn step_view(
+    m: &Measurements,
+    phase: &str,
+    start: std::time::Duration,
+    end: std::time::Duration,
+) -> Measurements {
     let mut view = Measurements {
-        duration,
+        duration: end.saturating_sub(start),
+        scraped: m.scraped.clone(),
+        windows: vec![metrics::PhaseSpan {
+            name: ALL.to_string(),
+            start,
+            end,
+        }],
         ..Measurements::default()
     };
     if let Some(e) = m.endpoints.get(phase) {
@@ -215,6 +226,9 @@ fn step_view(m: &Measurements, phase: &str, duration: std::time::Duration) -> Me
     }
     if let Some(l) = m.saga_completion.get(phase) {
         view.saga_completion.insert(ALL.to_string(), l.clone());
+    }
+    if let Some(h) = m.hops.get(phase) {
+        view.hops.insert(ALL.to_string(), h.clone());
     }
     view
 }

@@ -28,6 +28,57 @@ pub enum Command {
     Run(RunArgs),
     /// Manual chaos for game days, against a running `harness up` (reads its env file).
     Chaos(ChaosArgs),
+    /// Print one order's trace (every span of its saga, across the services) as a tree, from a
+    /// running `harness up`'s collector (reads its env file).
+    Trace(TraceArgs),
+    /// Benchmarks that print figures (ratios measured in the same run).
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub command: BenchCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// The cost of tracing: the same load with the services' trace export off and on,
+    /// alternately; prints POST /api/orders p99, saga p99 and confirmed orders/s, and the ratios.
+    Tracing(TracingBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TracingBenchArgs {
+    /// The scenario whose environment and load each round uses (name or path).
+    #[arg(long, default_value = "tracing-overhead")]
+    pub scenario: String,
+
+    /// Rounds of off and on.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub rounds: u32,
+
+    /// Use the service binaries next to this one as they are, without `cargo build`.
+    #[arg(long)]
+    pub no_build: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    /// The order id (as `POST /api/orders` answered it), or a trace id (32 hex digits).
+    pub id: String,
+
+    /// The env file `harness up --env-file` wrote.
+    #[arg(long, default_value = "env.json")]
+    pub env_file: PathBuf,
+
+    /// Print the spans as JSON (one array per trace) instead of a tree.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Show every database span instead of folding them into their parent's line.
+    #[arg(long)]
+    pub db: bool,
 }
 
 #[derive(Debug, Args)]
@@ -105,6 +156,11 @@ pub struct RunArgs {
     /// Use the service binaries next to this one as they are, without `cargo build`.
     #[arg(long)]
     pub no_build: bool,
+
+    /// Also send the services' traces to this OTLP/HTTP collector (e.g. a Jaeger or an
+    /// OpenTelemetry Collector at http://127.0.0.1:4318); the harness keeps its own copy.
+    #[arg(long, value_parser = http_url)]
+    pub otlp_endpoint: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -129,6 +185,11 @@ pub struct UpArgs {
     /// Use the service binaries next to this one as they are, without `cargo build`.
     #[arg(long)]
     pub no_build: bool,
+
+    /// Also send the services' traces to this OTLP/HTTP collector (e.g. a Jaeger or an
+    /// OpenTelemetry Collector at http://127.0.0.1:4318); the harness keeps its own copy.
+    #[arg(long, value_parser = http_url)]
+    pub otlp_endpoint: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -137,6 +198,18 @@ pub struct ListArgs {
     /// workspace.
     #[arg(long)]
     pub dir: Option<PathBuf>,
+}
+
+/// An `http://` or `https://` URL, without a trailing slash.
+fn http_url(s: &str) -> Result<String, String> {
+    match reqwest::Url::parse(s.trim()) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
+            Ok(s.trim().trim_end_matches('/').to_string())
+        }
+        _ => Err(format!(
+            "expected an http:// or https:// URL such as http://127.0.0.1:4318, not {s:?}"
+        )),
+    }
 }
 
 /// A number of at least 0 (a percentage or percentage points).
@@ -195,6 +268,26 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(e.contains("expected a number of at least 0"), "{e}");
+        }
+    }
+
+    #[test]
+    fn an_otlp_endpoint_must_be_an_http_url() {
+        let cli =
+            Cli::try_parse_from(["harness", "up", "--otlp-endpoint", "http://127.0.0.1:4318/"])
+                .unwrap();
+        let Command::Up(args) = cli.command else {
+            panic!("not up");
+        };
+        assert_eq!(args.otlp_endpoint.as_deref(), Some("http://127.0.0.1:4318"));
+        for bad in ["127.0.0.1:4318", "ftp://x", "http://"] {
+            let e = Cli::try_parse_from(["harness", "run", "smoke", "--otlp-endpoint", bad])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("expected an http:// or https:// URL"),
+                "{bad}: {e}"
+            );
         }
     }
 }

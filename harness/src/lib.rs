@@ -13,6 +13,7 @@
 //!
 //! Exit codes: 0 success, 1 a check failed, 2 the run itself could not happen.
 
+pub mod bench;
 pub mod capacity;
 pub mod checks;
 pub mod cli;
@@ -28,6 +29,8 @@ pub mod run;
 pub mod scenario;
 pub mod seed;
 pub mod slo;
+pub mod telemetry;
+pub mod trace;
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -55,6 +58,8 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::List(args) => scenario::catalog::list(&args),
             Command::Run(args) => run::run(args).await,
             Command::Chaos(args) => game_day::run(args).await,
+            Command::Trace(args) => trace::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
         }
     });
     match result {
@@ -73,6 +78,9 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         run_dir: args.run_dir,
         saga_step_timeout_ms: args.saga_step_timeout_ms,
         build: !args.no_build,
+        traces: crate::local::Traces::Collect {
+            forward_to: args.otlp_endpoint.clone(),
+        },
     };
     let shutdown = platform::shutdown::install(false);
     let env = tokio::select! {
@@ -87,6 +95,12 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     let control = control::serve(env.clone(), stop_control.clone()).await?;
     let mut info = env.lock().await.info();
     info.control_url = Some(format!("http://{control}"));
+    let prometheus = env
+        .lock()
+        .await
+        .write_prometheus_config()
+        .context("writing prometheus.yml")?;
+    info.prometheus_config = Some(prometheus.display().to_string());
     if let Some(path) = &args.env_file {
         let json = serde_json::to_string_pretty(&info).context("serializing the env file")?;
         std::fs::write(path, json)
@@ -112,6 +126,17 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         info.links.len()
     );
     println!("toxiproxy api:  {}", info.toxiproxy_url);
+    if let Some(otlp) = &info.otlp_endpoint {
+        let forward = args
+            .otlp_endpoint
+            .as_ref()
+            .map_or(String::new(), |f| format!(", forwarded to {f}"));
+        println!("otlp traces:    {otlp}/v1/traces{forward} (`harness trace ORDER_ID`)");
+    }
+    println!(
+        "prometheus:     {} (scrapes every /metrics; dashboards/ has Grafana dashboards)",
+        prometheus.display()
+    );
     println!("customer token: {}", info.customer_token);
     println!("admin token:    {}", info.admin_token);
     if let Some(path) = &args.env_file {

@@ -152,6 +152,15 @@ pub struct Measurements {
     pub outcomes: BTreeMap<String, u64>,
     pub timeline: Vec<SecondBucket>,
     pub duration: Duration,
+    /// phase → hop → how long each of the phase's sagas spent in that hop, from the traces
+    /// (see `telemetry::hops`); empty when the run collected no traces.
+    pub hops: BTreeMap<String, BTreeMap<String, Latency>>,
+    /// The metrics scraped from every process during the load, times in seconds since the load
+    /// started; empty when nothing was scraped. Shared, as capacity runs take a view per step.
+    pub scraped: std::sync::Arc<Vec<crate::telemetry::scrape::Series>>,
+    /// The load's phases as spans of time (`all`, `before`, `during:<label>`, `after`,
+    /// `step:<i>`), for reading scraped series per phase.
+    pub windows: Vec<PhaseSpan>,
 }
 
 impl Measurements {

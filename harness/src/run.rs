@@ -26,6 +26,10 @@ use crate::local::{LocalEnvironment, LocalOptions};
 use crate::report::{self, EnvironmentSummary, RunInput, RunReport};
 use crate::scenario::Scenario;
 use crate::slo::{SloMetric, SloUnit, SloVerdict};
+use crate::telemetry::charts;
+use crate::telemetry::hops::{self, HopBreakdown};
+use crate::telemetry::scrape::Scraper;
+use crate::telemetry::store::SpanStore;
 use crate::{EXIT_CANNOT_RUN, capacity, faults, load, slo};
 
 const EXIT_FAILED: u8 = 1;
@@ -68,6 +72,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         )
         .unwrap_or(u64::MAX),
         build: !args.no_build,
+        traces: crate::local::Traces::Collect {
+            forward_to: args.otlp_endpoint.clone(),
+        },
     };
     let env = tokio::select! {
         env = LocalEnvironment::start(options) => match env {
@@ -149,6 +156,7 @@ async fn experiment(scenario: &Scenario, env: &mut LocalEnvironment) -> anyhow::
     println!("load: {}", scenario.load.get_ref().plan().to_goose());
     let schedule = faults::Schedule::of(scenario)?;
     let load_started = Instant::now();
+    let scraper = Scraper::start(env.metrics_targets(), SCRAPE_INTERVAL, load_started);
     let (outcome, chaos_windows) = if schedule.is_empty() {
         let outcome = load::run(scenario, &target, Vec::new(), load_started).await;
         (outcome, Ok(Vec::new()))
@@ -158,7 +166,7 @@ async fn experiment(scenario: &Scenario, env: &mut LocalEnvironment) -> anyhow::
             faults::run(&schedule, env, load_started)
         )
     };
-    let outcome = outcome.context("driving the load")?;
+    let mut outcome = outcome.context("driving the load")?;
     let chaos_windows = chaos_windows.context("running the chaos timeline")?;
     println!("load done in {:.1} s", load_started.elapsed().as_secs_f64());
 
@@ -170,6 +178,22 @@ async fn experiment(scenario: &Scenario, env: &mut LocalEnvironment) -> anyhow::
     snapshot.dead_letters = dead_letters(env.kafka_brokers())
         .await
         .context("reading the dead-letter topics")?;
+    let scraped = scraper.stop().await;
+    let traces = match env.spans() {
+        Some(store) => {
+            settle(&store).await;
+            let breakdown = hop_breakdown(&outcome.traced, &store);
+            outcome.measurements.hops = breakdown.histograms();
+            Some(breakdown.report(&store).context("summarising the traces")?)
+        }
+        None => None,
+    };
+    let metrics = charts::metrics_report(
+        &scraped,
+        SCRAPE_INTERVAL.as_secs_f64(),
+        &metric_selectors(scenario),
+    );
+    outcome.measurements.scraped = std::sync::Arc::new(scraped.series);
     let invariants = check_selected(
         &scenario.checks.invariants.selected(),
         &outcome.history,
@@ -194,6 +218,7 @@ async fn experiment(scenario: &Scenario, env: &mut LocalEnvironment) -> anyhow::
             metric: SloMetric::ErrorRate,
             percentile: None,
             endpoint: Some("GET /api/products".into()),
+            subject: None,
             phase: "after".into(),
             unit: SloUnit::Ratio,
             target: max,
@@ -214,8 +239,61 @@ async fn experiment(scenario: &Scenario, env: &mut LocalEnvironment) -> anyhow::
         invariants,
         chaos_windows,
         capacity,
+        traces,
+        metrics: Some(metrics),
     })?;
     Ok(Experiment::Done(Box::new(report)))
+}
+
+/// How often every process's `/metrics` is scraped during a run.
+const SCRAPE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Waits until the services' last spans are in: the span count stayed the same over a few of
+/// their export intervals (bounded, so a process that keeps exporting cannot hold the run).
+async fn settle(store: &SpanStore) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = store.received();
+    let mut quiet = 0;
+    while quiet < 3 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = store.received();
+        quiet = if now == last { quiet + 1 } else { 0 };
+        last = now;
+    }
+}
+
+/// Where each traced saga's time went, from the spans collected.
+fn hop_breakdown(traced: &[load::TracedSaga], store: &SpanStore) -> HopBreakdown {
+    let mut breakdown = HopBreakdown::new();
+    for saga in traced {
+        match store.trace(&saga.trace_id) {
+            Some(spans) => {
+                let hops = hops::saga_hops(&spans, Some(saga.terminal_at_unix_ns));
+                breakdown.add_saga(
+                    &saga.phases,
+                    &saga.order_id.to_string(),
+                    &saga.trace_id,
+                    saga.completion_us,
+                    &hops,
+                );
+            }
+            None => breakdown.add_without_trace(),
+        }
+    }
+    breakdown
+}
+
+/// The selectors of the scenario's metric SLOs, charted in the report.
+fn metric_selectors(scenario: &Scenario) -> Vec<String> {
+    scenario
+        .objectives()
+        .into_iter()
+        .filter_map(|o| match o.target {
+            crate::scenario::Target::MetricMax { selector, .. }
+            | crate::scenario::Target::MetricMin { selector, .. } => Some(selector),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The steady-state probe: `n` catalog reads through the gateway; returns the failed fraction.

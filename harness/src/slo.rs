@@ -10,6 +10,12 @@
 //! - Phase `all` reads the measurements of phase `all`; `before`, `during` and `after` merge
 //!   every phase named so or `<phase>:<detail>` (`during:kill order#1`).
 //!
+//! - Span objectives read the per-saga histogram of one hop of the traces (`Measurements::hops`),
+//!   merged over the phase like the others.
+//! - Metric objectives read a scraped metric (summed over the series the selector matches, per
+//!   scrape) at every scrape inside the phase's windows of time: its highest value must stay at
+//!   most `max`, its lowest at least `min`.
+//!
 //! Nothing passes for want of data: an objective whose endpoint saw no request (or whose
 //! scenario completed no saga) fails with the detail `no requests measured` (`no sagas measured`).
 //! Limits are inclusive, as [`Target`] documents.
@@ -22,11 +28,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::metrics::{EndpointStats, Latency, Measurements};
 use crate::scenario::{HumanDuration, Objective, Percentile, Phase, Scenario, Target};
+use crate::telemetry::scrape::{Selector, Series};
 
 /// The detail of an objective on requests none of which were measured.
 pub const NO_REQUESTS: &str = "no requests measured";
 /// The detail of a saga completion objective when no saga was measured.
 pub const NO_SAGAS: &str = "no sagas measured";
+/// The detail of a span objective when no saga of the phase had the hop in its trace.
+pub const NO_SPANS: &str = "no traced saga went through this hop";
+/// The detail of a metric objective when no scrape of the phase had the metric.
+pub const NO_SCRAPES: &str = "no scrape had this metric";
 
 /// What an objective measures; with [`SloVerdict::unit`] it says how to read the numbers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,6 +51,12 @@ pub enum SloMetric {
     Throughput,
     /// Order accepted to saga terminal, at a percentile; lower is better.
     SagaCompletion,
+    /// A hop of the sagas' traces, at a percentile; lower is better.
+    Span,
+    /// A scraped metric's highest value in the phase; lower is better.
+    MetricMax,
+    /// A scraped metric's lowest value in the phase; higher is better.
+    MetricMin,
 }
 
 /// The unit of [`SloVerdict::target`] and [`SloVerdict::measured`].
@@ -52,6 +69,8 @@ pub enum SloUnit {
     Ratio,
     /// Requests per second.
     PerSecond,
+    /// A metric's own unit, as scraped.
+    Value,
 }
 
 /// One objective's result, as it goes into `report.json`.
@@ -62,8 +81,12 @@ pub struct SloVerdict {
     pub metric: SloMetric,
     /// `p50`, `p95`, `p99` or `max` for latency and saga completion; absent otherwise.
     pub percentile: Option<String>,
-    /// `None`: all requests together (and always for saga completion).
+    /// `None`: all requests together (and always for saga completion, span and metric
+    /// objectives).
     pub endpoint: Option<String>,
+    /// What a span or metric objective measures: the hop, or the metric selector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
     /// `all`, `before`, `during` or `after`.
     pub phase: String,
     pub unit: SloUnit,
@@ -82,7 +105,7 @@ pub struct SloVerdict {
 impl SloVerdict {
     /// The target for humans: `<= 1s`, `<= 0.01`, `>= 50/s`.
     pub fn target_display(&self) -> String {
-        let op = if self.metric == SloMetric::Throughput {
+        let op = if matches!(self.metric, SloMetric::Throughput | SloMetric::MetricMin) {
             ">="
         } else {
             "<="
@@ -110,6 +133,21 @@ pub fn format_value(unit: SloUnit, value: f64) -> String {
         SloUnit::Micros => format_micros(value),
         SloUnit::Ratio => format!("{:.2}%", value * 100.0),
         SloUnit::PerSecond => format!("{value:.1}/s"),
+        SloUnit::Value => format_number(value),
+    }
+}
+
+/// A scraped value for humans: integers as they are, others to four significant digits.
+pub fn format_number(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{v:.0}")
+    } else if v.abs() >= 1.0 {
+        format!("{v:.3}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string()
+    } else {
+        format!("{v:.4}")
     }
 }
 
@@ -189,6 +227,77 @@ fn sagas(phase: Phase, m: &Measurements) -> Latency {
     merged
 }
 
+/// One hop's per-saga latencies, merged over the phase.
+fn hops(phase: Phase, hop: &str, m: &Measurements) -> Latency {
+    let mut merged = Latency::new();
+    for (_, hops) in m.hops.iter().filter(|(k, _)| in_phase(phase, k)) {
+        if let Some(l) = hops.get(hop) {
+            merged.merge(l);
+        }
+    }
+    merged
+}
+
+/// The windows of time of a phase: `all` is the whole load unless a window says otherwise.
+fn windows(phase: Phase, m: &Measurements) -> Vec<(f64, f64)> {
+    let named: Vec<(f64, f64)> = m
+        .windows
+        .iter()
+        .filter(|w| in_phase(phase, &w.name))
+        .map(|w| (w.start.as_secs_f64(), w.end.as_secs_f64()))
+        .collect();
+    if named.is_empty() && phase == Phase::All {
+        vec![(0.0, m.duration.as_secs_f64())]
+    } else {
+        named
+    }
+}
+
+/// Judges a metric objective: its extreme value over the scrapes inside the phase's windows
+/// (`highest`: the maximum against a `max`, else the minimum against a `min`).
+fn judge_metric(v: &mut SloVerdict, phase: Phase, selector: &str, m: &Measurements, highest: bool) {
+    v.subject = Some(selector.to_string());
+    let parsed = match selector.parse::<Selector>() {
+        Ok(s) => s,
+        Err(e) => {
+            v.detail = format!("invalid selector: {e}");
+            return;
+        }
+    };
+    let spans = windows(phase, m);
+    let points: Vec<(f64, f64)> = Series::select(&m.scraped, &parsed)
+        .into_iter()
+        .filter(|(t, _)| spans.iter().any(|(a, b)| a <= t && t <= b))
+        .collect();
+    v.samples = points.len() as u64;
+    let extreme = points.iter().copied().reduce(|a, b| {
+        let better = if highest { b.1 > a.1 } else { b.1 < a.1 };
+        if better { b } else { a }
+    });
+    let Some((at, value)) = extreme else {
+        v.detail = NO_SCRAPES.to_string();
+        return;
+    };
+    v.measured = Some(value);
+    v.held = if highest {
+        value <= v.target
+    } else {
+        value >= v.target
+    };
+    let (which, verdict) = match (highest, v.held) {
+        (true, true) => ("highest", "within"),
+        (true, false) => ("highest", "above"),
+        (false, true) => ("lowest", "at least"),
+        (false, false) => ("lowest", "below"),
+    };
+    v.detail = format!(
+        "{which} {} at {at:.0}s over {} scrapes; {verdict} {}",
+        format_number(value),
+        points.len(),
+        format_number(v.target)
+    );
+}
+
 fn percentile_value(latency: &Latency, p: Percentile) -> Option<u64> {
     let d = match p {
         Percentile::Max => latency.max(),
@@ -205,6 +314,7 @@ pub fn evaluate_one(objective: &Objective, m: &Measurements) -> SloVerdict {
         metric: SloMetric::Latency,
         percentile: None,
         endpoint: objective.endpoint.clone(),
+        subject: None,
         phase: objective.phase.name().to_string(),
         unit: SloUnit::Micros,
         target: 0.0,
@@ -213,7 +323,38 @@ pub fn evaluate_one(objective: &Objective, m: &Measurements) -> SloVerdict {
         detail: String::new(),
         samples: 0,
     };
-    match objective.target {
+    match objective.target.clone() {
+        Target::Span {
+            hop,
+            percentile,
+            max,
+        } => {
+            let latency = hops(objective.phase, &hop, m);
+            v.metric = SloMetric::Span;
+            v.percentile = Some(percentile.name().to_string());
+            v.subject = Some(hop);
+            v.target = max.as_std().as_micros() as f64;
+            v.samples = latency.count();
+            match percentile_value(&latency, percentile) {
+                None => v.detail = NO_SPANS.to_string(),
+                Some(us) => {
+                    let same = same_bucket(&latency, us, max);
+                    judge_max(&mut v, us as f64, same, "sagas");
+                }
+            }
+        }
+        Target::MetricMax { selector, max } => {
+            v.metric = SloMetric::MetricMax;
+            v.unit = SloUnit::Value;
+            v.target = max;
+            judge_metric(&mut v, objective.phase, &selector, m, true);
+        }
+        Target::MetricMin { selector, min } => {
+            v.metric = SloMetric::MetricMin;
+            v.unit = SloUnit::Value;
+            v.target = min;
+            judge_metric(&mut v, objective.phase, &selector, m, false);
+        }
         Target::Latency { percentile, max } => {
             let stats = requests(objective, m);
             let target = max.as_std().as_micros() as f64;
@@ -358,7 +499,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::metrics::ALL;
+    use crate::metrics::{ALL, PhaseSpan};
 
     const ORDERS: &str = "POST /api/orders";
     const PRODUCTS: &str = "GET /api/products";
@@ -567,6 +708,186 @@ mod tests {
         assert!(v.name.ends_with("(during)"), "{}", v.name);
         let all = one(latency(Some(ORDERS), Percentile::Max, "1s"), &m);
         assert_eq!(all.detail, NO_REQUESTS);
+    }
+
+    fn span(phase: Phase, hop: &str, percentile: Percentile, max: &str) -> Objective {
+        Objective {
+            endpoint: None,
+            phase,
+            target: Target::Span {
+                hop: hop.into(),
+                percentile,
+                max: max.parse::<HumanDuration>().unwrap(),
+            },
+        }
+    }
+
+    #[test]
+    fn a_span_objective_reads_its_hop_merged_over_the_phase() {
+        let mut m = Measurements::default();
+        let mut record = |phase: &str, hop: &str, ms: &[u64]| {
+            let l = m
+                .hops
+                .entry(phase.into())
+                .or_default()
+                .entry(hop.into())
+                .or_default();
+            for ms in ms {
+                l.record(Duration::from_millis(*ms));
+            }
+        };
+        record(ALL, "order db", &[1, 2, 3, 200, 300]);
+        record("during:kill order#1", "order db", &[200]);
+        record("during:pause payment#1", "order db", &[300]);
+        record("during:pause payment#1", "payment db", &[900]);
+        record("before", "order db", &[1, 2, 3]);
+
+        let during = one(
+            span(Phase::During, "order db", Percentile::Max, "250ms"),
+            &m,
+        );
+        assert_eq!(during.metric, SloMetric::Span);
+        assert_eq!(during.subject.as_deref(), Some("order db"));
+        assert_eq!(during.percentile.as_deref(), Some("max"));
+        assert_eq!(during.samples, 2, "both during phases, and only them");
+        assert!(!during.held, "{during}");
+        assert!(
+            (during.measured.unwrap() - 300_000.0).abs() < 1_000.0,
+            "{during:?}"
+        );
+        assert!(during.detail.contains("(2 sagas)"), "{}", during.detail);
+        assert_eq!(
+            during.name, "span \"order db\" max <= 250ms (during)",
+            "the name already carries the hop"
+        );
+
+        let before = one(span(Phase::Before, "order db", Percentile::P99, "5ms"), &m);
+        assert!(before.held, "{before}");
+        assert_eq!(before.samples, 3);
+        let all = one(span(Phase::All, "order db", Percentile::P50, "5ms"), &m);
+        assert!(all.held, "{all}");
+        assert_eq!(all.samples, 5, "phase all reads only all");
+
+        let missing = one(span(Phase::Before, "payment db", Percentile::P99, "1s"), &m);
+        assert!(!missing.held);
+        assert_eq!(missing.measured, None);
+        assert_eq!(missing.detail, NO_SPANS);
+    }
+
+    fn scraped_measurements() -> Measurements {
+        let series = |process: &str, points: &[(f64, f64)]| Series {
+            name: "outbox_pending_messages".into(),
+            labels: [("process".to_string(), process.to_string())].into(),
+            points: points.to_vec(),
+        };
+        let window = |name: &str, start: u64, end: u64| PhaseSpan {
+            name: name.into(),
+            start: Duration::from_secs(start),
+            end: Duration::from_secs(end),
+        };
+        Measurements {
+            scraped: std::sync::Arc::new(vec![
+                series(
+                    "order#1",
+                    &[(1.0, 5.0), (4.0, 50.0), (5.0, 20.0), (8.0, 3.0)],
+                ),
+                series("order#2", &[(1.0, 1.0), (4.0, 1.0), (5.0, 0.0), (8.0, 2.0)]),
+            ]),
+            windows: vec![
+                window("before", 0, 3),
+                window("during:kill order#1", 3, 6),
+                window("after", 6, 10),
+            ],
+            duration: Duration::from_secs(10),
+            ..Measurements::default()
+        }
+    }
+
+    fn metric_max(phase: Phase, selector: &str, max: f64) -> Objective {
+        Objective {
+            endpoint: None,
+            phase,
+            target: Target::MetricMax {
+                selector: selector.into(),
+                max,
+            },
+        }
+    }
+
+    fn metric_min(phase: Phase, selector: &str, min: f64) -> Objective {
+        Objective {
+            endpoint: None,
+            phase,
+            target: Target::MetricMin {
+                selector: selector.into(),
+                min,
+            },
+        }
+    }
+
+    #[test]
+    fn a_metric_max_objective_reads_the_scrapes_inside_the_phase_windows_only() {
+        let m = scraped_measurements();
+        let sum = "outbox_pending_messages";
+
+        // Before the kill: one scrape, both processes summed.
+        let before = one(metric_max(Phase::Before, sum, 10.0), &m);
+        assert_eq!(before.metric, SloMetric::MetricMax);
+        assert_eq!(before.unit, SloUnit::Value);
+        assert_eq!(before.subject.as_deref(), Some(sum));
+        assert_eq!((before.measured, before.samples), (Some(6.0), 1));
+        assert!(before.held, "{before}");
+
+        // During it: the peak of 51 at 4s.
+        let during = one(metric_max(Phase::During, sum, 10.0), &m);
+        assert_eq!((during.measured, during.samples), (Some(51.0), 2));
+        assert!(!during.held);
+        assert_eq!(during.detail, "highest 51 at 4s over 2 scrapes; above 10");
+        assert_eq!(during.target_display(), "<= 10");
+
+        // Phase all without a window of its own is the whole load.
+        let all = one(metric_max(Phase::All, sum, 10.0), &m);
+        assert_eq!((all.measured, all.samples), (Some(51.0), 4));
+    }
+
+    #[test]
+    fn a_metric_min_objective_reads_the_lowest_scrape_of_the_phase() {
+        let m = scraped_measurements();
+        let order2 = r#"outbox_pending_messages{process="order#2"}"#;
+        let during = one(metric_min(Phase::During, order2, 1.0), &m);
+        assert_eq!(during.metric, SloMetric::MetricMin);
+        assert_eq!(during.measured, Some(0.0), "only order#2's series");
+        assert!(!during.held);
+        assert_eq!(during.detail, "lowest 0 at 5s over 2 scrapes; below 1");
+        assert_eq!(during.target_display(), ">= 1");
+
+        let after = one(metric_min(Phase::After, order2, 2.0), &m);
+        assert!(after.held, "{after}");
+        assert_eq!(after.detail, "lowest 2 at 8s over 1 scrapes; at least 2");
+    }
+
+    #[test]
+    fn a_metric_objective_without_scrapes_in_its_phase_fails() {
+        let mut m = scraped_measurements();
+        for (phase, selector) in [
+            (Phase::All, "kafka_consumer_lag_messages"),
+            (
+                Phase::Before,
+                r#"outbox_pending_messages{process="order#3"}"#,
+            ),
+        ] {
+            let v = one(metric_max(phase, selector, 1e9), &m);
+            assert!(!v.held, "{v}");
+            assert_eq!((v.measured, v.samples), (None, 0));
+            assert_eq!(v.detail, NO_SCRAPES);
+        }
+        // Scrapes exist, but none inside the phase's window.
+        m.windows[0].end = Duration::from_millis(500);
+        let v = one(
+            metric_max(Phase::Before, "outbox_pending_messages", 1e9),
+            &m,
+        );
+        assert_eq!(v.detail, NO_SCRAPES);
     }
 
     #[test]

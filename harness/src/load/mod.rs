@@ -27,6 +27,7 @@
 pub mod endpoint;
 mod journeys;
 mod recorder;
+pub use recorder::TracedSaga;
 pub mod roster;
 
 use std::collections::BTreeMap;
@@ -101,6 +102,8 @@ pub struct LoadOutcome {
     pub history: History,
     /// Goose's own request counts by request name, to cross-check [`Measurements`].
     pub goose_requests: BTreeMap<String, u64>,
+    /// The orders seen terminal with the trace their `POST` started.
+    pub traced: Vec<TracedSaga>,
 }
 
 /// The longest a `follow_order` journey polls one order before moving on; the order stays
@@ -152,6 +155,7 @@ pub async fn run(
             end: s.end,
         }));
     }
+    let windows = spans.clone();
     let ctx = Arc::new(Ctx {
         roster: roster::roster(&target.customers),
         target: target.clone(),
@@ -181,11 +185,20 @@ pub async fn run(
         *goose_requests.entry(aggregate.path.clone()).or_default() +=
             (aggregate.success_count + aggregate.fail_count) as u64;
     }
-    let (measurements, history) = ctx.recorder.finish(load_time);
+    let traced = ctx.recorder.take_traced();
+    let (mut measurements, history) = ctx.recorder.finish(load_time);
+    measurements.windows = std::iter::once(PhaseSpan {
+        name: metrics::ALL.to_string(),
+        start: Duration::ZERO,
+        end: load_time,
+    })
+    .chain(windows)
+    .collect();
     Ok(LoadOutcome {
         measurements,
         history,
         goose_requests,
+        traced,
     })
 }
 

@@ -39,6 +39,26 @@ struct Inner {
     /// interval must not feed on its own synthetic samples.
     raw: BTreeMap<Endpoint, (u128, u32)>,
     pending: BTreeMap<OrderId, Pending>,
+    /// The trace id each acknowledged order's `POST` was sent with.
+    trace_ids: BTreeMap<OrderId, String>,
+    /// Orders seen terminal whose trace the load knows.
+    traced: Vec<TracedSaga>,
+}
+
+/// An order seen terminal, with the trace its `POST /api/orders` started: what the hop
+/// breakdown of the report reads from the collected spans.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TracedSaga {
+    pub order_id: OrderId,
+    /// 32 lowercase hex digits.
+    pub trace_id: String,
+    /// `all` and the phases its order was accepted in.
+    pub phases: Vec<String>,
+    /// When the saga reached its terminal status (wall clock, ns since the Unix epoch): later
+    /// spans of the trace (the commit and capture after CONFIRMED) are not its time.
+    pub terminal_at_unix_ns: u64,
+    /// Accepted to terminal, µs.
+    pub completion_us: u64,
 }
 
 /// One request as the load saw it.
@@ -64,6 +84,8 @@ impl Recorder {
                 history: History::default(),
                 raw: BTreeMap::new(),
                 pending: BTreeMap::new(),
+                trace_ids: BTreeMap::new(),
+                traced: Vec::new(),
             }),
         }
     }
@@ -120,9 +142,16 @@ impl Recorder {
         bucket.max_latency_us = bucket.max_latency_us.max(us);
     }
 
-    /// Records a `POST /api/orders` and, when it was acknowledged, starts following the order
-    /// (a replay of an order already followed changes nothing).
-    pub fn attempt(&self, attempt: OrderAttempt, customer: usize, answered: Instant) {
+    /// Records a `POST /api/orders` sent with the trace `trace_id` and, when it was
+    /// acknowledged, starts following the order (a replay of an order already followed changes
+    /// nothing).
+    pub fn attempt(
+        &self,
+        attempt: OrderAttempt,
+        customer: usize,
+        answered: Instant,
+        trace_id: Option<&str>,
+    ) {
         let mut inner = self.lock();
         if let Some(id) = attempt.outcome.acknowledged() {
             inner.pending.entry(id).or_insert(Pending {
@@ -130,6 +159,9 @@ impl Recorder {
                 accepted: answered,
                 claimed: false,
             });
+            if let Some(t) = trace_id {
+                inner.trace_ids.entry(id).or_insert_with(|| t.to_string());
+            }
         }
         inner.history.attempts.push(attempt);
     }
@@ -177,13 +209,30 @@ impl Recorder {
         };
         let took = saga.min(seen.saturating_duration_since(p.accepted));
         let accepted_at = p.accepted.saturating_duration_since(inner.started);
-        for phase in phases_at(&inner.spans, accepted_at) {
+        let phases = phases_at(&inner.spans, accepted_at);
+        for phase in &phases {
             inner
                 .measurements
                 .saga_completion
-                .entry(phase)
+                .entry(phase.clone())
                 .or_default()
                 .record(took);
+        }
+        if let Some(trace_id) = inner.trace_ids.remove(&id) {
+            // The terminal moment on the wall clock, which span times are in.
+            let ago = Instant::now().saturating_duration_since(p.accepted + took);
+            let terminal = std::time::SystemTime::now()
+                .checked_sub(ago)
+                .unwrap_or(std::time::UNIX_EPOCH)
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            inner.traced.push(TracedSaga {
+                order_id: id,
+                trace_id,
+                phases,
+                terminal_at_unix_ns: u64::try_from(terminal.as_nanos()).unwrap_or(u64::MAX),
+                completion_us: u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+            });
         }
         *inner
             .measurements
@@ -200,6 +249,11 @@ impl Recorder {
             OrderStatus::Cancelled => bucket.orders_cancelled += 1,
             OrderStatus::Pending => {}
         }
+    }
+
+    /// The traced sagas seen terminal so far (taken: a second call returns the newer ones).
+    pub fn take_traced(&self) -> Vec<TracedSaga> {
+        std::mem::take(&mut self.lock().traced)
     }
 
     /// Ends the run: orders still pending count as [`UNFINISHED`].
@@ -295,8 +349,13 @@ mod tests {
                 replayed,
             },
         };
-        r.attempt(attempt(false), 3, t0);
-        r.attempt(attempt(true), 3, t0 + Duration::from_millis(5));
+        r.attempt(
+            attempt(false),
+            3,
+            t0,
+            Some("0af7651916cd43dd8448eb211c80319c"),
+        );
+        r.attempt(attempt(true), 3, t0 + Duration::from_millis(5), None);
         assert_eq!(r.pending().len(), 1);
         assert!(
             r.claim(4, Duration::ZERO).is_none(),
@@ -332,7 +391,17 @@ mod tests {
             },
             3,
             t0,
+            None,
         );
+        let traced = r.take_traced();
+        assert_eq!(
+            traced.len(),
+            1,
+            "only the traced order that became terminal"
+        );
+        assert_eq!(traced[0].order_id, id);
+        assert_eq!(traced[0].phases, vec![metrics::ALL.to_string()]);
+        assert_eq!(traced[0].completion_us, 1_200_000);
         let (m, h) = r.finish(Duration::from_secs(2));
         assert_eq!(h.attempts.len(), 3);
         let saga = &m.saga_completion[metrics::ALL];

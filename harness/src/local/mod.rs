@@ -26,6 +26,9 @@ use serde::Serialize;
 use self::binaries::Binaries;
 use self::process::{Spec, Supervised, free_port};
 use crate::seed::{IdentityProvider, Seed};
+use crate::telemetry::collector::{Collector, CollectorOptions};
+use crate::telemetry::scrape;
+use crate::telemetry::store::SpanStore;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -138,6 +141,8 @@ pub struct LocalOptions {
     pub saga_step_timeout_ms: u64,
     /// Run `cargo build` for the service binaries first (from a checkout).
     pub build: bool,
+    /// What happens to the services' traces.
+    pub traces: Traces,
 }
 
 impl Default for LocalOptions {
@@ -147,9 +152,36 @@ impl Default for LocalOptions {
             run_dir: None,
             saga_step_timeout_ms: 5000,
             build: true,
+            traces: Traces::default(),
         }
     }
 }
+
+/// What happens to the services' traces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Traces {
+    /// The services export nothing (`OTEL_SDK_DISABLED=true`): the baseline of the tracing
+    /// benchmark.
+    Off,
+    /// The services export to the harness's own OTLP collector, which keeps them (for
+    /// `harness trace` and the reports) and, with `forward_to`, also sends every export on to
+    /// that collector (`--otlp-endpoint`).
+    Collect { forward_to: Option<String> },
+}
+
+impl Default for Traces {
+    fn default() -> Self {
+        Self::Collect { forward_to: None }
+    }
+}
+
+/// Spans the harness's collector keeps at most (about 0.5 KiB each); beyond it new spans are
+/// counted as dropped. A few minutes of load at the knee fit.
+pub const MAX_SPANS: usize = 2_000_000;
+
+/// How often each service's batch processor exports: short, so a run's last spans are in before
+/// its report is written.
+const EXPORT_DELAY_MS: &str = "200";
 
 /// What `--env-file` contains.
 #[derive(Debug, Clone, Serialize)]
@@ -171,6 +203,19 @@ pub struct EnvInfo {
     pub links: Vec<LinkInfo>,
     /// `harness up`'s control API, for `harness chaos` (instance faults).
     pub control_url: Option<String>,
+    /// The harness's OTLP collector (`/v1/traces`), where the services send their traces and
+    /// where `harness trace` reads them; absent when traces are off.
+    pub otlp_endpoint: Option<String>,
+    /// Where every process's Prometheus `/metrics` is.
+    pub metrics_targets: Vec<MetricsTargetInfo>,
+    /// A Prometheus config scraping all of them, for a Prometheus of your own.
+    pub prometheus_config: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MetricsTargetInfo {
+    pub process: String,
+    pub url: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -199,8 +244,10 @@ impl RunDir {
 /// A running local environment. Dropping it kills every process; [`LocalEnvironment::stop`]
 /// stops them gracefully.
 pub struct LocalEnvironment {
-    // Field order matters on drop: processes die before the run directory is removed.
+    // Field order matters on drop: processes die before the collector and the run directory go.
     processes: Vec<Supervised>,
+    /// The OTLP collector the services export to; `None` with [`Traces::Off`].
+    collector: Option<Collector>,
     idp: IdentityProvider,
     seed: Seed,
     /// The gateway as clients reach it: through the `client->gateway` proxy.
@@ -236,8 +283,20 @@ impl LocalEnvironment {
             std::fs::create_dir_all(run_dir.path().join(sub))?;
         }
         let idp = IdentityProvider::new()?;
+        let collector = match &options.traces {
+            Traces::Off => None,
+            Traces::Collect { forward_to } => Some(
+                Collector::start(CollectorOptions {
+                    forward_to: forward_to.clone(),
+                    max_spans: MAX_SPANS,
+                })
+                .await
+                .context("starting the OTLP collector")?,
+            ),
+        };
         let mut env = Self {
             processes: Vec::new(),
+            collector,
             idp,
             seed: Seed::standard(),
             gateway_url: String::new(),
@@ -387,6 +446,7 @@ impl LocalEnvironment {
                         options.saga_step_timeout_ms.to_string(),
                     );
                 }
+                env.extend(self.otel_env());
                 let spec = Spec {
                     name,
                     program: bin.path(service.binary()),
@@ -446,6 +506,7 @@ impl LocalEnvironment {
             self.idp.public_key_pem().to_string(),
         );
         env.insert("JWT_ISSUER".into(), crate::seed::ISSUER.into());
+        env.extend(self.otel_env());
         env.insert("JWT_AUDIENCE".into(), crate::seed::AUDIENCE.into());
         for (service, var) in [
             (Service::Order, "ORDER_URLS"),
@@ -501,6 +562,25 @@ impl LocalEnvironment {
         Ok(())
     }
 
+    /// The `OTEL_*` variables of a service: export to our collector, or nothing at all.
+    fn otel_env(&self) -> BTreeMap<String, String> {
+        let mut env = BTreeMap::new();
+        match &self.collector {
+            Some(c) => {
+                env.insert("OTEL_EXPORTER_OTLP_ENDPOINT".into(), c.endpoint());
+                env.insert("OTEL_EXPORTER_OTLP_PROTOCOL".into(), "http/protobuf".into());
+                env.insert("OTEL_BSP_SCHEDULE_DELAY".into(), EXPORT_DELAY_MS.into());
+                // Room for a few seconds of spans at the knee, so a slow export drops nothing.
+                env.insert("OTEL_BSP_MAX_QUEUE_SIZE".into(), "65536".into());
+                env.insert("OTEL_BSP_MAX_EXPORT_BATCH_SIZE".into(), "2048".into());
+            }
+            None => {
+                env.insert("OTEL_SDK_DISABLED".into(), "true".into());
+            }
+        }
+        env
+    }
+
     fn launch(&mut self, spec: Spec) -> anyhow::Result<usize> {
         let p = Supervised::spawn(spec)?;
         self.processes.push(p);
@@ -528,6 +608,51 @@ impl LocalEnvironment {
     /// A Toxiproxy client of the chaos-proxy.
     pub fn chaos_client(&self) -> anyhow::Result<chaos::Client> {
         chaos::Client::new(&self.chaos_url).context("creating the chaos-proxy client")
+    }
+
+    /// The spans the services exported so far; `None` when traces are off.
+    pub fn spans(&self) -> Option<std::sync::Arc<SpanStore>> {
+        self.collector.as_ref().map(Collector::store)
+    }
+
+    /// The collector's base URL (OTLP at `/v1/traces`, queries at `/api/traces`).
+    pub fn otlp_endpoint(&self) -> Option<String> {
+        self.collector.as_ref().map(Collector::endpoint)
+    }
+
+    /// Every process that serves Prometheus `/metrics`: each service instance and the gateway
+    /// (scraped directly, not through their proxies: a fault on a link must not blind the
+    /// observer), and the chaos-proxy.
+    pub fn metrics_targets(&self) -> Vec<scrape::Target> {
+        let mut targets: Vec<scrape::Target> = self
+            .processes
+            .iter()
+            .filter(|p| p.spec.name.contains('#'))
+            .filter_map(|p| {
+                let addr = p.addr?;
+                let service = p.spec.name.split('#').next()?.to_string();
+                Some(scrape::Target {
+                    process: p.spec.name.clone(),
+                    service,
+                    url: format!("http://{addr}/metrics"),
+                })
+            })
+            .collect();
+        targets.push(scrape::Target {
+            process: "chaos-proxy".into(),
+            service: "chaos-proxy".into(),
+            url: format!("{}/metrics", self.chaos_url),
+        });
+        targets
+    }
+
+    /// Writes `prometheus.yml` (scraping every process, every 5 s) into the run directory and
+    /// returns its path.
+    pub fn write_prometheus_config(&self) -> anyhow::Result<PathBuf> {
+        let path = self.run_dir.path().join("prometheus.yml");
+        let text = scrape::prometheus_config(&self.metrics_targets(), Duration::from_secs(5));
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
     }
 
     /// Every link, each through its named proxy: `client->gateway`, `gateway->order#1`, ...,
@@ -676,6 +801,16 @@ impl LocalEnvironment {
             toxiproxy_url: self.chaos_url.clone(),
             links: self.links.clone(),
             control_url: None,
+            otlp_endpoint: self.otlp_endpoint(),
+            metrics_targets: self
+                .metrics_targets()
+                .into_iter()
+                .map(|t| MetricsTargetInfo {
+                    process: t.process,
+                    url: t.url,
+                })
+                .collect(),
+            prometheus_config: None,
         }
     }
 

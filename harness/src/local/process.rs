@@ -53,6 +53,14 @@ impl Supervised {
             .with_context(|| format!("opening log file {}", spec.log_file.display()))?;
         let log_err = log.try_clone().context("duplicating the log file handle")?;
         let mut cmd = Command::new(&spec.program);
+        // The harness decides where the services' telemetry goes: an OTEL_SERVICE_NAME or
+        // endpoint from the caller's shell would rename every service alike or bypass the
+        // collector.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("OTEL_") {
+                cmd.env_remove(&name);
+            }
+        }
         cmd.args(&spec.args)
             .envs(&spec.env)
             .env("EXIT_ON_STDIN_EOF", "1")

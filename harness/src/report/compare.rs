@@ -164,7 +164,7 @@ fn delta(current: &SloVerdict, baseline: Option<&SloVerdict>, t: Tolerance) -> D
                 d.change = format!("{pp:+.2} pp");
                 d.regression = pp > t.error_rate_increase_pp + 1e-9;
             }
-            SloMetric::Latency | SloMetric::SagaCompletion => {
+            SloMetric::Latency | SloMetric::SagaCompletion | SloMetric::Span => {
                 let rel = relative(b, c);
                 d.change = format!("{:+.1}%", rel * 100.0);
                 d.regression = rel > t.latency_increase + 1e-9;
@@ -173,6 +173,13 @@ fn delta(current: &SloVerdict, baseline: Option<&SloVerdict>, t: Tolerance) -> D
                 let rel = relative(b, c);
                 d.change = format!("{:+.1}%", rel * 100.0);
                 d.regression = -rel > t.throughput_decrease + 1e-9;
+            }
+            // A scraped metric has no general direction of better or worse (a queue should be
+            // short, a cache hit rate high): its own SLO judges it; the comparison only shows
+            // the change.
+            SloMetric::MetricMax | SloMetric::MetricMin => {
+                let rel = relative(b, c);
+                d.change = format!("{:+.1}%", rel * 100.0);
             }
         },
     }

@@ -6,7 +6,8 @@
 //! # Layout
 //! - this module: [`RunReport`] and how it is built from a run, [`write_all`], [`read`].
 //! - [`histogram`]: the V2+deflate+base64 encoding of histograms in `report.json`.
-//! - `markdown`, `html`, `junit`: the other three files.
+//! - `markdown`, `html`, `junit`: the other three files; `sections` decides which sections
+//!   `report.md` and `report.html` have and in what order.
 //! - [`compare`](mod@compare): deltas against a baseline report and the regression gate.
 
 pub mod compare;
@@ -14,6 +15,7 @@ pub mod histogram;
 mod html;
 mod junit;
 mod markdown;
+mod sections;
 
 #[cfg(test)]
 mod tests;
@@ -30,6 +32,8 @@ use crate::checks::InvariantVerdict;
 use crate::metrics::{EndpointStats, Latency, Measurements};
 use crate::scenario::Scenario;
 use crate::slo::SloVerdict;
+use crate::telemetry::charts::MetricsReport;
+use crate::telemetry::hops::TraceReport;
 
 pub use compare::{Comparison, Delta, Tolerance, compare};
 
@@ -66,6 +70,14 @@ pub struct RunReport {
     /// Capacity runs (`find_knee`): every step of the test plan and the knee.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capacity: Option<Capacity>,
+    /// What the traces say: where the sagas' time went, hop by hop, per phase, and the slowest
+    /// sagas; absent when no trace was collected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traces: Option<TraceReport>,
+    /// The metrics scraped from every process during the run, as charts; absent when nothing
+    /// was scraped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsReport>,
     pub verdict: Verdict,
     /// What `harness run` exits with: 0 passed, 1 failed.
     pub exit_code: u8,
@@ -228,6 +240,8 @@ pub struct RunInput<'a> {
     pub invariants: Vec<InvariantVerdict>,
     pub chaos_windows: Vec<ChaosWindow>,
     pub capacity: Option<Capacity>,
+    pub traces: Option<TraceReport>,
+    pub metrics: Option<MetricsReport>,
 }
 
 impl RunReport {
@@ -269,6 +283,8 @@ impl RunReport {
             chaos_windows: input.chaos_windows,
             phases,
             capacity: input.capacity,
+            traces: input.traces,
+            metrics: input.metrics,
             verdict: if held {
                 Verdict::Passed
             } else {

@@ -1,5 +1,6 @@
 //! A report built from synthetic measurements (three endpoints, a timeline, one failed SLO and
-//! one failed invariant), written out and read back.
+//! one failed invariant), written out and read back; and the same report with a chaos window,
+//! traces and scraped metrics, rendered.
 
 use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
@@ -10,6 +11,9 @@ use super::*;
 use crate::checks::{Invariant, Subject, Violation};
 use crate::metrics::ALL;
 use crate::slo;
+use crate::telemetry::charts::{ChartSeries, MetricChart, TargetStats};
+use crate::telemetry::hops::HopBreakdown;
+use crate::telemetry::store::SpanStore;
 
 const SCENARIO: &str = r#"
 description = "Synthetic run for the report tests & <escaping>"
@@ -132,8 +136,134 @@ pub(crate) fn sample_report() -> RunReport {
         measurements: &m,
         chaos_windows: vec![],
         capacity: None,
+        traces: None,
+        metrics: None,
     })
     .unwrap()
+}
+
+/// The chaos window of [`sample_report_with_telemetry`]: order#1 killed from 3s to 5.5s.
+fn kill_window() -> ChaosWindow {
+    ChaosWindow {
+        start_s: 3.0,
+        end_s: 5.5,
+        label: "kill order#1".into(),
+        fault: "kill".into(),
+        target: "order#1".into(),
+        affected: vec!["order#1".into()],
+        planned_start_s: 3.0,
+        planned_end_s: 5.5,
+    }
+}
+
+/// The hops of the sample sagas, as `telemetry::hops` names them.
+pub(crate) const SAMPLE_HOPS: [&str; 4] = [
+    "gateway → order",
+    "order POST /orders",
+    "order outbox wait order.events",
+    "inventory process inventory.commands",
+];
+
+/// The trace id of the slowest sample saga.
+pub(crate) const SLOWEST_TRACE: &str = "0000000000000000000000000000001d";
+
+/// [`sample_report`] with the kill of order#1 from 3s to 5.5s, 30 traced sagas over the
+/// phases `before`, `during:kill order#1` and `after` (the slowest during the kill), and three
+/// metric charts from two scrape targets, one of which failed twice.
+pub(crate) fn sample_report_with_telemetry() -> RunReport {
+    let mut report = sample_report();
+    report.chaos_windows.push(kill_window());
+
+    let mut breakdown = HopBreakdown::new();
+    for i in 0..30u64 {
+        let phase = match i {
+            0..10 => "before",
+            10..20 => "after",
+            _ => "during:kill order#1",
+        };
+        // The outbox wait grows during the kill; the other hops stay put.
+        let wait = if phase.starts_with("during") {
+            50_000 * (i - 19)
+        } else {
+            2_000 + i * 10
+        };
+        let hops: BTreeMap<String, u64> = SAMPLE_HOPS
+            .iter()
+            .zip([1_500 + i, 8_000 + 100 * i, wait, 4_000])
+            .map(|(hop, us)| (hop.to_string(), us))
+            .collect();
+        let total = hops.values().sum::<u64>() + 1_000;
+        breakdown.add_saga(
+            &[phase],
+            &format!("order-{i:02}"),
+            &format!("{i:032x}"),
+            total,
+            &hops,
+        );
+    }
+    breakdown.add_without_trace();
+    let mut traces = breakdown.report(&SpanStore::new(10)).unwrap();
+    traces.spans_received = 1_234;
+    traces.spans_dropped = 5;
+    traces.traces = 31;
+    report.traces = Some(traces);
+
+    let points = |f: fn(f64) -> f64| -> Vec<(f64, f64)> {
+        (1..=10).map(|t| (f64::from(t), f(f64::from(t)))).collect()
+    };
+    let series = |name: &str, points: Vec<(f64, f64)>| ChartSeries {
+        name: name.into(),
+        points,
+    };
+    report.metrics = Some(MetricsReport {
+        interval_s: 1.0,
+        targets: [
+            ("gateway", 10, 0, None),
+            ("order#1", 10, 2, Some("connection refused")),
+        ]
+        .into_iter()
+        .map(|(process, scrapes, failures, last_error)| {
+            (
+                process.to_string(),
+                TargetStats {
+                    scrapes,
+                    failures,
+                    last_error: last_error.map(str::to_string),
+                },
+            )
+        })
+        .collect(),
+        charts: vec![
+            MetricChart {
+                title: "Requests per second by instance".into(),
+                query: "sum by (process) (rate(http_server_request_duration_seconds_count))".into(),
+                unit: "per_second".into(),
+                series: vec![
+                    series("gateway", points(|t| 30.0 + t)),
+                    series(
+                        "order#1",
+                        points(|t| if (3.0..6.0).contains(&t) { 0.0 } else { 15.0 }),
+                    ),
+                ],
+            },
+            MetricChart {
+                title: "Outbox pending messages by service".into(),
+                query: "max by (service) (outbox_pending_messages)".into(),
+                unit: "messages".into(),
+                series: vec![series(
+                    "order",
+                    points(|t| if t == 5.0 { 40.0 } else { 2.0 }),
+                )],
+            },
+            MetricChart {
+                title: "Oldest pending outbox row by service".into(),
+                query: "max by (service) (outbox_oldest_pending_age_seconds)".into(),
+                unit: "seconds".into(),
+                series: vec![series("order", points(|t| 0.05 * t))],
+            },
+        ],
+    });
+    report
 }
 
 #[test]
@@ -182,6 +312,8 @@ fn a_run_where_everything_held_passes_with_exit_code_zero() {
         measurements: &m,
         chaos_windows: vec![],
         capacity: None,
+        traces: None,
+        metrics: None,
     })
     .unwrap();
     assert!(r.passed(), "{:?}", r.failed_slos().collect::<Vec<_>>());
@@ -193,16 +325,7 @@ fn a_run_where_everything_held_passes_with_exit_code_zero() {
 #[test]
 fn write_all_writes_four_consistent_files() {
     let mut report = sample_report();
-    report.chaos_windows.push(ChaosWindow {
-        start_s: 3.0,
-        end_s: 5.5,
-        label: "kill order#1".into(),
-        fault: "kill".into(),
-        target: "order#1".into(),
-        affected: vec!["order#1".into()],
-        planned_start_s: 3.0,
-        planned_end_s: 5.5,
-    });
+    report.chaos_windows.push(kill_window());
     // To look at the sample: REPORT_SAMPLE_DIR=/tmp/x cargo test -p harness --lib write_all
     if let Some(dir) = std::env::var_os("REPORT_SAMPLE_DIR") {
         write_all(Path::new(&dir), &report).unwrap();
@@ -331,4 +454,188 @@ fn rfc3339_handles_leap_years() {
     let t = |s: u64| rfc3339(UNIX_EPOCH + Duration::from_secs(s));
     assert_eq!(t(951_782_400), "2000-02-29T00:00:00Z");
     assert_eq!(t(1_709_251_199), "2024-02-29T23:59:59Z");
+}
+
+#[test]
+fn a_report_with_traces_and_metrics_shows_both_in_html() {
+    let report = sample_report_with_telemetry();
+    // To look at it: REPORT_SAMPLE_DIR=/tmp/x cargo test -p harness --lib with_traces_and_metrics
+    if let Some(dir) = std::env::var_os("REPORT_SAMPLE_DIR") {
+        write_all(Path::new(&dir), &report).unwrap();
+    }
+    let html = super::html::render(&report);
+    let traces = html.find("<h2>Traces</h2>").expect("a Traces section");
+    let metrics = html.find("<h2>Metrics</h2>").expect("a Metrics section");
+    let endpoints = html.find("<h2>Endpoints</h2>").unwrap();
+    assert!(html.find("<h2>Over time</h2>").unwrap() < traces);
+    assert!(traces < metrics && metrics < endpoints);
+    assert!(
+        html.contains(
+            "1234 spans received (5 dropped), 31 traces; 30 sagas traced, 1 without a trace."
+        ),
+        "{html}"
+    );
+    assert!(html.contains("<code>harness trace ORDER_ID</code>"));
+    assert!(html.contains("can add up to more than the saga's duration"));
+
+    // One stacked chart per phase, `all` first, each with one segment per hop in each of its
+    // two bars.
+    let traces_html = &html[traces..metrics];
+    let charts: Vec<&str> = traces_html
+        .split("<svg")
+        .skip(1)
+        .map(|c| &c[..c.find("</svg>").unwrap()])
+        .collect();
+    assert_eq!(charts.len(), 4, "all, after, before, during:kill order#1");
+    assert!(charts[0].contains("Where the time goes, phase all"));
+    for chart in &charts {
+        assert_eq!(
+            chart.matches(r#"<rect class="hop""#).count(),
+            2 * SAMPLE_HOPS.len()
+        );
+        assert_eq!(
+            chart.matches(r#"<rect class="swatch""#).count(),
+            SAMPLE_HOPS.len()
+        );
+        assert!(chart.contains(">p50</text>") && chart.contains(">p99</text>"));
+    }
+    // A hop has the same colour in every phase.
+    let wait = "order outbox wait order.events";
+    let colour = |chart: &str| {
+        let at = chart.find(&format!("<title>{wait}: p50")).unwrap();
+        let rect = &chart[..at];
+        let fill = &rect[rect.rfind("fill=\"").unwrap() + 6..];
+        fill[..fill.find('"').unwrap()].to_string()
+    };
+    assert!(charts.iter().all(|c| colour(c) == colour(charts[0])));
+
+    // During the kill the outbox wait has the highest p99, so it heads that phase's table.
+    let during = &traces_html[traces_html.find("<h3>phase during:kill order#1").unwrap()..];
+    let first_row = &during[during.find("<tr><td>").unwrap()..];
+    assert!(
+        first_row[..first_row.find("</tr>").unwrap()].contains(wait),
+        "{during}"
+    );
+
+    // The slowest saga comes first, with its trace id and its longest hop.
+    let slowest = &traces_html[traces_html.find("<h3>Slowest sagas</h3>").unwrap()..];
+    let row = &slowest[slowest.find("<tr><td>").unwrap()..];
+    let row = &row[..row.find("</tr>").unwrap()];
+    assert!(
+        row.contains(&format!("<code>{SLOWEST_TRACE}</code>")),
+        "{row}"
+    );
+    assert!(row.contains("<code>order-29</code>"), "{row}");
+    assert!(row.contains("during:kill order#1"), "{row}");
+    assert!(row.contains(&format!("{wait} 500ms")), "{row}");
+
+    // One chart per metric chart, chaos window shaded, query underneath; the failed target.
+    let metrics_html = &html[metrics..endpoints];
+    assert_eq!(metrics_html.matches("<svg").count(), 3);
+    assert_eq!(metrics_html.matches(r#"<g class="chaos">"#).count(), 3);
+    assert!(metrics_html.contains(
+        r#"<p class="query"><code>max by (service) (outbox_pending_messages)</code></p>"#
+    ));
+    assert!(metrics_html.contains(">40/s</text>"), "per-second ticks");
+    assert!(
+        metrics_html.contains(">400ms</text>"),
+        "ticks in seconds read as durations"
+    );
+    assert!(
+        metrics_html.contains(
+            r#"<tr class="bad"><td>order#1</td><td>10</td><td>2</td><td>connection refused</td></tr>"#
+        ),
+        "{metrics_html}"
+    );
+    for forbidden in ["<script", "http://", "https://", "<link", "url("] {
+        assert!(!html.contains(forbidden), "report.html has {forbidden}");
+    }
+}
+
+#[test]
+fn a_report_with_traces_and_metrics_shows_both_in_markdown() {
+    let md = super::markdown::render(&sample_report_with_telemetry());
+    let traces = md.find("\n### Traces\n").expect("a Traces section");
+    let metrics = md.find("\n### Metrics\n").expect("a Metrics section");
+    assert!(md.find("\n### Outcomes\n").unwrap() < traces);
+    assert!(traces < metrics && metrics < md.find("\n### Endpoints\n").unwrap());
+    assert!(md.contains("1234 spans received (5 dropped)"), "{md}");
+    assert!(md.contains("`harness trace ORDER_ID`"), "{md}");
+    assert!(
+        md.contains("can add up to more than the saga's duration"),
+        "{md}"
+    );
+
+    assert!(md.contains("**Phase all** (30 sagas)"), "{md}");
+    let all_rows = md
+        .lines()
+        .filter(|l| {
+            SAMPLE_HOPS
+                .iter()
+                .any(|h| l.starts_with(&format!("| {h} | 30 |")))
+        })
+        .count();
+    assert_eq!(all_rows, SAMPLE_HOPS.len(), "{md}");
+    assert!(md.contains("| phase | hop | p50 | p99 |"), "{md}");
+    assert!(
+        md.contains("| during:kill order#1 (10 sagas) | order outbox wait order.events |"),
+        "{md}"
+    );
+    let slowest = md
+        .lines()
+        .find(|l| l.contains(SLOWEST_TRACE))
+        .expect("the slowest saga's trace id");
+    assert!(
+        slowest.starts_with(
+            "| `order-29` | `0000000000000000000000000000001d` | during:kill order#1 |"
+        ),
+        "{slowest}"
+    );
+    assert!(
+        slowest.contains("order outbox wait order.events 500ms, "),
+        "{slowest}"
+    );
+
+    assert!(
+        md.contains("| Outbox pending messages by service | order | 40 messages | 5s |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| Oldest pending outbox row by service | order | 500ms | 10s |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| order#1 | 10 | 2 | connection refused |"),
+        "a failed target is listed: {md}"
+    );
+}
+
+#[test]
+fn the_scrape_targets_stay_out_of_the_markdown_when_every_scrape_worked() {
+    let mut report = sample_report_with_telemetry();
+    for t in report.metrics.as_mut().unwrap().targets.values_mut() {
+        t.failures = 0;
+        t.last_error = None;
+    }
+    let md = super::markdown::render(&report);
+    assert!(md.contains("### Metrics"), "{md}");
+    assert!(!md.contains("Scrape targets"), "{md}");
+}
+
+#[test]
+fn a_report_without_traces_or_metrics_renders_neither_section() {
+    let mut report = sample_report_with_telemetry();
+    report.traces = None;
+    report.metrics = None;
+    let html = super::html::render(&report);
+    let md = super::markdown::render(&report);
+    for absent in ["Traces", "Metrics", "Slowest sagas", "harness trace"] {
+        assert!(!html.contains(absent), "html has {absent}");
+        assert!(!md.contains(absent), "markdown has {absent}");
+    }
+    assert_eq!(
+        html.matches("<svg").count(),
+        4,
+        "only the charts of Over time"
+    );
 }

@@ -295,24 +295,79 @@ fn default_probe_requests() -> Spanned<u32> {
     Spanned::new(0..0, 20)
 }
 
-/// One `[[slo]]` entry: an endpoint (or all requests, or the saga) and one or more objectives.
-/// [`Scenario::objectives`] flattens the entries into one [`Objective`] per target.
+/// One `[[slo]]` entry: an endpoint (or all requests, or the saga, or a hop of the sagas'
+/// traces, or a scraped metric) and one or more objectives. [`Scenario::objectives`] flattens
+/// the entries into one [`Objective`] per target.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Slo {
     /// `"METHOD /path"`, as the load names its requests; absent means all requests together.
     pub endpoint: Option<Spanned<String>>,
+    /// A hop of the sagas' traces (`"inventory process inventory.commands"`, as the report's
+    /// hop breakdown names them): its latency percentiles per saga.
+    pub span: Option<Spanned<String>>,
+    /// A scraped metric, `name` or `name{label="value",...}`, summed over the matching series at
+    /// each scrape; judged with `max` and `min` as numbers.
+    pub metric: Option<Spanned<String>>,
     pub phase: Option<Spanned<Phase>>,
     pub p50: Option<Spanned<HumanDuration>>,
     pub p95: Option<Spanned<HumanDuration>>,
     pub p99: Option<Spanned<HumanDuration>>,
-    pub max: Option<Spanned<HumanDuration>>,
+    /// A latency (a duration) or, with `metric`, the largest value allowed (a number).
+    pub max: Option<Spanned<Bound>>,
+    /// With `metric`: the smallest value allowed.
+    pub min: Option<Spanned<f64>>,
     /// The largest fraction (0..1) of requests that may fail.
     pub error_rate: Option<Spanned<f64>>,
     /// The fewest requests per second over the load (ramps included).
     pub min_throughput: Option<Spanned<f64>>,
     /// From the order being accepted (201) to its saga being terminal.
     pub saga_completion_p99: Option<Spanned<HumanDuration>>,
+}
+
+/// `max` of an `[[slo]]`: a duration (`max = "1s"`, a latency) or a number (`max = 100`, a
+/// metric's value). Written by hand rather than `#[serde(untagged)]` so that a bad duration
+/// keeps the duration parser's message.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Bound {
+    Duration(HumanDuration),
+    Value(f64),
+}
+
+impl Serialize for Bound {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Duration(d) => d.serialize(s),
+            Self::Value(v) => s.serialize_f64(*v),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Bound {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct BoundVisitor;
+        impl serde::de::Visitor<'_> for BoundVisitor {
+            type Value = Bound;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration such as \"250ms\", or a number for a metric SLO")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Bound, E> {
+                v.parse::<HumanDuration>()
+                    .map(Bound::Duration)
+                    .map_err(E::custom)
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Bound, E> {
+                Ok(Bound::Value(v as f64))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Bound, E> {
+                Ok(Bound::Value(v as f64))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Bound, E> {
+                Ok(Bound::Value(v))
+            }
+        }
+        d.deserialize_any(BoundVisitor)
+    }
 }
 
 /// Which part of a run an SLO is measured over: `all` of it, or, with a chaos timeline, before
@@ -371,7 +426,8 @@ impl Percentile {
 /// One target of an SLO, to be measured and judged on its own.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Objective {
-    /// `None`: all requests together (or, for saga completion, every saga).
+    /// `None`: all requests together (or, for saga completion, span and metric targets, which
+    /// name what they measure themselves).
     pub endpoint: Option<String>,
     pub phase: Phase,
     pub target: Target,
@@ -379,9 +435,20 @@ pub struct Objective {
 
 /// What is measured and the limit that passes. Every limit is inclusive: a p99 of exactly the
 /// target meets it.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "metric", rename_all = "snake_case")]
 pub enum Target {
+    /// The time a saga spends in a hop of its trace, at this percentile, is at most `max`.
+    Span {
+        hop: String,
+        percentile: Percentile,
+        max: HumanDuration,
+    },
+    /// The scraped metric (summed over the series `selector` matches, per scrape) never
+    /// exceeds `max` in the phase.
+    MetricMax { selector: String, max: f64 },
+    /// ... never falls below `min` in the phase.
+    MetricMin { selector: String, min: f64 },
     /// The endpoint's latency percentile is at most `max`.
     Latency {
         percentile: Percentile,
@@ -402,7 +469,14 @@ impl fmt::Display for Objective {
     /// A stable name for reports and junit: `POST /api/orders p99 <= 1s`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let scope = self.endpoint.as_deref().unwrap_or("all requests");
-        match self.target {
+        match &self.target {
+            Target::Span {
+                hop,
+                percentile,
+                max,
+            } => write!(f, "span {hop:?} {} <= {max}", percentile.name())?,
+            Target::MetricMax { selector, max } => write!(f, "metric {selector} <= {max}")?,
+            Target::MetricMin { selector, min } => write!(f, "metric {selector} >= {min}")?,
             Target::Latency { percentile, max } => {
                 write!(f, "{scope} {} <= {max}", percentile.name())?
             }
@@ -716,12 +790,45 @@ fn objectives_of(slo: &Slo) -> Vec<Objective> {
     let endpoint = slo.endpoint.as_ref().map(|e| e.get_ref().clone());
     let phase = slo.phase.as_ref().map_or(Phase::All, |p| *p.get_ref());
     let mut targets = Vec::new();
-    for (d, percentile) in [
-        (&slo.p50, Percentile::P50),
-        (&slo.p95, Percentile::P95),
-        (&slo.p99, Percentile::P99),
-        (&slo.max, Percentile::Max),
-    ] {
+    if let Some(selector) = &slo.metric {
+        let selector = selector.get_ref().clone();
+        if let Some(Bound::Value(max)) = slo.max.as_ref().map(|m| *m.get_ref()) {
+            targets.push(Target::MetricMax {
+                selector: selector.clone(),
+                max,
+            });
+        }
+        if let Some(min) = &slo.min {
+            targets.push(Target::MetricMin {
+                selector,
+                min: *min.get_ref(),
+            });
+        }
+        return objectives(None, phase, targets);
+    }
+    let max = slo.max.as_ref().and_then(|m| match m.get_ref() {
+        Bound::Duration(d) => Some(Spanned::new(m.span(), *d)),
+        Bound::Value(_) => None,
+    });
+    let latencies = [
+        (slo.p50.clone(), Percentile::P50),
+        (slo.p95.clone(), Percentile::P95),
+        (slo.p99.clone(), Percentile::P99),
+        (max, Percentile::Max),
+    ];
+    if let Some(hop) = &slo.span {
+        for (d, percentile) in latencies {
+            if let Some(d) = d {
+                targets.push(Target::Span {
+                    hop: hop.get_ref().clone(),
+                    percentile,
+                    max: *d.get_ref(),
+                });
+            }
+        }
+        return objectives(None, phase, targets);
+    }
+    for (d, percentile) in latencies {
         if let Some(d) = d {
             targets.push(Target::Latency {
                 percentile,
@@ -743,6 +850,10 @@ fn objectives_of(slo: &Slo) -> Vec<Objective> {
             max: *d.get_ref(),
         });
     }
+    objectives(endpoint, phase, targets)
+}
+
+fn objectives(endpoint: Option<String>, phase: Phase, targets: Vec<Target>) -> Vec<Objective> {
     targets
         .into_iter()
         .map(|target| Objective {

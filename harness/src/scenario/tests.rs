@@ -485,3 +485,135 @@ fn find_knee_needs_a_plateau_and_slos() {
     );
     assert!(parse(&ok).unwrap().load.get_ref().finds_knee());
 }
+
+#[test]
+fn span_and_metric_slos_parse_into_their_objectives() {
+    let base = with_load("users = 1\nduration = \"1s\"");
+    let s = parse(&format!(
+        "{base}[[slo]]\nspan = \"inventory process inventory.commands\"\np50 = \"5ms\"\np99 = \"20ms\"\nmax = \"100ms\"\n\
+         [[slo]]\nmetric = 'outbox_pending_messages{{process=\"order#1\"}}'\nmax = 100\nmin = 0\n\
+         [[slo]]\nmetric = \"saga_in_flight\"\nmin = 1.5\n"
+    ))
+    .unwrap();
+    let hop = "inventory process inventory.commands";
+    let span = |percentile, max: &str| Target::Span {
+        hop: hop.into(),
+        percentile,
+        max: max.parse().unwrap(),
+    };
+    let outbox = r#"outbox_pending_messages{process="order#1"}"#;
+    let targets: Vec<Target> = s.objectives().into_iter().map(|o| o.target).collect();
+    assert_eq!(
+        targets,
+        [
+            span(Percentile::P50, "5ms"),
+            span(Percentile::P99, "20ms"),
+            span(Percentile::Max, "100ms"),
+            Target::MetricMax {
+                selector: outbox.into(),
+                max: 100.0
+            },
+            Target::MetricMin {
+                selector: outbox.into(),
+                min: 0.0
+            },
+            Target::MetricMin {
+                selector: "saga_in_flight".into(),
+                min: 1.5
+            },
+        ]
+    );
+    assert!(
+        s.objectives()
+            .iter()
+            .all(|o| o.endpoint.is_none() && o.phase == Phase::All)
+    );
+    let names: Vec<String> = s.objectives().iter().map(ToString::to_string).collect();
+    assert_eq!(names[1], format!("span {hop:?} p99 <= 20ms"));
+    assert_eq!(names[3], format!("metric {outbox} <= 100"));
+    assert_eq!(names[5], "metric saga_in_flight >= 1.5");
+}
+
+#[test]
+fn span_and_metric_slo_mistakes_point_at_the_field() {
+    let base = with_load("users = 1\nduration = \"1s\"");
+    let slo = |body: &str| format!("{base}\n[[slo]]\n{body}\n");
+    // Line 9 is `[[slo]]`, 10 the first field.
+    let e = error_on_line(&slo("metric = \"saga_in_flight\"\nmax = \"1s\""), 11);
+    assert!(
+        e.contains("a metric SLO's max is a number (the metric's value), not the duration \"1s\""),
+        "{e}"
+    );
+    let e = error_on_line(&slo("p99 = \"1s\"\nmax = 100"), 11);
+    assert!(
+        e.contains("max = 100 is a number, the limit of a metric SLO (metric = \"NAME\")"),
+        "{e}"
+    );
+    let e = error_on_line(&slo("min = 3"), 10);
+    assert!(e.contains("min is the lower limit of a metric SLO"), "{e}");
+    let e = error_on_line(
+        &slo("span = \"order db\"\np99 = \"10ms\"\nerror_rate = 0.01"),
+        12,
+    );
+    assert!(
+        e.contains("error_rate does not apply to a span SLO, which judges the latency of one hop"),
+        "{e}"
+    );
+    let e = error_on_line(
+        &slo("metric = \"saga_in_flight\"\np99 = \"1s\"\nmax = 3"),
+        11,
+    );
+    assert!(
+        e.contains("p99 does not apply to a metric SLO, which judges a scraped value"),
+        "{e}"
+    );
+    let e = error_on_line(&slo("metric = 'outbox{service=order}'\nmax = 1"), 10);
+    assert!(
+        e.contains("invalid metric selector \"outbox{service=order}\": "),
+        "{e}"
+    );
+    assert!(e.contains("at column"), "{e}");
+    let e = error_on_line(&slo("metric = \"saga_in_flight\"\nmax = 2\nmin = 5"), 12);
+    assert!(
+        e.contains("min = 5 is above max = 2: no value could meet both"),
+        "{e}"
+    );
+    let e = error_on_line(&slo("metric = \"saga_in_flight\""), 9);
+    assert!(
+        e.contains("this metric SLO sets no limit; add max = NUMBER and/or min = NUMBER"),
+        "{e}"
+    );
+    let e = error_on_line(&slo("span = \" \"\np99 = \"1s\""), 10);
+    assert!(e.contains("span names a hop and cannot be empty"), "{e}");
+    let e = error_on_line(&slo("span = \"order db\""), 9);
+    assert!(
+        e.contains("this [[slo]] sets no objective; add one of p50, p95, p99 or max"),
+        "{e}"
+    );
+}
+
+#[test]
+fn the_toml_examples_of_the_scenarios_readme_parse() {
+    let readme = include_str!("../../../scenarios/README.md");
+    let blocks: Vec<&str> = readme
+        .split("```toml\n")
+        .skip(1)
+        .map(|b| &b[..b.find("```").unwrap()])
+        .collect();
+    assert!(blocks.len() >= 3, "{} examples", blocks.len());
+    // A fragment of [[slo]] entries goes under a load with a fault, for `phase = "during"`.
+    let base = format!(
+        "{}[[chaos]]\nat = \"1s\"\nfor = \"2s\"\ntarget = \"order\"\nfault = \"partition\"\n",
+        with_load("users = 1\nduration = \"10s\"")
+    );
+    for block in blocks {
+        let text = if block.contains("[load]") {
+            block.to_string()
+        } else {
+            format!("{base}{block}")
+        };
+        if let Err(e) = parse(&text) {
+            panic!("{e}\n{text}");
+        }
+    }
+}

@@ -4,8 +4,8 @@
 use std::collections::BTreeSet;
 
 use super::{
-    ChaosEntry, Fault, HumanDuration, InvariantSelection, Journey, Phase, Scenario, ScenarioError,
-    Slo, Spanned, objectives_of,
+    Bound, ChaosEntry, Fault, HumanDuration, InvariantSelection, Journey, Phase, Scenario,
+    ScenarioError, Slo, Spanned, objectives_of,
 };
 use crate::faults::target::{Target, local_links, local_processes};
 use crate::local::Instances;
@@ -391,6 +391,53 @@ impl Scenario {
                 ),
             ));
         }
+        if entry.metric.is_some() {
+            return self.validate_metric_slo(slo);
+        }
+        if let Some(min) = &entry.min {
+            return Err(self.error(
+                min.span(),
+                "min is the lower limit of a metric SLO; add metric = \"NAME\" to this [[slo]], \
+                 or use min_throughput for requests per second",
+            ));
+        }
+        if let Some(max) = &entry.max
+            && let Bound::Value(v) = max.get_ref()
+        {
+            return Err(self.error(
+                max.span(),
+                format!(
+                    "max = {v} is a number, the limit of a metric SLO (metric = \"NAME\"); a \
+                     latency max is a duration such as \"1s\""
+                ),
+            ));
+        }
+        if let Some(span) = &entry.span {
+            if span.get_ref().trim().is_empty() {
+                return Err(self.error(span.span(), "span names a hop and cannot be empty"));
+            }
+            let others = [
+                entry.endpoint.as_ref().map(|e| (e.span(), "endpoint")),
+                entry.error_rate.as_ref().map(|e| (e.span(), "error_rate")),
+                entry
+                    .min_throughput
+                    .as_ref()
+                    .map(|e| (e.span(), "min_throughput")),
+                entry
+                    .saga_completion_p99
+                    .as_ref()
+                    .map(|e| (e.span(), "saga_completion_p99")),
+            ];
+            if let Some((at, field)) = others.into_iter().flatten().next() {
+                return Err(self.error(
+                    at,
+                    format!(
+                        "{field} does not apply to a span SLO, which judges the latency of one \
+                         hop (p50, p95, p99, max); put it in its own [[slo]]"
+                    ),
+                ));
+            }
+        }
         if let Some(endpoint) = &entry.endpoint {
             check_endpoint(endpoint.get_ref()).map_err(|m| self.error(endpoint.span(), m))?;
             if let Some(saga) = &entry.saga_completion_p99 {
@@ -405,12 +452,17 @@ impl Scenario {
             (&entry.p50, "p50"),
             (&entry.p95, "p95"),
             (&entry.p99, "p99"),
-            (&entry.max, "max"),
             (&entry.saga_completion_p99, "saga_completion_p99"),
         ] {
             if let Some(d) = d {
                 self.positive(d, name)?;
             }
+        }
+        if let Some(max) = &entry.max
+            && let Bound::Duration(d) = max.get_ref()
+            && d.is_zero()
+        {
+            return Err(self.error(max.span(), "max must be longer than 0s"));
         }
         if let Some(rate) = &entry.error_rate {
             self.fraction(rate, "error_rate")?;
@@ -427,13 +479,95 @@ impl Scenario {
             }
         }
         if objectives_of(entry).is_empty() {
+            let what = if entry.span.is_some() {
+                "add one of p50, p95, p99 or max"
+            } else {
+                "add one of p50, p95, p99, max, error_rate, min_throughput or saga_completion_p99"
+            };
             return Err(self.error(
                 slo.span(),
-                "this [[slo]] sets no objective; add one of p50, p95, p99, max, error_rate, \
-                 min_throughput or saga_completion_p99",
+                format!("this [[slo]] sets no objective; {what}"),
             ));
         }
         Ok(())
+    }
+
+    /// `metric = "..."` with `max` and/or `min` as numbers, and nothing else but `phase`.
+    fn validate_metric_slo(&self, slo: &Spanned<Slo>) -> Result<(), ScenarioError> {
+        let entry = slo.get_ref();
+        let Some(metric) = &entry.metric else {
+            return Ok(());
+        };
+        let others = [
+            entry.endpoint.as_ref().map(|e| (e.span(), "endpoint")),
+            entry.span.as_ref().map(|e| (e.span(), "span")),
+            entry.p50.as_ref().map(|e| (e.span(), "p50")),
+            entry.p95.as_ref().map(|e| (e.span(), "p95")),
+            entry.p99.as_ref().map(|e| (e.span(), "p99")),
+            entry.error_rate.as_ref().map(|e| (e.span(), "error_rate")),
+            entry
+                .min_throughput
+                .as_ref()
+                .map(|e| (e.span(), "min_throughput")),
+            entry
+                .saga_completion_p99
+                .as_ref()
+                .map(|e| (e.span(), "saga_completion_p99")),
+        ];
+        if let Some((at, field)) = others.into_iter().flatten().next() {
+            return Err(self.error(
+                at,
+                format!(
+                    "{field} does not apply to a metric SLO, which judges a scraped value with \
+                     max and min; put it in its own [[slo]]"
+                ),
+            ));
+        }
+        metric
+            .get_ref()
+            .parse::<crate::telemetry::scrape::Selector>()
+            .map_err(|e| {
+                self.error(
+                    metric.span(),
+                    format!("invalid metric selector {:?}: {e}", metric.get_ref()),
+                )
+            })?;
+        let max = match entry.max.as_ref().map(|m| (m.span(), *m.get_ref())) {
+            Some((at, Bound::Duration(d))) => {
+                return Err(self.error(
+                    at,
+                    format!(
+                        "a metric SLO's max is a number (the metric's value), not the duration \
+                         \"{d}\""
+                    ),
+                ));
+            }
+            Some((at, Bound::Value(v))) => Some((at, v)),
+            None => None,
+        };
+        let min = entry.min.as_ref().map(|m| (m.span(), *m.get_ref()));
+        for (at, v, field) in [
+            max.clone().map(|(a, v)| (a, v, "max")),
+            min.clone().map(|(a, v)| (a, v, "min")),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if !v.is_finite() {
+                return Err(self.error(at, format!("{field} must be a finite number, not {v}")));
+            }
+        }
+        match (max, min) {
+            (None, None) => Err(self.error(
+                slo.span(),
+                "this metric SLO sets no limit; add max = NUMBER and/or min = NUMBER",
+            )),
+            (Some((_, hi)), Some((at, lo))) if lo > hi => Err(self.error(
+                at,
+                format!("min = {lo} is above max = {hi}: no value could meet both"),
+            )),
+            _ => Ok(()),
+        }
     }
 
     fn positive(&self, d: &Spanned<HumanDuration>, field: &str) -> Result<(), ScenarioError> {

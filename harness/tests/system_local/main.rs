@@ -6,6 +6,7 @@
 mod auth;
 mod chaos;
 mod helpers;
+mod observability;
 mod recovery;
 mod redelivery;
 mod saga;

@@ -32,8 +32,15 @@ pub fn run(user: &mut GooseUser, ctx: Arc<Ctx>) -> JourneyFuture<'_> {
             items: lines.clone(),
         };
         let token = ctx.target.customers[customer].token.clone();
-        let headers = [("idempotency-key", key.as_str())];
+        // Our own trace context, so the report can find this order's saga among the spans the
+        // services export (the gateway continues it); a replay belongs to the same trace.
+        let trace_id = random_hex::<16>();
         for _ in 0..1 + usize::from(replay) {
+            let traceparent = format!("00-{trace_id}-{}-01", random_hex::<8>());
+            let headers = [
+                ("idempotency-key", key.as_str()),
+                ("traceparent", traceparent.as_str()),
+            ];
             let reply = send(
                 user,
                 &ctx,
@@ -50,10 +57,21 @@ pub fn run(user: &mut GooseUser, ctx: Arc<Ctx>) -> JourneyFuture<'_> {
                 lines: lines.clone(),
                 outcome: outcome(&reply),
             };
-            ctx.recorder.attempt(attempt, customer, reply.answered);
+            ctx.recorder
+                .attempt(attempt, customer, reply.answered, Some(&trace_id));
         }
         Ok(())
     })
+}
+
+/// `N` random bytes as lowercase hex, never all zero (an invalid W3C id).
+fn random_hex<const N: usize>() -> String {
+    let mut bytes = [0u8; N];
+    rand::rng().fill(&mut bytes[..]);
+    if bytes.iter().all(|b| *b == 0) {
+        bytes[N - 1] = 1;
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn outcome(reply: &Reply) -> AttemptOutcome {
