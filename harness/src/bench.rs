@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use crate::cli::{BenchArgs, BenchCommand, TracingBenchArgs};
+use crate::environment::{self, EnvOptions, Traces};
 use crate::load::{self, LoadTarget};
-use crate::local::{LocalEnvironment, LocalOptions, Traces};
 use crate::metrics::{ALL, Latency, Measurements};
 use crate::scenario::Scenario;
 use crate::slo::format_micros;
@@ -159,7 +159,7 @@ async fn tracing(args: TracingBenchArgs) -> anyhow::Result<ExitCode> {
 /// A fresh environment, the scenario's load, and what it measured.
 async fn one_round(scenario: &Scenario, traced: bool, build: bool) -> anyhow::Result<Round> {
     let env = &scenario.environment;
-    let options = LocalOptions {
+    let options = EnvOptions {
         instances: env.instances.to_instances(),
         run_dir: None,
         saga_step_timeout_ms: u64::try_from(
@@ -173,7 +173,7 @@ async fn one_round(scenario: &Scenario, traced: bool, build: bool) -> anyhow::Re
             Traces::Off
         },
     };
-    let env = LocalEnvironment::start(options)
+    let env = environment::start(*scenario.environment.backend.get_ref(), options)
         .await
         .context("starting the environment")?;
     let info = env.info();
@@ -196,7 +196,7 @@ async fn one_round(scenario: &Scenario, traced: bool, build: bool) -> anyhow::Re
 
 /// CPU seconds used so far by the environment's processes, by group, and by this process.
 fn cpu_by_group(
-    processes: &[crate::local::ProcessInfo],
+    processes: &[crate::environment::ProcessInfo],
 ) -> std::collections::BTreeMap<&'static str, f64> {
     let mut groups = std::collections::BTreeMap::new();
     for p in processes {

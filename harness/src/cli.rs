@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::local::Instances;
+use crate::environment::Instances;
 
 #[derive(Debug, Parser)]
 #[command(

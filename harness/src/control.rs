@@ -28,10 +28,10 @@ use serde::Deserialize;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use crate::faults::Faultable;
-use crate::local::{LinkInfo, LocalEnvironment};
+use crate::environment::{Environment, Faultable, LinkInfo};
 
-type Shared = Arc<Mutex<LocalEnvironment>>;
+/// The environment `harness up` runs, shared with the control API's handlers.
+pub type Shared = Arc<Mutex<Box<dyn Environment>>>;
 
 /// Serves the control API for `env` on `127.0.0.1:0` until `stop` is cancelled; returns where
 /// it listens.
@@ -80,8 +80,8 @@ async fn process_action(
     let done = match action.as_str() {
         "kill" => env.kill(&name).await,
         "stop" => env.stop_instance(&name).await,
-        "pause" => env.pause(&name),
-        "resume" => env.resume(&name),
+        "pause" => env.pause(&name).await,
+        "resume" => env.resume(&name).await,
         "restart" => env.restart(&name).await,
         "heal" => env.heal_process(&name).await,
         other => {
@@ -186,6 +186,7 @@ impl Remote {
     }
 }
 
+#[async_trait::async_trait]
 impl Faultable for Remote {
     fn link_names(&self) -> Vec<String> {
         self.links.iter().map(|l| l.name.clone()).collect()

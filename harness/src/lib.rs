@@ -3,11 +3,11 @@
 //! Today it brings the system up on the local backend (`harness up`): the embedded Kafka broker
 //! and every service instance as child processes on 127.0.0.1, each service with its own SQLite
 //! file in a run directory, seeded with products and customers, with tokens issued for them.
-//! Load, chaos and checks build on [`local::LocalEnvironment`] and [`client::ApiClient`].
+//! Load, chaos and checks build on [`environment::Environment`] and [`client::ApiClient`].
 //!
 //! # Layout
 //! - [`cli`]: command-line options.
-//! - [`local`]: the local backend: binaries, supervised processes, start-up order, faults.
+//! - [`environment`]: the one interface every backend implements, and the backends ([`environment::local`]).
 //! - [`seed`]: the data every environment starts with, and the identity provider issuing tokens.
 //! - [`client`]: a typed client of the gateway's API.
 //!
@@ -19,10 +19,10 @@ pub mod checks;
 pub mod cli;
 pub mod client;
 pub mod control;
+pub mod environment;
 pub mod faults;
 pub mod game_day;
 pub mod load;
-pub mod local;
 pub mod metrics;
 pub mod report;
 pub mod run;
@@ -38,7 +38,8 @@ use std::time::Instant;
 use anyhow::Context;
 
 use crate::cli::{Cli, Command, UpArgs};
-use crate::local::{LocalEnvironment, LocalOptions};
+use crate::environment::EnvOptions;
+use crate::scenario::Backend;
 
 /// Exit code when the run itself could not happen (bad input, environment failed to start).
 pub const EXIT_CANNOT_RUN: u8 = 2;
@@ -73,18 +74,18 @@ pub fn run(cli: Cli) -> ExitCode {
 
 async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
-    let options = LocalOptions {
+    let options = EnvOptions {
         instances: args.instances,
         run_dir: args.run_dir,
         saga_step_timeout_ms: args.saga_step_timeout_ms,
         build: !args.no_build,
-        traces: crate::local::Traces::Collect {
+        traces: crate::environment::Traces::Collect {
             forward_to: args.otlp_endpoint.clone(),
         },
     };
     let shutdown = platform::shutdown::install(false);
     let env = tokio::select! {
-        env = LocalEnvironment::start(options) => env.context("starting the local environment")?,
+        env = environment::start(Backend::Local, options) => env.context("starting the local environment")?,
         _ = shutdown.cancelled() => {
             eprintln!("interrupted during start-up; everything started so far was stopped");
             return Ok(ExitCode::from(EXIT_CANNOT_RUN));

@@ -22,7 +22,7 @@ use reqwest::Method;
 use crate::checks::collect::converge;
 use crate::checks::{DeadLetter, Policy, check_selected};
 use crate::cli::RunArgs;
-use crate::local::{LocalEnvironment, LocalOptions};
+use crate::environment::{self, EnvOptions, Environment};
 use crate::report::{self, EnvironmentSummary, RunInput, RunReport};
 use crate::scenario::Scenario;
 use crate::slo::{SloMetric, SloUnit, SloVerdict};
@@ -64,7 +64,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         scenario.name,
         scenario.description.get_ref()
     );
-    let options = LocalOptions {
+    let options = EnvOptions {
         instances: scenario.environment.instances.to_instances(),
         run_dir: None,
         saga_step_timeout_ms: u64::try_from(
@@ -72,12 +72,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         )
         .unwrap_or(u64::MAX),
         build: !args.no_build,
-        traces: crate::local::Traces::Collect {
+        traces: crate::environment::Traces::Collect {
             forward_to: args.otlp_endpoint.clone(),
         },
     };
     let env = tokio::select! {
-        env = LocalEnvironment::start(options) => match env {
+        env = environment::start(*scenario.environment.backend.get_ref(), options) => match env {
             Ok(env) => env,
             Err(e) => {
                 eprintln!("error: the environment did not start: {e:#}");
@@ -97,7 +97,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 
     let mut env = env;
     let outcome = tokio::select! {
-        r = experiment(&scenario, &mut env) => r,
+        r = experiment(&scenario, env.as_mut()) => r,
         // Dropping the experiment stops its chaos timeline; stopping the environment below
         // heals what it left (paused processes are resumed before they are stopped, and the
         // proxies go with the chaos-proxy).
@@ -135,7 +135,7 @@ enum Experiment {
     NotSteady(String),
 }
 
-async fn experiment(scenario: &Scenario, env: &mut LocalEnvironment) -> anyhow::Result<Experiment> {
+async fn experiment(scenario: &Scenario, env: &mut dyn Environment) -> anyhow::Result<Experiment> {
     let info = env.info();
     let api = env.client()?;
     let admin = env.identity().admin_token()?;

@@ -7,9 +7,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use contracts::domain::OrderId;
 use harness::client::ApiClient;
+use harness::environment::local::LocalEnvironment;
+use harness::environment::{EnvOptions, Environment};
 use harness::load::endpoint::Endpoint;
 use harness::load::{self, LoadTarget};
-use harness::local::{LocalEnvironment, LocalOptions};
 use harness::metrics::ALL;
 use harness::scenario::Scenario;
 
@@ -58,7 +59,7 @@ fn scenario() -> Scenario {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn what_the_load_counted_equals_what_the_server_and_goose_counted() {
-    let env = LocalEnvironment::start(LocalOptions {
+    let env = LocalEnvironment::start(EnvOptions {
         build: false,
         ..Default::default()
     })
@@ -140,5 +141,5 @@ async fn what_the_load_counted_equals_what_the_server_and_goose_counted() {
     assert_eq!(ended, seen_terminal);
     assert!(m.duration.as_secs_f64() >= 2.5, "{:?}", m.duration);
 
-    env.stop().await;
+    Box::new(env).stop().await;
 }

@@ -7,7 +7,7 @@
 //! restarted when the fault ends). Faults without `for` last until the load ends.
 //!
 //! Healing always happens, like Chaos Toolkit's rollbacks: each fault when its time is up, and
-//! everything at the end of the timeline ([`LocalEnvironment::heal_all`]: every proxy reset,
+//! everything at the end of the timeline ([`Faultable::heal_all`]: every proxy reset,
 //! every paused process resumed, every stopped one restarted), whether the timeline completed or
 //! failed half-way. An interrupted run (Ctrl-C) tears the whole environment down instead, which
 //! ends every fault with it.
@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 
 use chaos::{Stream, Toxic, ToxicAttributes};
 
-use crate::local::LocalEnvironment;
 use crate::metrics::PhaseSpan;
 use crate::report::ChaosWindow;
 use crate::scenario::{ChaosEntry, Direction, Fault, Scenario};
@@ -132,10 +131,10 @@ impl Schedule {
 }
 
 /// What faults act on: a running environment's links (through a Toxiproxy API) and processes.
-/// [`LocalEnvironment`] is one; `harness chaos` drives a `harness up` through its env file.
-// Only used with concrete types in this crate, never as `dyn`, so `async fn` is fine here.
-#[allow(async_fn_in_trait)]
-pub trait Faultable {
+/// Every [`crate::environment::Environment`] is one; `harness chaos` drives a `harness up`
+/// through its env file ([`crate::control::Remote`]).
+#[async_trait::async_trait]
+pub trait Faultable: Send {
     /// The names of the links (`client->gateway`, ...).
     fn link_names(&self) -> Vec<String>;
     /// The names of the processes (`broker`, `order#1`, ...).
@@ -148,44 +147,6 @@ pub trait Faultable {
     async fn restart(&mut self, name: &str) -> anyhow::Result<()>;
     /// Every proxy reset, every process running and not paused.
     async fn heal_all(&mut self) -> anyhow::Result<()>;
-}
-
-impl Faultable for LocalEnvironment {
-    fn link_names(&self) -> Vec<String> {
-        self.links().iter().map(|l| l.name.clone()).collect()
-    }
-
-    fn process_names(&self) -> Vec<String> {
-        LocalEnvironment::process_names(self)
-    }
-
-    fn chaos_client(&self) -> anyhow::Result<chaos::Client> {
-        LocalEnvironment::chaos_client(self)
-    }
-
-    async fn kill(&mut self, name: &str) -> anyhow::Result<()> {
-        LocalEnvironment::kill(self, name).await
-    }
-
-    async fn pause(&mut self, name: &str) -> anyhow::Result<()> {
-        LocalEnvironment::pause(self, name)
-    }
-
-    async fn resume(&mut self, name: &str) -> anyhow::Result<()> {
-        LocalEnvironment::resume(self, name)
-    }
-
-    async fn stop_instance(&mut self, name: &str) -> anyhow::Result<()> {
-        LocalEnvironment::stop_instance(self, name).await
-    }
-
-    async fn restart(&mut self, name: &str) -> anyhow::Result<()> {
-        LocalEnvironment::restart(self, name).await
-    }
-
-    async fn heal_all(&mut self) -> anyhow::Result<()> {
-        LocalEnvironment::heal_all(self).await
-    }
 }
 
 /// What one fault did: what to heal, and what the report says.
@@ -207,7 +168,7 @@ pub struct Applied {
 /// cannot be applied is an error: the experiment would not be the one the scenario describes.
 pub async fn run(
     schedule: &Schedule,
-    env: &mut impl Faultable,
+    env: &mut (impl Faultable + ?Sized),
     t0: Instant,
 ) -> anyhow::Result<Vec<ChaosWindow>> {
     let result = timeline(schedule, env, t0).await;
@@ -219,7 +180,7 @@ pub async fn run(
 
 async fn timeline(
     schedule: &Schedule,
-    env: &mut impl Faultable,
+    env: &mut (impl Faultable + ?Sized),
     t0: Instant,
 ) -> anyhow::Result<Vec<ChaosWindow>> {
     // Events in time order: (when, planned index, apply?). Heals sort before applies at the
@@ -274,7 +235,7 @@ fn window(planned: &Planned, applied: &Applied, healed: Duration) -> ChaosWindow
 
 /// Applies one fault now; `index` makes its toxic names unique.
 pub async fn apply_fault(
-    env: &mut impl Faultable,
+    env: &mut (impl Faultable + ?Sized),
     planned: &Planned,
     index: usize,
     now: Duration,
@@ -336,7 +297,7 @@ pub async fn apply_fault(
 
 /// Heals one fault [`apply_fault`] applied.
 pub async fn heal_fault(
-    env: &mut impl Faultable,
+    env: &mut (impl Faultable + ?Sized),
     planned: &Planned,
     applied: &Applied,
 ) -> anyhow::Result<()> {

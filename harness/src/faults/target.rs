@@ -16,7 +16,7 @@
 
 use std::fmt;
 
-use crate::local::{Instances, Service};
+use crate::environment::{Instances, Service};
 
 /// One end of a link, or a process: `client`, `gateway`, `kafka`, or a service with or without
 /// an instance number.
@@ -160,7 +160,7 @@ pub fn local_links(instances: &Instances) -> Vec<String> {
     links
 }
 
-/// The processes of the local backend with `instances`, as [`crate::local::LocalEnvironment`]
+/// The processes of the local backend with `instances`, as [`crate::environment::local::LocalEnvironment`]
 /// names them.
 pub fn local_processes(instances: &Instances) -> Vec<String> {
     let mut names = vec!["broker".to_string()];

@@ -41,7 +41,7 @@ use goose::goose::Scenario as GooseScenario;
 use goose::prelude::*;
 
 use crate::checks::model::History;
-use crate::local::EnvInfo;
+use crate::environment::EnvInfo;
 use crate::metrics::{self, Measurements, PhaseSpan};
 use crate::scenario::{Journey, Scenario, ThinkTime};
 

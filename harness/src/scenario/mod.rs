@@ -31,7 +31,7 @@ pub use toml::Spanned;
 pub use self::error::{Location, ScenarioError};
 pub use self::units::{HumanDuration, PlanStep, StepSpan, TestPlan, ThinkTime};
 pub use crate::checks::Invariant;
-use crate::local::Instances;
+use crate::environment::Instances;
 
 /// A parsed scenario file.
 #[derive(Debug, Clone, Deserialize, Serialize)]

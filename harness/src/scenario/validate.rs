@@ -7,8 +7,8 @@ use super::{
     Bound, ChaosEntry, Fault, HumanDuration, InvariantSelection, Journey, Phase, Scenario,
     ScenarioError, Slo, Spanned, objectives_of,
 };
+use crate::environment::Instances;
 use crate::faults::target::{Target, local_links, local_processes};
-use crate::local::Instances;
 
 /// A fault attribute: its name, where it was given (if it was), the faults that take it and
 /// the faults that need it.

@@ -3,9 +3,9 @@ use std::time::{Duration, Instant};
 
 use contracts::domain::OrderStatus;
 use harness::control::{self, Remote};
+use harness::environment::{EnvOptions, Instances};
 use harness::faults::target::local_links;
 use harness::faults::{self, Faultable, Schedule};
-use harness::local::{Instances, LocalOptions};
 use harness::scenario::Scenario;
 use harness::seed::GOOD_CUSTOMER;
 use reqwest::Method;
@@ -72,9 +72,9 @@ async fn every_link_goes_through_a_named_proxy_that_can_fault_it() {
 /// A timeline with a kill and a latency applies both on time, heals both, and says so.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_chaos_timeline_applies_and_heals_each_fault_on_time() {
-    let mut t = TestEnv::start_with(LocalOptions {
+    let mut t = TestEnv::start_with(EnvOptions {
         instances: Instances::parse("order=2").unwrap(),
-        ..LocalOptions::default()
+        ..EnvOptions::default()
     })
     .await;
     let text = r#"
@@ -114,7 +114,7 @@ latency = "200ms"
                 .unwrap();
             started.elapsed()
         };
-        tokio::join!(faults::run(&schedule, env, t0), probe)
+        tokio::join!(faults::run(&schedule, env.as_mut(), t0), probe)
     };
     let windows = windows.unwrap();
     assert!(
@@ -185,12 +185,12 @@ async fn game_day_commands_reach_the_supervisor_through_the_control_api() {
 /// last while it stays ejected.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_paused_instance_costs_a_catalog_read_one_attempt_timeout_at_most() {
-    let mut t = TestEnv::start_with(LocalOptions {
+    let mut t = TestEnv::start_with(EnvOptions {
         instances: Instances::parse("inventory=2").unwrap(),
-        ..LocalOptions::default()
+        ..EnvOptions::default()
     })
     .await;
-    t.env.pause("inventory#1").unwrap();
+    t.env.pause("inventory#1").await.unwrap();
     for _ in 0..4 {
         let took = products_took(&t).await;
         assert!(
@@ -198,5 +198,5 @@ async fn a_paused_instance_costs_a_catalog_read_one_attempt_timeout_at_most() {
             "a catalog read with inventory#1 paused took {took:?}"
         );
     }
-    t.env.resume("inventory#1").unwrap();
+    t.env.resume("inventory#1").await.unwrap();
 }

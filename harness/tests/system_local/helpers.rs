@@ -3,24 +3,25 @@ use std::time::{Duration, Instant};
 use contracts::domain::{OrderId, Quantity, Sku};
 use contracts::http::{OrderLine, OrderView, StockLevel};
 use harness::client::ApiClient;
-use harness::local::{LocalEnvironment, LocalOptions};
+use harness::environment::{self, EnvOptions, Environment};
+use harness::scenario::Backend;
 
 pub const SAGA_DEADLINE: Duration = Duration::from_secs(30);
 
 pub struct TestEnv {
-    pub env: LocalEnvironment,
+    pub env: Box<dyn Environment>,
     pub api: ApiClient,
     pub admin: String,
 }
 
 impl TestEnv {
     pub async fn start() -> Self {
-        Self::start_with(LocalOptions::default()).await
+        Self::start_with(EnvOptions::default()).await
     }
 
-    pub async fn start_with(mut options: LocalOptions) -> Self {
+    pub async fn start_with(mut options: EnvOptions) -> Self {
         options.build = false;
-        let env = LocalEnvironment::start(options)
+        let env = environment::start(Backend::Local, options)
             .await
             .unwrap_or_else(|e| panic!("environment did not start: {e:#}"));
         let api = env.client().unwrap();

@@ -1,6 +1,6 @@
 use contracts::domain::OrderStatus;
 use contracts::http::LedgerEntryKind;
-use harness::local::LocalOptions;
+use harness::environment::EnvOptions;
 use harness::seed::GOOD_CUSTOMER;
 
 use crate::helpers::TestEnv;
@@ -10,14 +10,14 @@ use crate::helpers::TestEnv;
 /// saga resumes from the database and the order confirms.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_saga_completes_after_the_order_service_is_killed_mid_saga_and_restarted() {
-    let mut t = TestEnv::start_with(LocalOptions {
+    let mut t = TestEnv::start_with(EnvOptions {
         saga_step_timeout_ms: 20_000,
-        ..LocalOptions::default()
+        ..EnvOptions::default()
     })
     .await;
     let token = t.customer(GOOD_CUSTOMER);
     let before = t.stock_of("SKU-1007").await;
-    t.env.pause("payment#1").unwrap();
+    t.env.pause("payment#1").await.unwrap();
 
     let placed = t.place(&token, &[("SKU-1007", 1)]).await;
     t.eventually(
@@ -31,7 +31,7 @@ async fn the_saga_completes_after_the_order_service_is_killed_mid_saga_and_resta
     .await;
 
     t.env.kill("order#1").await.unwrap();
-    t.env.resume("payment#1").unwrap();
+    t.env.resume("payment#1").await.unwrap();
     t.env.restart("order#1").await.unwrap();
 
     let done = t.terminal(&token, placed.order_id).await;
@@ -70,9 +70,9 @@ async fn the_saga_completes_after_the_order_service_is_killed_mid_saga_and_resta
 /// complete.
 #[tokio::test(flavor = "multi_thread")]
 async fn orders_still_complete_after_one_of_two_order_instances_is_killed() {
-    let mut t = TestEnv::start_with(LocalOptions {
-        instances: harness::local::Instances::parse("order=2").unwrap(),
-        ..LocalOptions::default()
+    let mut t = TestEnv::start_with(EnvOptions {
+        instances: harness::environment::Instances::parse("order=2").unwrap(),
+        ..EnvOptions::default()
     })
     .await;
     let token = t.customer("cust-0003");

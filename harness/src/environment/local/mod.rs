@@ -1,0 +1,697 @@
+//! The local backend: the whole system as child processes on 127.0.0.1.
+//!
+//! Start-up order ([`LocalEnvironment::boot`]): the chaos-proxy; one proxy per instance for its
+//! Kafka traffic; the broker; the topics; then the first instance of inventory, payment and
+//! order in parallel (each runs its own migrations; the other instances of a service start after
+//! the first, so two never migrate one SQLite file at once); the gateway's links and the gateway;
+//! then seeding through the gateway's admin API. Every instance keeps the port it first got, so a
+//! killed instance restarts where the gateway expects it. If anything fails half way, everything
+//! started so far is stopped before the error is returned.
+
+pub mod binaries;
+pub mod links;
+pub mod process;
+
+pub use self::links::LinkInfo;
+use self::links::{CLIENT_LINK, PLACEHOLDER_UPSTREAM};
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use nix::sys::signal::Signal;
+
+use self::binaries::Binaries;
+use self::process::{Spec, Supervised, free_port};
+use super::{
+    EnvInfo, EnvOptions, Environment, Faultable, MAX_SPANS, MetricsTargetInfo, ProcessInfo,
+    Service, Traces,
+};
+use crate::scenario::Backend;
+use crate::seed::{IdentityProvider, Seed};
+use crate::telemetry::collector::{Collector, CollectorOptions};
+use crate::telemetry::scrape;
+use crate::telemetry::store::SpanStore;
+
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// The binary a service's instances run.
+fn binary(service: Service) -> &'static str {
+    match service {
+        Service::Inventory => binaries::INVENTORY,
+        Service::Payment => binaries::PAYMENT,
+        Service::Order => binaries::ORDER,
+    }
+}
+
+enum RunDir {
+    Temp(tempfile::TempDir),
+    Kept(PathBuf),
+}
+
+impl RunDir {
+    fn path(&self) -> &Path {
+        match self {
+            Self::Temp(t) => t.path(),
+            Self::Kept(p) => p,
+        }
+    }
+}
+
+/// A running local environment. Dropping it kills every process; [`Environment::stop`] stops
+/// them gracefully.
+pub struct LocalEnvironment {
+    // Field order matters on drop: processes die before the collector and the run directory go.
+    processes: Vec<Supervised>,
+    /// The OTLP collector the services export to; `None` with [`Traces::Off`].
+    collector: Option<Collector>,
+    idp: IdentityProvider,
+    seed: Seed,
+    /// The gateway as clients reach it: through the `client->gateway` proxy.
+    gateway_url: String,
+    kafka_brokers: String,
+    /// The chaos-proxy's Toxiproxy API, e.g. `http://127.0.0.1:8474`.
+    chaos_url: String,
+    links: Vec<LinkInfo>,
+    /// From the first process spawned to seeded and ready (building binaries excluded).
+    startup_time: Duration,
+    run_dir: RunDir,
+}
+
+/// Each instance's link to the broker: instance name to (link name, where its proxy listens).
+type KafkaLinks = BTreeMap<String, (String, SocketAddr)>;
+
+impl LocalEnvironment {
+    /// Starts everything and waits until the gateway is ready and the data is seeded.
+    pub async fn start(options: EnvOptions) -> anyhow::Result<Self> {
+        let binaries = Binaries::locate(options.build).await?;
+        let started = std::time::Instant::now();
+        let run_dir = match &options.run_dir {
+            Some(p) => {
+                std::fs::create_dir_all(p)
+                    .with_context(|| format!("creating run dir {}", p.display()))?;
+                RunDir::Kept(p.canonicalize()?)
+            }
+            None => RunDir::Temp(
+                tempfile::Builder::new()
+                    .prefix("harness-run-")
+                    .tempdir()
+                    .context("creating a temporary run dir")?,
+            ),
+        };
+        for sub in ["logs", "ready", "data"] {
+            std::fs::create_dir_all(run_dir.path().join(sub))?;
+        }
+        let idp = IdentityProvider::new()?;
+        let collector = match &options.traces {
+            Traces::Off => None,
+            Traces::Collect { forward_to } => Some(
+                Collector::start(CollectorOptions {
+                    forward_to: forward_to.clone(),
+                    max_spans: MAX_SPANS,
+                })
+                .await
+                .context("starting the OTLP collector")?,
+            ),
+        };
+        let mut env = Self {
+            processes: Vec::new(),
+            collector,
+            idp,
+            seed: Seed::standard(),
+            gateway_url: String::new(),
+            kafka_brokers: String::new(),
+            chaos_url: String::new(),
+            links: Vec::new(),
+            startup_time: Duration::ZERO,
+            run_dir,
+        };
+        // On error `env` drops here, which kills whatever was started.
+        env.boot(&binaries, &options).await?;
+        env.startup_time = started.elapsed();
+        Ok(env)
+    }
+
+    /// The start-up steps, in order.
+    async fn boot(&mut self, bin: &Binaries, options: &EnvOptions) -> anyhow::Result<()> {
+        let secret = hex_secret();
+        self.start_chaos_proxy(bin).await?;
+        let proxies = self.chaos_client()?;
+        let kafka_links = Self::create_kafka_links(&proxies, options).await?;
+        self.start_broker(bin, &proxies, &kafka_links).await?;
+        // One creator before the services start: they would otherwise all create the same
+        // topics at the same moment.
+        platform::messaging::kafka::ensure_topics(
+            &self.kafka_brokers,
+            &contracts::messages::topics::all(),
+        )
+        .await
+        .context("creating the Kafka topics")?;
+        self.start_services(bin, options, &secret, &kafka_links)
+            .await?;
+        let upstreams = self.link_services(&proxies).await?;
+        self.start_gateway(bin, &proxies, &secret, &upstreams)
+            .await?;
+        self.sort_links(options);
+        self.seed_data().await
+    }
+
+    /// Every link goes through a named proxy of the chaos-proxy (Toxiproxy's API).
+    async fn start_chaos_proxy(&mut self, bin: &Binaries) -> anyhow::Result<()> {
+        let dir = self.run_dir.path().to_path_buf();
+        let i = self.launch(Spec {
+            name: "chaos-proxy".into(),
+            program: bin.path(binaries::CHAOS_PROXY),
+            args: vec![
+                "--host".into(),
+                "127.0.0.1".into(),
+                "--port".into(),
+                "0".into(),
+            ],
+            env: BTreeMap::new(),
+            ready_file: dir.join("ready/chaos-proxy.json"),
+            log_file: dir.join("logs/chaos-proxy.log"),
+        })?;
+        let api = self.processes[i].wait_ready(READY_TIMEOUT).await?;
+        self.chaos_url = format!("http://{api}");
+        Ok(())
+    }
+
+    /// Each instance's link to the broker: the broker advertises the proxy's address to the
+    /// clients that come through it (a "front" per instance), so all of an instance's Kafka
+    /// traffic, not only its first metadata request, takes its own link. The upstream is set
+    /// once the broker has opened the fronts.
+    async fn create_kafka_links(
+        proxies: &chaos::Client,
+        options: &EnvOptions,
+    ) -> anyhow::Result<KafkaLinks> {
+        let mut kafka_links = BTreeMap::new();
+        for service in Service::ALL {
+            for n in 1..=options.instances.of(service) {
+                let name = format!("{}#{n}", service.name());
+                let link = format!("{name}->kafka");
+                let listen = links::create(proxies, &link, PLACEHOLDER_UPSTREAM).await?;
+                kafka_links.insert(name, (link, listen));
+            }
+        }
+        Ok(kafka_links)
+    }
+
+    /// The broker needs its port up front (it advertises it); another process may take a port
+    /// between our probe and the broker's bind, so a failed start is tried again on a fresh
+    /// port.
+    async fn start_broker(
+        &mut self,
+        bin: &Binaries,
+        proxies: &chaos::Client,
+        kafka_links: &KafkaLinks,
+    ) -> anyhow::Result<()> {
+        let dir = self.run_dir.path().to_path_buf();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            self.kafka_brokers = format!("127.0.0.1:{}", free_port()?);
+            let mut args = vec![
+                "--listen".into(),
+                self.kafka_brokers.clone(),
+                "--data-dir".into(),
+                dir.join("data/broker").display().to_string(),
+                "--exit-on-stdin-eof".into(),
+                "--ready-file".into(),
+                dir.join("ready/broker.json").display().to_string(),
+            ];
+            for (_, listen) in kafka_links.values() {
+                args.push("--front".into());
+                args.push(listen.to_string());
+            }
+            let broker = Spec {
+                name: "broker".into(),
+                program: bin.path(binaries::BROKER),
+                args,
+                env: BTreeMap::new(),
+                ready_file: dir.join("ready/broker.json"),
+                log_file: dir.join("logs/broker.log"),
+            };
+            let i = self.launch(broker)?;
+            match self.processes[i].wait_ready(READY_TIMEOUT).await {
+                Ok(_) => {
+                    let fronts = links::broker_fronts(&self.processes[i].spec.ready_file)?;
+                    for (link, listen) in kafka_links.values() {
+                        let front = fronts.get(listen).with_context(|| {
+                            format!("the broker opened no front for {link} ({listen})")
+                        })?;
+                        links::set_upstream(proxies, link, &front.to_string()).await?;
+                        self.links.push(LinkInfo {
+                            name: link.clone(),
+                            listen: listen.to_string(),
+                            upstream: front.to_string(),
+                        });
+                    }
+                    // A restarted broker must open its fronts where the proxies point.
+                    links::pin_fronts(&mut self.processes[i].spec, &fronts);
+                    return Ok(());
+                }
+                Err(e) if attempt < 3 => {
+                    tracing::warn!(error = %format!("{e:#}"), "the broker did not start; retrying");
+                    if let Some(mut p) = self.processes.pop() {
+                        p.kill().await;
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The service instances: the first of each service together, then the others.
+    async fn start_services(
+        &mut self,
+        bin: &Binaries,
+        options: &EnvOptions,
+        secret: &str,
+        kafka_links: &KafkaLinks,
+    ) -> anyhow::Result<()> {
+        let dir = self.run_dir.path().to_path_buf();
+        let mut later = Vec::new();
+        let mut first = Vec::new();
+        for service in Service::ALL {
+            for n in 1..=options.instances.of(service) {
+                let name = format!("{}#{n}", service.name());
+                let file = format!("{}-{n}", service.name());
+                let mut env = BTreeMap::new();
+                // Any free port, announced in the ready file: no race with other processes
+                // for a port picked in advance. A restart reuses the port it got (see
+                // `link_services`).
+                env.insert("BIND_ADDR".into(), "127.0.0.1:0".into());
+                env.insert("INSTANCE_ID".into(), name.clone());
+                env.insert("SERVICE_TOKEN_SECRET".into(), secret.to_string());
+                env.insert(
+                    "DATABASE_URL".into(),
+                    format!(
+                        "sqlite://{}",
+                        dir.join(format!("data/{}.db", service.name())).display()
+                    ),
+                );
+                let kafka = kafka_links
+                    .get(&name)
+                    .map_or_else(|| self.kafka_brokers.clone(), |(_, l)| l.to_string());
+                env.insert("KAFKA_BROKERS".into(), kafka);
+                // tansu 0.6 never evicts a consumer-group leader killed with SIGKILL, which
+                // would stall a shared group for good; see platform's `GroupMode`.
+                env.insert("KAFKA_CONSUMER_GROUPS".into(), "per-instance".into());
+                if service == Service::Order {
+                    env.insert(
+                        "SAGA_STEP_TIMEOUT_MS".into(),
+                        options.saga_step_timeout_ms.to_string(),
+                    );
+                }
+                env.extend(super::otel_env(self.otlp_endpoint().as_deref()));
+                let spec = Spec {
+                    name,
+                    program: bin.path(binary(service)),
+                    args: vec![],
+                    env,
+                    ready_file: dir.join(format!("ready/{file}.json")),
+                    log_file: dir.join(format!("logs/{file}.log")),
+                };
+                if n == 1 {
+                    first.push(spec)
+                } else {
+                    later.push(spec)
+                }
+            }
+        }
+        for batch in [first, later] {
+            let idx: Vec<usize> = batch
+                .into_iter()
+                .map(|s| self.launch(s))
+                .collect::<anyhow::Result<_>>()?;
+            // All of the batch are already starting, so waiting in turn takes as long as the
+            // slowest one.
+            for i in idx {
+                self.processes[i].wait_ready(READY_TIMEOUT).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The gateway's link to each instance; returns the URLs the gateway is to use per service.
+    async fn link_services(
+        &mut self,
+        proxies: &chaos::Client,
+    ) -> anyhow::Result<BTreeMap<Service, Vec<String>>> {
+        let mut gateway_links = Vec::new();
+        for p in &mut self.processes {
+            let Some(addr) = p.addr else { continue };
+            if let Some(service) = Service::ALL
+                .into_iter()
+                .find(|s| p.spec.name.starts_with(&format!("{}#", s.name())))
+            {
+                p.pin_port(addr);
+                gateway_links.push((service, p.spec.name.clone(), addr));
+            }
+        }
+        let mut urls: BTreeMap<Service, Vec<String>> = BTreeMap::new();
+        for (service, name, addr) in gateway_links {
+            let link = format!("gateway->{name}");
+            let listen = links::create(proxies, &link, &addr.to_string()).await?;
+            self.links.push(LinkInfo {
+                name: link,
+                listen: listen.to_string(),
+                upstream: addr.to_string(),
+            });
+            urls.entry(service)
+                .or_default()
+                .push(format!("http://{listen}"));
+        }
+        Ok(urls)
+    }
+
+    /// The gateway, and the clients' link to it.
+    async fn start_gateway(
+        &mut self,
+        bin: &Binaries,
+        proxies: &chaos::Client,
+        secret: &str,
+        upstreams: &BTreeMap<Service, Vec<String>>,
+    ) -> anyhow::Result<()> {
+        let dir = self.run_dir.path().to_path_buf();
+        let mut env = BTreeMap::new();
+        env.insert("BIND_ADDR".into(), "127.0.0.1:0".into());
+        env.insert("INSTANCE_ID".into(), "gateway#1".into());
+        env.insert("SERVICE_TOKEN_SECRET".into(), secret.to_string());
+        env.insert(
+            "JWT_PUBLIC_KEY_PEM".into(),
+            self.idp.public_key_pem().to_string(),
+        );
+        env.insert("JWT_ISSUER".into(), crate::seed::ISSUER.into());
+        env.extend(super::otel_env(self.otlp_endpoint().as_deref()));
+        env.insert("JWT_AUDIENCE".into(), crate::seed::AUDIENCE.into());
+        for (service, var) in [
+            (Service::Order, "ORDER_URLS"),
+            (Service::Inventory, "INVENTORY_URLS"),
+            (Service::Payment, "PAYMENT_URLS"),
+        ] {
+            env.insert(
+                var.into(),
+                upstreams
+                    .get(&service)
+                    .map(|u| u.join(","))
+                    .unwrap_or_default(),
+            );
+        }
+        let gateway = Spec {
+            name: "gateway#1".into(),
+            program: bin.path(binaries::GATEWAY),
+            args: vec![],
+            env,
+            ready_file: dir.join("ready/gateway-1.json"),
+            log_file: dir.join("logs/gateway-1.log"),
+        };
+        let i = self.launch(gateway)?;
+        let addr = self.processes[i].wait_ready(READY_TIMEOUT).await?;
+        self.processes[i].pin_port(addr);
+        let listen = links::create(proxies, CLIENT_LINK, &addr.to_string()).await?;
+        self.links.insert(
+            0,
+            LinkInfo {
+                name: CLIENT_LINK.into(),
+                listen: listen.to_string(),
+                upstream: addr.to_string(),
+            },
+        );
+        self.gateway_url = format!("http://{listen}");
+        Ok(())
+    }
+
+    /// Listed client first, then the gateway's links, then the links to the broker.
+    fn sort_links(&mut self, options: &EnvOptions) {
+        let order = crate::faults::target::local_links(&options.instances);
+        self.links.sort_by_key(|l| {
+            order
+                .iter()
+                .position(|n| *n == l.name)
+                .unwrap_or(usize::MAX)
+        });
+    }
+
+    /// Products and customers, through the gateway's admin API once it is ready.
+    async fn seed_data(&self) -> anyhow::Result<()> {
+        let client = crate::client::ApiClient::new(&self.gateway_url)?;
+        client
+            .wait_ready(READY_TIMEOUT)
+            .await
+            .context("waiting for the gateway to be ready")?;
+        let admin = self.idp.admin_token()?;
+        self.seed
+            .apply(&client, &admin)
+            .await
+            .context("seeding products and customers through the gateway")
+    }
+
+    fn launch(&mut self, spec: Spec) -> anyhow::Result<usize> {
+        let p = Supervised::spawn(spec)?;
+        self.processes.push(p);
+        Ok(self.processes.len() - 1)
+    }
+
+    /// The chaos-proxy's Toxiproxy API.
+    pub fn chaos_url(&self) -> &str {
+        &self.chaos_url
+    }
+
+    fn process(&mut self, name: &str) -> anyhow::Result<&mut Supervised> {
+        let names = Faultable::process_names(self);
+        self.processes
+            .iter_mut()
+            .find(|p| p.spec.name == name)
+            .with_context(|| format!("no process named {name:?}; there are {}", names.join(", ")))
+    }
+}
+
+#[async_trait::async_trait]
+impl Faultable for LocalEnvironment {
+    fn link_names(&self) -> Vec<String> {
+        self.links.iter().map(|l| l.name.clone()).collect()
+    }
+
+    /// `chaos-proxy`, `broker`, `order#1`, `gateway#1`, ...
+    fn process_names(&self) -> Vec<String> {
+        self.processes.iter().map(|p| p.spec.name.clone()).collect()
+    }
+
+    fn chaos_client(&self) -> anyhow::Result<chaos::Client> {
+        chaos::Client::new(&self.chaos_url).context("creating the chaos-proxy client")
+    }
+
+    /// SIGKILL (it stays down until `restart` or a heal).
+    async fn kill(&mut self, name: &str) -> anyhow::Result<()> {
+        self.process(name)?.kill().await;
+        Ok(())
+    }
+
+    /// SIGSTOP: it holds its connections but answers nothing.
+    async fn pause(&mut self, name: &str) -> anyhow::Result<()> {
+        self.process(name)?.signal(Signal::SIGSTOP)
+    }
+
+    async fn resume(&mut self, name: &str) -> anyhow::Result<()> {
+        self.process(name)?.signal(Signal::SIGCONT)
+    }
+
+    /// SIGTERM, graceful.
+    async fn stop_instance(&mut self, name: &str) -> anyhow::Result<()> {
+        self.process(name)?.stop(STOP_GRACE).await;
+        Ok(())
+    }
+
+    /// Starts a killed or stopped instance again on the same port and waits until it is ready.
+    async fn restart(&mut self, name: &str) -> anyhow::Result<()> {
+        let p = self.process(name)?;
+        if p.is_running() {
+            bail!("{name} is still running; kill or stop it first");
+        }
+        p.respawn()?;
+        p.wait_ready(READY_TIMEOUT).await?;
+        Ok(())
+    }
+
+    /// Every proxy re-enabled without toxics, every paused process resumed, every killed or
+    /// stopped process restarted. Tries all of it even when a step fails, and reports the first
+    /// failure.
+    async fn heal_all(&mut self) -> anyhow::Result<()> {
+        let mut first_error = None;
+        match self.chaos_client() {
+            Ok(c) => {
+                if let Err(e) = c.reset().await {
+                    first_error
+                        .get_or_insert(anyhow::Error::from(e).context("resetting the proxies"));
+                }
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+        for name in Faultable::process_names(self) {
+            if let Err(e) = self.heal_process(&name).await {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+#[async_trait::async_trait]
+impl Environment for LocalEnvironment {
+    fn backend(&self) -> Backend {
+        Backend::Local
+    }
+
+    fn startup_time(&self) -> Duration {
+        self.startup_time
+    }
+
+    fn gateway_url(&self) -> &str {
+        &self.gateway_url
+    }
+
+    fn kafka_brokers(&self) -> &str {
+        &self.kafka_brokers
+    }
+
+    fn links(&self) -> &[LinkInfo] {
+        &self.links
+    }
+
+    fn run_dir(&self) -> &Path {
+        self.run_dir.path()
+    }
+
+    fn identity(&self) -> &IdentityProvider {
+        &self.idp
+    }
+
+    fn seed(&self) -> &Seed {
+        &self.seed
+    }
+
+    fn spans(&self) -> Option<Arc<SpanStore>> {
+        self.collector.as_ref().map(Collector::store)
+    }
+
+    fn otlp_endpoint(&self) -> Option<String> {
+        self.collector.as_ref().map(Collector::endpoint)
+    }
+
+    /// Each service instance and the gateway, scraped directly, and the chaos-proxy.
+    fn metrics_targets(&self) -> Vec<scrape::Target> {
+        let mut targets: Vec<scrape::Target> = self
+            .processes
+            .iter()
+            .filter(|p| p.spec.name.contains('#'))
+            .filter_map(|p| {
+                let addr = p.addr?;
+                let service = p.spec.name.split('#').next()?.to_string();
+                Some(scrape::Target {
+                    process: p.spec.name.clone(),
+                    service,
+                    url: format!("http://{addr}/metrics"),
+                })
+            })
+            .collect();
+        targets.push(scrape::Target {
+            process: "chaos-proxy".into(),
+            service: "chaos-proxy".into(),
+            url: format!("{}/metrics", self.chaos_url),
+        });
+        targets
+    }
+
+    fn info(&self) -> EnvInfo {
+        let customers = self.seed.customer_infos(&self.idp);
+        let token_of = |id: &str| {
+            customers
+                .iter()
+                .find(|c| c.customer_id == id)
+                .map(|c| c.token.clone())
+                .unwrap_or_default()
+        };
+        EnvInfo {
+            backend: Backend::Local.name().to_string(),
+            gateway_url: self.gateway_url.clone(),
+            customer_token: token_of(crate::seed::GOOD_CUSTOMER),
+            admin_token: self.idp.admin_token().unwrap_or_default(),
+            declining_customer_token: token_of(crate::seed::DECLINING_CUSTOMER),
+            kafka_brokers: self.kafka_brokers.clone(),
+            run_dir: self.run_dir.path().display().to_string(),
+            products: self.seed.product_infos(),
+            customers,
+            processes: self
+                .processes
+                .iter()
+                .map(|p| ProcessInfo {
+                    name: p.spec.name.clone(),
+                    pid: p.pid().unwrap_or_default(),
+                    addr: p.addr.map(|a| a.to_string()).unwrap_or_default(),
+                    url: p
+                        .addr
+                        .filter(|_| p.spec.name != "broker")
+                        .map(|a| format!("http://{a}")),
+                    log: p.spec.log_file.display().to_string(),
+                })
+                .collect(),
+            jwt_public_key_pem: self.idp.public_key_pem().to_string(),
+            startup_ms: u64::try_from(self.startup_time.as_millis()).unwrap_or(u64::MAX),
+            toxiproxy_url: self.chaos_url.clone(),
+            links: self.links.clone(),
+            control_url: None,
+            otlp_endpoint: self.otlp_endpoint(),
+            metrics_targets: self
+                .metrics_targets()
+                .into_iter()
+                .map(|t| MetricsTargetInfo {
+                    process: t.process,
+                    url: t.url,
+                })
+                .collect(),
+            prometheus_config: None,
+        }
+    }
+
+    async fn heal_process(&mut self, name: &str) -> anyhow::Result<()> {
+        let p = self.process(name)?;
+        if p.is_running() {
+            p.signal(Signal::SIGCONT)
+        } else {
+            p.respawn()?;
+            p.wait_ready(READY_TIMEOUT)
+                .await
+                .map(|_| ())
+                .with_context(|| format!("restarting {name}"))
+        }
+    }
+
+    /// In reverse start order: gateway first, broker last.
+    async fn stop(mut self: Box<Self>) {
+        while let Some(mut p) = self.processes.pop() {
+            p.stop(STOP_GRACE).await;
+        }
+    }
+}
+
+fn hex_secret() -> String {
+    let bytes: [u8; 32] = rand_bytes();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn rand_bytes() -> [u8; 32] {
+    let a = uuid::Uuid::new_v4();
+    let b = uuid::Uuid::new_v4();
+    let mut out = [0u8; 32];
+    out[..16].copy_from_slice(a.as_bytes());
+    out[16..].copy_from_slice(b.as_bytes());
+    out
+}

@@ -1,0 +1,361 @@
+//! Environments: the whole system started somewhere, seen through one interface.
+//!
+//! Scenarios, chaos timelines, checks, the control API and `harness chaos` use only
+//! [`Environment`] (and its fault half, [`Faultable`]); how a backend starts things, where they
+//! run and how an instance is killed is its own business. [`start`] picks the backend.
+//!
+//! # Layout
+//! - this module: the interface, the options every backend takes, and what every backend
+//!   reports about itself ([`EnvInfo`], written to `--env-file`).
+//! - [`local`]: child processes on 127.0.0.1, SQLite files, the embedded broker, `chaos-proxy`.
+
+pub mod local;
+
+pub use self::local::LinkInfo;
+pub use crate::faults::Faultable;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::client::ApiClient;
+use crate::scenario::Backend;
+use crate::seed::{IdentityProvider, Seed};
+use crate::telemetry::scrape;
+use crate::telemetry::store::SpanStore;
+
+/// A running environment: the gateway and services, the broker, the proxies of every link,
+/// the harness's own collector. Dropping it tears everything down at once;
+/// [`Environment::stop`] does it gracefully.
+#[async_trait::async_trait]
+pub trait Environment: Faultable + Send {
+    /// Which backend runs it.
+    fn backend(&self) -> Backend;
+
+    /// From the first thing started to seeded and ready (building binaries or images excluded).
+    fn startup_time(&self) -> Duration;
+
+    /// The gateway as clients reach it: through the `client->gateway` link.
+    fn gateway_url(&self) -> &str;
+
+    /// The Kafka bootstrap servers as the harness reaches them (for the dead-letter reader).
+    fn kafka_brokers(&self) -> &str;
+
+    /// Every link, each through its named proxy: `client->gateway`, `gateway->order#1`, ...
+    fn links(&self) -> &[LinkInfo];
+
+    /// Where logs, data and generated files of this run are.
+    fn run_dir(&self) -> &Path;
+
+    /// Issues the tokens the seeded customers and the admin use.
+    fn identity(&self) -> &IdentityProvider;
+
+    /// The products and customers the environment was seeded with.
+    fn seed(&self) -> &Seed;
+
+    /// The spans the services exported so far; `None` when traces are off.
+    fn spans(&self) -> Option<Arc<SpanStore>>;
+
+    /// The collector's base URL as the harness reaches it (OTLP at `/v1/traces`, queries at
+    /// `/api/traces`); `None` when traces are off.
+    fn otlp_endpoint(&self) -> Option<String>;
+
+    /// Every process that serves Prometheus `/metrics`, as the harness reaches it (directly,
+    /// not through the links: a fault on a link must not blind the observer).
+    fn metrics_targets(&self) -> Vec<scrape::Target>;
+
+    /// What `--env-file` holds (without `control_url` and `prometheus_config`, which
+    /// `harness up` adds).
+    fn info(&self) -> EnvInfo;
+
+    /// Resumes the process if it runs (a paused one), starts it again if it does not (a killed
+    /// or stopped one).
+    async fn heal_process(&mut self, name: &str) -> anyhow::Result<()>;
+
+    /// Stops everything gracefully, the gateway first and the broker last.
+    async fn stop(self: Box<Self>);
+
+    /// A client of the gateway.
+    fn client(&self) -> anyhow::Result<ApiClient> {
+        ApiClient::new(self.gateway_url())
+    }
+
+    /// Writes `prometheus.yml` (scraping every process, every 5 s) into the run directory and
+    /// returns its path.
+    fn write_prometheus_config(&self) -> anyhow::Result<PathBuf> {
+        let path = self.run_dir().join("prometheus.yml");
+        let text = scrape::prometheus_config(&self.metrics_targets(), Duration::from_secs(5));
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
+    }
+}
+
+/// Starts an environment on `backend` and waits until it is seeded and ready. On failure
+/// whatever was started is gone again before this returns.
+pub async fn start(backend: Backend, options: EnvOptions) -> anyhow::Result<Box<dyn Environment>> {
+    match backend {
+        Backend::Local => Ok(Box::new(local::LocalEnvironment::start(options).await?)),
+        other => anyhow::bail!(
+            "the {:?} backend is not supported yet; use \"local\"",
+            other.name()
+        ),
+    }
+}
+
+/// The services that can have several instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Service {
+    Inventory,
+    Payment,
+    Order,
+}
+
+impl Service {
+    pub const ALL: [Service; 3] = [Service::Inventory, Service::Payment, Service::Order];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Inventory => "inventory",
+            Self::Payment => "payment",
+            Self::Order => "order",
+        }
+    }
+}
+
+/// Instance counts, parsed from `order=2,inventory=2,payment=2`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Instances {
+    pub order: usize,
+    pub inventory: usize,
+    pub payment: usize,
+}
+
+impl Default for Instances {
+    fn default() -> Self {
+        Self {
+            order: 1,
+            inventory: 1,
+            payment: 1,
+        }
+    }
+}
+
+impl Instances {
+    pub const MAX: usize = 8;
+
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let mut out = Self::default();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (name, n) = part
+                .split_once('=')
+                .ok_or_else(|| format!("{part:?}: expected SERVICE=COUNT, e.g. order=2"))?;
+            let n: usize = n
+                .trim()
+                .parse()
+                .map_err(|_| format!("{part:?}: {n:?} is not a number"))?;
+            if n == 0 || n > Self::MAX {
+                return Err(format!(
+                    "{part:?}: the count must be between 1 and {}",
+                    Self::MAX
+                ));
+            }
+            match name.trim() {
+                "order" => out.order = n,
+                "inventory" => out.inventory = n,
+                "payment" => out.payment = n,
+                other => {
+                    return Err(format!(
+                        "{other:?} is not a service; expected order, inventory or payment"
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn of(&self, s: Service) -> usize {
+        match s {
+            Service::Order => self.order,
+            Service::Inventory => self.inventory,
+            Service::Payment => self.payment,
+        }
+    }
+}
+
+impl fmt::Display for Instances {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "order={},inventory={},payment={}",
+            self.order, self.inventory, self.payment
+        )
+    }
+}
+
+/// How to start an environment, on any backend.
+#[derive(Debug, Clone)]
+pub struct EnvOptions {
+    pub instances: Instances,
+    /// Keep state (logs, data, ready files) here instead of a temporary directory.
+    pub run_dir: Option<PathBuf>,
+    pub saga_step_timeout_ms: u64,
+    /// Run `cargo build` for the service binaries first (from a checkout).
+    pub build: bool,
+    /// What happens to the services' traces.
+    pub traces: Traces,
+}
+
+impl Default for EnvOptions {
+    fn default() -> Self {
+        Self {
+            instances: Instances::default(),
+            run_dir: None,
+            saga_step_timeout_ms: 5000,
+            build: true,
+            traces: Traces::default(),
+        }
+    }
+}
+
+/// What happens to the services' traces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Traces {
+    /// The services export nothing (`OTEL_SDK_DISABLED=true`): the baseline of the tracing
+    /// benchmark.
+    Off,
+    /// The services export to the harness's own OTLP collector, which keeps them (for
+    /// `harness trace` and the reports) and, with `forward_to`, also sends every export on to
+    /// that collector (`--otlp-endpoint`).
+    Collect { forward_to: Option<String> },
+}
+
+impl Default for Traces {
+    fn default() -> Self {
+        Self::Collect { forward_to: None }
+    }
+}
+
+/// Spans the harness's collector keeps at most (about 0.5 KiB each); beyond it new spans are
+/// counted as dropped. A few minutes of load at the knee fit.
+pub const MAX_SPANS: usize = 2_000_000;
+
+/// How often each service's batch processor exports: short, so a run's last spans are in before
+/// its report is written.
+const EXPORT_DELAY_MS: &str = "200";
+
+/// The `OTEL_*` variables of a service: export to the collector at `endpoint` (as the service
+/// reaches it), or nothing at all.
+pub fn otel_env(endpoint: Option<&str>) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    match endpoint {
+        Some(endpoint) => {
+            env.insert("OTEL_EXPORTER_OTLP_ENDPOINT".into(), endpoint.to_string());
+            env.insert("OTEL_EXPORTER_OTLP_PROTOCOL".into(), "http/protobuf".into());
+            env.insert("OTEL_BSP_SCHEDULE_DELAY".into(), EXPORT_DELAY_MS.into());
+            // Room for a few seconds of spans at the knee, so a slow export drops nothing.
+            env.insert("OTEL_BSP_MAX_QUEUE_SIZE".into(), "65536".into());
+            env.insert("OTEL_BSP_MAX_EXPORT_BATCH_SIZE".into(), "2048".into());
+        }
+        None => {
+            env.insert("OTEL_SDK_DISABLED".into(), "true".into());
+        }
+    }
+    env
+}
+
+/// What `--env-file` contains.
+#[derive(Debug, Clone, Serialize)]
+pub struct EnvInfo {
+    /// The backend that runs the environment: `local` or `containers`.
+    pub backend: String,
+    pub gateway_url: String,
+    pub customer_token: String,
+    pub admin_token: String,
+    /// A customer whose credit limit makes nearly every order decline.
+    pub declining_customer_token: String,
+    pub kafka_brokers: String,
+    pub run_dir: String,
+    pub customers: Vec<crate::seed::CustomerInfo>,
+    pub products: Vec<crate::seed::ProductInfo>,
+    pub processes: Vec<ProcessInfo>,
+    pub jwt_public_key_pem: String,
+    pub startup_ms: u64,
+    /// The chaos-proxy's Toxiproxy API, for `harness chaos` and any Toxiproxy client.
+    pub toxiproxy_url: String,
+    pub links: Vec<LinkInfo>,
+    /// `harness up`'s control API, for `harness chaos` (instance faults).
+    pub control_url: Option<String>,
+    /// The harness's OTLP collector (`/v1/traces`), where the services send their traces and
+    /// where `harness trace` reads them; absent when traces are off.
+    pub otlp_endpoint: Option<String>,
+    /// Where every process's Prometheus `/metrics` is.
+    pub metrics_targets: Vec<MetricsTargetInfo>,
+    /// A Prometheus config scraping all of them, for a Prometheus of your own.
+    pub prometheus_config: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MetricsTargetInfo {
+    pub process: String,
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProcessInfo {
+    pub name: String,
+    pub pid: u32,
+    pub addr: String,
+    pub url: Option<String>,
+    pub log: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_counts_parse_and_default_to_one() {
+        assert_eq!(Instances::parse("").unwrap(), Instances::default());
+        let i = Instances::parse("order=2, payment=3").unwrap();
+        assert_eq!((i.order, i.inventory, i.payment), (2, 1, 3));
+        assert_eq!(i.to_string(), "order=2,inventory=1,payment=3");
+    }
+
+    #[test]
+    fn bad_instance_counts_say_what_was_wrong() {
+        assert!(
+            Instances::parse("order")
+                .unwrap_err()
+                .contains("SERVICE=COUNT")
+        );
+        assert!(
+            Instances::parse("order=x")
+                .unwrap_err()
+                .contains("not a number")
+        );
+        assert!(
+            Instances::parse("order=0")
+                .unwrap_err()
+                .contains("between 1")
+        );
+        assert!(
+            Instances::parse("shipping=2")
+                .unwrap_err()
+                .contains("not a service")
+        );
+    }
+
+    #[test]
+    fn traces_off_switches_the_sdk_off_and_on_points_it_at_the_collector() {
+        assert_eq!(otel_env(None)["OTEL_SDK_DISABLED"], "true");
+        let on = otel_env(Some("http://127.0.0.1:4318"));
+        assert_eq!(on["OTEL_EXPORTER_OTLP_ENDPOINT"], "http://127.0.0.1:4318");
+        assert!(!on.contains_key("OTEL_SDK_DISABLED"));
+    }
+}
