@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::environment::Instances;
+use crate::scenario::Backend;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -153,6 +154,11 @@ pub struct RunArgs {
     #[arg(long, default_value = "reports")]
     pub reports_dir: PathBuf,
 
+    /// Run on this backend instead of the scenario's `[environment] backend`: `local` (child
+    /// processes) or `containers` (Docker).
+    #[arg(long, value_parser = backend)]
+    pub backend: Option<Backend>,
+
     /// Use the service binaries next to this one as they are, without `cargo build`.
     #[arg(long)]
     pub no_build: bool,
@@ -168,6 +174,11 @@ pub struct UpArgs {
     /// Instances per service, e.g. `order=2,inventory=2,payment=2` (default 1 each).
     #[arg(long, default_value = "", value_parser = Instances::parse)]
     pub instances: Instances,
+
+    /// Where the system runs: `local` (child processes on 127.0.0.1) or `containers` (Docker,
+    /// images chosen by the HARNESS_IMAGE_* variables).
+    #[arg(long, default_value = "local", value_parser = backend)]
+    pub backend: Backend,
 
     /// Write the gateway URL, tokens and process list as JSON to this file.
     #[arg(long)]
@@ -198,6 +209,15 @@ pub struct ListArgs {
     /// workspace.
     #[arg(long)]
     pub dir: Option<PathBuf>,
+}
+
+/// `local` or `containers`.
+fn backend(s: &str) -> Result<Backend, String> {
+    match s.trim() {
+        "local" => Ok(Backend::Local),
+        "containers" => Ok(Backend::Containers),
+        other => Err(format!("expected local or containers, not {other:?}")),
+    }
 }
 
 /// An `http://` or `https://` URL, without a trailing slash.

@@ -39,7 +39,6 @@ use anyhow::Context;
 
 use crate::cli::{Cli, Command, UpArgs};
 use crate::environment::EnvOptions;
-use crate::scenario::Backend;
 
 /// Exit code when the run itself could not happen (bad input, environment failed to start).
 pub const EXIT_CANNOT_RUN: u8 = 2;
@@ -85,7 +84,8 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     };
     let shutdown = platform::shutdown::install(false);
     let env = tokio::select! {
-        env = environment::start(Backend::Local, options) => env.context("starting the local environment")?,
+        env = environment::start(args.backend, options) => env
+            .with_context(|| format!("starting the {} environment", args.backend.name()))?,
         _ = shutdown.cancelled() => {
             eprintln!("interrupted during start-up; everything started so far was stopped");
             return Ok(ExitCode::from(EXIT_CANNOT_RUN));

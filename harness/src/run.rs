@@ -35,13 +35,19 @@ use crate::{EXIT_CANNOT_RUN, capacity, faults, load, slo};
 const EXIT_FAILED: u8 = 1;
 
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let scenario = match Scenario::open(&args.scenario) {
+    let mut scenario = match Scenario::open(&args.scenario) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
             return Ok(ExitCode::from(EXIT_CANNOT_RUN));
         }
     };
+    // `--backend` wins over the file, and the report names the backend that really ran.
+    if let Some(backend) = args.backend {
+        let span = scenario.environment.backend.span();
+        scenario.environment.backend = crate::scenario::Spanned::new(span, backend);
+    }
+    let backend = *scenario.environment.backend.get_ref();
     if let Err(e) = scenario.check_backend_supported() {
         eprintln!("error: {e}");
         return Ok(ExitCode::from(EXIT_CANNOT_RUN));
@@ -77,7 +83,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         },
     };
     let env = tokio::select! {
-        env = environment::start(*scenario.environment.backend.get_ref(), options) => match env {
+        env = environment::start(backend, options) => match env {
             Ok(env) => env,
             Err(e) => {
                 eprintln!("error: the environment did not start: {e:#}");

@@ -8,7 +8,9 @@
 //! - this module: the interface, the options every backend takes, and what every backend
 //!   reports about itself ([`EnvInfo`], written to `--env-file`).
 //! - [`local`]: child processes on 127.0.0.1, SQLite files, the embedded broker, `chaos-proxy`.
+//! - [`containers`]: Docker containers on a network of the run's own, Postgres, Kafka, Toxiproxy.
 
+pub mod containers;
 pub mod local;
 
 pub use self::local::LinkInfo;
@@ -100,6 +102,9 @@ pub trait Environment: Faultable + Send {
 pub async fn start(backend: Backend, options: EnvOptions) -> anyhow::Result<Box<dyn Environment>> {
     match backend {
         Backend::Local => Ok(Box::new(local::LocalEnvironment::start(options).await?)),
+        Backend::Containers => Ok(Box::new(
+            containers::ContainersEnvironment::start(options).await?,
+        )),
         other => anyhow::bail!(
             "the {:?} backend is not supported yet; use \"local\"",
             other.name()

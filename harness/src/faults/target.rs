@@ -17,6 +17,7 @@
 use std::fmt;
 
 use crate::environment::{Instances, Service};
+use crate::scenario::Backend;
 
 /// One end of a link, or a process: `client`, `gateway`, `kafka`, or a service with or without
 /// an instance number.
@@ -141,6 +142,33 @@ impl Target {
             .map(str::to_string)
             .collect()
     }
+}
+
+/// The links a backend has with `instances`: on both, the client to the gateway, the gateway to
+/// every service instance, every service instance to the broker; on `containers` also every
+/// service instance to its service's database (`order#1->db`).
+pub fn links_of(backend: Backend, instances: &Instances) -> Vec<String> {
+    let mut links = local_links(instances);
+    if backend == Backend::Containers {
+        for service in Service::ALL {
+            for n in 1..=instances.of(service) {
+                links.push(format!("{}#{n}->db", service.name()));
+            }
+        }
+    }
+    links
+}
+
+/// The processes a backend has with `instances` that faults may act on: on `containers` also
+/// each service's database (`order-db`).
+pub fn processes_of(backend: Backend, instances: &Instances) -> Vec<String> {
+    let mut names = local_processes(instances);
+    if backend == Backend::Containers {
+        for service in Service::ALL {
+            names.insert(1, format!("{}-db", service.name()));
+        }
+    }
+    names
 }
 
 /// The links of the local backend with `instances`: the client to the gateway, the gateway to

@@ -774,11 +774,11 @@ impl Scenario {
     pub fn check_backend_supported(&self) -> Result<(), ScenarioError> {
         let backend = &self.environment.backend;
         match backend.get_ref() {
-            Backend::Local => Ok(()),
+            Backend::Local | Backend::Containers => Ok(()),
             other => Err(self.error(
                 backend.span(),
                 format!(
-                    "the {:?} backend is not supported yet; only \"local\" runs today",
+                    "the {:?} backend is not supported yet; \"local\" and \"containers\" run today",
                     other.name()
                 ),
             )),

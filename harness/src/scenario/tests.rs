@@ -437,13 +437,15 @@ fn chaos_entries_parse_and_bad_ones_are_refused_with_their_line() {
 }
 
 #[test]
-fn other_backends_parse_but_are_refused_at_run_time() {
+fn the_external_backend_parses_but_is_refused_at_run_time() {
     let base = with_load("users = 1\nduration = \"1s\"");
     let s = parse(&format!("{base}[environment]\nbackend = \"containers\"\n")).unwrap();
+    assert!(s.check_backend_supported().is_ok());
+    let s = parse(&format!("{base}[environment]\nbackend = \"external\"\n")).unwrap();
     let e = s.check_backend_supported().unwrap_err().to_string();
     assert!(e.starts_with(&format!("{PATH}:9:11:")), "{e}");
     assert!(
-        e.contains("the \"containers\" backend is not supported yet"),
+        e.contains("the \"external\" backend is not supported yet"),
         "{e}"
     );
     let e = error_on_line(&format!("{base}[environment]\nbackend = \"k8s\"\n"), 9);

@@ -8,7 +8,7 @@ use super::{
     ScenarioError, Slo, Spanned, objectives_of,
 };
 use crate::environment::Instances;
-use crate::faults::target::{Target, local_links, local_processes};
+use crate::faults::target::{Target, links_of, processes_of};
 
 /// A fault attribute: its name, where it was given (if it was), the faults that take it and
 /// the faults that need it.
@@ -201,8 +201,9 @@ impl Scenario {
             .parse()
             .map_err(|m| self.error(e.target.span(), m))?;
         let instances = self.environment.instances.to_instances();
+        let backend = *self.environment.backend.get_ref();
         if fault.on_instances() {
-            let names = local_processes(&instances);
+            let names = processes_of(backend, &instances);
             if target
                 .processes(names.iter().map(String::as_str))
                 .is_empty()
@@ -218,7 +219,7 @@ impl Scenario {
                 ));
             }
         } else {
-            let links = local_links(&instances);
+            let links = links_of(backend, &instances);
             if target.links(links.iter().map(String::as_str)).is_empty() {
                 return Err(self.error(
                     e.target.span(),

@@ -74,12 +74,16 @@ pub struct CollectorOptions {
     pub forward_to: Option<String>,
     /// Spans kept; see [`SpanStore`].
     pub max_spans: usize,
+    /// Also listen on this address (any free port): where exporters that cannot reach the
+    /// host's loopback send (containers reach the host at its address on their network).
+    pub also_bind: Option<std::net::IpAddr>,
 }
 
 /// A running receiver; see the module documentation.
 #[derive(Debug)]
 pub struct Collector {
     addr: SocketAddr,
+    also_addr: Option<SocketAddr>,
     store: Arc<SpanStore>,
     forwarding: Option<Arc<ForwardCounters>>,
     stop: CancellationToken,
@@ -116,6 +120,15 @@ impl Collector {
         let addr = listener
             .local_addr()
             .context("reading the OTLP receiver's address")?;
+        let also = match options.also_bind {
+            Some(ip) => Some(
+                tokio::net::TcpListener::bind((ip, 0))
+                    .await
+                    .with_context(|| format!("binding the OTLP receiver on {ip}"))?,
+            ),
+            None => None,
+        };
+        let also_addr = also.as_ref().map(|l| l.local_addr()).transpose()?;
         let app = router(AppState {
             store: Arc::clone(&store),
             forward: queue,
@@ -124,9 +137,18 @@ impl Collector {
         let server = tokio::spawn({
             let stop = stop.clone();
             async move {
-                let served = axum::serve(listener, app)
-                    .with_graceful_shutdown(stop.cancelled_owned())
-                    .await;
+                let serve = |listener, app| {
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(stop.clone().cancelled_owned())
+                        .into_future()
+                };
+                let served = match also {
+                    Some(also) => {
+                        let (a, b) = tokio::join!(serve(listener, app.clone()), serve(also, app));
+                        a.and(b)
+                    }
+                    None => serve(listener, app).await,
+                };
                 if let Err(e) = served {
                     tracing::warn!(error = %e, "the OTLP receiver stopped");
                 }
@@ -134,6 +156,7 @@ impl Collector {
         });
         Ok(Self {
             addr,
+            also_addr,
             store,
             forwarding,
             stop,
@@ -153,6 +176,11 @@ impl Collector {
     /// The base URL for `OTEL_EXPORTER_OTLP_ENDPOINT` (exporters add `/v1/traces`).
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The same on [`CollectorOptions::also_bind`]'s address, when there is one.
+    pub fn also_endpoint(&self) -> Option<String> {
+        self.also_addr.map(|a| format!("http://{a}"))
     }
 
     pub fn store(&self) -> Arc<SpanStore> {
@@ -635,6 +663,7 @@ mod tests {
         Collector::start(CollectorOptions {
             forward_to: None,
             max_spans: 1_000,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -861,6 +890,7 @@ mod tests {
         let c = Collector::start(CollectorOptions {
             forward_to: None,
             max_spans: 1,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -906,6 +936,7 @@ mod tests {
         let c = Collector::start(CollectorOptions {
             forward_to: Some(format!("{}/", external.endpoint())),
             max_spans: 1_000,
+            ..Default::default()
         })
         .await
         .unwrap();

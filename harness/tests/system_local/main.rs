@@ -3,6 +3,9 @@
 //! are the slow part of `cargo test`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+/// The backend every test of this binary runs on.
+pub const BACKEND: harness::scenario::Backend = harness::scenario::Backend::Local;
+
 mod auth;
 mod chaos;
 mod helpers;

@@ -16,6 +16,16 @@ pub const ORDER: &str = "order-service";
 pub const INVENTORY: &str = "inventory-service";
 pub const PAYMENT: &str = "payment-service";
 pub const CHAOS_PROXY: &str = "chaos-proxy";
+
+/// The binary a service's instances run.
+pub fn of(service: crate::environment::Service) -> &'static str {
+    use crate::environment::Service;
+    match service {
+        Service::Inventory => INVENTORY,
+        Service::Payment => PAYMENT,
+        Service::Order => ORDER,
+    }
+}
 const ALL: [&str; 6] = [BROKER, GATEWAY, ORDER, INVENTORY, PAYMENT, CHAOS_PROXY];
 
 /// Where the binaries are.

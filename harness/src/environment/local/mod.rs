@@ -39,15 +39,6 @@ use crate::telemetry::store::SpanStore;
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
-/// The binary a service's instances run.
-fn binary(service: Service) -> &'static str {
-    match service {
-        Service::Inventory => binaries::INVENTORY,
-        Service::Payment => binaries::PAYMENT,
-        Service::Order => binaries::ORDER,
-    }
-}
-
 enum RunDir {
     Temp(tempfile::TempDir),
     Kept(PathBuf),
@@ -113,6 +104,7 @@ impl LocalEnvironment {
                 Collector::start(CollectorOptions {
                     forward_to: forward_to.clone(),
                     max_spans: MAX_SPANS,
+                    also_bind: None,
                 })
                 .await
                 .context("starting the OTLP collector")?,
@@ -311,7 +303,7 @@ impl LocalEnvironment {
                 env.extend(super::otel_env(self.otlp_endpoint().as_deref()));
                 let spec = Spec {
                     name,
-                    program: bin.path(binary(service)),
+                    program: bin.path(binaries::of(service)),
                     args: vec![],
                     env,
                     ready_file: dir.join(format!("ready/{file}.json")),
