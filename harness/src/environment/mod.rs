@@ -71,9 +71,11 @@ pub trait Environment: Faultable + Send {
     /// not through the links: a fault on a link must not blind the observer).
     fn metrics_targets(&self) -> Vec<scrape::Target>;
 
-    /// What `--env-file` holds (without `control_url` and `prometheus_config`, which
-    /// `harness up` adds).
-    fn info(&self) -> EnvInfo;
+    /// Toxiproxy's HTTP API, as the harness reaches it.
+    fn toxiproxy_url(&self) -> &str;
+
+    /// Every process or container, for the env file and `harness up`'s listing.
+    fn process_infos(&self) -> Vec<ProcessInfo>;
 
     /// Resumes the process if it runs (a paused one), starts it again if it does not (a killed
     /// or stopped one).
@@ -87,6 +89,47 @@ pub trait Environment: Faultable + Send {
         ApiClient::new(self.gateway_url())
     }
 
+    /// What `--env-file` holds (without `control_url` and `prometheus_config`, which
+    /// `harness up` adds).
+    fn info(&self) -> EnvInfo {
+        let idp = self.identity();
+        let customers = self.seed().customer_infos(idp);
+        let token_of = |id: &str| {
+            customers
+                .iter()
+                .find(|c| c.customer_id == id)
+                .map(|c| c.token.clone())
+                .unwrap_or_default()
+        };
+        EnvInfo {
+            backend: self.backend().name().to_string(),
+            gateway_url: self.gateway_url().to_string(),
+            customer_token: token_of(crate::seed::GOOD_CUSTOMER),
+            admin_token: idp.admin_token().unwrap_or_default(),
+            declining_customer_token: token_of(crate::seed::DECLINING_CUSTOMER),
+            kafka_brokers: self.kafka_brokers().to_string(),
+            run_dir: self.run_dir().display().to_string(),
+            products: self.seed().product_infos(),
+            customers,
+            processes: self.process_infos(),
+            jwt_public_key_pem: idp.public_key_pem().to_string(),
+            startup_ms: u64::try_from(self.startup_time().as_millis()).unwrap_or(u64::MAX),
+            toxiproxy_url: self.toxiproxy_url().to_string(),
+            links: self.links().to_vec(),
+            control_url: None,
+            otlp_endpoint: self.otlp_endpoint(),
+            metrics_targets: self
+                .metrics_targets()
+                .into_iter()
+                .map(|t| MetricsTargetInfo {
+                    process: t.process,
+                    url: t.url,
+                })
+                .collect(),
+            prometheus_config: None,
+        }
+    }
+
     /// Writes `prometheus.yml` (scraping every process, every 5 s) into the run directory and
     /// returns its path.
     fn write_prometheus_config(&self) -> anyhow::Result<PathBuf> {
@@ -95,6 +138,29 @@ pub trait Environment: Faultable + Send {
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
         Ok(path)
     }
+}
+
+/// What every backend's [`Faultable::heal_all`] does: every proxy re-enabled without toxics,
+/// then every process healed ([`Environment::heal_process`]). Tries all of it even when a step
+/// fails, and reports the first failure.
+pub async fn heal_everything<E: Environment + ?Sized>(env: &mut E) -> anyhow::Result<()> {
+    let mut first_error = None;
+    match env.chaos_client() {
+        Ok(c) => {
+            if let Err(e) = c.reset().await {
+                first_error.get_or_insert(anyhow::Error::from(e).context("resetting the proxies"));
+            }
+        }
+        Err(e) => {
+            first_error.get_or_insert(e);
+        }
+    }
+    for name in env.process_names() {
+        if let Err(e) = env.heal_process(&name).await {
+            first_error.get_or_insert(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
 }
 
 /// Starts an environment on `backend` and waits until it is seeded and ready. On failure

@@ -37,8 +37,7 @@ use self::docker::{ContainerSpec, Docker, State};
 use self::images::Images;
 use super::local::process::free_port;
 use super::{
-    EnvInfo, EnvOptions, Environment, Faultable, LinkInfo, MAX_SPANS, MetricsTargetInfo,
-    ProcessInfo, Service, Traces,
+    EnvOptions, Environment, Faultable, LinkInfo, MAX_SPANS, ProcessInfo, Service, Traces,
 };
 use crate::scenario::Backend;
 use crate::seed::{IdentityProvider, Seed};
@@ -678,24 +677,7 @@ impl Faultable for ContainersEnvironment {
     }
 
     async fn heal_all(&mut self) -> anyhow::Result<()> {
-        let mut first_error = None;
-        match self.chaos_client() {
-            Ok(c) => {
-                if let Err(e) = c.reset().await {
-                    first_error
-                        .get_or_insert(anyhow::Error::from(e).context("resetting the proxies"));
-                }
-            }
-            Err(e) => {
-                first_error.get_or_insert(e);
-            }
-        }
-        for name in Faultable::process_names(self) {
-            if let Err(e) = self.heal_process(&name).await {
-                first_error.get_or_insert(e);
-            }
-        }
-        first_error.map_or(Ok(()), Err)
+        super::heal_everything(self).await
     }
 }
 
@@ -756,56 +738,25 @@ impl Environment for ContainersEnvironment {
             .collect()
     }
 
-    fn info(&self) -> EnvInfo {
-        let customers = self.seed.customer_infos(&self.idp);
-        let token_of = |id: &str| {
-            customers
-                .iter()
-                .find(|c| c.customer_id == id)
-                .map(|c| c.token.clone())
-                .unwrap_or_default()
-        };
-        EnvInfo {
-            backend: Backend::Containers.name().to_string(),
-            gateway_url: self.gateway_url.clone(),
-            customer_token: token_of(crate::seed::GOOD_CUSTOMER),
-            admin_token: self.idp.admin_token().unwrap_or_default(),
-            declining_customer_token: token_of(crate::seed::DECLINING_CUSTOMER),
-            kafka_brokers: self.kafka_brokers.clone(),
-            run_dir: self.run_dir.path().display().to_string(),
-            products: self.seed.product_infos(),
-            customers,
-            processes: self
-                .members
-                .iter()
-                .map(|m| ProcessInfo {
-                    name: m.name.clone(),
-                    pid: 0,
-                    addr: m
-                        .aliases
-                        .first()
-                        .cloned()
-                        .unwrap_or_else(|| m.container.clone()),
-                    url: m.http_port.map(|p| format!("http://127.0.0.1:{p}")),
-                    log: format!("docker logs {}", m.container),
-                })
-                .collect(),
-            jwt_public_key_pem: self.idp.public_key_pem().to_string(),
-            startup_ms: u64::try_from(self.startup_time.as_millis()).unwrap_or(u64::MAX),
-            toxiproxy_url: self.chaos_url.clone(),
-            links: self.links.clone(),
-            control_url: None,
-            otlp_endpoint: self.otlp_endpoint(),
-            metrics_targets: self
-                .metrics_targets()
-                .into_iter()
-                .map(|t| MetricsTargetInfo {
-                    process: t.process,
-                    url: t.url,
-                })
-                .collect(),
-            prometheus_config: None,
-        }
+    fn toxiproxy_url(&self) -> &str {
+        &self.chaos_url
+    }
+
+    fn process_infos(&self) -> Vec<ProcessInfo> {
+        self.members
+            .iter()
+            .map(|m| ProcessInfo {
+                name: m.name.clone(),
+                pid: 0,
+                addr: m
+                    .aliases
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| m.container.clone()),
+                url: m.http_port.map(|p| format!("http://127.0.0.1:{p}")),
+                log: format!("docker logs {}", m.container),
+            })
+            .collect()
     }
 
     async fn heal_process(&mut self, name: &str) -> anyhow::Result<()> {
