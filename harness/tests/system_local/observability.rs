@@ -175,6 +175,19 @@ async fn one_order_is_one_trace_across_all_four_processes_with_each_kafka_hop_un
     assert_eq!(db.kind, SpanKind::Client);
     assert!(db.attr("db.query.text").is_some_and(|q| !q.is_empty()));
 
+    // The services' JSON logs name the trace and the span each line was written in.
+    let log = std::fs::read_to_string(t.env.run_dir().join("logs/order-1.log")).unwrap();
+    let placed = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["message"] == "order placed" && l["trace_id"] == TRACE_ID)
+        .unwrap_or_else(|| panic!("no \"order placed\" line with trace_id {TRACE_ID} in\n{log}"));
+    let span_id = placed["span_id"].as_str().unwrap();
+    assert!(
+        index.contains_key(span_id),
+        "the log line's span {span_id} is not a span of the trace"
+    );
+
     // The collector finds the trace by the order id the services put on their spans (the
     // client's reads of the order while it waited are traces of their own that name it too).
     let base = t.env.otlp_endpoint().unwrap();
