@@ -13,6 +13,9 @@
 //! | `payment` | every link from or to a payment instance | every payment instance |
 //! | `kafka` (or `broker`) | every link to the broker | the broker |
 //! | `gateway` | every link from or to the gateway | the gateway |
+//! | `payment->db` (containers) | every payment instance's link to its database | (refused) |
+//! | `db` (containers) | every link to a database | every database |
+//! | `payment-db` (containers) | (none: use `payment->db`) | the payment database |
 
 use std::fmt;
 
@@ -48,11 +51,16 @@ impl Node {
             "order",
             "inventory",
             "payment",
+            "db",
+            "order-db",
+            "inventory-db",
+            "payment-db",
         ];
         if !known.contains(&name) {
             return Err(format!(
                 "unknown node {name:?}: expected one of client, gateway, kafka (or broker), \
-                 order, inventory, payment, optionally with an instance such as payment#2"
+                 order, inventory, payment, optionally with an instance such as payment#2, or \
+                 on the containers backend db, order-db, inventory-db, payment-db"
             ));
         }
         if instance.is_some() && !is_service(name) && instance != Some(1) {
@@ -71,6 +79,10 @@ impl Node {
             None => (end, None),
         };
         let name = if name == "broker" { "kafka" } else { name };
+        // `db` stands for every database: the `db` end of the links and each `<service>-db`.
+        if self.name == "db" {
+            return name == "db" || name.ends_with("-db");
+        }
         name == self.name
             && (self.instance.is_none() || !is_service(name) || self.instance == instance)
     }

@@ -619,3 +619,25 @@ fn the_toml_examples_of_the_scenarios_readme_parse() {
         }
     }
 }
+
+#[test]
+fn the_databases_and_their_links_are_targets_on_the_containers_backend_only() {
+    let base = with_load("users = 1\nduration = \"10s\"");
+    // The databases are processes there, and a link to one can be faulted.
+    parse(&format!(
+        "{base}[environment]\nbackend = \"containers\"\n[[chaos]]\nat = \"1s\"\ntarget = \"order-db\"\nfault = \"pause\"\n\
+         [[chaos]]\nat = \"1s\"\ntarget = \"order#1->db\"\nfault = \"latency\"\nlatency = \"50ms\"\n\
+         [[chaos]]\nat = \"1s\"\ntarget = \"db\"\nfault = \"kill\"\n"
+    ))
+    .unwrap();
+    let e = error_on_line(
+        &format!("{base}[[chaos]]\nat = \"1s\"\ntarget = \"order#1->db\"\nfault = \"partition\"\n"),
+        10,
+    );
+    assert!(e.contains("no link matches"), "{e}");
+    let e = error_on_line(
+        &format!("{base}[[chaos]]\nat = \"1s\"\ntarget = \"order-db\"\nfault = \"kill\"\n"),
+        10,
+    );
+    assert!(e.contains("acts on instances"), "{e}");
+}
