@@ -10,6 +10,7 @@
 //! | `POST /processes/{name}/pause`, `/resume` | SIGSTOP, SIGCONT |
 //! | `POST /processes/{name}/restart` | start a killed or stopped process again |
 //! | `POST /processes/{name}/heal` | resume it if it runs, restart it if not |
+//! | `POST /processes/{name}/disconnect`, `/reconnect` | off the run's network and back (containers backend) |
 //! | `POST /heal` | every proxy reset, every process running and resumed |
 //!
 //! Answers are `204` or a JSON error `{"error": "..."}` with 404 (unknown process or action) or
@@ -84,11 +85,14 @@ async fn process_action(
         "resume" => env.resume(&name).await,
         "restart" => env.restart(&name).await,
         "heal" => env.heal_process(&name).await,
+        "disconnect" => env.disconnect(&name).await,
+        "reconnect" => env.reconnect(&name).await,
         other => {
             return Err(ApiError(
                 StatusCode::NOT_FOUND,
                 format!(
-                    "unknown action {other:?}: expected kill, stop, pause, resume, restart or heal"
+                    "unknown action {other:?}: expected kill, stop, pause, resume, restart, heal, \
+                     disconnect or reconnect"
                 ),
             ));
         }
@@ -109,6 +113,8 @@ async fn heal(State(env): State<Shared>) -> Result<StatusCode, ApiError> {
 /// A `harness up` seen through its env file: links through the Toxiproxy API, processes through
 /// the control API.
 pub struct Remote {
+    /// The backend `harness up` runs (`local`, `containers`): which faults and targets exist.
+    pub backend: crate::scenario::Backend,
     pub toxiproxy_url: String,
     pub control_url: String,
     pub links: Vec<LinkInfo>,
@@ -119,10 +125,17 @@ pub struct Remote {
 /// The parts of the env file `harness chaos` reads.
 #[derive(Deserialize)]
 struct EnvFile {
+    /// Absent in env files written before there were two backends.
+    #[serde(default = "local_backend")]
+    backend: crate::scenario::Backend,
     toxiproxy_url: String,
     control_url: Option<String>,
     links: Vec<LinkInfo>,
     processes: Vec<ProcessName>,
+}
+
+fn local_backend() -> crate::scenario::Backend {
+    crate::scenario::Backend::Local
 }
 
 #[derive(Deserialize)]
@@ -143,6 +156,7 @@ impl Remote {
         let env: EnvFile = serde_json::from_str(&text)
             .with_context(|| format!("{} is not an env file of `harness up`", path.display()))?;
         Ok(Self {
+            backend: env.backend,
             toxiproxy_url: env.toxiproxy_url,
             control_url: env.control_url.with_context(|| {
                 format!(
@@ -218,6 +232,14 @@ impl Faultable for Remote {
 
     async fn restart(&mut self, name: &str) -> anyhow::Result<()> {
         self.post(&["processes", name, "restart"]).await
+    }
+
+    async fn disconnect(&mut self, name: &str) -> anyhow::Result<()> {
+        self.post(&["processes", name, "disconnect"]).await
+    }
+
+    async fn reconnect(&mut self, name: &str) -> anyhow::Result<()> {
+        self.post(&["processes", name, "reconnect"]).await
     }
 
     async fn heal_all(&mut self) -> anyhow::Result<()> {

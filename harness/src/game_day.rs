@@ -93,7 +93,8 @@ fn parse_fault(remote: &Remote, a: &InjectArgs) -> anyhow::Result<Planned> {
         entry.push_str(&format!("{} = {}\n", k.trim(), quote(v.trim())));
     }
     let text = format!(
-        "description = \"harness chaos inject\"\n[environment]\ninstances = {{ order = {}, inventory = {}, payment = {} }}\n[load]\nusers = 1\nduration = \"1440m\"\n[[load.journeys]]\nname = \"browse_catalog\"\nweight = 1\n{entry}",
+        "description = \"harness chaos inject\"\n[environment]\nbackend = \"{}\"\ninstances = {{ order = {}, inventory = {}, payment = {} }}\n[load]\nusers = 1\nduration = \"1440m\"\n[[load.journeys]]\nname = \"browse_catalog\"\nweight = 1\n{entry}",
+        remote.backend.name(),
         count("order"),
         count("inventory"),
         count("payment"),

@@ -145,6 +145,10 @@ pub trait Faultable: Send {
     async fn resume(&mut self, name: &str) -> anyhow::Result<()>;
     async fn stop_instance(&mut self, name: &str) -> anyhow::Result<()>;
     async fn restart(&mut self, name: &str) -> anyhow::Result<()>;
+    /// Cuts the instance off the network (a backend without networks of its own says so).
+    async fn disconnect(&mut self, name: &str) -> anyhow::Result<()>;
+    /// Connects a disconnected instance again.
+    async fn reconnect(&mut self, name: &str) -> anyhow::Result<()>;
     /// Every proxy reset, every process running and not paused.
     async fn heal_all(&mut self) -> anyhow::Result<()>;
 }
@@ -263,6 +267,7 @@ pub async fn apply_fault(
                 Fault::Kill => env.kill(&name).await?,
                 Fault::Pause => env.pause(&name).await?,
                 Fault::Stop => env.stop_instance(&name).await?,
+                Fault::Disconnect => env.disconnect(&name).await?,
                 _ => unreachable!("instance faults only"),
             }
             applied.what.push(name.clone());
@@ -313,6 +318,7 @@ pub async fn heal_fault(
     for name in &applied.processes {
         match *planned.entry.fault.get_ref() {
             Fault::Pause => env.resume(name).await?,
+            Fault::Disconnect => env.reconnect(name).await?,
             _ => env.restart(name).await?,
         }
     }
@@ -353,7 +359,9 @@ fn toxics(planned: &Planned, index: usize) -> Vec<Toxic> {
             }),
         },
         Fault::LimitData => ToxicAttributes::LimitData { bytes: n(&e.bytes) },
-        Fault::Partition | Fault::Kill | Fault::Pause | Fault::Stop => return Vec::new(),
+        Fault::Partition | Fault::Kill | Fault::Pause | Fault::Stop | Fault::Disconnect => {
+            return Vec::new();
+        }
     };
     let streams: &[Stream] = match e.direction.as_ref().map(|d| *d.get_ref()) {
         None | Some(Direction::Downstream) => &[Stream::Downstream],

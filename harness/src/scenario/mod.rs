@@ -656,10 +656,13 @@ pub enum Fault {
     Pause,
     /// Stop an instance gracefully (SIGTERM); it restarts when the fault ends.
     Stop,
+    /// Cut an instance off the run's network (containers backend only): nothing reaches it and
+    /// it reaches nothing, until the fault ends and it is connected again.
+    Disconnect,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 11] = [
+    pub const ALL: [Fault; 12] = [
         Self::Latency,
         Self::Bandwidth,
         Self::SlowClose,
@@ -671,6 +674,7 @@ impl Fault {
         Self::Kill,
         Self::Pause,
         Self::Stop,
+        Self::Disconnect,
     ];
 
     pub fn name(self) -> &'static str {
@@ -686,12 +690,16 @@ impl Fault {
             Self::Kill => "kill",
             Self::Pause => "pause",
             Self::Stop => "stop",
+            Self::Disconnect => "disconnect",
         }
     }
 
     /// Whether the fault acts on processes rather than links.
     pub fn on_instances(self) -> bool {
-        matches!(self, Self::Kill | Self::Pause | Self::Stop)
+        matches!(
+            self,
+            Self::Kill | Self::Pause | Self::Stop | Self::Disconnect
+        )
     }
 }
 

@@ -641,3 +641,17 @@ fn the_databases_and_their_links_are_targets_on_the_containers_backend_only() {
     );
     assert!(e.contains("acts on instances"), "{e}");
 }
+
+#[test]
+fn disconnect_is_a_fault_of_the_containers_backend_only() {
+    let base = with_load("users = 1\nduration = \"10s\"");
+    let chaos =
+        "[[chaos]]\nat = \"1s\"\nfor = \"2s\"\ntarget = \"order#1\"\nfault = \"disconnect\"\n";
+    let e = error_on_line(&format!("{base}{chaos}"), 12);
+    assert!(e.contains("needs backend = \"containers\""), "{e}");
+    let s = parse(&format!(
+        "{base}[environment]\nbackend = \"containers\"\n{chaos}"
+    ))
+    .unwrap();
+    assert_eq!(*s.chaos[0].get_ref().fault.get_ref(), Fault::Disconnect);
+}

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use super::{
-    Bound, ChaosEntry, Fault, HumanDuration, InvariantSelection, Journey, Phase, Scenario,
+    Backend, Bound, ChaosEntry, Fault, HumanDuration, InvariantSelection, Journey, Phase, Scenario,
     ScenarioError, Slo, Spanned, objectives_of,
 };
 use crate::environment::Instances;
@@ -202,6 +202,14 @@ impl Scenario {
             .map_err(|m| self.error(e.target.span(), m))?;
         let instances = self.environment.instances.to_instances();
         let backend = *self.environment.backend.get_ref();
+        if fault == Fault::Disconnect && backend != Backend::Containers {
+            return Err(self.error(
+                e.fault.span(),
+                "disconnect cuts a container off the run's network, so it needs backend = \
+                 \"containers\"; on the local backend partition the instance's links instead"
+                    .to_string(),
+            ));
+        }
         if fault.on_instances() {
             let names = processes_of(backend, &instances);
             if target

@@ -14,6 +14,7 @@ pub const BACKEND: harness::scenario::Backend = harness::scenario::Backend::Cont
 mod database;
 #[path = "../system_local/helpers.rs"]
 mod helpers;
+mod network;
 #[path = "../system_local/recovery.rs"]
 mod recovery;
 #[path = "../system_local/redelivery.rs"]

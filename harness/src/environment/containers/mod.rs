@@ -676,6 +676,18 @@ impl Faultable for ContainersEnvironment {
         self.start_again(name).await
     }
 
+    async fn disconnect(&mut self, name: &str) -> anyhow::Result<()> {
+        let container = self.member(name)?.container.clone();
+        self.docker.disconnect(&self.network, &container).await
+    }
+
+    async fn reconnect(&mut self, name: &str) -> anyhow::Result<()> {
+        let member = self.member(name)?.clone();
+        self.docker
+            .reconnect(&self.network, &member.container, &member.aliases)
+            .await
+    }
+
     async fn heal_all(&mut self) -> anyhow::Result<()> {
         super::heal_everything(self).await
     }

@@ -508,6 +508,17 @@ impl Faultable for LocalEnvironment {
         Ok(())
     }
 
+    async fn disconnect(&mut self, name: &str) -> anyhow::Result<()> {
+        bail!(
+            "{name}: disconnect needs a network of the run's own, which only the containers \
+             backend has; on this one, partition its links instead"
+        )
+    }
+
+    async fn reconnect(&mut self, name: &str) -> anyhow::Result<()> {
+        bail!("{name}: nothing to reconnect on the local backend")
+    }
+
     /// Every proxy re-enabled without toxics, every paused process resumed, every killed or
     /// stopped process restarted. Tries all of it even when a step fails, and reports the first
     /// failure.
