@@ -245,15 +245,21 @@ impl Docker {
             .with_context(|| format!("unpausing the container {name}"))
     }
 
-    pub async fn state(&self, name: &str) -> anyhow::Result<State> {
-        let inspect = self
-            .api
+    async fn inspect(
+        &self,
+        name: &str,
+    ) -> anyhow::Result<bollard::models::ContainerInspectResponse> {
+        self.api
             .inspect_container(
                 name,
                 None::<bollard::query_parameters::InspectContainerOptions>,
             )
             .await
-            .with_context(|| format!("inspecting the container {name}"))?;
+            .with_context(|| format!("inspecting the container {name}"))
+    }
+
+    pub async fn state(&self, name: &str) -> anyhow::Result<State> {
+        let inspect = self.inspect(name).await?;
         Ok(match inspect.state.and_then(|s| s.status) {
             Some(ContainerStateStatusEnum::RUNNING | ContainerStateStatusEnum::RESTARTING) => {
                 State::Running
@@ -301,14 +307,7 @@ impl Docker {
 
     /// Whether the container is attached to the network.
     pub async fn is_connected(&self, network: &str, name: &str) -> anyhow::Result<bool> {
-        let inspect = self
-            .api
-            .inspect_container(
-                name,
-                None::<bollard::query_parameters::InspectContainerOptions>,
-            )
-            .await
-            .with_context(|| format!("inspecting the container {name}"))?;
+        let inspect = self.inspect(name).await?;
         Ok(inspect
             .network_settings
             .and_then(|n| n.networks)
