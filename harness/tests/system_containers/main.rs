@@ -3,11 +3,6 @@
 //! the run's own. The tests are the local backend's own files, compiled again against this
 //! binary's [`BACKEND`], plus what only this backend has (faults on the database links).
 //!
-//! `system_local/recovery.rs` is not among them yet: on containers, a killed and restarted
-//! order container's consumer sometimes stalls past the saga deadline (1 run in 4), like the
-//! `order-instance-kill` scenario's read model does. The embedded broker keeps the dead member of
-//! the instance's own consumer group; that is to be fixed before the test runs here.
-//!
 //! Needs a Docker engine and the images (`ci/build-images`, selected with the
 //! `HARNESS_IMAGE_*` variables it prints; `.ci/run` does both). Without an engine every test
 //! fails saying so, unless `HARNESS_SKIP_DOCKER=1` is set, which skips them loudly.
@@ -20,6 +15,8 @@ mod database;
 #[path = "../system_local/helpers.rs"]
 mod helpers;
 mod network;
+#[path = "../system_local/recovery.rs"]
+mod recovery;
 #[path = "../system_local/redelivery.rs"]
 mod redelivery;
 #[path = "../system_local/saga.rs"]

@@ -16,11 +16,12 @@ use std::time::Duration;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
-use rdkafka::consumer::{ConsumerContext, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureProducer;
 use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
 
 /// Partitions per topic: enough for two or three instances of a service to share the work, and
 /// few, because every partition a consumer reads costs the broker a held fetch.
@@ -89,6 +90,83 @@ pub fn consumer(
         .create_with_context(LagReporter {
             group: group_id.to_string(),
         })?)
+}
+
+/// Starts `group_id` (an incarnation's group, not joined yet) where the previous incarnation of
+/// the same instance stopped: copies that group's committed offsets into `group_id`. Returns
+/// the previous group and how many partitions it carried over, or `None` on a first start or
+/// when the previous one had committed nothing. Blocking (rdkafka's offset fetch and commit).
+///
+/// `group_id` is `<home>.<incarnation>`, the incarnation a number. Which incarnation was the
+/// previous one is written in `home`, a group nobody joins: its committed "offset" on the first
+/// partition is the latest incarnation's number, not a position, and each start overwrites it.
+/// (Listing groups would do, but tansu 0.6 drops the connection on librdkafka's ListGroups, and
+/// it keeps no commit metadata.) Committing and fetching offsets need no group membership.
+pub fn carry_over_offsets(
+    brokers: &str,
+    client_id: &str,
+    home: &str,
+    group_id: &str,
+    topics: &[String],
+) -> Result<Option<(String, usize)>, MessagingError> {
+    let timeout = Duration::from_secs(5);
+    let Some(ours) = group_id
+        .strip_prefix(home)
+        .and_then(|rest| rest.strip_prefix('.'))
+        .and_then(|n| n.parse::<i64>().ok())
+    else {
+        return Ok(None);
+    };
+    let registry: BaseConsumer = base(brokers, client_id).set("group.id", home).create()?;
+    let mut partitions = TopicPartitionList::new();
+    for topic in topics {
+        let metadata = registry.fetch_metadata(Some(topic), timeout)?;
+        for t in metadata.topics() {
+            for p in t.partitions() {
+                partitions.add_partition(t.name(), p.id());
+            }
+        }
+    }
+    let Some(first) = partitions
+        .elements()
+        .first()
+        .map(|e| (e.topic().to_string(), e.partition()))
+    else {
+        return Ok(None);
+    };
+    let registered = registry.committed_offsets(partitions.clone(), timeout)?;
+    let previous = registered
+        .find_partition(&first.0, first.1)
+        .and_then(|e| match e.offset() {
+            Offset::Offset(n) if n != ours => Some(format!("{home}.{n}")),
+            _ => None,
+        });
+
+    let mut carried = None;
+    if let Some(previous) = previous {
+        let old: BaseConsumer = base(brokers, client_id)
+            .set("group.id", &previous)
+            .create()?;
+        let committed = old.committed_offsets(partitions, timeout)?;
+        let mut offsets = TopicPartitionList::new();
+        for e in committed.elements() {
+            if let Offset::Offset(offset) = e.offset() {
+                offsets.add_partition_offset(e.topic(), e.partition(), Offset::Offset(offset))?;
+            }
+        }
+        if offsets.count() > 0 {
+            let own: BaseConsumer = base(brokers, client_id)
+                .set("group.id", group_id)
+                .create()?;
+            own.commit(&offsets, CommitMode::Sync)?;
+            carried = Some((previous, offsets.count()));
+        }
+    }
+
+    let mut mark = TopicPartitionList::new();
+    mark.add_partition_offset(&first.0, first.1, Offset::Offset(ours))?;
+    registry.commit(&mark, CommitMode::Sync)?;
+    Ok(carried)
 }
 
 /// Publishes each partition's consumer lag from librdkafka's statistics as
