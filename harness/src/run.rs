@@ -10,6 +10,7 @@
 //!    environment down, in every case, before returning the exit code: 0 all held, 1 an SLO, an
 //!    invariant or the baseline comparison failed, 2 the run could not happen.
 
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -109,20 +110,30 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         // proxies go with the chaos-proxy).
         _ = shutdown.cancelled() => Err(anyhow::anyhow!("interrupted")),
     };
+    let logs = save_logs(env.as_ref()).await;
     env.stop().await;
     let report = match outcome {
         Ok(Experiment::Done(report)) => report,
         Ok(Experiment::NotSteady(why)) => {
             eprintln!("error: the steady-state hypothesis did not hold before the load: {why}");
+            keep_logs(logs);
             return Ok(ExitCode::from(EXIT_CANNOT_RUN));
         }
         Err(e) => {
             eprintln!("error: the run could not complete: {e:#}");
+            keep_logs(logs);
             return Ok(ExitCode::from(EXIT_CANNOT_RUN));
         }
     };
 
     let paths = report::write_all(&args.reports_dir, &report).context("writing the reports")?;
+    if let Some(logs) = logs {
+        let dest = paths.dir.join("logs");
+        if let Err(e) = move_dir(logs.path(), &dest) {
+            eprintln!("warning: the processes' logs could not go into the report: {e:#}");
+            keep_logs(Some(logs));
+        }
+    }
     print_summary(&report);
     println!("reports: {}", paths.dir.display());
     let mut code = report.exit_code;
@@ -134,6 +145,43 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::from(code))
+}
+
+/// Every process's output, saved while the environment still runs (a stopped one is gone).
+async fn save_logs(env: &dyn Environment) -> Option<tempfile::TempDir> {
+    let dir = match tempfile::Builder::new().prefix("harness-logs-").tempdir() {
+        Ok(dir) => dir,
+        Err(e) => {
+            eprintln!("warning: no directory for the processes' logs: {e}");
+            return None;
+        }
+    };
+    match env.save_logs(dir.path()).await {
+        Ok(_) => Some(dir),
+        Err(e) => {
+            eprintln!("warning: the processes' logs could not be saved: {e:#}");
+            None
+        }
+    }
+}
+
+/// Keeps the saved logs of a run that wrote no report, and says where they are.
+fn keep_logs(logs: Option<tempfile::TempDir>) {
+    if let Some(logs) = logs {
+        eprintln!("the processes' logs: {}", logs.keep().display());
+    }
+}
+
+/// Moves the files of `from` into `to` (copies: the temp dir may be on another file system).
+fn move_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
+    for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
+        let entry = entry?;
+        let dest = to.join(entry.file_name());
+        std::fs::copy(entry.path(), &dest)
+            .with_context(|| format!("copying {} to {}", entry.path().display(), dest.display()))?;
+    }
+    Ok(())
 }
 
 enum Experiment {

@@ -81,6 +81,11 @@ pub trait Environment: Faultable + Send {
     /// or stopped one).
     async fn heal_process(&mut self, name: &str) -> anyhow::Result<()>;
 
+    /// Writes every process's output so far into `dest`, one `<name>.log` per process
+    /// (`order#1` as `order-1.log`); returns how many files it wrote. Reports keep them, so a
+    /// failed run can be read after its environment is gone.
+    async fn save_logs(&self, dest: &Path) -> anyhow::Result<usize>;
+
     /// Stops everything gracefully, the gateway first and the broker last.
     async fn stop(self: Box<Self>);
 
@@ -138,6 +143,21 @@ pub trait Environment: Faultable + Send {
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
         Ok(path)
     }
+}
+
+/// The file name a process's log is saved under: `order#1` is `order-1.log`.
+pub fn log_file_name(process: &str) -> String {
+    let stem: String = process
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!("{stem}.log")
 }
 
 /// What every backend's [`Faultable::heal_all`] does: every proxy re-enabled without toxics,

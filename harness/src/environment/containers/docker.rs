@@ -330,6 +330,29 @@ impl Docker {
         Ok(out)
     }
 
+    /// Writes everything the container printed so far (stdout and stderr) to `path`.
+    pub async fn logs_to_file(&self, name: &str, path: &std::path::Path) -> anyhow::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        let options = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .tail("all")
+            .build();
+        let mut file = tokio::fs::File::create(path)
+            .await
+            .with_context(|| format!("creating {}", path.display()))?;
+        let mut stream = self.api.logs(name, Some(options));
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.with_context(|| format!("reading the logs of {name}"))?;
+            file.write_all(&chunk.into_bytes())
+                .await
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        file.flush()
+            .await
+            .with_context(|| format!("writing {}", path.display()))
+    }
+
     /// Removes every container and network of the run; returns how many things it removed.
     pub async fn remove_run(&self, run_id: &str) -> anyhow::Result<usize> {
         self.remove_labelled(&format!("{LABEL_RUN}={run_id}"), |_| true)

@@ -789,6 +789,15 @@ impl Environment for ContainersEnvironment {
         }
     }
 
+    async fn save_logs(&self, dest: &Path) -> anyhow::Result<usize> {
+        std::fs::create_dir_all(dest).with_context(|| format!("creating {}", dest.display()))?;
+        for m in &self.members {
+            let to = dest.join(super::log_file_name(&m.name));
+            self.docker.logs_to_file(&m.container, &to).await?;
+        }
+        Ok(self.members.len())
+    }
+
     /// The gateway first, then the services, the broker, the databases and Toxiproxy; then
     /// everything is removed.
     async fn stop(mut self: Box<Self>) {

@@ -626,6 +626,25 @@ impl Environment for LocalEnvironment {
         }
     }
 
+    async fn save_logs(&self, dest: &Path) -> anyhow::Result<usize> {
+        std::fs::create_dir_all(dest).with_context(|| format!("creating {}", dest.display()))?;
+        let mut saved = 0;
+        for p in &self.processes {
+            let to = dest.join(super::log_file_name(&p.spec.name));
+            match std::fs::copy(&p.spec.log_file, &to) {
+                Ok(_) => saved += 1,
+                // Never started, so never wrote anything.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!("copying {} to {}", p.spec.log_file.display(), to.display())
+                    });
+                }
+            }
+        }
+        Ok(saved)
+    }
+
     /// In reverse start order: gateway first, broker last.
     async fn stop(mut self: Box<Self>) {
         while let Some(mut p) = self.processes.pop() {
