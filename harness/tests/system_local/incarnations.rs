@@ -7,7 +7,9 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use platform::messaging::kafka::{PARTITIONS, carry_over_offsets, ensure_topics};
+use platform::messaging::kafka::{
+    PARTITIONS, carry_over_offsets, ensure_topics, latest_incarnation,
+};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
@@ -166,4 +168,9 @@ async fn a_restarted_instance_goes_on_from_its_predecessors_committed_offsets() 
         committed(&brokers, &third_group, &topic),
         committed(&brokers, &second_group, &topic)
     );
+    let latest = tokio::task::spawn_blocking(move || latest_incarnation(&brokers, &home, &topic))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(latest, Some(third_group));
 }

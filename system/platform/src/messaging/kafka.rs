@@ -98,8 +98,9 @@ pub fn consumer(
 /// when the previous one had committed nothing. Blocking (rdkafka's offset fetch and commit).
 ///
 /// `group_id` is `<home>.<incarnation>`, the incarnation a number. Which incarnation was the
-/// previous one is written in `home`, a group nobody joins: its committed "offset" on the first
-/// partition is the latest incarnation's number, not a position, and each start overwrites it.
+/// previous one is written in `home`, a group nobody joins: its committed "offset" on partition 0
+/// of the first topic is the latest incarnation's number, not a position, and each start
+/// overwrites it ([`latest_incarnation`] reads it).
 /// (Listing groups would do, but tansu 0.6 drops the connection on librdkafka's ListGroups, and
 /// it keeps no commit metadata.) Committing and fetching offsets need no group membership.
 pub fn carry_over_offsets(
@@ -127,11 +128,7 @@ pub fn carry_over_offsets(
             }
         }
     }
-    let Some(first) = partitions
-        .elements()
-        .first()
-        .map(|e| (e.topic().to_string(), e.partition()))
-    else {
+    let Some(first) = topics.first().map(|t| (t.clone(), REGISTRY_PARTITION)) else {
         return Ok(None);
     };
     let registered = registry.committed_offsets(partitions.clone(), timeout)?;
@@ -167,6 +164,31 @@ pub fn carry_over_offsets(
     mark.add_partition_offset(&first.0, first.1, Offset::Offset(ours))?;
     registry.commit(&mark, CommitMode::Sync)?;
     Ok(carried)
+}
+
+/// Where [`carry_over_offsets`] registers the latest incarnation: partition 0 of the first topic.
+const REGISTRY_PARTITION: i32 = 0;
+
+/// The group of the latest incarnation of the instance whose home group is `home` and whose
+/// first topic is `first_topic`, as [`carry_over_offsets`] registered it; `None` before any.
+/// Blocking.
+pub fn latest_incarnation(
+    brokers: &str,
+    home: &str,
+    first_topic: &str,
+) -> Result<Option<String>, MessagingError> {
+    let registry: BaseConsumer = base(brokers, "incarnation-reader")
+        .set("group.id", home)
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(first_topic, REGISTRY_PARTITION);
+    let registered = registry.committed_offsets(tpl, Duration::from_secs(5))?;
+    Ok(registered
+        .find_partition(first_topic, REGISTRY_PARTITION)
+        .and_then(|e| match e.offset() {
+            Offset::Offset(n) => Some(format!("{home}.{n}")),
+            _ => None,
+        }))
 }
 
 /// Publishes each partition's consumer lag from librdkafka's statistics as
