@@ -398,3 +398,20 @@ pub async fn project_all(db: &Db) -> Result<(), FixtureError> {
     }
     Ok(())
 }
+
+/// Verifies the committed pact between `consumer` and `provider` against the running provider
+/// and asserts that every interaction in it held.
+pub async fn assert_http_pact_holds<F: contract_pacts::http_provider::ServiceFixture>(
+    consumer: &str,
+    provider: &contract_pacts::http_provider::HttpProvider<F>,
+) {
+    let pact = contract_pacts::files::committed(consumer, provider.name());
+    let report = contract_pacts::verify::http(provider, &pact)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let verified = report.into_result().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        verified,
+        contract_pacts::files::descriptions(&pact).unwrap().len()
+    );
+}
