@@ -9,7 +9,6 @@ pub const BACKEND: harness::scenario::Backend = harness::scenario::Backend::Loca
 mod auth;
 mod chaos;
 mod helpers;
-mod incarnations;
 mod observability;
 mod recovery;
 mod redelivery;

@@ -129,42 +129,13 @@ async fn a_redelivered_kafka_message_changes_nothing() {
             .map_err(|(e, _)| e)
             .unwrap();
     }
-    for (home, first_topic, topic) in [
-        // The harness's backends run one consumer group per instance and incarnation
-        // (`<service>.<instance>.<incarnation>`), registered in the instance's home group under
-        // the consumer's first topic.
-        (
-            "inventory.inventory#1",
-            topics::INVENTORY_COMMANDS,
-            topics::INVENTORY_COMMANDS,
-        ),
-        (
-            "payment.payment#1",
-            topics::PAYMENT_COMMANDS,
-            topics::PAYMENT_COMMANDS,
-        ),
-        (
-            "order.order#1",
-            topics::INVENTORY_EVENTS,
-            topics::INVENTORY_EVENTS,
-        ),
-        (
-            "order.order#1",
-            topics::INVENTORY_EVENTS,
-            topics::PAYMENT_EVENTS,
-        ),
+    // One consumer group per service (the order service's saga consumer is `order`).
+    for (group, topic) in [
+        ("inventory", topics::INVENTORY_COMMANDS),
+        ("payment", topics::PAYMENT_COMMANDS),
+        ("order", topics::INVENTORY_EVENTS),
+        ("order", topics::PAYMENT_EVENTS),
     ] {
-        let group = {
-            let brokers = brokers.clone();
-            tokio::task::spawn_blocking(move || {
-                platform::messaging::kafka::latest_incarnation(&brokers, home, first_topic)
-            })
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap_or_else(|| panic!("{home} registered no incarnation"))
-        };
-        let group = group.as_str();
         t.eventually(
             &format!("{group} consumed the redelivered {topic}"),
             || group_caught_up(&brokers, group, topic),

@@ -1,7 +1,16 @@
 //! `embedded-broker`: the local backend's Kafka.
 //!
 //! A Kafka-compatible broker that runs as its own process, built on [tansu] 0.6
-//! (`tansu-broker`) with tansu's SQLite (libsql) storage in `--data-dir/tansu.db`.
+//! (`tansu-broker`) with tansu's SQLite (libsql) storage in `--data-dir/tansu.db`. tansu
+//! decodes the protocol and stores the log and committed offsets; this crate runs its own
+//! listener (the `server` module) with three parts of its own where tansu 0.6 fell short of Kafka:
+//!
+//! - the consumer-group coordinator ([`coordinator`]): Kafka's classic rebalance protocol
+//!   with session timeouts enforced, so a member killed without leaving is evicted and its
+//!   partitions move to the survivors (tansu's kept a SIGKILLed leader's partitions forever);
+//! - Fetch as a long poll answered as soon as a record is produced ([`fetch`]; tansu's slept
+//!   for the whole `fetch.wait.max.ms` after every read, so each hop cost that wait);
+//! - ListGroups and DescribeGroups from the coordinator's membership.
 //!
 //! Why it exists: the services talk to Kafka through rdkafka (librdkafka) using the
 //! real Kafka wire protocol, so the code that runs against this broker locally is the
@@ -56,10 +65,10 @@
 //! | both     | `socket.nagle.disable`               | `true`               | small requests go out at once |
 //! | consumer | `auto.offset.reset`                  | `earliest`           | a new group reads what was produced before it subscribed |
 //! | consumer | `enable.auto.commit`                 | `false`              | commit with `commit_message`/`commit_consumer_state`; or see [`client_settings::CONSUMER_AUTO_COMMIT`] |
-//! | consumer | `partition.assignment.strategy`      | `cooperative-sticky` | **required**, see rule 2 |
-//! | consumer | `session.timeout.ms`                 | `6000`               | a dead member is detected in ~6 s |
-//! | consumer | `heartbeat.interval.ms`              | `500`                | survivors notice a rebalance within ~0.5 s |
-//! | consumer | `fetch.wait.max.ms`                  | `50`                 | **the** latency knob, see rule 3 |
+//! | consumer | `partition.assignment.strategy`      | `cooperative-sticky` | a rebalance moves only the partitions that change owner |
+//! | consumer | `session.timeout.ms`                 | `6000`               | a dead member is evicted after 6 s |
+//! | consumer | `heartbeat.interval.ms`              | `500`                | members learn of a rebalance within ~0.5 s |
+//! | consumer | `fetch.wait.max.ms`                  | `200`                | only how long an idle fetch waits, see rule 3 |
 //! | consumer | `topic.metadata.refresh.interval.ms` | `1000`               | a topic created after `subscribe` is picked up in ~1 s (default: 5 min) |
 //!
 //! No `api.version.request`/`broker.version.fallback` settings are needed: ApiVersions
@@ -67,63 +76,57 @@
 //! Leave `enable.idempotence` at its default (off); it worked in a short run but was not
 //! tested across broker restarts.
 //!
-//! Rules learned by measuring tansu 0.6:
+//! Rules learned by measuring:
 //!
 //! 1. **Create topics explicitly** (`AdminClient::create_topics`, ignore
 //!    `TopicAlreadyExists`) before producing: tansu does not auto-create topics, and a
 //!    produce to a missing topic only fails after `message.timeout.ms`.
-//! 2. **Use `cooperative-sticky`.** With librdkafka's default `range,roundrobin`, when one of
-//!    several members of a group dies without leaving (crash, SIGKILL), tansu drops it but
-//!    keeps the group's generation, so the survivors' SyncGroup returns their old
-//!    assignment and the dead member's partitions are never consumed again (checked for
-//!    60 s). With `cooperative-sticky` the survivors take over ~5 s after the kill.
-//! 3. **tansu holds every fetch for the full `fetch.wait.max.ms`, even when data is
-//!    there**, so one produce→consume hop takes about `fetch.wait.max.ms` + a few ms
-//!    (librdkafka's default 500 ms gives ~490 ms). Lower is faster but each idle consumer
-//!    then costs broker CPU, per partition it fetches. Measured (release / debug broker,
-//!    one idle consumer on 3 partitions, % of one core): 10 ms → p50 12 ms, 27% / 57%;
-//!    20 ms → p50 19 ms, 17% / 40%; **50 ms → p50 40 ms, 11% / 23%**; 100 ms → p50 91 ms,
-//!    6% / 10%; 500 ms → p50 490 ms, 1% / 4%. With 1 partition 50 ms costs 5% / 14%. Keep
-//!    partition counts low (1 unless parallel consumers are needed); use 100 ms where
-//!    latency does not matter.
-//! 4. Several consumers in one group share partitions correctly (each message consumed
-//!    once), but a consumer joining a group that already has a member gets its partitions
-//!    only after ~3.1 s (tansu pauses a follower's JoinGroup for 3 s). A member that closes
-//!    cleanly (drop/close sends LeaveGroup) is taken over in 0.15–0.4 s.
-//! 5. Do not set `group.instance.id` (static membership): tansu pauses each such
-//!    JoinGroup and SyncGroup for 3 s.
-//! 6. Treat `recv()` errors as transient: while the broker restarts a consumer sees
+//! 2. A member that dies without leaving (crash, SIGKILL) is evicted once its session times
+//!    out, and the survivors take its partitions over at their next heartbeat (~6 s after a
+//!    kill with these settings); a member that closes cleanly (LeaveGroup) is taken over in
+//!    0.3 s; a second member joining a group shares its partitions after ~1 s (the first
+//!    member hears of the rebalance at its next heartbeat).
+//! 3. A fetch is answered as soon as one of its partitions gets a record, so one
+//!    produce→consume hop takes a few milliseconds whatever `fetch.wait.max.ms` is. That
+//!    setting is only how long an idle consumer's fetch is held; each expiry costs one read
+//!    of the log per partition, so longer is cheaper. (tansu 0.6's own handler held every
+//!    fetch for the whole wait: each hop cost `fetch.wait.max.ms`, 40 ms at p50 with 50 ms.)
+//! 4. Static membership (`group.instance.id`) is supported (a member rejoining with its
+//!    instance id replaces its old self) but not needed.
+//! 5. Treat `recv()` errors as transient: while the broker restarts a consumer sees
 //!    `BrokerTransportFailure`/`AllBrokersDown`; keep polling and it resumes by itself
-//!    (~5 s after the broker is back, when its session is re-established). Producers
-//!    retry within `message.timeout.ms`.
-//! 7. Both commit styles work and committed offsets survive broker restarts:
+//!    (~5 s after the broker is back: its group membership is gone with the broker's memory,
+//!    so it joins again). Producers retry within `message.timeout.ms`.
+//! 6. Both commit styles work and committed offsets survive broker restarts:
 //!    `enable.auto.commit=false` + `commit_message`/`commit_consumer_state`, or
 //!    `enable.auto.commit=true` + `enable.auto.offset.store=false` +
 //!    `store_offset_from_message` (the stored offset was committed within ~0.1 s with
 //!    `auto.commit.interval.ms=100`).
-//! 8. A consumer of a new group gets its first message ~0.16–0.24 s after `subscribe`
-//!    (bootstrap reconnect ~50 ms, join + sync ~10 ms, librdkafka's 100 ms offset-reset
-//!    timer when the group has no committed offset, then one fetch). A group that
-//!    already has committed offsets does not hit that timer.
+//! 7. A consumer of a new group gets its first message ~0.1 s after `subscribe`
+//!    (bootstrap, join + sync, librdkafka's 100 ms offset-reset timer when the group has no
+//!    committed offset, then one fetch).
 //!
 //! # Measured figures
 //!
 //! Loopback, 2 cores, these settings, single broker (`cargo test -p embedded-broker --
-//! --nocapture latency_figures` prints them for the debug build):
+//! --nocapture` prints them for the build it runs):
 //!
-//! | what                                         | release broker    | debug broker      |
+//! | what                                         | release broker    | tansu 0.6's own handlers (release) |
 //! |----------------------------------------------|-------------------|-------------------|
-//! | start → ready file written                   | 0.13–0.37 s       | 0.13–0.35 s       |
-//! | produce ack (1 message, awaited)             | p50 0.8 ms        | p50 1.5–1.7 ms    |
-//! | subscribe → first message (new group)        | 0.16–0.23 s       | 0.18–0.24 s       |
-//! | produce → consume, single message            | p50 40 ms, max 63 ms | p50 42–49 ms, max 66 ms |
-//! | 20,000 × 40-byte messages, 500 in flight     | produced 1.5 s, consumed 1.1 s | |
-//! | second consumer joins → partitions shared    | ~3.1 s            | ~3.1 s            |
-//! | member killed → survivor owns its partitions | ~5 s              |                   |
+//! | start → ready file written                   | 0.03–0.37 s       | 0.13–0.37 s       |
+//! | produce ack (1 message, awaited)             | p50 1.4 ms        | p50 0.8 ms        |
+//! | subscribe → first message (new group)        | 0.11 s            | 0.16–0.23 s       |
+//! | produce → consume, single message            | p50 3.1 ms, max 4.7 ms | p50 40 ms, max 63 ms (50 ms wait) |
+//! | second consumer joins → partitions shared    | ~1.0 s            | ~3.1 s            |
+//! | member closes → the other owns its partitions | 0.3 s            | 0.15–0.4 s        |
+//! | member SIGKILLed → survivor owns its partitions | 6.0 s (session timeout) | never  |
 //!
 //! [tansu]: https://docs.rs/tansu-broker
 
+pub mod coordinator;
+pub mod fetch;
 pub mod front;
+mod server;
 
 use std::{
     collections::HashSet,
@@ -138,9 +141,9 @@ use std::{
 use anyhow::{Context as _, anyhow};
 use clap::Parser;
 use serde::{Deserialize, Serialize};
-use tansu_broker::{broker::Broker, coordinator::group::administrator::Controller};
-use tansu_storage::StorageContainer;
+use tansu_storage::{BrokerRegistrationRequest, Storage as _, StorageContainer};
 use tokio::{task::JoinSet, time::Instant};
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use tracing_subscriber::EnvFilter;
 use url::Url;
@@ -345,17 +348,14 @@ pub async fn run(opts: Opts) -> Result<(), Error> {
         Some(advertised) => advertised.clone(),
         None => connectable(listen).to_string(),
     };
-    let listener_url = tcp_url(&listen.to_string())?;
     let advertised_url = tcp_url(&advertised)?;
     check_front_listeners(listen, &opts.fronts)?;
 
-    // tansu binds its listener only inside `serve`. Bind here first: a clear error if the
-    // address is taken, and the readiness probe below cannot mistake another process's
-    // listener for ours.
-    let probe = std::net::TcpListener::bind(listen)
+    // Bound here, before the fronts: a clear error if the address is taken, and an OS-chosen
+    // front port cannot be the broker's.
+    let listener = server::bind(listen)
+        .await
         .with_context(|| format!("cannot listen on {listen}"))?;
-    // Fronts bind while the probe holds the main port, so an OS-chosen front port cannot
-    // be the one tansu is about to bind.
     let mut fronts = Vec::with_capacity(opts.fronts.len());
     for spec in &opts.fronts {
         let front = front::Front::bind(spec).await.with_context(|| {
@@ -366,7 +366,6 @@ pub async fn run(opts: Opts) -> Result<(), Error> {
         })?;
         fronts.push(front);
     }
-    drop(probe);
     let front_infos: Vec<FrontInfo> = fronts.iter().map(front::Front::info).collect();
 
     std::env::set_current_dir(&data_dir).with_context(|| {
@@ -387,13 +386,13 @@ pub async fn run(opts: Opts) -> Result<(), Error> {
     );
 
     let started = Instant::now();
-    let mut broker = Broker::<Controller<StorageContainer>, StorageContainer>::builder()
-        .node_id(opts.node_id)
+    let cancellation = CancellationToken::new();
+    let storage = StorageContainer::builder()
         .cluster_id(opts.cluster_id.clone())
-        .incarnation_id(Uuid::now_v7())
+        .node_id(opts.node_id)
         .advertised_listener(advertised_url)
         .storage(storage)
-        .listener(listener_url)
+        .cancellation(cancellation.clone())
         .silent(true)
         .build()
         .await
@@ -403,6 +402,15 @@ pub async fn run(opts: Opts) -> Result<(), Error> {
                 data_dir.display()
             )
         })?;
+    storage
+        .register_broker(BrokerRegistrationRequest {
+            broker_id: opts.node_id,
+            cluster_id: opts.cluster_id.clone(),
+            incarnation_id: Uuid::now_v7(),
+            rack: None,
+        })
+        .await
+        .map_err(|err| anyhow!("cannot register the broker in its storage: {err}"))?;
 
     let shutdown = lifeline::stop_requested(opts.exit_on_stdin_eof);
     // Dropping the set (below) aborts the fronts and with them every relayed connection.
@@ -413,9 +421,9 @@ pub async fn run(opts: Opts) -> Result<(), Error> {
     let ready = announce_ready(listen, front_infos, ready_file.clone(), started);
 
     let outcome = tokio::select! {
-        served = broker.serve(started) => match served {
+        served = server::serve(listener, storage, opts.cluster_id.clone()) => match served {
             Ok(()) => Err(anyhow!("broker stopped unexpectedly").into()),
-            Err(err) => Err(anyhow!("broker failed: {err}").into()),
+            Err(err) => Err(anyhow!("broker failed: {err:#}").into()),
         },
         announced = ready => match announced {
             Ok(never) => match never {},
@@ -427,7 +435,7 @@ pub async fn run(opts: Opts) -> Result<(), Error> {
         }
     };
     drop(front_tasks);
-    drop(broker);
+    cancellation.cancel();
 
     if let Some(path) = &ready_file
         && let Err(err) = remove_if_exists(path)
@@ -591,7 +599,7 @@ pub mod client_settings {
         ("partition.assignment.strategy", "cooperative-sticky"),
         ("session.timeout.ms", "6000"),
         ("heartbeat.interval.ms", "500"),
-        ("fetch.wait.max.ms", "50"),
+        ("fetch.wait.max.ms", "200"),
         ("topic.metadata.refresh.interval.ms", "1000"),
         ("socket.nagle.disable", "true"),
     ];

@@ -528,6 +528,133 @@ async fn consumers_in_one_group_share_partitions() {
     eprintln!("takeover after a clean leave: {:?}", left.elapsed());
 }
 
+/// Environment of [`group_member_to_be_killed`]: the broker's address, the group and the topic.
+const CHILD_MEMBER: &str = "BROKER_TEST_CHILD_MEMBER";
+
+/// Run by [`a_killed_group_leader_is_evicted_and_the_survivor_takes_its_partitions`] as a
+/// process of its own, so that it can be SIGKILLed: joins the group, says which partitions it
+/// was given on stdout, and keeps the group's session going until killed (or for two minutes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a child process of a_killed_group_leader_is_evicted_and_the_survivor_takes_its_partitions"]
+async fn group_member_to_be_killed() {
+    use std::io::Write as _;
+    let setting = std::env::var(CHILD_MEMBER).expect("run by its parent test");
+    let mut parts = setting.split(',');
+    let (addr, group, topic) = (
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+    );
+    let member = consumer(addr, group);
+    member.subscribe(&[topic]).unwrap();
+    let mut told = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        let assigned = poll_assignment(&member).await;
+        if assigned != told {
+            println!("assigned {assigned:?}");
+            std::io::stdout().flush().unwrap();
+            told = assigned;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_group_leader_is_evicted_and_the_survivor_takes_its_partitions() {
+    use std::io::BufRead as _;
+    let run_dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(&run_dir.path().join("data"), free_port(), run_dir.path());
+    let addr = broker.addr().to_owned();
+    let (group, topic) = ("survivors", "leader-kill");
+    create_topic(&addr, topic, 3).await;
+
+    // The first member, which leads the group, in a process of its own.
+    let mut leader = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "group_member_to_be_killed",
+            "--nocapture",
+        ])
+        .env(CHILD_MEMBER, format!("{addr},{group},{topic}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+    let stdout = leader.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        // The test harness prints lines of its own around the member's.
+        let lines = std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok);
+        for line in lines.filter(|line| line.starts_with("assigned ")) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let first = lines_rx
+        .recv_timeout(CONSUME_TIMEOUT)
+        .expect("the leader was assigned partitions");
+    assert_eq!(
+        first, "assigned {0, 1, 2}",
+        "the only member gets every partition"
+    );
+
+    let survivor = consumer(&addr, group);
+    survivor.subscribe(&[topic]).unwrap();
+    let deadline = Instant::now() + CONSUME_TIMEOUT;
+    let shared = loop {
+        let assigned = poll_assignment(&survivor).await;
+        if !assigned.is_empty() && assigned.len() < 3 {
+            break assigned;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the group never shared its partitions"
+        );
+    };
+
+    kill(Pid::from_raw(leader.id() as i32), Signal::SIGKILL).unwrap();
+    leader.wait().unwrap();
+    let killed = Instant::now();
+    let session = Duration::from_millis(6_000);
+    loop {
+        if poll_assignment(&survivor).await.len() == 3 {
+            break;
+        }
+        assert!(
+            killed.elapsed() < session + Duration::from_secs(5),
+            "the survivor still has only {shared:?} {:?} after the leader's SIGKILL; broker log:\n{}",
+            killed.elapsed(),
+            read_log(&broker.log)
+        );
+    }
+    eprintln!(
+        "survivor took every partition {:?} after the leader's SIGKILL (session timeout {session:?})",
+        killed.elapsed()
+    );
+
+    // It consumes what is written to the dead leader's partitions too.
+    let producer = producer(&addr);
+    let mut partitions = BTreeSet::new();
+    for i in 0..30 {
+        partitions.insert(
+            produce(&producer, topic, &format!("key-{i}"), "after")
+                .await
+                .0,
+        );
+    }
+    assert_eq!(partitions.len(), 3, "the keys spread over every partition");
+    let received: BTreeSet<i32> = recv_n(&survivor, 30)
+        .await
+        .into_iter()
+        .map(|(partition, ..)| partition)
+        .collect();
+    assert_eq!(received, partitions);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_commit_of_stored_offsets() {
     let run_dir = tempfile::tempdir().unwrap();
@@ -548,6 +675,7 @@ async fn auto_commit_of_stored_offsets() {
     }
 
     let worker = consumer_with(&addr, group, client_settings::CONSUMER_AUTO_COMMIT);
+
     worker.subscribe(&[topic]).unwrap();
     for expected in 0..5 {
         let message = tokio::time::timeout(CONSUME_TIMEOUT, worker.recv())

@@ -128,7 +128,6 @@ impl CommonConfig {
                 reason: format!("{} bytes is shorter than 32", secret.len()),
             });
         }
-        crate::messaging::consumer::GroupMode::from_env()?;
         Ok(Self {
             bind_addr: parse_or(BIND_ADDR, SocketAddr::from(([127, 0, 0, 1], 0)))?,
             instance_id: optional(INSTANCE_ID).unwrap_or_else(|| format!("{service}#1")),

@@ -151,14 +151,25 @@ impl Db {
                 Dialect::Postgres => "BEGIN",
             },
         );
-        let begun = async {
-            match self.dialect {
-                Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
-                Dialect::Postgres => self.pool.begin().await,
+        // sqlx 0.8's `begin` is not cancel-safe: a caller dropped after the database ran BEGIN but
+        // before the `Transaction` exists (an HTTP handler whose client went away, a timeout)
+        // returns the connection to the pool inside a transaction nobody ends (sqlx issues 3932,
+        // 4393). On SQLite that connection keeps the write lock and fails every later
+        // `begin_with` ("non-zero transaction depth"); seen in chaos-matrix as a dead-lettered
+        // event. In a task of its own the begin always completes; if the caller is gone by then,
+        // the `Transaction` is dropped there and rolled back as usual.
+        let (pool, dialect) = (self.pool.clone(), self.dialect);
+        let begun = tokio::spawn(
+            async move {
+                match dialect {
+                    Dialect::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await,
+                    Dialect::Postgres => pool.begin().await,
+                }
             }
-        }
-        .instrument(span)
-        .await;
+            .instrument(span),
+        )
+        .await
+        .map_err(|e| DbError::Corrupt(format!("the task beginning a transaction failed: {e}")))?;
         Ok(begun?)
     }
 
@@ -229,5 +240,41 @@ mod tests {
     async fn an_unknown_url_scheme_is_refused_with_the_url() {
         let err = Db::connect("mysql://x").await.err().map(|e| e.to_string());
         assert!(err.is_some_and(|e| e.contains("mysql://x")));
+    }
+
+    /// A caller dropped while its transaction is being begun (a client gone, a timeout) must
+    /// not leave a connection inside a transaction: on SQLite that one keeps the write lock and
+    /// fails every later BEGIN on it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[allow(clippy::unwrap_used)]
+    async fn begins_cancelled_at_any_point_leave_no_connection_in_a_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let db = Db::connect(&url).await.unwrap();
+        sqlx::query("CREATE TABLE t (n INTEGER)")
+            .execute(db.pool())
+            .await
+            .unwrap();
+        for round in 0..400u64 {
+            // Drop the begin after a different number of polls and microseconds each round, so
+            // some drops land between the database's BEGIN and the transaction's creation.
+            let begin = db.begin();
+            let _ = tokio::time::timeout(Duration::from_micros(round % 200), begin).await;
+            let mut tx = tokio::time::timeout(Duration::from_secs(15), db.begin())
+                .await
+                .unwrap_or_else(|_| panic!("round {round}: a dropped begin kept the write lock"))
+                .unwrap_or_else(|e| panic!("round {round}: {e}"));
+            sqlx::query("INSERT INTO t (n) VALUES ($1)")
+                .bind(i64::try_from(round).unwrap())
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+        }
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+        assert_eq!(count, 400);
     }
 }

@@ -414,9 +414,6 @@ impl ContainersEnvironment {
                 "KAFKA_BROKERS".into(),
                 format!("toxiproxy:{}", KAFKA_LINKS_BASE + port_offset(k)),
             );
-            // As on the local backend: the embedded broker never evicts a SIGKILLed group
-            // leader; see platform's `GroupMode`.
-            env.insert("KAFKA_CONSUMER_GROUPS".into(), "per-instance".into());
             if *service == Service::Order {
                 env.insert(
                     "SAGA_STEP_TIMEOUT_MS".into(),

@@ -288,9 +288,6 @@ impl LocalEnvironment {
                     .get(&name)
                     .map_or_else(|| self.kafka_brokers.clone(), |(_, l)| l.to_string());
                 env.insert("KAFKA_BROKERS".into(), kafka);
-                // tansu 0.6 never evicts a consumer-group leader killed with SIGKILL, which
-                // would stall a shared group for good; see platform's `GroupMode`.
-                env.insert("KAFKA_CONSUMER_GROUPS".into(), "per-instance".into());
                 if service == Service::Order {
                     env.insert(
                         "SAGA_STEP_TIMEOUT_MS".into(),

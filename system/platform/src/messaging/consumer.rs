@@ -71,10 +71,10 @@ pub trait Handler: Send + Sync + 'static {
 #[derive(Debug, Clone)]
 pub struct ConsumerSettings {
     pub brokers: String,
+    /// The consumer group: one per service (and per read model), shared by its instances, so
+    /// they divide the partitions between them and a dead instance's partitions move to a
+    /// survivor once its session times out.
     pub group_id: String,
-    /// In [`GroupMode::PerInstance`]: the name the groups of this instance's incarnations
-    /// share, `<group>.<client_id>` (the group is `<home>.<incarnation>`).
-    pub home_group: Option<String>,
     pub client_id: String,
     pub topics: Vec<String>,
     pub max_attempts: u32,
@@ -82,114 +82,18 @@ pub struct ConsumerSettings {
     pub backoff_max: Duration,
 }
 
-/// `KAFKA_CONSUMER_GROUPS`: `shared` (default) or `per-instance`, see [`GroupMode`].
-pub const KAFKA_CONSUMER_GROUPS: &str = "KAFKA_CONSUMER_GROUPS";
-
-/// How the instances of one service divide the messages between them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GroupMode {
-    /// One consumer group per service: the instances compete for partitions (Kafka's usual
-    /// way). Needs a broker that evicts dead members.
-    Shared,
-    /// One consumer group per instance: every instance reads every message, and the inbox in the
-    /// shared database lets the first one apply it and turns it into a no-op for the others.
-    /// Costs a redundant read per extra instance, needs no group coordination: a killed
-    /// instance's work simply keeps being done by the others. The harness's backends use it
-    /// because tansu 0.6 never evicts a group leader that died without leaving, which stalls a
-    /// shared group forever.
-    ///
-    /// The group is per instance *incarnation*, `<group>.<client_id>.<start ms>`: an instance
-    /// started again after a kill rejoining its old group met the same stall (about one restart
-    /// in four on the containers backend; static membership made it worse). A new incarnation
-    /// joins a group with no dead member, after copying the committed offsets of the previous
-    /// incarnation's group into its own ([`super::kafka::carry_over_offsets`]), so it goes on
-    /// where its predecessor stopped instead of reading every topic from the start.
-    PerInstance,
-}
-
-impl GroupMode {
-    /// Reads [`KAFKA_CONSUMER_GROUPS`].
-    pub fn from_env() -> Result<Self, crate::config::ConfigError> {
-        match crate::config::optional(KAFKA_CONSUMER_GROUPS).as_deref() {
-            None | Some("shared") => Ok(Self::Shared),
-            Some("per-instance") => Ok(Self::PerInstance),
-            Some(other) => Err(crate::config::ConfigError::Invalid {
-                var: KAFKA_CONSUMER_GROUPS,
-                value: other.into(),
-                reason: "expected shared or per-instance".into(),
-            }),
-        }
-    }
-}
-
-/// When this process started, in ms since the epoch: the same for every consumer of the process,
-/// greater for the next process of the same instance.
-fn incarnation() -> i64 {
-    static STARTED: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
-    *STARTED.get_or_init(|| {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .ok()
-            .and_then(|d| i64::try_from(d.as_millis()).ok())
-            .unwrap_or_default()
-    })
-}
-
 impl ConsumerSettings {
-    /// Settings for consuming `topics` as `group` (the service, e.g. `order`). In
-    /// [`GroupMode::PerInstance`] (from the environment) the Kafka group becomes
-    /// `<group>.<client_id>.<incarnation>`, the incarnation being when this process started. An invalid `KAFKA_CONSUMER_GROUPS` falls back to shared with a
-    /// warning; services validate it at start-up with [`GroupMode::from_env`].
+    /// Settings for consuming `topics` in `group` (the service, e.g. `order`).
     pub fn new(brokers: &str, group: &str, client_id: &str, topics: &[&str]) -> Self {
-        let mode = GroupMode::from_env().unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "using shared consumer groups");
-            GroupMode::Shared
-        });
-        let (group_id, home_group) = match mode {
-            GroupMode::Shared => (group.to_string(), None),
-            GroupMode::PerInstance => {
-                let home = format!("{group}.{client_id}");
-                (format!("{home}.{}", incarnation()), Some(home))
-            }
-        };
         Self {
             brokers: brokers.into(),
-            group_id,
-            home_group,
+            group_id: group.into(),
             client_id: client_id.into(),
             topics: topics.iter().map(|t| t.to_string()).collect(),
             max_attempts: 5,
             backoff_base: Duration::from_millis(50),
             backoff_max: Duration::from_secs(2),
         }
-    }
-}
-
-/// Starts this incarnation's group where the previous one stopped. Best effort: without the
-/// previous offsets the group reads its topics from the start, which the inbox makes correct
-/// and only costs time.
-async fn carry_over(settings: &ConsumerSettings, home: String) {
-    let (brokers, group, client) = (
-        settings.brokers.clone(),
-        settings.group_id.clone(),
-        settings.client_id.clone(),
-    );
-    let topics = settings.topics.clone();
-    let carried = tokio::task::spawn_blocking(move || {
-        super::kafka::carry_over_offsets(&brokers, &client, &home, &group, &topics)
-    })
-    .await;
-    match carried {
-        Ok(Ok(Some((previous, partitions)))) => tracing::info!(
-            group = %settings.group_id, %previous, partitions,
-            "went on from the previous incarnation's committed offsets"
-        ),
-        Ok(Ok(None)) => {}
-        Ok(Err(e)) => tracing::warn!(
-            error = %e, group = %settings.group_id,
-            "could not carry the previous incarnation's offsets over; reading from the start"
-        ),
-        Err(e) => tracing::warn!(error = %e, group = %settings.group_id, "carrying offsets over"),
     }
 }
 
@@ -200,9 +104,6 @@ pub async fn run<H: Handler>(
     dlq_producer: FutureProducer,
     shutdown: CancellationToken,
 ) -> Result<(), MessagingError> {
-    if let Some(home) = settings.home_group.clone() {
-        carry_over(&settings, home).await;
-    }
     let consumer: StreamConsumer<LagReporter> =
         super::kafka::consumer(&settings.brokers, &settings.group_id, &settings.client_id)?;
     let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
