@@ -36,9 +36,8 @@
 //! Bad flags or an unusable data directory exit 64, runtime failures (e.g. port in use)
 //! exit 1. Logs go to stderr via `tracing` (JSON with `LOG_FORMAT=json`, filter from
 //! `RUST_LOG`, default `info`; tansu's per-record INFO chatter is silenced, see
-//! [`QUIET_TANSU`]). The process changes its current directory to the data directory,
-//! because tansu resolves `sqlite://` URLs relative to it. Topics are never created
-//! implicitly: see rule 1 below.
+//! [`QUIET_TANSU`]). Topics are never created implicitly: see rule 1 below.
+
 //!
 //! # Fronts
 //!
@@ -324,9 +323,6 @@ pub fn init_logging() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 }
 
 /// Runs the broker until SIGINT/SIGTERM (or stdin EOF with `--exit-on-stdin-eof`).
-///
-/// Changes the process's current directory to the data directory: tansu resolves its
-/// `sqlite://` storage URL relative to the current directory.
 pub async fn run(opts: Opts) -> Result<(), Error> {
     let data_dir = prepare_data_dir(&opts.data_dir)?;
     let ready_file = opts
@@ -368,14 +364,6 @@ pub async fn run(opts: Opts) -> Result<(), Error> {
     }
     let front_infos: Vec<FrontInfo> = fronts.iter().map(front::Front::info).collect();
 
-    std::env::set_current_dir(&data_dir).with_context(|| {
-        format!(
-            "cannot change the current directory to {}",
-            data_dir.display()
-        )
-    })?;
-    let storage = Url::parse(&format!("sqlite://{DB_FILE}")).context("storage url")?;
-
     info!(
         %listen,
         %advertised,
@@ -384,33 +372,16 @@ pub async fn run(opts: Opts) -> Result<(), Error> {
         node_id = opts.node_id,
         "starting embedded broker"
     );
-
     let started = Instant::now();
     let cancellation = CancellationToken::new();
-    let storage = StorageContainer::builder()
-        .cluster_id(opts.cluster_id.clone())
-        .node_id(opts.node_id)
-        .advertised_listener(advertised_url)
-        .storage(storage)
-        .cancellation(cancellation.clone())
-        .silent(true)
-        .build()
-        .await
-        .map_err(|err| {
-            anyhow!(
-                "cannot start broker storage in {}: {err}",
-                data_dir.display()
-            )
-        })?;
-    storage
-        .register_broker(BrokerRegistrationRequest {
-            broker_id: opts.node_id,
-            cluster_id: opts.cluster_id.clone(),
-            incarnation_id: Uuid::now_v7(),
-            rack: None,
-        })
-        .await
-        .map_err(|err| anyhow!("cannot register the broker in its storage: {err}"))?;
+    let storage = storage(
+        &data_dir,
+        &opts.cluster_id,
+        opts.node_id,
+        advertised_url,
+        &cancellation,
+    )
+    .await?;
 
     let shutdown = lifeline::stop_requested(opts.exit_on_stdin_eof);
     // Dropping the set (below) aborts the fronts and with them every relayed connection.
@@ -517,6 +488,46 @@ fn remove_if_exists(path: &Path) -> io::Result<()> {
         Err(err) if err.kind() != io::ErrorKind::NotFound => Err(err),
         _ => Ok(()),
     }
+}
+
+/// tansu's SQLite storage in `data_dir`, with this broker registered in it.
+async fn storage(
+    data_dir: &Path,
+    cluster_id: &str,
+    node_id: i32,
+    advertised: Url,
+    cancellation: &CancellationToken,
+) -> anyhow::Result<StorageContainer> {
+    // tansu 0.6 joins the URL's path to the current directory after dropping one leading `/`;
+    // a second `/` keeps the path absolute (`PathBuf::push` of an absolute path replaces), so
+    // the process need not change its current directory.
+    let url = Url::parse(&format!("sqlite:///{}", data_dir.join(DB_FILE).display()))
+        .context("storage url")?;
+    let storage = StorageContainer::builder()
+        .cluster_id(cluster_id.to_owned())
+        .node_id(node_id)
+        .advertised_listener(advertised)
+        .storage(url)
+        .cancellation(cancellation.clone())
+        .silent(true)
+        .build()
+        .await
+        .map_err(|err| {
+            anyhow!(
+                "cannot start broker storage in {}: {err}",
+                data_dir.display()
+            )
+        })?;
+    storage
+        .register_broker(BrokerRegistrationRequest {
+            broker_id: node_id,
+            cluster_id: cluster_id.to_owned(),
+            incarnation_id: Uuid::now_v7(),
+            rack: None,
+        })
+        .await
+        .map_err(|err| anyhow!("cannot register the broker in its storage: {err}"))?;
+    Ok(storage)
 }
 
 /// Waits until the listener accepts connections, writes the ready file, then never returns.

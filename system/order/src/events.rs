@@ -228,14 +228,14 @@ pub struct TimeoutPass {
     pub advanced: usize,
 }
 
-/// Runs the timeout transition for every saga whose deadline is before `now_ms` (at most
-/// [`TIMEOUT_BATCH`]), each in its own transaction.
+/// Runs the timeout transition for the sagas whose deadline is before `now_ms` that no other
+/// instance's pass has claimed (at most [`TIMEOUT_BATCH`]), each in its own transaction.
 pub async fn run_timeouts_once(
     db: &Db,
     policy: &SagaPolicy,
     now_ms: i64,
 ) -> Result<TimeoutPass, DbError> {
-    let due = store::due_sagas(db, now_ms, TIMEOUT_BATCH).await?;
+    let due = store::claim_due_sagas(db, now_ms, TIMEOUT_BATCH).await?;
     let mut pass = TimeoutPass {
         due: due.len(),
         advanced: 0,

@@ -189,6 +189,20 @@ impl Application {
         );
         let projector_handler = projector::ProjectorHandler { db: db.clone() };
         background.consumer(projector_settings, projector_handler, producer);
+        background.prune_every(platform::service::PRUNE_INTERVAL, "idempotency keys", {
+            let db = db.clone();
+            move || {
+                let db = db.clone();
+                async move {
+                    store::prune_idempotency_keys(
+                        &db,
+                        store::IDEMPOTENCY_RETENTION,
+                        platform::service::PRUNE_BATCH,
+                    )
+                    .await
+                }
+            }
+        });
         background.spawn({
             let (db, stop) = (db.clone(), shutdown.clone());
             async move {

@@ -218,7 +218,7 @@ pub async fn update_saga(
     let done = sqlx::query(
         "UPDATE sagas SET step = $1, attempts = $2, deadline_at_ms = $3, last_error = $4, \
          stock_committed = $5, payment_captured = $6, stock_released = $7, void_requested = $8, \
-         payment_voided = $9, version = $10, updated_at_ms = $11 \
+         payment_voided = $9, version = $10, updated_at_ms = $11, timeout_claimed_until_ms = NULL \
          WHERE order_id = $12 AND version = $13",
     )
     .bind(s.step.as_str())
@@ -271,26 +271,86 @@ pub async fn enqueue_command(
     }
 }
 
-/// Sagas whose deadline passed, oldest deadline first.
-pub async fn due_sagas(db: &Db, now_ms: i64, limit: i64) -> Result<Vec<DueSaga>, DbError> {
-    let rows = sqlx::query(
-        "SELECT order_id, traceparent FROM sagas WHERE deadline_at_ms IS NOT NULL \
-         AND deadline_at_ms < $1 AND step <> $2 ORDER BY deadline_at_ms LIMIT $3",
+/// How long a timeout pass keeps the sagas it claimed from the other instances' passes. Any
+/// change of the saga ends the claim sooner ([`update_saga`]).
+pub const TIMEOUT_CLAIM: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Claims up to `limit` sagas whose deadline passed, oldest deadline first, for
+/// [`TIMEOUT_CLAIM`]: instances running their timeout passes at the same moment each get
+/// different sagas instead of all working on the same ones. Reads first, so a pass with nothing
+/// due takes no write lock.
+pub async fn claim_due_sagas(db: &Db, now_ms: i64, limit: i64) -> Result<Vec<DueSaga>, DbError> {
+    let any: Option<String> = sqlx::query_scalar(
+        "SELECT order_id FROM sagas WHERE deadline_at_ms IS NOT NULL AND deadline_at_ms < $1 \
+         AND step <> $2 AND (timeout_claimed_until_ms IS NULL OR timeout_claimed_until_ms < $1) \
+         LIMIT 1",
     )
     .bind(now_ms)
     .bind(SagaStep::Done.as_str())
-    .bind(limit)
-    .fetch_all(db.pool())
+    .fetch_optional(db.pool())
     .await?;
-    rows.iter()
+    if any.is_none() {
+        return Ok(Vec::new());
+    }
+    let lock = match db.dialect() {
+        platform::db::Dialect::Sqlite => "",
+        platform::db::Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
+    };
+    let claim_until = now_ms + i64::try_from(TIMEOUT_CLAIM.as_millis()).unwrap_or(5_000);
+    let mut tx = db.begin().await?;
+    let rows = sqlx::query(&format!(
+        "UPDATE sagas SET timeout_claimed_until_ms = $1 WHERE order_id IN (\
+           SELECT order_id FROM sagas WHERE deadline_at_ms IS NOT NULL AND deadline_at_ms < $2 \
+           AND step <> $3 \
+           AND (timeout_claimed_until_ms IS NULL OR timeout_claimed_until_ms < $2) \
+           ORDER BY deadline_at_ms LIMIT $4{lock}) \
+         RETURNING order_id, traceparent, deadline_at_ms"
+    ))
+    .bind(claim_until)
+    .bind(now_ms)
+    .bind(SagaStep::Done.as_str())
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let mut due = rows
+        .iter()
         .map(|r| {
             let id: String = r.try_get("order_id")?;
-            Ok(DueSaga {
-                order_id: id.parse().map_err(|e| corrupt("order id", e))?,
-                traceparent: r.try_get("traceparent")?,
-            })
+            let deadline: Option<i64> = r.try_get("deadline_at_ms")?;
+            Ok((
+                deadline,
+                DueSaga {
+                    order_id: id.parse().map_err(|e| corrupt("order id", e))?,
+                    traceparent: r.try_get("traceparent")?,
+                },
+            ))
         })
-        .collect()
+        .collect::<Result<Vec<_>, DbError>>()?;
+    due.sort_by_key(|(deadline, _)| *deadline);
+    Ok(due.into_iter().map(|(_, saga)| saga).collect())
+}
+
+/// How long an `Idempotency-Key` is remembered: a client retrying later than this gets a new
+/// order. A day covers every retry policy worth having.
+pub const IDEMPOTENCY_RETENTION: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Forgets idempotency keys older than `retention`, at most `batch`; returns how many.
+pub async fn prune_idempotency_keys(
+    db: &Db,
+    retention: std::time::Duration,
+    batch: i64,
+) -> Result<u64, DbError> {
+    let before = platform::now_ms() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+    let deleted = sqlx::query(
+        "DELETE FROM idempotency_keys WHERE (customer_id, key) IN (SELECT customer_id, key \
+         FROM idempotency_keys WHERE created_at_ms < $1 LIMIT $2)",
+    )
+    .bind(before)
+    .bind(batch)
+    .execute(db.pool())
+    .await?;
+    Ok(deleted.rows_affected())
 }
 
 /// A saga past its deadline, with the trace context of the request that started it.

@@ -44,16 +44,24 @@ pub enum DbError {
 
 impl DbError {
     /// Whether running the same transaction again may succeed: SQLite busy/locked, Postgres
-    /// serialization failures and deadlocks, and our own optimistic-concurrency conflicts.
+    /// serialization failures, deadlocks and lost or refused connections (a restarting server,
+    /// a network fault: the pool opens a new connection), and our own optimistic-concurrency
+    /// conflicts.
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Conflict(_) => true,
             Self::Sqlx(sqlx::Error::Database(db)) => {
                 let code = db.code().unwrap_or_default();
                 matches!(code.as_ref(), "5" | "6" | "517" | "261" | "40001" | "40P01")
+                    // Postgres class 08 (connection exception) and 57P01-03 (the server is
+                    // shutting down or starting up).
+                    || code.starts_with("08")
+                    || matches!(code.as_ref(), "57P01" | "57P02" | "57P03")
                     || db.message().contains("database is locked")
             }
-            Self::Sqlx(sqlx::Error::PoolTimedOut) => true,
+            Self::Sqlx(
+                sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::WorkerCrashed,
+            ) => true,
             _ => false,
         }
     }
@@ -235,6 +243,16 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lost_connections_are_worth_retrying_and_bad_sql_is_not() {
+        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
+        assert!(DbError::Sqlx(sqlx::Error::Io(reset)).is_retryable());
+        assert!(DbError::Sqlx(sqlx::Error::PoolTimedOut).is_retryable());
+        assert!(DbError::Sqlx(sqlx::Error::WorkerCrashed).is_retryable());
+        assert!(!DbError::Sqlx(sqlx::Error::RowNotFound).is_retryable());
+        assert!(!DbError::Corrupt("bad".into()).is_retryable());
+    }
 
     #[tokio::test]
     async fn an_unknown_url_scheme_is_refused_with_the_url() {

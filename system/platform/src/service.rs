@@ -10,6 +10,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
@@ -54,6 +55,11 @@ where
 
 /// How often the gauges read from the database (outbox backlog, pool) are refreshed.
 pub const GAUGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How often old outbox, inbox (and service-specific) rows are pruned.
+pub const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
+/// The most rows one prune statement deletes, so a pass never holds SQLite's write lock long.
+pub const PRUNE_BATCH: i64 = 1000;
 
 /// A migrated database and a bound listener.
 pub struct Prepared {
@@ -108,10 +114,31 @@ impl Background {
     }
 
     /// Runs the outbox relay until shutdown, and beside it the loop that refreshes the outbox
-    /// and pool gauges once a second.
+    /// and pool gauges once a second and the one that prunes the outbox and inbox.
     pub fn relay(&mut self, relay: Relay) {
         let stop = self.shutdown.clone();
         let db = relay.db().clone();
+        self.prune_every(PRUNE_INTERVAL, "outbox and inbox", {
+            let db = db.clone();
+            move || {
+                let db = db.clone();
+                async move {
+                    let outbox = crate::messaging::outbox::prune(
+                        &db,
+                        crate::messaging::outbox::OUTBOX_RETENTION,
+                        PRUNE_BATCH,
+                    )
+                    .await?;
+                    let inbox = crate::messaging::inbox::prune(
+                        &db,
+                        crate::messaging::inbox::INBOX_RETENTION,
+                        PRUNE_BATCH,
+                    )
+                    .await?;
+                    Ok(outbox + inbox)
+                }
+            }
+        });
         self.tasks.spawn(async move {
             relay.run(stop).await;
             Ok(())
@@ -150,6 +177,46 @@ impl Background {
                 stop.cancel();
             }
             result.with_context(|| format!("consumer group {group}"))
+        });
+    }
+
+    /// Runs `prune` every `every` until shutdown, again at once while it deletes a full batch;
+    /// failures are logged and tried again at the next tick.
+    pub fn prune_every<F, Fut>(&mut self, every: Duration, what: &'static str, prune: F)
+    where
+        F: Fn() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<u64, crate::db::DbError>> + Send,
+    {
+        let stop = self.shutdown.clone();
+        self.tasks.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                loop {
+                    match prune().await {
+                        Ok(n) if n >= u64::try_from(PRUNE_BATCH).unwrap_or(u64::MAX) => {
+                            if stop.is_cancelled() {
+                                break;
+                            }
+                        }
+                        Ok(n) => {
+                            if n > 0 {
+                                tracing::debug!(rows = n, what, "pruned");
+                            }
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, what, "pruning failed");
+                            break;
+                        }
+                    }
+                }
+            }
+            Ok(())
         });
     }
 

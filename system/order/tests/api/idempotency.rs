@@ -100,3 +100,37 @@ async fn concurrent_posts_with_one_key_create_exactly_one_order() {
         assert_eq!(count(db, "SELECT COUNT(*) FROM outbox").await, 2);
     }
 }
+
+#[tokio::test]
+async fn keys_are_forgotten_after_the_retention_and_remembered_inside_it() {
+    let (_dir, dbs) = databases().await;
+    for db in &dbs {
+        let req = request(&[("SKU-1", 1)]);
+        let cust = customer("cust-1");
+        place::place_order(db, &policy(), &cust, Some("old"), &req)
+            .await
+            .unwrap();
+        place::place_order(db, &policy(), &cust, Some("recent"), &req)
+            .await
+            .unwrap();
+        let two_days_ago = platform::now_ms() - 2 * 24 * 3_600_000;
+        sqlx::query("UPDATE idempotency_keys SET created_at_ms = $1 WHERE key = 'old'")
+            .bind(two_days_ago)
+            .execute(db.pool())
+            .await
+            .unwrap();
+        let pruned = order_service::store::prune_idempotency_keys(
+            db,
+            order_service::store::IDEMPOTENCY_RETENTION,
+            1000,
+        )
+        .await
+        .unwrap();
+        assert_eq!(pruned, 1);
+        let again = place::place_order(db, &policy(), &cust, Some("recent"), &req)
+            .await
+            .unwrap();
+        assert!(again.replayed, "a retry inside the retention still replays");
+        assert_eq!(count(db, "SELECT COUNT(*) FROM orders").await, 2);
+    }
+}

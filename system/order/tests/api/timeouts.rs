@@ -181,3 +181,34 @@ async fn two_instances_timing_out_the_same_saga_at_once_advance_it_once() {
         );
     }
 }
+
+#[tokio::test]
+async fn instances_passing_at_once_divide_the_due_sagas_between_them() {
+    let (_dir, dbs) = databases().await;
+    for db in &dbs {
+        let mut ids = Vec::new();
+        for i in 0..6 {
+            ids.push(place(db, &format!("cust-{i}")).await.order_id);
+        }
+        let now = later(1);
+        let p = policy();
+        let (a, b) = tokio::join!(
+            events::run_timeouts_once(db, &p, now),
+            events::run_timeouts_once(db, &p, now),
+        );
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert_eq!(
+            a.due + b.due,
+            6,
+            "each due saga was claimed by one pass: {a:?} {b:?}"
+        );
+        assert_eq!(a.advanced + b.advanced, 6);
+        for id in ids {
+            assert_eq!(load(db, id).await.1.state.attempts, 2, "resent once");
+        }
+        // A third pass at the same moment finds nothing left: the claims and the new deadlines
+        // keep it off.
+        let again = events::run_timeouts_once(db, &p, now).await.unwrap();
+        assert_eq!(again, TimeoutPass::default());
+    }
+}

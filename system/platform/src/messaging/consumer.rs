@@ -5,9 +5,12 @@
 //! in between means a redelivery, which the handler's inbox turns into a no-op.
 //!
 //! A handler returns [`HandleError::Poison`] for a message that can never succeed (unreadable,
-//! unknown schema version): it goes to `<topic>.dlq` at once. [`HandleError::Transient`] is
-//! retried with exponential backoff and jitter, at most [`ConsumerSettings::max_attempts`]
-//! times, then dead-lettered too, with the error, source topic, partition and offset as headers.
+//! unknown schema version): it goes to `<topic>.dlq` at once, with the error, source topic,
+//! partition and offset as headers. [`HandleError::Transient`] (the database busy, restarting or
+//! unreachable) is retried with exponential backoff and jitter for as long as
+//! [`ConsumerSettings::transient_budget`] (10 minutes), and only then dead-lettered: a database
+//! that is down for a while must delay the messages, not lose them to the dead-letter topic
+//! (which left the read model stale for good when it happened after one second of retries).
 //!
 //! Tracing: the W3C context the producer put in the record's headers is the parent of two spans:
 //! `transit <topic>` (from the producer's timestamp to receipt: the time in Kafka) and
@@ -77,7 +80,9 @@ pub struct ConsumerSettings {
     pub group_id: String,
     pub client_id: String,
     pub topics: Vec<String>,
-    pub max_attempts: u32,
+    /// How long a message that keeps failing with [`HandleError::Transient`] is retried
+    /// before it is dead-lettered.
+    pub transient_budget: Duration,
     pub backoff_base: Duration,
     pub backoff_max: Duration,
 }
@@ -90,7 +95,7 @@ impl ConsumerSettings {
             group_id: group.into(),
             client_id: client_id.into(),
             topics: topics.iter().map(|t| t.to_string()).collect(),
-            max_attempts: 5,
+            transient_budget: Duration::from_secs(600),
             backoff_base: Duration::from_millis(50),
             backoff_max: Duration::from_secs(2),
         }
@@ -259,30 +264,39 @@ fn process_span(
     span
 }
 
-/// Returns `true` once the message is dealt with (handled or dead-lettered), `false` when
-/// shutdown interrupted it.
-async fn process<H: Handler>(
+/// What became of one message in the handler.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    Handled,
+    /// To the dead-letter topic, for this reason.
+    DeadLetter(String),
+    /// Shutdown came while it was being retried.
+    Interrupted,
+}
+
+/// Runs the handler until it succeeds, the message is poison, transient failures outlast
+/// [`ConsumerSettings::transient_budget`], or shutdown.
+async fn handle_with_retries<H: Handler>(
     settings: &ConsumerSettings,
     handler: &H,
-    dlq: &FutureProducer,
     delivery: &Delivery,
-    msg: &BorrowedMessage<'_>,
     shutdown: &CancellationToken,
-) -> bool {
-    let mut attempt = 0;
-    let reason = loop {
-        attempt += 1;
+) -> Outcome {
+    let started = tokio::time::Instant::now();
+    let mut attempt: u32 = 0;
+    loop {
+        attempt = attempt.saturating_add(1);
         match handler.handle(delivery).await {
-            Ok(()) => {
-                count(settings, delivery, "handled");
-                return true;
-            }
-            Err(HandleError::Poison(why)) => break why,
-            Err(HandleError::Transient(e)) if attempt >= settings.max_attempts => {
-                break format!("gave up after {attempt} attempts: {e:#}");
+            Ok(()) => return Outcome::Handled,
+            Err(HandleError::Poison(why)) => return Outcome::DeadLetter(why),
+            Err(HandleError::Transient(e)) if started.elapsed() >= settings.transient_budget => {
+                return Outcome::DeadLetter(format!(
+                    "still failing after {attempt} attempts in {:?}: {e:#}",
+                    started.elapsed()
+                ));
             }
             Err(HandleError::Transient(e)) => {
-                let exp = settings.backoff_base * 2u32.saturating_pow(attempt - 1);
+                let exp = settings.backoff_base * 2u32.saturating_pow(attempt.min(16) - 1);
                 let capped = exp.min(settings.backoff_max);
                 let jitter = capped.mul_f64(rand::random::<f64>() * 0.5);
                 metrics::counter!(
@@ -293,11 +307,31 @@ async fn process<H: Handler>(
                 .increment(1);
                 tracing::warn!(error = %format!("{e:#}"), attempt, topic = %delivery.topic, "handler failed; retrying");
                 tokio::select! {
-                    _ = shutdown.cancelled() => return false,
+                    _ = shutdown.cancelled() => return Outcome::Interrupted,
                     _ = tokio::time::sleep(capped + jitter) => {}
                 }
             }
         }
+    }
+}
+
+/// Returns `true` once the message is dealt with (handled or dead-lettered), `false` when
+/// shutdown interrupted it.
+async fn process<H: Handler>(
+    settings: &ConsumerSettings,
+    handler: &H,
+    dlq: &FutureProducer,
+    delivery: &Delivery,
+    msg: &BorrowedMessage<'_>,
+    shutdown: &CancellationToken,
+) -> bool {
+    let reason = match handle_with_retries(settings, handler, delivery, shutdown).await {
+        Outcome::Handled => {
+            count(settings, delivery, "handled");
+            return true;
+        }
+        Outcome::Interrupted => return false,
+        Outcome::DeadLetter(reason) => reason,
     };
     loop {
         match dead_letter(settings, dlq, delivery, msg, &reason).await {
@@ -385,4 +419,126 @@ async fn dead_letter(
         .map_err(|(e, _)| MessagingError::Kafka(e))?;
     tracing::error!(topic = %delivery.topic, offset = delivery.offset, reason, "message dead-lettered");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    /// Fails with a transient error until `ok_after`, then succeeds; or is poison.
+    struct Flaky {
+        calls: AtomicU32,
+        ok_after: Duration,
+        started: tokio::time::Instant,
+        poison: bool,
+    }
+
+    impl Handler for Flaky {
+        async fn handle(&self, _: &Delivery) -> Result<(), HandleError> {
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            if self.poison {
+                return Err(HandleError::Poison("unreadable".into()));
+            }
+            if self.started.elapsed() < self.ok_after {
+                return Err(HandleError::Transient(anyhow::anyhow!(
+                    "database is restarting"
+                )));
+            }
+            Ok(())
+        }
+    }
+
+    fn flaky(ok_after: Duration, poison: bool) -> Flaky {
+        Flaky {
+            calls: AtomicU32::new(0),
+            ok_after,
+            started: tokio::time::Instant::now(),
+            poison,
+        }
+    }
+
+    fn delivery() -> Delivery {
+        Delivery {
+            topic: "order.events".into(),
+            partition: 0,
+            offset: 7,
+            key: Some("k".into()),
+            payload: b"{}".to_vec(),
+        }
+    }
+
+    fn settings() -> ConsumerSettings {
+        ConsumerSettings::new(
+            "127.0.0.1:9",
+            "order-projector",
+            "order#1",
+            &["order.events"],
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_database_down_for_a_minute_delays_the_message_but_does_not_dead_letter_it() {
+        let handler = flaky(Duration::from_secs(60), false);
+        let outcome = handle_with_retries(
+            &settings(),
+            &handler,
+            &delivery(),
+            &CancellationToken::new(),
+        )
+        .await;
+        assert_eq!(outcome, Outcome::Handled);
+        assert!(handler.calls.load(Ordering::Relaxed) > 10, "it kept trying");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transient_failures_beyond_the_budget_are_dead_lettered() {
+        let handler = flaky(Duration::from_secs(3600), false);
+        let started = tokio::time::Instant::now();
+        let outcome = handle_with_retries(
+            &settings(),
+            &handler,
+            &delivery(),
+            &CancellationToken::new(),
+        )
+        .await;
+        assert!(
+            matches!(&outcome, Outcome::DeadLetter(why) if why.contains("database is restarting")),
+            "{outcome:?}"
+        );
+        let took = started.elapsed();
+        assert!(took >= settings().transient_budget, "{took:?}");
+        assert!(
+            took < settings().transient_budget + Duration::from_secs(5),
+            "{took:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn poison_is_dead_lettered_at_once() {
+        let handler = flaky(Duration::ZERO, true);
+        let outcome = handle_with_retries(
+            &settings(),
+            &handler,
+            &delivery(),
+            &CancellationToken::new(),
+        )
+        .await;
+        assert_eq!(outcome, Outcome::DeadLetter("unreadable".into()));
+        assert_eq!(handler.calls.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_interrupts_the_retries_and_leaves_the_offset_alone() {
+        let handler = flaky(Duration::from_secs(3600), false);
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            stop.cancel();
+        });
+        let outcome = handle_with_retries(&settings(), &handler, &delivery(), &shutdown).await;
+        assert_eq!(outcome, Outcome::Interrupted);
+    }
 }

@@ -3,11 +3,22 @@
 //! A handler calls [`first_delivery`] inside the transaction that applies the message. On a
 //! redelivery the insert finds the row, the handler does nothing, and the offset moves on. The
 //! row and the state change commit together, so a crash between them cannot half-apply anything.
+//!
+//! Rows are deleted after [`INBOX_RETENTION`] by [`prune`]. That keeps the guarantee as long as
+//! no message is delivered again later than that after it was first processed: redeliveries come
+//! from a consumer that died before committing its offset (seconds), a relay whose claim lease
+//! ran out (under a minute, see `outbox::SendLimits`) or a broker restart (seconds), all far
+//! inside an hour.
+
+use std::time::Duration;
 
 use sqlx::AnyConnection;
 use uuid::Uuid;
 
-use crate::db::DbError;
+use crate::db::{Db, DbError};
+
+/// How long a processed message id is remembered.
+pub const INBOX_RETENTION: Duration = Duration::from_secs(3600);
 
 /// Records `message_id` for `consumer`; `true` when this is the first time.
 pub async fn first_delivery(
@@ -25,4 +36,19 @@ pub async fn first_delivery(
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// Forgets message ids processed more than `retention` ago, at most `batch` at a time; returns
+/// how many.
+pub async fn prune(db: &Db, retention: Duration, batch: i64) -> Result<u64, DbError> {
+    let before = crate::now_ms() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+    let deleted = sqlx::query(
+        "DELETE FROM inbox WHERE (consumer, message_id) IN (SELECT consumer, message_id \
+         FROM inbox WHERE processed_at_ms < $1 LIMIT $2)",
+    )
+    .bind(before)
+    .bind(batch)
+    .execute(db.pool())
+    .await?;
+    Ok(deleted.rows_affected())
 }

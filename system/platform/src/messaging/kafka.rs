@@ -55,12 +55,20 @@ fn base(brokers: &str, client_id: &str) -> ClientConfig {
 /// Environment variable passed to librdkafka's `debug` setting when set.
 pub const KAFKA_DEBUG: &str = "KAFKA_DEBUG";
 
+/// librdkafka's `message.timeout.ms` for [`producer`]: how long a message may wait for its
+/// acknowledgement, retries included, before its send fails. The outbox relay's claim lease is
+/// derived from it ([`super::outbox::SendLimits`]).
+pub const MESSAGE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A producer that waits for the broker's acknowledgement and keeps batching latency small.
 pub fn producer(brokers: &str, client_id: &str) -> Result<FutureProducer, MessagingError> {
     Ok(base(brokers, client_id)
         .set("acks", "all")
         .set("linger.ms", "0")
-        .set("message.timeout.ms", "10000")
+        .set(
+            "message.timeout.ms",
+            MESSAGE_TIMEOUT.as_millis().to_string(),
+        )
         .set("request.timeout.ms", "5000")
         .create()?)
 }

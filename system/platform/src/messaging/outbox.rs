@@ -5,9 +5,19 @@
 //! pending rows to Kafka. Several instances of a service share one database: a relay first
 //! *claims* a batch (one `UPDATE ... RETURNING` that sets `claimed_by` and a lease; on Postgres
 //! the candidate rows are locked with `SKIP LOCKED`, on SQLite the write transaction is
-//! exclusive), so two instances never publish the same row as new work. A relay that dies after
-//! publishing but before marking leaves the row to be re-published when the lease runs out;
-//! consumers' inboxes absorb that duplicate.
+//! exclusive), so two instances never publish the same row as new work.
+//!
+//! - The lease is three times the longest a publish can take (the producer's queue wait plus
+//!   its `message.timeout.ms`, [`SendLimits`]), so a row still being sent is never claimed by
+//!   another instance. A relay that dies after publishing but before marking leaves the row to
+//!   be re-published when the lease runs out; consumers' inboxes absorb that duplicate.
+//! - Marking a row published (or failed) checks that this relay still holds its claim.
+//! - A row whose publish failed is not retried at once: its lease is set to an exponential
+//!   backoff from its `attempts` (100 ms doubling to 30 s), so rows that keep failing (a topic
+//!   that does not exist, a broker that refuses them) do not hold up the rows behind them.
+//! - A pass claims nothing unless a read-only query found a claimable row first: on SQLite an
+//!   idle relay would otherwise take the one write lock every poll.
+//! - Published rows are deleted after [`OUTBOX_RETENTION`] by [`prune`].
 //!
 //! Tracing: [`enqueue`] stores the current W3C trace context in the row's `traceparent`; the relay
 //! records the row's time in the outbox as an `outbox wait <topic>` span (from the row's commit to
@@ -104,6 +114,8 @@ pub async fn record_backlog(db: &Db) -> Result<(), DbError> {
 
 struct Claimed {
     seq: i64,
+    /// Publish attempts so far, this one included.
+    attempts: i64,
     message_id: String,
     topic: String,
     key: String,
@@ -113,6 +125,38 @@ struct Claimed {
     created_at_ms: i64,
 }
 
+/// How long published rows are kept before [`prune`] deletes them: for operators reading what
+/// was sent; nothing depends on them once published.
+pub const OUTBOX_RETENTION: Duration = Duration::from_secs(3600);
+
+/// The longest one publish can take: waiting for room in the producer's queue, then
+/// librdkafka's `message.timeout.ms` (the producer of [`super::kafka::producer`] uses
+/// [`SendLimits::DEFAULT`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendLimits {
+    pub queue: Duration,
+    pub message: Duration,
+}
+
+impl SendLimits {
+    pub const DEFAULT: Self = Self {
+        queue: Duration::from_secs(1),
+        message: super::kafka::MESSAGE_TIMEOUT,
+    };
+
+    /// The claim lease: three times the longest publish.
+    pub fn lease(&self) -> Duration {
+        (self.queue + self.message) * 3
+    }
+}
+
+/// The backoff of a row whose publish failed, from its attempts so far: 100 ms doubling to
+/// 30 s.
+pub fn retry_backoff(attempts: i64) -> Duration {
+    let doublings = u32::try_from(attempts.clamp(1, 20) - 1).unwrap_or(0);
+    (Duration::from_millis(100) * 2u32.pow(doublings)).min(Duration::from_secs(30))
+}
+
 /// Publishes the outbox to Kafka.
 pub struct Relay {
     db: Db,
@@ -120,11 +164,13 @@ pub struct Relay {
     instance_id: String,
     wake: Arc<Notify>,
     batch: i64,
-    lease: Duration,
+    limits: SendLimits,
     poll: Duration,
 }
 
 impl Relay {
+    /// A relay publishing with `producer`, which must be configured with
+    /// [`SendLimits::DEFAULT`]'s message timeout (as [`super::kafka::producer`] is).
     pub fn new(db: Db, producer: FutureProducer, instance_id: impl Into<String>) -> Self {
         Self {
             db,
@@ -132,9 +178,15 @@ impl Relay {
             instance_id: instance_id.into(),
             wake: Arc::new(Notify::new()),
             batch: 100,
-            lease: Duration::from_secs(10),
+            limits: SendLimits::DEFAULT,
             poll: Duration::from_millis(50),
         }
+    }
+
+    /// For a producer configured with other limits than [`SendLimits::DEFAULT`].
+    pub fn with_send_limits(mut self, limits: SendLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// The database it publishes from.
@@ -176,6 +228,9 @@ impl Relay {
 
     /// Claims a batch, publishes it, marks what was published. Returns how many were published.
     pub async fn relay_once(&self) -> Result<usize, DbError> {
+        if !self.claimable().await? {
+            return Ok(0);
+        }
         let claimed = crate::db::retry(5, || self.claim()).await?;
         if claimed.is_empty() {
             return Ok(0);
@@ -189,7 +244,7 @@ impl Relay {
             if ok {
                 done.push(m.seq);
             } else {
-                failed.push(m.seq);
+                failed.push((m.seq, m.attempts));
             }
         }
         let n = done.len();
@@ -262,7 +317,7 @@ impl Relay {
         let started = std::time::Instant::now();
         let sent = self
             .producer
-            .send(record, Duration::from_secs(10))
+            .send(record, self.limits.queue)
             .instrument(span.clone())
             .await;
         match sent {
@@ -288,9 +343,21 @@ impl Relay {
         }
     }
 
+    /// Whether some row waits to be claimed: a read, so an idle relay takes no write lock.
+    async fn claimable(&self) -> Result<bool, DbError> {
+        let found: Option<i64> = sqlx::query_scalar(
+            "SELECT seq FROM outbox WHERE published_at_ms IS NULL \
+             AND (claimed_until_ms IS NULL OR claimed_until_ms < $1) LIMIT 1",
+        )
+        .bind(crate::now_ms())
+        .fetch_optional(self.db.pool())
+        .await?;
+        Ok(found.is_some())
+    }
+
     async fn claim(&self) -> Result<Vec<Claimed>, DbError> {
         let now = crate::now_ms();
-        let lease_until = now + i64::try_from(self.lease.as_millis()).unwrap_or(10_000);
+        let lease_until = now + i64::try_from(self.limits.lease().as_millis()).unwrap_or(60_000);
         let lock = match self.db.dialect() {
             Dialect::Sqlite => "",
             Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
@@ -300,7 +367,8 @@ impl Relay {
              WHERE seq IN (SELECT seq FROM outbox WHERE published_at_ms IS NULL \
                  AND (claimed_until_ms IS NULL OR claimed_until_ms < $3) \
                  ORDER BY seq LIMIT $4{lock}) \
-             RETURNING seq, message_id, topic, msg_key, kind, payload, traceparent, created_at_ms"
+             RETURNING seq, attempts, message_id, topic, msg_key, kind, payload, traceparent, \
+                 created_at_ms"
         );
         let mut tx = self.db.begin().await?;
         let rows = sqlx::query(&sql)
@@ -316,6 +384,7 @@ impl Relay {
             .map(|r| {
                 Ok(Claimed {
                     seq: r.try_get("seq")?,
+                    attempts: r.try_get("attempts")?,
                     message_id: r.try_get("message_id")?,
                     topic: r.try_get("topic")?,
                     key: r.try_get("msg_key")?,
@@ -330,30 +399,60 @@ impl Relay {
         Ok(claimed)
     }
 
-    async fn finish(&self, done: &[i64], failed: &[i64]) -> Result<(), DbError> {
+    /// Marks the published rows and puts the failed ones back with their backoff, each only if
+    /// this relay still holds its claim (a lease that ran out may have passed the row on).
+    async fn finish(&self, done: &[i64], failed: &[(i64, i64)]) -> Result<(), DbError> {
         let mut tx = self.db.begin().await?;
         let now = crate::now_ms();
+        let mut lost = 0;
         for seq in done {
-            sqlx::query(
+            let marked = sqlx::query(
                 "UPDATE outbox SET published_at_ms = $1, claimed_by = NULL, claimed_until_ms = NULL \
-                 WHERE seq = $2",
+                 WHERE seq = $2 AND claimed_by = $3",
             )
             .bind(now)
             .bind(seq)
+            .bind(&self.instance_id)
             .execute(&mut *tx)
             .await?;
+            lost += usize::from(marked.rows_affected() == 0);
         }
-        for seq in failed {
+        for (seq, attempts) in failed {
+            let retry_at =
+                now + i64::try_from(retry_backoff(*attempts).as_millis()).unwrap_or(30_000);
             sqlx::query(
-                "UPDATE outbox SET claimed_by = NULL, claimed_until_ms = NULL \
-                 WHERE seq = $1 AND claimed_by = $2",
+                "UPDATE outbox SET claimed_by = NULL, claimed_until_ms = $1 \
+                 WHERE seq = $2 AND claimed_by = $3",
             )
+            .bind(retry_at)
             .bind(seq)
             .bind(&self.instance_id)
             .execute(&mut *tx)
             .await?;
         }
         tx.commit().await?;
+        if lost > 0 {
+            tracing::warn!(
+                rows = lost,
+                lease_ms = self.limits.lease().as_millis() as u64,
+                "published rows whose claim had passed to another relay; they may be sent twice"
+            );
+        }
         Ok(())
     }
+}
+
+/// Deletes published rows older than `retention`, at most `batch` at a time; returns how many.
+/// Pending rows are never deleted.
+pub async fn prune(db: &Db, retention: Duration, batch: i64) -> Result<u64, DbError> {
+    let before = crate::now_ms() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+    let deleted = sqlx::query(
+        "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox \
+         WHERE published_at_ms IS NOT NULL AND published_at_ms < $1 ORDER BY seq LIMIT $2)",
+    )
+    .bind(before)
+    .bind(batch)
+    .execute(db.pool())
+    .await?;
+    Ok(deleted.rows_affected())
 }
