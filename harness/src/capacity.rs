@@ -1,6 +1,9 @@
 //! Capacity runs (`find_knee = true` under `[load]`): the scenario's SLOs judged on each
-//! plateau of the test plan instead of over the whole load, and the knee: the plateau with the
-//! most confirmed orders per second whose measurements still met every SLO.
+//! plateau of the test plan (or, in an open model, of the rate plan) instead of over the whole
+//! load, and the knee: the plateau with the most confirmed orders per second whose measurements
+//! still met every SLO. In an open model the knee is given both as the arrival rate offered
+//! and as the confirmed orders per second the system delivered, with each step's journeys
+//! scheduled and dropped (due while every user was busy).
 //!
 //! Requests and sagas are recorded per plan step as phases `step:<i>` (by when the request was
 //! sent, when the order was accepted); each plateau's SLOs are judged on a view of the
@@ -30,21 +33,31 @@ pub struct Capacity {
     pub knee: Option<usize>,
 }
 
-/// One step of the test plan and how the system did in it.
+/// One step of the test plan (rate plan) and how the system did in it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepResult {
-    /// The step's position in the test plan, from 0.
+    /// The step's position in the test plan (rate plan), from 0.
     pub step: usize,
-    /// The users the step ends with.
+    /// The users the step ends with; in an open model the pool, the same in every step.
     pub users: u32,
+    /// Open model: the arrival rate the step ends at, journeys per second (a plateau's rate).
+    #[serde(default)]
+    pub arrival_rate_per_s: Option<f64>,
+    /// Open model: the journeys the schedule started in the step, and those dropped.
+    #[serde(default)]
+    pub arrivals: Option<u64>,
+    #[serde(default)]
+    pub dropped: Option<u64>,
     /// When the step started and ended, in seconds since the load started.
     pub start_s: f64,
     pub end_s: f64,
     /// Whether the step holds its users steady; only these are judged.
     pub plateau: bool,
-    /// Requests sent during the step, and the failed ones.
+    /// Requests sent during the step, the failed ones and the shed ones.
     pub requests: u64,
     pub errors: u64,
+    #[serde(default)]
+    pub shed: u64,
     pub requests_per_s: f64,
     /// Sagas that finished CONFIRMED during the step, per second.
     pub confirmed_per_s: f64,
@@ -58,64 +71,126 @@ pub struct StepResult {
     pub violated: Vec<String>,
 }
 
-/// The columns of the capacity table in `report.md` and `report.html`.
-pub const TABLE_HEADERS: [&str; 8] = [
+/// The columns of the capacity table in `report.md` and `report.html`, closed model.
+const CLOSED_HEADERS: [&str; 9] = [
     "step",
     "users",
     "seconds",
     "requests/s",
+    "shed",
     "confirmed orders/s",
     "POST /api/orders p99",
     "saga completion p99",
     "verdict",
 ];
 
+/// The columns of the capacity table, open model: the offered rate instead of users, and the
+/// journeys scheduled and dropped.
+const OPEN_HEADERS: [&str; 11] = [
+    "step",
+    "arrivals/s",
+    "seconds",
+    "journeys",
+    "dropped",
+    "requests/s",
+    "shed",
+    "confirmed orders/s",
+    "POST /api/orders p99",
+    "saga completion p99",
+    "verdict",
+];
+
+fn micros(v: Option<u64>) -> String {
+    v.map_or("-".to_string(), |v| slo::format_micros(v as f64))
+}
+
+/// A rate for humans: `120/s`, `12.5/s`.
+fn rate(v: f64) -> String {
+    format!("{}/s", slo::format_number(v))
+}
+
 impl StepResult {
-    /// The row of the capacity table, for humans, in [`TABLE_HEADERS`] order.
-    pub fn cells(&self, knee: Option<usize>) -> [String; 8] {
-        let us = |v: Option<u64>| v.map_or("-".to_string(), |v| slo::format_micros(v as f64));
+    /// The row of the capacity table, for humans, in [`Capacity::headers`] order.
+    pub fn cells(&self, knee: Option<usize>) -> Vec<String> {
         let verdict = match self.slos_held {
             None => "ramp".to_string(),
             Some(true) if knee == Some(self.step) => "knee: SLOs held".to_string(),
             Some(true) => "SLOs held".to_string(),
             Some(false) => format!("{} SLOs broken", self.violated.len()),
         };
-        [
-            self.step.to_string(),
-            self.users.to_string(),
-            format!("{:.0}..{:.0}", self.start_s, self.end_s),
+        let seconds = format!("{:.0}..{:.0}", self.start_s, self.end_s);
+        let tail = [
             format!("{:.1}", self.requests_per_s),
+            self.shed.to_string(),
             format!("{:.1}", self.confirmed_per_s),
-            us(self.place_order_p99_us),
-            us(self.saga_p99_us),
+            micros(self.place_order_p99_us),
+            micros(self.saga_p99_us),
             verdict,
-        ]
+        ];
+        let head = match self.arrival_rate_per_s {
+            Some(r) => vec![
+                self.step.to_string(),
+                rate(r),
+                seconds,
+                self.arrivals.unwrap_or(0).to_string(),
+                self.dropped.unwrap_or(0).to_string(),
+            ],
+            None => vec![self.step.to_string(), self.users.to_string(), seconds],
+        };
+        head.into_iter().chain(tail).collect()
     }
 }
 
 impl Capacity {
+    /// Whether the run offered an arrival rate (open model) rather than users.
+    pub fn is_open(&self) -> bool {
+        self.steps.iter().any(|s| s.arrival_rate_per_s.is_some())
+    }
+
+    /// The columns of the capacity table: [`StepResult::cells`] fills them.
+    pub fn headers(&self) -> &'static [&'static str] {
+        if self.is_open() {
+            &OPEN_HEADERS
+        } else {
+            &CLOSED_HEADERS
+        }
+    }
+
     /// The knee's step, if there is one.
     pub fn knee_step(&self) -> Option<&StepResult> {
         self.knee
             .and_then(|k| self.steps.iter().find(|s| s.step == k))
     }
 
-    /// One line for humans: where the knee is, or that there is none.
+    /// One line for humans: where the knee is, or that there is none. In an open model the knee
+    /// is an arrival rate and the confirmed orders per second it yielded.
     pub fn summary(&self) -> String {
-        let us = |v: Option<u64>| v.map_or("-".to_string(), |v| slo::format_micros(v as f64));
-        match self.knee_step() {
-            Some(k) => format!(
-                "knee at {} users (step {}): {:.1} confirmed orders/s, {:.1} requests/s, \
-                 POST /api/orders p99 {}, saga completion p99 {}",
-                k.users,
+        let Some(k) = self.knee_step() else {
+            return "no knee: not even the lowest plateau met the SLOs".to_string();
+        };
+        let at = match k.arrival_rate_per_s {
+            Some(r) => format!(
+                "knee at {} arrivals (step {}, {} users): {:.1} confirmed orders/s, {} of {} \
+                 journeys dropped, {} requests shed",
+                rate(r),
                 k.step,
+                k.users,
                 k.confirmed_per_s,
-                k.requests_per_s,
-                us(k.place_order_p99_us),
-                us(k.saga_p99_us)
+                k.dropped.unwrap_or(0),
+                k.arrivals.unwrap_or(0),
+                k.shed
             ),
-            None => "no knee: not even the lowest plateau met the SLOs".to_string(),
-        }
+            None => format!(
+                "knee at {} users (step {}): {:.1} confirmed orders/s",
+                k.users, k.step, k.confirmed_per_s
+            ),
+        };
+        format!(
+            "{at}, {:.1} requests/s, POST /api/orders p99 {}, saga completion p99 {}",
+            k.requests_per_s,
+            micros(k.place_order_p99_us),
+            micros(k.saga_p99_us)
+        )
     }
 }
 
@@ -125,12 +200,16 @@ pub fn judge(scenario: &Scenario, m: &Measurements) -> (Capacity, Vec<SloVerdict
     let objectives = scenario.objectives();
     let mut steps = Vec::new();
     let mut verdicts: BTreeMap<usize, Vec<SloVerdict>> = BTreeMap::new();
-    for span in scenario.load.get_ref().plan().spans() {
-        let view = step_view(m, &metrics::step_phase(span.index), span.start, span.end);
+    for span in scenario.load.get_ref().steps() {
+        let phase = metrics::step_phase(span.index);
+        let view = step_view(m, &phase, span.start, span.end);
         let secs = (span.end - span.start).as_secs_f64();
         let all = view.endpoints.get(ALL);
         let requests: u64 = all.into_iter().flatten().map(|(_, s)| s.requests()).sum();
         let errors: u64 = all.into_iter().flatten().map(|(_, s)| s.errors).sum();
+        let shed: u64 = all.into_iter().flatten().map(|(_, s)| s.shed).sum();
+        let open = span.rate.is_some();
+        let arrivals = m.arrivals.get(&phase).copied().unwrap_or_default();
         let confirmed: u64 = m
             .timeline
             .iter()
@@ -142,11 +221,15 @@ pub fn judge(scenario: &Scenario, m: &Measurements) -> (Capacity, Vec<SloVerdict
         let mut result = StepResult {
             step: span.index,
             users: span.users,
+            arrival_rate_per_s: span.rate.map(|r| r.as_per_second()),
+            arrivals: open.then_some(arrivals.scheduled),
+            dropped: open.then_some(arrivals.dropped),
             start_s: span.start.as_secs_f64(),
             end_s: span.end.as_secs_f64(),
             plateau: span.hold,
             requests,
             errors,
+            shed,
             requests_per_s: per_second(requests, secs),
             confirmed_per_s: per_second(confirmed, secs),
             place_order_p99_us: micros(
@@ -181,7 +264,13 @@ pub fn judge(scenario: &Scenario, m: &Measurements) -> (Capacity, Vec<SloVerdict
     };
     let slos = shown
         .and_then(|i| {
-            let users = steps.iter().find(|s| s.step == i).map_or(0, |s| s.users);
+            let load = steps
+                .iter()
+                .find(|s| s.step == i)
+                .map_or(String::new(), |s| match s.arrival_rate_per_s {
+                    Some(r) => format!("{} arrivals", rate(r)),
+                    None => format!("{} users", s.users),
+                });
             verdicts.remove(&i).map(|vs| {
                 vs.into_iter()
                     .map(|mut v| {
@@ -190,7 +279,7 @@ pub fn judge(scenario: &Scenario, m: &Measurements) -> (Capacity, Vec<SloVerdict
                         } else {
                             metrics::step_phase(i)
                         };
-                        v.detail = format!("{how} (step {i}, {users} users): {}", v.detail);
+                        v.detail = format!("{how} (step {i}, {load}): {}", v.detail);
                         v
                     })
                     .collect()
@@ -214,6 +303,8 @@ fn step_view(
     let mut view = Measurements {
         duration: end.saturating_sub(start),
         scraped: m.scraped.clone(),
+        // Goodput reads the confirmed orders of the step's seconds (its window) from it.
+        timeline: m.timeline.clone(),
         windows: vec![metrics::PhaseSpan {
             name: ALL.to_string(),
             start,
@@ -318,5 +409,87 @@ saga_completion_p99 = "1s"
         assert_eq!(failed[0].phase, "step:1");
         // A plateau without any request fails for want of data, it does not pass.
         assert_eq!(capacity.steps[5].slos_held, Some(false));
+    }
+
+    const OPEN: &str = r#"
+description = "open knee test"
+[load]
+rate_plan = "10/s,1s;10/s,2s;20/s,1s;20/s,2s;40/s,1s;40/s,2s"
+users = 50
+find_knee = true
+[[load.journeys]]
+name = "place_order"
+weight = 1
+[[slo]]
+endpoint = "POST /api/orders"
+p99 = "100ms"
+[[slo]]
+min_goodput = 5
+"#;
+
+    #[test]
+    fn an_open_model_knee_is_an_arrival_rate_and_the_confirmed_orders_it_yielded() {
+        let s = Scenario::from_toml(std::path::Path::new("open-knee.toml"), OPEN).unwrap();
+        s.validate().unwrap();
+        let mut m = Measurements::default();
+        fill(&mut m, 1, 20, 10, 200, 1); // 10/s: 10 confirmed/s
+        fill(&mut m, 3, 36, 20, 300, 4); // 20/s: 18 confirmed/s, 4 journeys dropped
+        fill(&mut m, 5, 30, 400, 3000, 7); // 40/s: p99 400ms, 15/s
+        for (step, scheduled, dropped) in [(1, 20, 0), (3, 40, 4), (5, 80, 50)] {
+            m.arrivals.insert(
+                metrics::step_phase(step),
+                metrics::ArrivalCounts {
+                    scheduled,
+                    started: scheduled - dropped,
+                    dropped,
+                },
+            );
+        }
+        m.endpoint_mut(&metrics::step_phase(5), "POST /api/orders")
+            .shed = 25;
+        let (capacity, slos) = judge(&s, &m);
+        assert!(capacity.is_open());
+        assert_eq!(capacity.knee, Some(3));
+        let knee = capacity.knee_step().unwrap();
+        assert_eq!(knee.arrival_rate_per_s, Some(20.0));
+        assert_eq!((knee.arrivals, knee.dropped), (Some(40), Some(4)));
+        assert_eq!(
+            capacity.summary(),
+            "knee at 20/s arrivals (step 3, 50 users): 18.0 confirmed orders/s, 4 of 40 journeys \
+             dropped, 0 requests shed, 18.0 requests/s, POST /api/orders p99 20ms, saga \
+             completion p99 300ms"
+        );
+        // The goodput SLO is judged per plateau, from the seconds of the plateau.
+        assert!(slos.iter().all(|v| v.held), "{slos:?}");
+        assert!(
+            slos[1].detail.contains("(step 3, 20/s arrivals)"),
+            "{}",
+            slos[1].detail
+        );
+        let beyond = &capacity.steps[5];
+        assert_eq!(beyond.shed, 25);
+        assert_eq!(beyond.slos_held, Some(false));
+        assert_eq!(capacity.headers().len(), beyond.cells(capacity.knee).len());
+        let cells = beyond.cells(capacity.knee);
+        assert_eq!(
+            cells[..7],
+            ["5", "40/s", "7..9", "80", "50", "27.5", "25"].map(String::from)
+        );
+        assert_eq!(capacity.headers()[1], "arrivals/s");
+    }
+
+    #[test]
+    fn a_closed_model_capacity_table_keeps_users_and_adds_shed() {
+        let mut m = Measurements::default();
+        fill(&mut m, 3, 40, 20, 300, 4);
+        let (capacity, _) = judge(&scenario(), &m);
+        assert!(!capacity.is_open());
+        assert_eq!(capacity.headers()[1], "users");
+        let cells = capacity.steps[3].cells(capacity.knee);
+        assert_eq!(cells.len(), capacity.headers().len());
+        assert_eq!(
+            cells[..5],
+            ["3", "10", "4..6", "20.0", "0"].map(String::from)
+        );
     }
 }

@@ -6,6 +6,13 @@
 //! histogram is kept per endpoint (`"POST /api/orders"`, the name goose groups requests by) and
 //! per phase (`"all"`, and later `"before"`, `"during:<fault>"`, `"after"` once chaos exists).
 //! Throughput and errors are also kept in one-second buckets for the charts.
+//!
+//! A request the system **shed** on purpose (429 or 503 with `Retry-After`: "not now, come back
+//! later") is neither ok nor an error: it is counted on its own, per endpoint and per second,
+//! and left out of the error rate and of the latency histograms (a refusal in a millisecond
+//! says nothing about how fast the system serves the work it takes on). In an open model the
+//! journeys scheduled, started and **dropped** (due while every user was busy) are counted per
+//! phase and per second too.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -76,25 +83,63 @@ impl Latency {
 /// Requests to one endpoint in one phase.
 #[derive(Debug, Clone, Default)]
 pub struct EndpointStats {
+    /// Latencies of the requests that were not shed.
     pub latency: Latency,
     pub ok: u64,
     pub errors: u64,
     /// Error counts by status code (`0` for a transport error: timeout, refused, reset).
     pub errors_by_status: BTreeMap<u16, u64>,
+    /// Requests the system shed (429 or 503 with `Retry-After`): neither ok nor errors.
+    pub shed: u64,
+    /// Shed requests by status code (429, 503).
+    pub shed_by_status: BTreeMap<u16, u64>,
 }
 
 impl EndpointStats {
+    /// Every request sent: ok, failed or shed.
     pub fn requests(&self) -> u64 {
+        self.ok + self.errors + self.shed
+    }
+
+    /// The requests the system served rather than shed: ok or failed.
+    pub fn served(&self) -> u64 {
         self.ok + self.errors
     }
 
+    /// Failed requests over served ones: a shed request is not a failure, and does not dilute
+    /// the failures either.
     pub fn error_rate(&self) -> f64 {
-        if self.requests() == 0 {
+        if self.served() == 0 {
             0.0
         } else {
-            self.errors as f64 / self.requests() as f64
+            self.errors as f64 / self.served() as f64
         }
     }
+
+    /// Adds `other`'s requests to these.
+    pub fn merge(&mut self, other: &EndpointStats) {
+        self.latency.merge(&other.latency);
+        self.ok += other.ok;
+        self.errors += other.errors;
+        self.shed += other.shed;
+        for (status, n) in &other.errors_by_status {
+            *self.errors_by_status.entry(*status).or_default() += n;
+        }
+        for (status, n) in &other.shed_by_status {
+            *self.shed_by_status.entry(*status).or_default() += n;
+        }
+    }
+}
+
+/// The journeys of an open-model load in one phase (or one second), by when they were due.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArrivalCounts {
+    /// Journeys the schedule started in the phase: `started + dropped`.
+    pub scheduled: u64,
+    /// Journeys a user started on time (within the grace).
+    pub started: u64,
+    /// Journeys due while every user was busy: skipped, not run late.
+    pub dropped: u64,
 }
 
 /// A named part of the load, counted from its start: samples in it are recorded in its phase
@@ -131,12 +176,26 @@ pub struct SecondBucket {
     pub orders_confirmed: u64,
     pub orders_rejected: u64,
     pub orders_cancelled: u64,
+    /// Requests of the second the system shed (in `requests`, not in `errors`, not in the
+    /// latencies).
+    #[serde(default)]
+    pub shed: u64,
+    /// Open model: journeys due in the second, and those of them dropped.
+    #[serde(default)]
+    pub arrivals: u64,
+    #[serde(default)]
+    pub dropped: u64,
 }
 
 impl SecondBucket {
-    /// Mean latency of the second's requests in µs; `None` without requests.
+    /// Requests of the second that were served (ok or failed), not shed: the ones timed.
+    pub fn served(&self) -> u64 {
+        self.requests.saturating_sub(self.shed)
+    }
+
+    /// Mean latency of the second's served requests in µs; `None` without any.
     pub fn mean_latency_us(&self) -> Option<f64> {
-        (self.requests > 0).then(|| self.latency_sum_us as f64 / self.requests as f64)
+        (self.served() > 0).then(|| self.latency_sum_us as f64 / self.served() as f64)
     }
 }
 
@@ -161,6 +220,9 @@ pub struct Measurements {
     /// The load's phases as spans of time (`all`, `before`, `during:<label>`, `after`,
     /// `step:<i>`), for reading scraped series per phase.
     pub windows: Vec<PhaseSpan>,
+    /// Open model: phase → the journeys scheduled, started and dropped in it (by when they
+    /// were due); empty for a closed model.
+    pub arrivals: BTreeMap<String, ArrivalCounts>,
 }
 
 impl Measurements {
@@ -182,6 +244,26 @@ impl Measurements {
             });
         }
         &mut self.timeline[idx]
+    }
+
+    /// Orders confirmed per second within `windows` (seconds since the load started): the
+    /// sagas that ended CONFIRMED in the whole seconds the windows cover, over their length.
+    /// Returns the rate, the orders and the seconds; `None` when the windows cover no time.
+    pub fn goodput(&self, windows: &[(f64, f64)]) -> Option<(f64, u64, f64)> {
+        let secs: f64 = windows.iter().map(|(a, b)| (b - a).max(0.0)).sum();
+        if secs <= 0.0 {
+            return None;
+        }
+        let confirmed: u64 = self
+            .timeline
+            .iter()
+            .filter(|b| {
+                let t = b.second as f64;
+                windows.iter().any(|(a, z)| *a <= t && t < *z)
+            })
+            .map(|b| b.orders_confirmed)
+            .sum();
+        Some((confirmed as f64 / secs, confirmed, secs))
     }
 
     /// Requests per second to `endpoint` over the whole run (phase `all`).
@@ -231,5 +313,46 @@ mod tests {
         m.endpoint_mut(ALL, "GET /api/products").ok += 10;
         m.duration = Duration::from_secs(5);
         assert!((m.throughput("GET /api/products") - 2.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn shed_requests_count_as_requests_but_neither_as_errors_nor_in_the_error_rate() {
+        let mut s = EndpointStats {
+            ok: 90,
+            errors: 10,
+            shed: 900,
+            ..EndpointStats::default()
+        };
+        assert_eq!(s.requests(), 1_000);
+        assert_eq!(s.served(), 100);
+        assert!((s.error_rate() - 0.1).abs() < 1e-12);
+        let other = EndpointStats {
+            shed: 5,
+            shed_by_status: BTreeMap::from([(429, 5)]),
+            ..EndpointStats::default()
+        };
+        s.merge(&other);
+        assert_eq!((s.shed, s.shed_by_status[&429]), (905, 5));
+        let bucket = SecondBucket {
+            requests: 10,
+            shed: 8,
+            latency_sum_us: 2_000,
+            ..SecondBucket::default()
+        };
+        assert_eq!(bucket.mean_latency_us(), Some(1_000.0), "over the 2 served");
+    }
+
+    #[test]
+    fn goodput_is_confirmed_orders_per_second_of_the_windows() {
+        let mut m = Measurements::default();
+        for second in 0..10 {
+            m.bucket_mut(second).orders_confirmed = second;
+        }
+        let (rate, n, secs) = m.goodput(&[(2.0, 5.0)]).unwrap();
+        assert_eq!((n, secs), (2 + 3 + 4, 3.0));
+        assert!((rate - 3.0).abs() < 1e-12);
+        let (_, n, secs) = m.goodput(&[(0.0, 1.0), (8.0, 10.0)]).unwrap();
+        assert_eq!((n, secs), (17, 3.0));
+        assert!(m.goodput(&[]).is_none());
     }
 }

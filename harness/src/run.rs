@@ -207,7 +207,7 @@ async fn experiment(scenario: &Scenario, env: &mut dyn Environment) -> anyhow::R
 
     let target = load::LoadTarget::from_env(&info)?;
     let started_at = SystemTime::now();
-    println!("load: {}", scenario.load.get_ref().plan().to_goose());
+    println!("load: {}", scenario.load.get_ref().describe());
     let schedule = faults::Schedule::of(scenario)?;
     let load_started = Instant::now();
     let scraper = Scraper::start(env.metrics_targets(), SCRAPE_INTERVAL, load_started);
@@ -439,6 +439,7 @@ fn read_dead_letters(brokers: &str) -> anyhow::Result<Vec<DeadLetter>> {
 
 fn print_summary(report: &RunReport) {
     println!("{}", report.headline());
+    println!("  load: {}", report.load_summary());
     if let Some(c) = &report.capacity {
         for s in &c.steps {
             let judged = match s.slos_held {
@@ -451,11 +452,20 @@ fn print_summary(report: &RunReport) {
             } else {
                 ""
             };
+            let offered = match s.arrival_rate_per_s {
+                Some(rate) => format!(
+                    "{:>7}/s {:>6} due {:>6} dropped",
+                    slo::format_number(rate),
+                    s.arrivals.unwrap_or(0),
+                    s.dropped.unwrap_or(0)
+                ),
+                None => format!("{:>4} users", s.users),
+            };
             println!(
-                "  step {:>2} {:>4} users {:>6.1} req/s {:>6.1} confirmed/s  POST p99 {:>8}  saga p99 {:>8}  {judged}{knee}",
+                "  step {:>2} {offered} {:>6.1} req/s {:>5} shed {:>6.1} confirmed/s  POST p99 {:>8}  saga p99 {:>8}  {judged}{knee}",
                 s.step,
-                s.users,
                 s.requests_per_s,
+                s.shed,
                 s.confirmed_per_s,
                 s.place_order_p99_us
                     .map_or("-".into(), |v| slo::format_micros(v as f64)),

@@ -4,8 +4,12 @@
 //!
 //! - Latency objectives read the endpoint's HDR histogram (`max` is the largest sample); an
 //!   objective without an endpoint merges every endpoint of the phase.
-//! - Error rate is failed requests over all requests; minimum throughput is requests per second
-//!   over the load's duration (phase `all` only: other phases have no recorded duration yet).
+//! - Error rate is failed requests over the requests the system served: a shed request (429 or
+//!   503 with `Retry-After`) is neither a failure nor counted at all, and latencies are of
+//!   served requests only. Minimum throughput is requests per second (shed ones included) over
+//!   the load's duration (phase `all` only: other phases have no recorded duration yet).
+//! - Goodput is orders confirmed per second over the phase's windows of time, by the second
+//!   each saga ended CONFIRMED: the work done, whatever was offered or shed.
 //! - Saga completion reads the accepted-to-terminal histogram; the endpoint is ignored.
 //! - Phase `all` reads the measurements of phase `all`; `before`, `during` and `after` merge
 //!   every phase named so or `<phase>:<detail>` (`during:kill order#1`).
@@ -49,6 +53,8 @@ pub enum SloMetric {
     ErrorRate,
     /// Requests per second; higher is better.
     Throughput,
+    /// Orders confirmed per second; higher is better.
+    Goodput,
     /// Order accepted to saga terminal, at a percentile; lower is better.
     SagaCompletion,
     /// A hop of the sagas' traces, at a percentile; lower is better.
@@ -67,7 +73,7 @@ pub enum SloUnit {
     Micros,
     /// A fraction between 0 and 1.
     Ratio,
-    /// Requests per second.
+    /// Requests (for goodput: confirmed orders) per second.
     PerSecond,
     /// A metric's own unit, as scraped.
     Value,
@@ -105,7 +111,10 @@ pub struct SloVerdict {
 impl SloVerdict {
     /// The target for humans: `<= 1s`, `<= 0.01`, `>= 50/s`.
     pub fn target_display(&self) -> String {
-        let op = if matches!(self.metric, SloMetric::Throughput | SloMetric::MetricMin) {
+        let op = if matches!(
+            self.metric,
+            SloMetric::Throughput | SloMetric::Goodput | SloMetric::MetricMin
+        ) {
             ">="
         } else {
             "<="
@@ -207,12 +216,7 @@ fn requests(objective: &Objective, m: &Measurements) -> EndpointStats {
     {
         for (name, stats) in endpoints {
             if objective.endpoint.as_deref().is_none_or(|e| e == name) {
-                merged.latency.merge(&stats.latency);
-                merged.ok += stats.ok;
-                merged.errors += stats.errors;
-                for (status, n) in &stats.errors_by_status {
-                    *merged.errors_by_status.entry(*status).or_default() += n;
-                }
+                merged.merge(stats);
             }
         }
     }
@@ -363,6 +367,11 @@ pub fn evaluate_one(objective: &Objective, m: &Measurements) -> SloVerdict {
             v.samples = stats.latency.count();
             if stats.requests() == 0 && stats.latency.count() == 0 {
                 v.detail = NO_REQUESTS.to_string();
+            } else if stats.served() == 0 && stats.latency.count() == 0 {
+                v.detail = format!(
+                    "all {} requests were shed; no served request to time",
+                    stats.shed
+                );
             } else if let Some(us) = percentile_value(&stats.latency, percentile) {
                 let same = same_bucket(&stats.latency, us, max);
                 judge_max(&mut v, us as f64, same, "latencies");
@@ -378,9 +387,14 @@ pub fn evaluate_one(objective: &Objective, m: &Measurements) -> SloVerdict {
             v.metric = SloMetric::ErrorRate;
             v.unit = SloUnit::Ratio;
             v.target = max;
-            v.samples = stats.requests();
+            v.samples = stats.served();
             if stats.requests() == 0 {
                 v.detail = NO_REQUESTS.to_string();
+            } else if stats.served() == 0 {
+                v.detail = format!(
+                    "all {} requests were shed; none was served to fail or succeed",
+                    stats.shed
+                );
             } else {
                 let rate = stats.error_rate();
                 v.measured = Some(rate);
@@ -401,10 +415,15 @@ pub fn evaluate_one(objective: &Objective, m: &Measurements) -> SloVerdict {
                 } else {
                     format!("; {}", by_status.join(", "))
                 };
+                let shed = if stats.shed > 0 {
+                    format!(" ({} more shed, not counted)", stats.shed)
+                } else {
+                    String::new()
+                };
                 v.detail = format!(
-                    "{} of {} requests failed ({}){statuses}; {} {}",
+                    "{} of {} requests failed ({}){statuses}{shed}; {} {}",
                     stats.errors,
-                    stats.requests(),
+                    stats.served(),
                     format_value(SloUnit::Ratio, rate),
                     if v.held { "within" } else { "above" },
                     format_value(SloUnit::Ratio, max),
@@ -438,6 +457,26 @@ pub fn evaluate_one(objective: &Objective, m: &Measurements) -> SloVerdict {
                     if v.held { "at least" } else { "below" },
                     format_value(SloUnit::PerSecond, per_second),
                 );
+            }
+        }
+        Target::MinGoodput { per_second } => {
+            v.metric = SloMetric::Goodput;
+            v.unit = SloUnit::PerSecond;
+            v.target = per_second;
+            v.endpoint = None;
+            match m.goodput(&windows(objective.phase, m)) {
+                None => v.detail = format!("phase {} covers no time", objective.phase.name()),
+                Some((rate, confirmed, secs)) => {
+                    v.samples = confirmed;
+                    v.measured = Some(rate);
+                    v.held = rate >= per_second;
+                    v.detail = format!(
+                        "{confirmed} orders confirmed in {secs:.1}s = {}; {} {}",
+                        format_value(SloUnit::PerSecond, rate),
+                        if v.held { "at least" } else { "below" },
+                        format_value(SloUnit::PerSecond, per_second),
+                    );
+                }
             }
         }
         Target::SagaCompletion { percentile, max } => {
@@ -660,6 +699,89 @@ mod tests {
         let none = one(throughput("GET /api/nothing", 0.0), &m);
         assert!(!none.held, "zero requests never meet even a zero minimum");
         assert_eq!(none.detail, NO_REQUESTS);
+    }
+
+    #[test]
+    fn shed_requests_are_not_errors_and_the_error_rate_is_of_served_requests() {
+        let mut m = measurements();
+        let orders = m.endpoint_mut(ALL, ORDERS);
+        orders.shed = 400;
+        orders.shed_by_status.insert(503, 400);
+        // 2 of the 100 served failed, whatever was shed besides.
+        let v = one(error_rate(ORDERS, 0.02), &m);
+        assert!(v.held, "{v}");
+        assert_eq!(v.measured, Some(0.02));
+        assert_eq!(v.samples, 100);
+        assert!(
+            v.detail.contains("400 more shed, not counted"),
+            "{}",
+            v.detail
+        );
+        // Throughput counts every request sent, shed ones included.
+        let t = one(throughput(ORDERS, 50.0), &m);
+        assert_eq!(t.measured, Some(50.0));
+
+        let mut all_shed = Measurements::default();
+        all_shed.endpoint_mut(ALL, ORDERS).shed = 7;
+        all_shed.duration = Duration::from_secs(1);
+        let rate = one(error_rate(ORDERS, 1.0), &all_shed);
+        assert!(!rate.held, "nothing served, nothing to pass on");
+        assert!(
+            rate.detail.contains("all 7 requests were shed"),
+            "{}",
+            rate.detail
+        );
+        let p99 = one(latency(Some(ORDERS), Percentile::P99, "1s"), &all_shed);
+        assert!(!p99.held);
+        assert!(
+            p99.detail.contains("all 7 requests were shed"),
+            "{}",
+            p99.detail
+        );
+    }
+
+    fn goodput(phase: Phase, per_second: f64) -> Objective {
+        Objective {
+            endpoint: None,
+            phase,
+            target: Target::MinGoodput { per_second },
+        }
+    }
+
+    #[test]
+    fn goodput_is_confirmed_orders_per_second_of_the_phase() {
+        let mut m = measurements();
+        for second in 0..12 {
+            // 10 confirmed per second during the load, and many more after it: those ended
+            // after the load and are not its goodput.
+            m.bucket_mut(second).orders_confirmed = if second < 10 { 10 } else { 500 };
+        }
+        let held = one(goodput(Phase::All, 10.0), &m);
+        assert!(held.held, "{held}");
+        assert_eq!(held.metric, SloMetric::Goodput);
+        assert_eq!(held.measured, Some(10.0));
+        assert_eq!(held.samples, 100);
+        assert_eq!(held.name, "goodput >= 10 confirmed orders/s");
+        assert_eq!(held.target_display(), ">= 10.0/s");
+        let violated = one(goodput(Phase::All, 12.5), &m);
+        assert!(!violated.held);
+        assert!(
+            violated
+                .detail
+                .starts_with("100 orders confirmed in 10.0s = 10.0/s; below"),
+            "{}",
+            violated.detail
+        );
+        // A phase of its own windows: `during` the 2 s of a fault.
+        m.windows = vec![PhaseSpan {
+            name: "during:kill order#1".into(),
+            start: Duration::from_secs(4),
+            end: Duration::from_secs(6),
+        }];
+        let during = one(goodput(Phase::During, 10.0), &m);
+        assert_eq!((during.measured, during.samples), (Some(10.0), 20));
+        let after = one(goodput(Phase::After, 1.0), &m);
+        assert!(!after.held && after.measured.is_none(), "{after}");
     }
 
     fn saga(max: &str) -> Objective {

@@ -1,7 +1,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The load generator measured against the system it loaded, goose self-test style: a tiny run
-//! (2 users, 3 s) on the local backend, and what we counted must equal what the server and goose
-//! counted. Needs the service binaries built (`cargo build --workspace --bins`).
+//! (2 users, 3 s, and an open-model load of 30 journeys/s for 3 s) on the local backend, and what
+//! we counted must equal what the server and goose counted. Needs the service binaries built
+//! (`cargo build --workspace --bins`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -140,6 +141,89 @@ async fn what_the_load_counted_equals_what_the_server_and_goose_counted() {
         .sum();
     assert_eq!(ended, seen_terminal);
     assert!(m.duration.as_secs_f64() >= 2.5, "{:?}", m.duration);
+
+    Box::new(env).stop().await;
+}
+
+const OPEN_SCENARIO: &str = r#"
+description = "open-model load self-test"
+
+[load]
+arrival_rate = "30/s"
+duration = "3s"
+users = 10
+
+[[load.journeys]]
+name = "browse_catalog"
+weight = 1
+
+[[load.journeys]]
+name = "place_order"
+weight = 2
+
+[[load.journeys]]
+name = "follow_order"
+weight = 1
+
+[checks]
+convergence_timeout = "30s"
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_open_load_starts_its_schedule_and_counts_each_journey_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("open_load_self_test.toml");
+    std::fs::write(&path, OPEN_SCENARIO).unwrap();
+    let scenario = Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let env = LocalEnvironment::start(EnvOptions {
+        build: false,
+        ..Default::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("environment did not start: {e:#}"));
+    let info = env.info();
+    let target = LoadTarget::from_env(&info).unwrap();
+    let outcome = load::run(&scenario, &target, Vec::new(), std::time::Instant::now())
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let m = &outcome.measurements;
+    let stats = &m.endpoints[ALL];
+
+    // Goose sent what we recorded, and without coordinated-omission backfill on either side:
+    // one latency per request.
+    let ours: BTreeMap<String, u64> = stats
+        .iter()
+        .map(|(name, s)| (name.clone(), s.requests()))
+        .collect();
+    assert_eq!(ours, outcome.goose_requests);
+    for (name, s) in stats {
+        assert_eq!(s.latency.count(), s.served(), "{name}");
+    }
+
+    // 30/s for 3 s is 90 journeys; each was started or dropped, and each is in its second.
+    let arrivals = m.arrivals[ALL];
+    assert_eq!(arrivals.scheduled, 90);
+    assert_eq!(arrivals.started + arrivals.dropped, 90, "{arrivals:?}");
+    assert!(arrivals.started > 0, "{arrivals:?}");
+    let due: Vec<u64> = m.timeline.iter().map(|b| b.arrivals).collect();
+    assert_eq!(due[..3], [30, 30, 30], "{due:?}");
+    let dropped: u64 = m.timeline.iter().map(|b| b.dropped).sum();
+    assert_eq!(dropped, arrivals.dropped);
+
+    // The orders acknowledged are exactly the orders the system has.
+    let posts = stats[Endpoint::PlaceOrder.name()].requests();
+    assert_eq!(outcome.history.attempts.len() as u64, posts);
+    let acknowledged: BTreeSet<OrderId> = outcome
+        .history
+        .attempts
+        .iter()
+        .filter_map(|a| a.outcome.acknowledged())
+        .collect();
+    assert!(!acknowledged.is_empty());
+    let api = ApiClient::new(&info.gateway_url).unwrap();
+    let orders = api.admin_orders(&info.admin_token).await.unwrap();
+    let on_server: BTreeSet<OrderId> = orders.iter().map(|o| o.order.order_id).collect();
+    assert_eq!(acknowledged, on_server);
 
     Box::new(env).stop().await;
 }

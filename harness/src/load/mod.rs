@@ -7,8 +7,25 @@
 //! no controllers. Each request still goes through goose (grouped by the gateway route, e.g.
 //! `POST /api/orders`, so goose's own counts are comparable), but what the harness reports
 //! comes from [`recorder::Recorder`]: latency with coordinated-omission correction, ok/errors
-//! by status, one-second buckets, every `POST /api/orders` as an [`OrderAttempt`], and the time
-//! from an order accepted to it seen terminal.
+//! by status, shed requests apart, one-second buckets, every `POST /api/orders` as an
+//! [`OrderAttempt`], and the time from an order accepted to it seen terminal.
+//!
+//! # Load models
+//!
+//! - **Closed** (`users`, `test_plan`): each user runs a journey, pauses its think time, runs
+//!   the next. A user the system shed (429 or 503 with `Retry-After`) waits the `Retry-After`
+//!   (at most [`MAX_RETRY_AFTER`], never past the end of the load) before its next journey, as
+//!   a well-behaved client would.
+//! - **Open** (`arrival_rate`, `rate_plan`): journeys start on the [`arrivals`] schedule
+//!   whatever the system does. Goose runs the whole pool of users from the start, without think
+//!   time; a user claims the next arrival, sleeps until it is due and runs the journey the
+//!   weighted [`arrivals::Mix`] picks for it (not goose's scheduler, whose one weighted list per
+//!   scenario every user walks from its head), and an arrival due while every user was busy is
+//!   dropped and counted, not run late. No coordinated-omission correction: the schedule is
+//!   the cadence, and what could not start is counted as dropped instead. A shed arrival is
+//!   simply shed: each arrival stands for an independent client, and the next one is another
+//!   client's, so nobody waits. The users idle once the schedule is over, and goose stops them
+//!   when its plan, as long as the schedule, ends.
 //!
 //! After goose stops, the orders still pending are followed through the admin endpoint for at
 //! most the scenario's convergence timeout, so saga completion is measured for them too; the
@@ -17,6 +34,7 @@
 //!
 //! # Layout
 //! - this module: [`LoadTarget`], [`LoadOutcome`], [`run`] and the goose configuration.
+//! - [`arrivals`]: the open model's schedule and how users claim arrivals.
 //! - [`endpoint`]: the request names.
 //! - [`roster`]: which customer each goose user is, and the order lines a user sends.
 //! - `recorder`: the shared measurements and history.
@@ -24,6 +42,7 @@
 //!
 //! [`OrderAttempt`]: crate::checks::model::OrderAttempt
 
+pub mod arrivals;
 pub mod endpoint;
 mod journeys;
 mod recorder;
@@ -45,6 +64,7 @@ use crate::environment::EnvInfo;
 use crate::metrics::{self, Measurements, PhaseSpan};
 use crate::scenario::{Journey, Scenario, ThinkTime};
 
+use self::arrivals::{Arrivals, Mix, Schedule};
 use self::recorder::Recorder;
 
 /// Where the load goes and who sends it.
@@ -122,12 +142,31 @@ const FOLLOW_AFTER: Duration = Duration::from_secs(1);
 /// `--timeout`, in seconds).
 const REQUEST_TIMEOUT_SECS: &str = "15";
 
+/// The longest a closed-model user waits when the system sheds it, whatever `Retry-After`
+/// says: a client that waits minutes is gone, and the run must go on measuring.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(5);
+
 /// What every transaction closure shares.
 pub(crate) struct Ctx {
     pub target: LoadTarget,
     /// User index (modulo its length) → index into `target.customers`.
     pub roster: Vec<usize>,
     pub recorder: Recorder,
+    pub pace: Pace,
+}
+
+/// How users pace their journeys.
+pub(crate) enum Pace {
+    /// One journey after the other; a shed user waits its `Retry-After` first, never past
+    /// `load_end`.
+    Closed { load_end: tokio::time::Instant },
+    /// Each journey waits for an arrival of the schedule, counted from `start`, and is what
+    /// `mix` picks for it.
+    Open {
+        arrivals: Arrivals,
+        start: tokio::time::Instant,
+        mix: Mix<Journey>,
+    },
 }
 
 /// Runs the scenario's load against `target` and returns what was measured. Blocks until the
@@ -146,29 +185,48 @@ pub async fn run(
     );
     anyhow::ensure!(!target.skus.is_empty(), "the load needs at least one SKU");
     let load = scenario.load.get_ref();
-    let plan = load.plan().to_goose();
-    let think = load.think_time;
+    let plan = load.plan();
+    let think = load.think_time();
     // A capacity run judges each step of the plan on its own.
     let mut spans = phases;
     if load.finds_knee() {
-        spans.extend(load.plan().spans().iter().map(|s| PhaseSpan {
+        spans.extend(load.steps().iter().map(|s| PhaseSpan {
             name: metrics::step_phase(s.index),
             start: s.start,
             end: s.end,
         }));
     }
     let windows = spans.clone();
+    let start = tokio::time::Instant::from_std(started);
+    let (pace, think_mean) = match load.arrivals() {
+        Some(rates) => (
+            Pace::Open {
+                arrivals: Arrivals::new(Schedule::new(&rates)),
+                start,
+                mix: Mix::new(&load.weights()),
+            },
+            None,
+        ),
+        None => (
+            Pace::Closed {
+                load_end: start + plan.total_duration(),
+            },
+            Some(mean(think)),
+        ),
+    };
+    let open = matches!(pace, Pace::Open { .. });
     let ctx = Arc::new(Ctx {
         roster: roster::roster(&target.customers),
         target: target.clone(),
-        recorder: Recorder::new(mean(think), spans),
+        recorder: Recorder::new(think_mean, spans),
+        pace,
     });
+    if let Pace::Open { arrivals, .. } = &ctx.pace {
+        ctx.recorder.scheduled(arrivals.schedule().dues());
+    }
 
-    let attack = attack(
-        &target.gateway_url,
-        &plan,
-        shopper(&ctx, &load.weights(), think)?,
-    )?;
+    let shopper = shopper(&ctx, &load.weights(), (!open).then_some(think))?;
+    let attack = attack(&target.gateway_url, &plan.to_goose(), shopper, open)?;
     silence_goose_log();
     ctx.recorder.start(started);
     // Goose's `Display` leaves out which option it refused; its `Debug` has the detail.
@@ -177,6 +235,9 @@ pub async fn run(
         .await
         .map_err(|e| anyhow::anyhow!("running the goose load: {e:?}"))?;
     let load_time = started.elapsed();
+    if let Pace::Open { arrivals, .. } = &ctx.pace {
+        ctx.recorder.dropped(&arrivals.unclaimed());
+    }
 
     let client = crate::client::ApiClient::new(&target.gateway_url)?;
     let settle = scenario.checks.convergence_timeout.get_ref().as_std();
@@ -227,8 +288,14 @@ fn mean(think: ThinkTime) -> Duration {
 
 /// A quiet goose attack on `host` along `plan` (goose's `--test-plan` syntax): no report, no
 /// error summary, no log file, no controllers. Goose still prints one line, `N users launched.`,
-/// with a plain `println!` that no option turns off.
-fn attack(host: &str, plan: &str, shopper: GooseScenario) -> anyhow::Result<GooseAttack> {
+/// with a plain `println!` that no option turns off. `open`: an open-model load, whose
+/// arrival schedule is the cadence, so goose's coordinated-omission backfill is off.
+fn attack(
+    host: &str,
+    plan: &str,
+    shopper: GooseScenario,
+    open: bool,
+) -> anyhow::Result<GooseAttack> {
     let e = |e: GooseError| anyhow::anyhow!("configuring goose: {e:?}");
     let attack = GooseAttack::initialize_with_config(GooseConfiguration::default())
         .map_err(e)?
@@ -240,7 +307,11 @@ fn attack(host: &str, plan: &str, shopper: GooseScenario) -> anyhow::Result<Goos
         .map_err(e)?
         .set_default(
             GooseDefault::CoordinatedOmissionMitigation,
-            GooseCoordinatedOmissionMitigation::Average,
+            if open {
+                GooseCoordinatedOmissionMitigation::Disabled
+            } else {
+                GooseCoordinatedOmissionMitigation::Average
+            },
         )
         .map_err(e)?
         .set_default(GooseDefault::NoPrintMetrics, true)
@@ -257,17 +328,23 @@ fn attack(host: &str, plan: &str, shopper: GooseScenario) -> anyhow::Result<Goos
     Ok(*attack)
 }
 
-/// One goose scenario for every user: pick a customer, then the journeys by weight.
+/// One goose scenario for every user: pick a customer, then the journeys by weight, pausing
+/// `think` between two (closed model); or, in an open model (`think` is `None`), one arrival
+/// after the other, each running the journey the mix picks.
 fn shopper(
     ctx: &Arc<Ctx>,
     weights: &[(Journey, u32)],
-    think: ThinkTime,
+    think: Option<ThinkTime>,
 ) -> anyhow::Result<GooseScenario> {
     let e = |e: GooseError| anyhow::anyhow!("configuring goose: {e:?}");
-    let mut scenario = GooseScenario::new("shopper")
+    let scenario =
+        GooseScenario::new("shopper").register_transaction(journeys::sign_in(ctx).set_on_start());
+    let Some(think) = think else {
+        return Ok(scenario.register_transaction(journeys::arrival(ctx)));
+    };
+    let mut scenario = scenario
         .set_wait_time(think.min.as_std(), think.max.as_std())
-        .map_err(e)?
-        .register_transaction(journeys::sign_in(ctx).set_on_start());
+        .map_err(e)?;
     for &(journey, weight) in weights {
         if weight == 0 {
             continue;

@@ -30,7 +30,10 @@ pub struct Recorder {
 
 struct Inner {
     started: Instant,
-    think_mean: Duration,
+    /// Closed model: the mean pause of a user between two journeys, for the coordinated-omission
+    /// correction. `None` in an open model: the arrival schedule is the cadence, so there are
+    /// no requests "that could not be sent" to make up for (late ones are counted as dropped).
+    think_mean: Option<Duration>,
     /// Phases besides `all` that samples are also recorded in, by when they were sent.
     spans: Vec<PhaseSpan>,
     measurements: Measurements,
@@ -69,12 +72,15 @@ pub struct Sample {
     pub took: Duration,
     /// `0` when no answer came (timeout, refused, reset).
     pub status: u16,
+    /// The system shed it: 429 or 503 with `Retry-After`.
+    pub shed: bool,
 }
 
 impl Recorder {
-    /// `think_mean` is the mean pause of a user between two journeys; a request sent (an order
-    /// accepted) within one of `spans` is recorded in that phase too.
-    pub fn new(think_mean: Duration, spans: Vec<PhaseSpan>) -> Self {
+    /// `think_mean` is the mean pause of a user between two journeys in a closed model, `None`
+    /// in an open one (no coordinated-omission correction); a request sent (an order accepted,
+    /// a journey due) within one of `spans` is recorded in that phase too.
+    pub fn new(think_mean: Option<Duration>, spans: Vec<PhaseSpan>) -> Self {
         Self {
             inner: Mutex::new(Inner {
                 started: Instant::now(),
@@ -102,24 +108,34 @@ impl Recorder {
         self.lock().started = at;
     }
 
-    /// Records one request: latency corrected for coordinated omission with the user's
-    /// expected cadence (the endpoint's mean latency so far plus the mean think time), ok or
-    /// error by status, and its one-second bucket.
+    /// Records one request: ok, error (by status) or shed, and its one-second bucket; unless it
+    /// was shed, its latency, corrected in a closed model for coordinated omission with the
+    /// user's expected cadence (the endpoint's mean latency so far plus the mean think time).
     pub fn request(&self, s: Sample) {
         let mut guard = self.lock();
         let inner = &mut *guard;
-        let (sum, n) = inner.raw.entry(s.endpoint).or_insert((0, 0));
-        let expected = (*n > 0).then(|| {
-            let mean = Duration::from_micros(u64::try_from(*sum / u128::from(*n)).unwrap_or(0));
-            mean + inner.think_mean
-        });
-        *sum += s.took.as_micros();
-        *n = n.saturating_add(1);
+        let expected = if s.shed {
+            None
+        } else {
+            let (sum, n) = inner.raw.entry(s.endpoint).or_insert((0, 0));
+            let expected = inner.think_mean.filter(|_| *n > 0).map(|think| {
+                let mean = Duration::from_micros(u64::try_from(*sum / u128::from(*n)).unwrap_or(0));
+                mean + think
+            });
+            *sum += s.took.as_micros();
+            *n = n.saturating_add(1);
+            expected
+        };
 
         let ok = (200..300).contains(&s.status);
         let at = s.sent.saturating_duration_since(inner.started);
         for phase in phases_at(&inner.spans, at) {
             let stats = inner.measurements.endpoint_mut(&phase, s.endpoint.name());
+            if s.shed {
+                stats.shed += 1;
+                *stats.shed_by_status.entry(s.status).or_default() += 1;
+                continue;
+            }
             match expected {
                 Some(interval) if !interval.is_zero() => {
                     stats.latency.record_corrected(s.took, interval)
@@ -134,12 +150,70 @@ impl Recorder {
             }
         }
         let second = at.as_secs();
-        let us = u64::try_from(s.took.as_micros()).unwrap_or(u64::MAX);
         let bucket = inner.measurements.bucket_mut(second);
         bucket.requests += 1;
+        if s.shed {
+            bucket.shed += 1;
+            return;
+        }
+        let us = u64::try_from(s.took.as_micros()).unwrap_or(u64::MAX);
         bucket.errors += u64::from(!ok);
         bucket.latency_sum_us = bucket.latency_sum_us.saturating_add(us);
         bucket.max_latency_us = bucket.max_latency_us.max(us);
+    }
+
+    /// Open model: the journeys of the schedule, each by when it was due: counted as
+    /// scheduled in its second and phases. Called once, with every arrival.
+    pub fn scheduled(&self, dues: impl IntoIterator<Item = Duration>) {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        inner
+            .measurements
+            .arrivals
+            .entry(metrics::ALL.to_string())
+            .or_default();
+        for due in dues {
+            for phase in phases_at(&inner.spans, due) {
+                inner
+                    .measurements
+                    .arrivals
+                    .entry(phase)
+                    .or_default()
+                    .scheduled += 1;
+            }
+            inner.measurements.bucket_mut(due.as_secs()).arrivals += 1;
+        }
+    }
+
+    /// Open model: a journey due at `due` (since the start of the load) started.
+    pub fn arrival_started(&self, due: Duration) {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        for phase in phases_at(&inner.spans, due) {
+            inner
+                .measurements
+                .arrivals
+                .entry(phase)
+                .or_default()
+                .started += 1;
+        }
+    }
+
+    /// Open model: journeys that were due at `dues` were dropped: every user was busy.
+    pub fn dropped(&self, dues: &[Duration]) {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        for due in dues {
+            for phase in phases_at(&inner.spans, *due) {
+                inner
+                    .measurements
+                    .arrivals
+                    .entry(phase)
+                    .or_default()
+                    .dropped += 1;
+            }
+            inner.measurements.bucket_mut(due.as_secs()).dropped += 1;
+        }
     }
 
     /// Records a `POST /api/orders` sent with the trace `trace_id` and, when it was
@@ -301,12 +375,13 @@ mod tests {
             sent,
             took: Duration::from_millis(ms),
             status,
+            shed: false,
         }
     }
 
     #[test]
     fn requests_are_counted_by_status_and_second_and_slow_ones_are_corrected() {
-        let r = Recorder::new(Duration::ZERO, Vec::new());
+        let r = Recorder::new(Some(Duration::ZERO), Vec::new());
         let t0 = Instant::now();
         r.start(t0);
         for _ in 0..9 {
@@ -336,7 +411,7 @@ mod tests {
 
     #[test]
     fn an_acknowledged_order_is_followed_once_and_its_completion_measured() {
-        let r = Recorder::new(Duration::from_millis(100), Vec::new());
+        let r = Recorder::new(Some(Duration::from_millis(100)), Vec::new());
         let t0 = Instant::now();
         r.start(t0);
         let id = OrderId::new();
@@ -432,7 +507,7 @@ mod phase_tests {
                 end: Duration::from_secs(2),
             },
         ];
-        let r = Recorder::new(Duration::ZERO, spans);
+        let r = Recorder::new(Some(Duration::ZERO), spans);
         let t0 = Instant::now();
         r.start(t0);
         let at = |ms| Sample {
@@ -440,6 +515,7 @@ mod phase_tests {
             sent: t0 + Duration::from_millis(ms),
             took: Duration::from_millis(1),
             status: 200,
+            shed: false,
         };
         r.request(at(100));
         r.request(at(1000));
@@ -451,5 +527,111 @@ mod phase_tests {
         assert_eq!(count("step:0"), 1);
         assert_eq!(count("step:1"), 2);
         assert!(!m.endpoints.contains_key("step:2"));
+    }
+}
+
+#[cfg(test)]
+mod shed_and_arrival_tests {
+    use super::*;
+
+    fn span(name: &str, from: u64, to: u64) -> PhaseSpan {
+        PhaseSpan {
+            name: name.into(),
+            start: Duration::from_secs(from),
+            end: Duration::from_secs(to),
+        }
+    }
+
+    #[test]
+    fn a_shed_request_is_counted_apart_untimed_and_out_of_the_error_rate() {
+        let r = Recorder::new(None, vec![span("step:1", 1, 2)]);
+        let t0 = Instant::now();
+        r.start(t0);
+        let at = |ms, status, shed| Sample {
+            endpoint: Endpoint::PlaceOrder,
+            sent: t0 + Duration::from_millis(ms),
+            took: Duration::from_millis(if shed { 1 } else { 400 }),
+            status,
+            shed,
+        };
+        r.request(at(100, 201, false));
+        r.request(at(200, 503, true));
+        r.request(at(1_100, 429, true));
+        r.request(at(1_200, 503, false));
+        let (m, _) = r.finish(Duration::from_secs(2));
+        let post = &m.endpoints[metrics::ALL]["POST /api/orders"];
+        assert_eq!((post.ok, post.errors, post.shed), (1, 1, 2));
+        assert_eq!(post.shed_by_status, BTreeMap::from([(429, 1), (503, 1)]));
+        assert_eq!(post.errors_by_status, BTreeMap::from([(503, 1)]));
+        assert_eq!(post.requests(), 4);
+        assert!((post.error_rate() - 0.5).abs() < 1e-12);
+        assert_eq!(post.latency.count(), 2, "only served requests are timed");
+        assert!(
+            post.latency.quantile(0.0).unwrap() >= Duration::from_millis(399),
+            "the 1 ms refusals are not among the latencies"
+        );
+        assert_eq!(m.endpoints["step:1"]["POST /api/orders"].shed, 1);
+        let second = |s: usize| {
+            (
+                m.timeline[s].requests,
+                m.timeline[s].errors,
+                m.timeline[s].shed,
+            )
+        };
+        assert_eq!(second(0), (2, 0, 1));
+        assert_eq!(second(1), (2, 1, 1));
+        assert_eq!(m.timeline[1].mean_latency_us(), Some(400_000.0));
+    }
+
+    #[test]
+    fn open_model_requests_are_not_corrected_for_coordinated_omission() {
+        let r = Recorder::new(None, Vec::new());
+        let t0 = Instant::now();
+        r.start(t0);
+        for ms in [10, 10, 10, 1_000] {
+            r.request(Sample {
+                endpoint: Endpoint::ListProducts,
+                sent: t0,
+                took: Duration::from_millis(ms),
+                status: 200,
+                shed: false,
+            });
+        }
+        let (m, _) = r.finish(Duration::from_secs(1));
+        assert_eq!(
+            m.endpoints[metrics::ALL]["GET /api/products"]
+                .latency
+                .count(),
+            4
+        );
+    }
+
+    #[test]
+    fn arrivals_are_counted_by_the_second_and_phase_they_were_due_in() {
+        let r = Recorder::new(None, vec![span("step:0", 0, 1), span("step:1", 1, 3)]);
+        r.start(Instant::now());
+        let ms = Duration::from_millis;
+        r.scheduled([ms(0), ms(500), ms(1_000), ms(1_500), ms(2_000), ms(2_500)]);
+        for due in [ms(0), ms(500), ms(1_000)] {
+            r.arrival_started(due);
+        }
+        r.dropped(&[ms(1_500), ms(2_000)]);
+        r.dropped(&[ms(2_500)]);
+        let (m, _) = r.finish(Duration::from_secs(3));
+        let counts = |phase: &str| m.arrivals[phase];
+        let all = counts(metrics::ALL);
+        assert_eq!((all.scheduled, all.started, all.dropped), (6, 3, 3));
+        assert_eq!(
+            counts("step:0"),
+            metrics::ArrivalCounts {
+                scheduled: 2,
+                started: 2,
+                dropped: 0
+            }
+        );
+        assert_eq!(counts("step:1").dropped, 3);
+        let per_second: Vec<(u64, u64)> =
+            m.timeline.iter().map(|b| (b.arrivals, b.dropped)).collect();
+        assert_eq!(per_second, [(2, 0), (2, 1), (2, 2)]);
     }
 }

@@ -3,8 +3,8 @@
 //!
 //! SLOs are matched by name. Latency and saga completion regress when they grow by more than
 //! [`Tolerance::latency_increase`] (relative), the error rate when it grows by more than
-//! [`Tolerance::error_rate_increase_pp`] percentage points, throughput when it drops by more than
-//! [`Tolerance::throughput_decrease`] (relative). A metric the baseline measured and the current
+//! [`Tolerance::error_rate_increase_pp`] percentage points, throughput and goodput when they drop
+//! by more than [`Tolerance::throughput_decrease`] (relative). A metric the baseline measured and the current
 //! run did not is a regression too; one only the current run has is listed as new.
 
 use std::fmt;
@@ -169,7 +169,7 @@ fn delta(current: &SloVerdict, baseline: Option<&SloVerdict>, t: Tolerance) -> D
                 d.change = format!("{:+.1}%", rel * 100.0);
                 d.regression = rel > t.latency_increase + 1e-9;
             }
-            SloMetric::Throughput => {
+            SloMetric::Throughput | SloMetric::Goodput => {
                 let rel = relative(b, c);
                 d.change = format!("{:+.1}%", rel * 100.0);
                 d.regression = -rel > t.throughput_decrease + 1e-9;

@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use super::sections::{
-    Section, VIOLATIONS_SHOWN, hops_by_p99, sections, top_hops, trace_phases, trace_summary,
+    ARRIVALS_NOTE, Section, VIOLATIONS_SHOWN, arrival_phases, hops_by_p99, sections, top_hops,
+    trace_phases, trace_summary,
 };
 use super::{ChaosWindow, LatencyReport, RunReport, TimelineSecond};
 use crate::slo::format_micros;
@@ -343,6 +344,7 @@ pub(super) fn render(r: &RunReport) -> String {
             Section::Capacity => capacity(&mut s, r),
             Section::ChaosTimeline => chaos_timeline(&mut s, r),
             Section::Invariants => invariants(&mut s, r),
+            Section::Arrivals => arrivals(&mut s, r),
             Section::OverTime => over_time(&mut s, r),
             // Drawn as the last chart of "Over time" (see `CHARTS`), next to the per-second
             // outcomes, rather than as a table of its own.
@@ -390,6 +392,31 @@ fn summary(s: &mut String, r: &RunReport) {
             .startup_s
             .map_or(String::new(), |t| format!(", start-up {t:.2}s"))
     );
+    let _ = write!(
+        s,
+        r#"<p class="meta">Load: {}.</p>"#,
+        escape(&r.load_summary())
+    );
+}
+
+fn arrivals(s: &mut String, r: &RunReport) {
+    let _ = write!(
+        s,
+        "<h2>Arrivals</h2><p class=\"meta\">{}</p><table><tr><th>phase</th><th>journeys due</th><th>started</th><th>dropped</th></tr>",
+        escape(ARRIVALS_NOTE)
+    );
+    for (phase, a) in arrival_phases(r) {
+        let _ = write!(
+            s,
+            "<tr{}><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            if a.dropped > 0 { r#" class="bad""# } else { "" },
+            escape(phase),
+            a.scheduled,
+            a.started,
+            a.dropped
+        );
+    }
+    s.push_str("</table>");
 }
 
 fn slos(s: &mut String, r: &RunReport) {
@@ -424,7 +451,7 @@ fn capacity(s: &mut String, r: &RunReport) {
         "<h2>Capacity</h2><p>{}</p><table><tr>",
         escape(&c.summary())
     );
-    for h in crate::capacity::TABLE_HEADERS {
+    for h in c.headers() {
         let _ = write!(s, "<th>{h}</th>");
     }
     s.push_str("</tr>");
@@ -572,13 +599,13 @@ fn latency_chart(r: &RunReport) -> String {
             .map(|b| {
                 (
                     at(b),
-                    (b.requests > 0).then(|| b.max_latency_us as f64 / 1_000.0),
+                    (b.served() > 0).then(|| b.max_latency_us as f64 / 1_000.0),
                 )
             })
             .collect(),
     };
     time_chart(
-        "Latency per second (all requests)",
+        "Latency per second (all served requests)",
         x_max(r),
         &[mean, max],
         &r.chaos_windows,
@@ -586,17 +613,22 @@ fn latency_chart(r: &RunReport) -> String {
     )
 }
 
+/// Requests, errors and shed requests per second; in an open model also the journeys due and
+/// those dropped.
 fn throughput_chart(r: &RunReport) -> String {
-    time_chart(
-        "Throughput and errors per second",
-        x_max(r),
-        &[
-            per_second(r, "requests/s", "#0969da", |b| b.requests),
-            per_second(r, "errors/s", "#cf222e", |b| b.errors),
-        ],
-        &r.chaos_windows,
-        num,
-    )
+    let mut series = vec![
+        per_second(r, "requests/s", "#0969da", |b| b.requests),
+        per_second(r, "errors/s", "#cf222e", |b| b.errors),
+        per_second(r, "shed/s", "#bf8700", |b| b.shed),
+    ];
+    let title = if r.arrivals.is_some() {
+        series.push(per_second(r, "journeys due/s", "#1a7f37", |b| b.arrivals));
+        series.push(per_second(r, "dropped/s", "#8250df", |b| b.dropped));
+        "Requests and journeys per second"
+    } else {
+        "Throughput, errors and shed requests per second"
+    };
+    time_chart(title, x_max(r), &series, &r.chaos_windows, num)
 }
 
 fn outcomes_per_second_chart(r: &RunReport) -> String {
@@ -899,23 +931,30 @@ fn endpoints(s: &mut String, r: &RunReport) {
     for (phase, stats) in &r.phases {
         let _ = write!(
             s,
-            "<h3>phase {}</h3><table><tr><th>endpoint</th><th>requests</th><th>ok</th><th>errors</th><th>errors by status</th><th>p50</th><th>p95</th><th>p99</th><th>max</th></tr>",
+            "<h3>phase {}</h3><table><tr><th>endpoint</th><th>requests</th><th>ok</th><th>errors</th><th>errors by status</th><th>shed</th><th>p50</th><th>p95</th><th>p99</th><th>max</th></tr>",
             escape(phase)
         );
         for (name, e) in &stats.endpoints {
-            let by_status: Vec<String> = e
-                .errors_by_status
-                .iter()
-                .map(|(k, v)| format!("{k}: {v}"))
-                .collect();
+            let by_status = |m: &BTreeMap<u16, u64>| {
+                m.iter()
+                    .map(|(k, v)| format!("{k}: {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let shed = if e.shed == 0 {
+                "0".to_string()
+            } else {
+                format!("{} ({})", e.shed, by_status(&e.shed_by_status))
+            };
             let _ = write!(
                 s,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 escape(name),
                 e.count,
                 e.ok,
                 e.errors,
-                escape(&by_status.join(", ")),
+                escape(&by_status(&e.errors_by_status)),
+                escape(&shed),
                 micros(e.latency.p50_us),
                 micros(e.latency.p95_us),
                 micros(e.latency.p99_us),
@@ -925,7 +964,7 @@ fn endpoints(s: &mut String, r: &RunReport) {
         if let Some(saga) = &stats.saga_completion {
             let _ = write!(
                 s,
-                "<tr><td>saga completion</td><td>{}</td><td></td><td></td><td></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>saga completion</td><td>{}</td><td></td><td></td><td></td><td></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 saga.count,
                 micros(saga.p50_us),
                 micros(saga.p95_us),

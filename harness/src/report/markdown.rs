@@ -6,8 +6,8 @@ use std::fmt::Write;
 
 use super::RunReport;
 use super::sections::{
-    Section, VIOLATIONS_SHOWN, hops_by_p99, metric_value, sections, top_hops, trace_phases,
-    trace_summary,
+    ARRIVALS_NOTE, Section, VIOLATIONS_SHOWN, arrival_phases, hops_by_p99, metric_value, sections,
+    top_hops, trace_phases, trace_summary,
 };
 use crate::checks::Violation;
 use crate::metrics::ALL;
@@ -34,6 +34,7 @@ pub(super) fn render(r: &RunReport) -> String {
             Section::Capacity => capacity(&mut s, r),
             Section::ChaosTimeline => chaos_timeline(&mut s, r),
             Section::Invariants => invariants(&mut s, r),
+            Section::Arrivals => arrivals(&mut s, r),
             // Charts need the HTML page; a PR comment gets the totals under Outcomes instead.
             Section::OverTime => {}
             Section::Outcomes => outcomes(&mut s, r),
@@ -65,6 +66,8 @@ fn summary(s: &mut String, r: &RunReport) {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    let _ = writeln!(s);
+    let _ = writeln!(s, "Load: {}.", r.load_summary());
     if !r.scenario.description.is_empty() {
         let _ = writeln!(s);
         let _ = writeln!(s, "> {}", cell(&r.scenario.description));
@@ -96,15 +99,28 @@ fn capacity(s: &mut String, r: &RunReport) {
     let Some(c) = &r.capacity else { return };
     let _ = writeln!(s, "\n### Capacity\n");
     let _ = writeln!(s, "{}\n", cell(&c.summary()));
-    let _ = writeln!(s, "| {} |", crate::capacity::TABLE_HEADERS.join(" | "));
-    let _ = writeln!(
-        s,
-        "|{}",
-        "---|".repeat(crate::capacity::TABLE_HEADERS.len())
-    );
+    let _ = writeln!(s, "| {} |", c.headers().join(" | "));
+    let _ = writeln!(s, "|{}", "---|".repeat(c.headers().len()));
     for step in &c.steps {
         let cells: Vec<String> = step.cells(c.knee).iter().map(|c| cell(c)).collect();
         let _ = writeln!(s, "| {} |", cells.join(" | "));
+    }
+}
+
+fn arrivals(s: &mut String, r: &RunReport) {
+    let _ = writeln!(s, "\n### Arrivals\n");
+    let _ = writeln!(s, "{ARRIVALS_NOTE}\n");
+    let _ = writeln!(s, "| phase | journeys due | started | dropped |");
+    let _ = writeln!(s, "|---|---|---|---|");
+    for (phase, a) in arrival_phases(r) {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} |",
+            cell(phase),
+            a.scheduled,
+            a.started,
+            a.dropped
+        );
     }
 }
 
@@ -342,16 +358,17 @@ fn endpoints(s: &mut String, r: &RunReport) {
     let _ = writeln!(s, "\n### Endpoints\n");
     let _ = writeln!(
         s,
-        "| endpoint | requests | errors | p50 | p95 | p99 | max |"
+        "| endpoint | requests | errors | shed | p50 | p95 | p99 | max |"
     );
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|");
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
     for (name, e) in &all.endpoints {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
             cell(name),
             e.count,
             e.errors,
+            e.shed,
             micros(e.latency.p50_us),
             micros(e.latency.p95_us),
             micros(e.latency.p99_us),
@@ -361,7 +378,7 @@ fn endpoints(s: &mut String, r: &RunReport) {
     if let Some(saga) = &all.saga_completion {
         let _ = writeln!(
             s,
-            "| saga completion | {} | - | {} | {} | {} | {} |",
+            "| saga completion | {} | - | - | {} | {} | {} | {} |",
             saga.count,
             micros(saga.p50_us),
             micros(saga.p95_us),

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::capacity::Capacity;
 use crate::checks::InvariantVerdict;
-use crate::metrics::{EndpointStats, Latency, Measurements};
+use crate::metrics::{ArrivalCounts, EndpointStats, Latency, Measurements};
 use crate::scenario::Scenario;
 use crate::slo::SloVerdict;
 use crate::telemetry::charts::MetricsReport;
@@ -67,6 +67,10 @@ pub struct RunReport {
     /// phase (`all`, `step:<i>` in capacity runs, later `before`, `during:<fault>`, `after`) →
     /// what was measured in it.
     pub phases: BTreeMap<String, PhaseStats>,
+    /// Open-model runs: the journeys the schedule started over the whole load, those started
+    /// and those dropped (every user busy); absent for a closed model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arrivals: Option<ArrivalCounts>,
     /// Capacity runs (`find_knee`): every step of the test plan and the knee.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capacity: Option<Capacity>,
@@ -156,17 +160,28 @@ pub struct PhaseStats {
     pub endpoints: BTreeMap<String, EndpointReport>,
     /// Order accepted to saga terminal; absent when no saga was measured in the phase.
     pub saga_completion: Option<LatencyReport>,
+    /// Open model: the journeys due in the phase, started and dropped; absent for a closed
+    /// model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arrivals: Option<ArrivalCounts>,
 }
 
 /// Requests to one endpoint in one phase.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EndpointReport {
-    /// Requests sent: `ok + errors`.
+    /// Requests sent: `ok + errors + shed`.
     pub count: u64,
     pub ok: u64,
     pub errors: u64,
     /// Status code → errors (`0`: transport error: timeout, refused, reset).
     pub errors_by_status: BTreeMap<u16, u64>,
+    /// Requests the system shed (429 or 503 with `Retry-After`): not errors, not timed.
+    #[serde(default)]
+    pub shed: u64,
+    /// Status code → shed requests.
+    #[serde(default)]
+    pub shed_by_status: BTreeMap<u16, u64>,
+    /// Latencies of the requests served (not shed).
     pub latency: LatencyReport,
 }
 
@@ -177,6 +192,8 @@ impl EndpointReport {
             ok: stats.ok,
             errors: stats.errors,
             errors_by_status: stats.errors_by_status.clone(),
+            shed: stats.shed,
+            shed_by_status: stats.shed_by_status.clone(),
             latency: LatencyReport::new(&stats.latency)?,
         })
     }
@@ -249,8 +266,12 @@ impl RunReport {
     pub fn build(input: RunInput<'_>) -> anyhow::Result<Self> {
         let m = input.measurements;
         let mut phases = BTreeMap::new();
-        let names: std::collections::BTreeSet<&String> =
-            m.endpoints.keys().chain(m.saga_completion.keys()).collect();
+        let names: std::collections::BTreeSet<&String> = m
+            .endpoints
+            .keys()
+            .chain(m.saga_completion.keys())
+            .chain(m.arrivals.keys())
+            .collect();
         for phase in names {
             let mut stats = PhaseStats::default();
             for (endpoint, s) in m.endpoints.get(phase).into_iter().flatten() {
@@ -261,6 +282,7 @@ impl RunReport {
             if let Some(l) = m.saga_completion.get(phase).filter(|l| l.count() > 0) {
                 stats.saga_completion = Some(LatencyReport::new(l)?);
             }
+            stats.arrivals = m.arrivals.get(phase).copied();
             phases.insert(phase.clone(), stats);
         }
         let held = input.slos.iter().all(|s| s.held) && input.invariants.iter().all(|i| i.held);
@@ -281,6 +303,7 @@ impl RunReport {
             outcomes: m.outcomes.clone(),
             timeline: m.timeline.clone(),
             chaos_windows: input.chaos_windows,
+            arrivals: m.arrivals.get(crate::metrics::ALL).copied(),
             phases,
             capacity: input.capacity,
             traces: input.traces,
@@ -304,6 +327,31 @@ impl RunReport {
 
     pub fn failed_invariants(&self) -> impl Iterator<Item = &InvariantVerdict> {
         self.invariants.iter().filter(|i| !i.held)
+    }
+
+    /// The requests of the whole run (phase `all`) over every endpoint: (sent, errors, shed).
+    pub fn request_totals(&self) -> (u64, u64, u64) {
+        self.phases
+            .get(crate::metrics::ALL)
+            .into_iter()
+            .flat_map(|p| p.endpoints.values())
+            .fold((0, 0, 0), |(n, e, s), r| {
+                (n + r.count, e + r.errors, s + r.shed)
+            })
+    }
+
+    /// One line on what the load did: `12000 journeys due: 11950 started, 50 dropped; 24100
+    /// requests: 12 errors, 300 shed` (an open model), or just the requests (a closed one).
+    pub fn load_summary(&self) -> String {
+        let (requests, errors, shed) = self.request_totals();
+        let requests = format!("{requests} requests: {errors} errors, {shed} shed");
+        match &self.arrivals {
+            Some(a) => format!(
+                "{} journeys due: {} started, {} dropped; {requests}",
+                a.scheduled, a.started, a.dropped
+            ),
+            None => requests,
+        }
     }
 
     /// One line: `smoke passed: 4 SLOs and 8 invariants held` or what failed.

@@ -27,6 +27,8 @@ pub(super) enum Section {
     ChaosTimeline,
     /// Every invariant with its verdict and first violations.
     Invariants,
+    /// Open model: the journeys due, started and dropped per phase.
+    Arrivals,
     /// Charts per second of the load (HTML only).
     OverTime,
     /// Terminal order statuses and how many orders reached each.
@@ -52,6 +54,7 @@ pub(super) fn sections(report: &RunReport) -> Vec<Section> {
         (Section::Capacity, report.capacity.is_some()),
         (Section::ChaosTimeline, !report.chaos_windows.is_empty()),
         (Section::Invariants, true),
+        (Section::Arrivals, report.arrivals.is_some()),
         (Section::OverTime, true),
         (Section::Outcomes, true),
         (Section::Traces, report.traces.is_some()),
@@ -62,6 +65,21 @@ pub(super) fn sections(report: &RunReport) -> Vec<Section> {
     .filter_map(|(section, present)| present.then_some(section))
     .collect()
 }
+
+/// The phases with arrivals, `all` first: (phase, scheduled, started, dropped).
+pub(super) fn arrival_phases(r: &RunReport) -> Vec<(&str, crate::metrics::ArrivalCounts)> {
+    let with = r
+        .phases
+        .iter()
+        .filter_map(|(name, p)| p.arrivals.map(|a| (name.as_str(), a)));
+    let (all, others): (Vec<_>, Vec<_>) = with.partition(|(name, _)| *name == ALL);
+    all.into_iter().chain(others).collect()
+}
+
+/// What an arrivals table says about the numbers under it.
+pub(super) const ARRIVALS_NOTE: &str = "Open model: journeys start on the arrival schedule \
+     whatever the system does; a journey due while every user was busy is dropped, not run late. \
+     Counted by when each journey was due.";
 
 /// The hops of a slow saga listed next to it: its biggest few.
 pub(super) const TOP_HOPS_SHOWN: usize = 3;
@@ -125,10 +143,11 @@ mod tests {
     use crate::report::tests::sample_report;
 
     #[test]
-    fn capacity_and_chaos_sections_appear_only_when_the_run_had_them() {
+    fn capacity_chaos_and_arrival_sections_appear_only_when_the_run_had_them() {
         let mut report = sample_report();
         let plain = sections(&report);
         assert!(!plain.contains(&Section::Capacity), "{plain:?}");
+        assert!(!plain.contains(&Section::Arrivals), "{plain:?}");
         assert!(!plain.contains(&Section::ChaosTimeline), "{plain:?}");
 
         report.capacity = Some(Capacity {
@@ -136,6 +155,7 @@ mod tests {
             knee: None,
         });
         report.chaos_windows.push(ChaosWindow::default());
+        report.arrivals = Some(crate::metrics::ArrivalCounts::default());
         assert_eq!(
             sections(&report),
             [
@@ -144,6 +164,7 @@ mod tests {
                 Section::Capacity,
                 Section::ChaosTimeline,
                 Section::Invariants,
+                Section::Arrivals,
                 Section::OverTime,
                 Section::Outcomes,
                 Section::Endpoints,

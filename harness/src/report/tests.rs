@@ -639,3 +639,143 @@ fn a_report_without_traces_or_metrics_renders_neither_section() {
         "only the charts of Over time"
     );
 }
+
+const OPEN_SCENARIO: &str = r#"
+description = "Synthetic open-model run"
+
+[load]
+arrival_rate = "10/s"
+duration = "10s"
+
+[[load.journeys]]
+name = "place_order"
+weight = 1
+
+[[slo]]
+endpoint = "POST /api/orders"
+error_rate = 0.05
+
+[[slo]]
+min_goodput = 5
+"#;
+
+/// An open-model run of 100 journeys, 8 of them dropped in second 6, and 12 orders shed (503
+/// with Retry-After) besides 3 errors.
+fn open_report() -> RunReport {
+    let scenario = Scenario::from_toml(Path::new("open.toml"), OPEN_SCENARIO).unwrap();
+    let mut m = sample_measurements();
+    let orders = m.endpoint_mut(ALL, "POST /api/orders");
+    orders.shed = 12;
+    orders.shed_by_status.insert(503, 12);
+    for s in 0..10 {
+        let b = m.bucket_mut(s);
+        b.arrivals = 10;
+        b.dropped = if s == 6 { 8 } else { 0 };
+        b.shed = if s == 6 { 12 } else { 0 };
+        b.requests += b.shed;
+    }
+    m.arrivals.insert(
+        ALL.into(),
+        crate::metrics::ArrivalCounts {
+            scheduled: 100,
+            started: 92,
+            dropped: 8,
+        },
+    );
+    let started = UNIX_EPOCH + Duration::from_secs(1_795_306_582);
+    RunReport::build(RunInput {
+        run_id: new_run_id(&scenario.name, started),
+        environment: EnvironmentSummary::from_scenario(&scenario, None),
+        slos: slo::evaluate_scenario(&scenario, &m),
+        invariants: vec![held_invariant(Invariant::NoLostOrders)],
+        scenario: &scenario,
+        started_at: started,
+        measurements: &m,
+        chaos_windows: vec![],
+        capacity: None,
+        traces: None,
+        metrics: None,
+    })
+    .unwrap()
+}
+
+#[test]
+fn an_open_model_report_shows_arrivals_dropped_and_shed_in_every_file() {
+    let report = open_report();
+    assert!(report.passed(), "{:?}", report.slos);
+    assert_eq!(
+        report.load_summary(),
+        "100 journeys due: 92 started, 8 dropped; 312 requests: 4 errors, 12 shed"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let paths = write_all(dir.path(), &report).unwrap();
+
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&paths.json).unwrap()).unwrap();
+    assert_eq!(json["arrivals"]["dropped"], 8);
+    assert_eq!(json["phases"]["all"]["arrivals"]["scheduled"], 100);
+    assert_eq!(json["timeline"][6]["dropped"], 8);
+    assert_eq!(json["timeline"][6]["shed"], 12);
+    let orders = &json["phases"]["all"]["endpoints"]["POST /api/orders"];
+    assert_eq!(
+        (orders["count"].as_u64(), orders["errors"].as_u64()),
+        (Some(112), Some(3))
+    );
+    assert_eq!(orders["shed"], 12);
+    assert_eq!(orders["shed_by_status"]["503"], 12);
+    // The error rate is of the 100 served orders: the 12 shed are not failures.
+    assert_eq!(json["slos"][0]["measured"], 0.03);
+    assert_eq!(json["slos"][1]["name"], "goodput >= 5 confirmed orders/s");
+    assert_eq!(read(&paths.json).unwrap(), report);
+
+    let md = std::fs::read_to_string(&paths.markdown).unwrap();
+    assert!(
+        md.contains(
+            "Load: 100 journeys due: 92 started, 8 dropped; 312 requests: 4 errors, 12 shed."
+        ),
+        "{md}"
+    );
+    assert!(md.contains("### Arrivals"), "{md}");
+    assert!(md.contains("| all | 100 | 92 | 8 |"), "{md}");
+    assert!(
+        md.contains("| endpoint | requests | errors | shed |"),
+        "{md}"
+    );
+    assert!(md.contains("| POST /api/orders | 112 | 3 | 12 |"), "{md}");
+
+    let html = std::fs::read_to_string(&paths.html).unwrap();
+    assert!(html.contains("<h2>Arrivals</h2>"));
+    assert!(html.contains("8 dropped; 312 requests: 4 errors, 12 shed"));
+    for series in ["shed/s", "journeys due/s", "dropped/s"] {
+        assert!(html.contains(series), "no {series} on the throughput chart");
+    }
+    assert!(html.contains("<td>12 (503: 12)</td>"), "shed column");
+}
+
+#[test]
+fn a_closed_model_report_has_no_arrivals_and_reads_reports_written_before_shedding() {
+    let report = sample_report();
+    assert_eq!(report.arrivals, None);
+    assert_eq!(report.load_summary(), "300 requests: 4 errors, 0 shed");
+    let md = markdown::render(&report);
+    assert!(!md.contains("### Arrivals"), "{md}");
+    // A report.json without the fields this version added still reads (as a baseline).
+    let mut json = serde_json::to_value(&report).unwrap();
+    for b in json["timeline"].as_array_mut().unwrap() {
+        let b = b.as_object_mut().unwrap();
+        for field in ["shed", "arrivals", "dropped"] {
+            b.remove(field);
+        }
+    }
+    for e in json["phases"]["all"]["endpoints"]
+        .as_object_mut()
+        .unwrap()
+        .values_mut()
+    {
+        let e = e.as_object_mut().unwrap();
+        e.remove("shed");
+        e.remove("shed_by_status");
+    }
+    let back: RunReport = serde_json::from_value(json).unwrap();
+    assert_eq!(back, report);
+}

@@ -10,7 +10,8 @@
 //! # Layout
 //! - this module: the types, parsing, and the SLO objectives a scenario sets.
 //! - `validate`: [`Scenario::validate`], the checks the types cannot express.
-//! - [`units`]: durations, think time ranges and test plans, which are written as strings.
+//! - [`units`]: durations, think time ranges, test plans, arrival rates and rate plans, which are
+//!   written as strings.
 //! - [`catalog`]: finding scenarios by name and `harness list`.
 //! - [`error`]: [`ScenarioError`] and how byte spans become lines and columns.
 
@@ -29,7 +30,9 @@ use serde::{Deserialize, Serialize, Serializer};
 pub use toml::Spanned;
 
 pub use self::error::{Location, ScenarioError};
-pub use self::units::{HumanDuration, PlanStep, StepSpan, TestPlan, ThinkTime};
+pub use self::units::{
+    ArrivalRate, HumanDuration, PlanStep, RatePlan, RateStep, StepSpan, TestPlan, ThinkTime,
+};
 pub use crate::checks::Invariant;
 use crate::environment::Instances;
 
@@ -153,24 +156,44 @@ impl InstanceCounts {
     }
 }
 
-/// The load profile: either `users` (+ `ramp_up`) for `duration`, or a `test_plan`.
+/// The load profile. Closed model: `users` (+ `ramp_up`) for `duration`, or a `test_plan`; each
+/// user runs journeys one after the other, pausing `think_time` between them. Open model: an
+/// `arrival_rate` (+ `ramp_up`) for `duration`, or a `rate_plan`; journeys start on a schedule
+/// whatever the system does, run by a pool of `users` (see [`Load::pool`]).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Load {
+    /// Closed model: the users running at once. Open model: the pool of users that run the
+    /// journeys, [`Load::pool`].
     pub users: Option<Spanned<u32>>,
-    /// How long it takes to start all `users`; 0 starts them at once.
+    /// How long it takes to start all `users` (open model: to reach the `arrival_rate`,
+    /// linearly from 0); 0 starts at once.
     pub ramp_up: Option<Spanned<HumanDuration>>,
-    /// How long all `users` run after the ramp-up.
+    /// How long the load runs after the ramp-up.
     pub duration: Option<Spanned<HumanDuration>>,
     pub test_plan: Option<Spanned<TestPlan>>,
-    /// The pause between two journeys of one user; none when absent.
-    #[serde(default)]
-    pub think_time: ThinkTime,
+    /// Open model: journeys started per second, whatever the system does.
+    pub arrival_rate: Option<Spanned<ArrivalRate>>,
+    /// Open model: steps of arrival rates, the rate counterpart of `test_plan`.
+    pub rate_plan: Option<Spanned<RatePlan>>,
+    /// Closed model: the pause between two journeys of one user; none when absent.
+    pub think_time: Option<Spanned<ThinkTime>>,
     pub journeys: Vec<Spanned<JourneyWeight>>,
-    /// Judge the SLOs on each plateau of the test plan instead of over the whole load, and
-    /// report the knee: the plateau with the most confirmed orders per second that met them.
+    /// Judge the SLOs on each plateau of the test plan (or rate plan) instead of over the whole
+    /// load, and report the knee: the plateau with the most confirmed orders per second that met
+    /// them.
     pub find_knee: Option<Spanned<bool>>,
 }
+
+/// The open model's pool of users when `users` is not given: this many per arrival per second
+/// of the plan's peak rate, i.e. journeys may take 1 s on average at the peak before arrivals
+/// are dropped. A journey that takes longer at the peak means the system is past its knee, which
+/// is what dropped arrivals then say.
+pub const DEFAULT_POOL_SECONDS: f64 = 1.0;
+/// The bounds of the default pool: enough users for a low rate's bursts, and not more tasks and
+/// connections than one load generator should hold unasked (set `users` for more).
+pub const DEFAULT_POOL_MIN: u32 = 10;
+pub const DEFAULT_POOL_MAX: u32 = 1_000;
 
 impl Load {
     /// Whether this is a capacity run ([`Self::find_knee`]).
@@ -178,11 +201,79 @@ impl Load {
         self.find_knee.as_ref().is_some_and(|k| *k.get_ref())
     }
 
-    /// The load as one test plan: `users`/`ramp_up`/`duration` become ramp, hold and stop steps,
-    /// and a `test_plan` that does not end at 0 users gets a final step that stops at once (goose
-    /// would otherwise keep the last step's users running forever). Meant for a validated
-    /// scenario.
+    /// Whether journeys start at an arrival rate (`arrival_rate` or `rate_plan`).
+    pub fn is_open(&self) -> bool {
+        self.arrival_rate.is_some() || self.rate_plan.is_some()
+    }
+
+    /// The pause between two journeys of a user; none in an open model.
+    pub fn think_time(&self) -> ThinkTime {
+        match &self.think_time {
+            Some(t) if !self.is_open() => *t.get_ref(),
+            _ => ThinkTime::default(),
+        }
+    }
+
+    /// Open model: the arrival rates as one plan; `arrival_rate` with `ramp_up` and `duration`
+    /// becomes a ramp and a plateau. `None` for a closed model.
+    pub fn arrivals(&self) -> Option<RatePlan> {
+        if let Some(plan) = &self.rate_plan {
+            return Some(plan.get_ref().clone());
+        }
+        let rate = *self.arrival_rate.as_ref()?.get_ref();
+        let get = |d: &Option<Spanned<HumanDuration>>| {
+            d.as_ref().map_or(HumanDuration::ZERO, |d| *d.get_ref())
+        };
+        Some(RatePlan {
+            steps: vec![
+                RateStep {
+                    rate,
+                    over: get(&self.ramp_up),
+                },
+                RateStep {
+                    rate,
+                    over: get(&self.duration),
+                },
+            ],
+        })
+    }
+
+    /// Open model: the users that run the journeys, like k6's `maxVUs`: `users`, or else the
+    /// peak rate times [`DEFAULT_POOL_SECONDS`] within [`DEFAULT_POOL_MIN`]..=
+    /// [`DEFAULT_POOL_MAX`]. An arrival that finds every user busy is dropped.
+    pub fn pool(&self) -> u32 {
+        if let Some(users) = &self.users {
+            return *users.get_ref();
+        }
+        let peak = self.arrivals().map_or(0.0, |p| p.peak_per_second());
+        let wanted = (peak * DEFAULT_POOL_SECONDS).ceil();
+        // Bounded above, so the cast cannot overflow.
+        (wanted.min(f64::from(DEFAULT_POOL_MAX)) as u32).clamp(DEFAULT_POOL_MIN, DEFAULT_POOL_MAX)
+    }
+
+    /// The load as one goose test plan. Closed model: `users`/`ramp_up`/`duration` become ramp,
+    /// hold and stop steps, and a `test_plan` that does not end at 0 users gets a final step that
+    /// stops at once (goose would otherwise keep the last step's users running forever). Open
+    /// model: the whole [`Self::pool`] from the start for as long as the rate plan, then stop.
+    /// Meant for a validated scenario.
     pub fn plan(&self) -> TestPlan {
+        if let Some(rates) = self.arrivals() {
+            let pool = self.pool();
+            let over = HumanDuration::from_std(rates.total_duration());
+            return TestPlan {
+                steps: vec![
+                    PlanStep {
+                        users: pool,
+                        over: HumanDuration::ZERO,
+                    },
+                    PlanStep { users: pool, over },
+                    PlanStep {
+                        users: 0,
+                        over: HumanDuration::ZERO,
+                    },
+                ],
+            };
+        }
         let mut plan = match &self.test_plan {
             Some(plan) => plan.get_ref().clone(),
             None => {
@@ -211,6 +302,24 @@ impl Load {
             });
         }
         plan
+    }
+
+    /// The steps of the load as a capacity run judges them: the rate plan's in an open model,
+    /// the test plan's in a closed one.
+    pub fn steps(&self) -> Vec<StepSpan> {
+        match self.arrivals() {
+            Some(rates) => rates.spans(self.pool()),
+            None => self.plan().spans(),
+        }
+    }
+
+    /// One line for the terminal: `test plan 8,2s;8,20s;0,0s` or
+    /// `arrivals 50/s,10s;50/s,20s (open model, 60 users)`.
+    pub fn describe(&self) -> String {
+        match self.arrivals() {
+            Some(rates) => format!("arrivals {rates} (open model, {} users)", self.pool()),
+            None => format!("test plan {}", self.plan().to_goose()),
+        }
     }
 
     /// The journeys with their weights, in file order.
@@ -321,6 +430,9 @@ pub struct Slo {
     pub error_rate: Option<Spanned<f64>>,
     /// The fewest requests per second over the load (ramps included).
     pub min_throughput: Option<Spanned<f64>>,
+    /// The fewest orders confirmed per second over the phase (sagas by the second they ended
+    /// CONFIRMED): the work the system got done, whatever it was offered.
+    pub min_goodput: Option<Spanned<f64>>,
     /// From the order being accepted (201) to its saga being terminal.
     pub saga_completion_p99: Option<Spanned<HumanDuration>>,
 }
@@ -458,6 +570,8 @@ pub enum Target {
     ErrorRate { max: f64 },
     /// At least this many requests per second.
     MinThroughput { per_second: f64 },
+    /// At least this many orders confirmed per second.
+    MinGoodput { per_second: f64 },
     /// Accepted-to-terminal time of the order saga at this percentile is at most `max`.
     SagaCompletion {
         percentile: Percentile,
@@ -483,6 +597,9 @@ impl fmt::Display for Objective {
             Target::ErrorRate { max } => write!(f, "{scope} error rate <= {max}")?,
             Target::MinThroughput { per_second } => {
                 write!(f, "{scope} throughput >= {per_second}/s")?
+            }
+            Target::MinGoodput { per_second } => {
+                write!(f, "goodput >= {per_second} confirmed orders/s")?
             }
             Target::SagaCompletion { percentile, max } => {
                 write!(f, "saga completion {} <= {max}", percentile.name())?
@@ -850,6 +967,11 @@ fn objectives_of(slo: &Slo) -> Vec<Objective> {
     if let Some(t) = &slo.min_throughput {
         targets.push(Target::MinThroughput {
             per_second: *t.get_ref(),
+        });
+    }
+    if let Some(g) = &slo.min_goodput {
+        targets.push(Target::MinGoodput {
+            per_second: *g.get_ref(),
         });
     }
     if let Some(d) = &slo.saga_completion_p99 {

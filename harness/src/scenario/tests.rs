@@ -95,7 +95,9 @@ fn a_valid_file_parses_into_the_typed_struct() {
     );
     let load = s.load.get_ref();
     assert_eq!(load.users.as_ref().map(|u| *u.get_ref()), Some(8));
-    assert_eq!(load.think_time.to_string(), "200ms..800ms");
+    assert_eq!(load.think_time().to_string(), "200ms..800ms");
+    assert!(!load.is_open());
+    assert!(load.arrivals().is_none());
     assert_eq!(
         load.weights(),
         vec![(Journey::PlaceOrder, 3), (Journey::FollowOrder, 1)]
@@ -142,7 +144,7 @@ fn defaults_fill_in_what_a_minimal_file_leaves_out() {
         s.environment.saga_step_timeout.get_ref().as_std(),
         Duration::from_secs(5)
     );
-    assert_eq!(s.load.get_ref().think_time.max, HumanDuration::ZERO);
+    assert_eq!(s.load.get_ref().think_time().max, HumanDuration::ZERO);
     assert!(s.steady_state.is_none());
     assert_eq!(s.checks.invariants.selected(), Invariant::ALL.to_vec());
     assert!(s.objectives().is_empty());
@@ -280,6 +282,178 @@ fn a_load_without_users_or_plan_is_refused() {
     assert!(e.contains("[load] needs users and duration"), "{e}");
     let e = error_on_line(&with_load("users = 4"), 3);
     assert!(e.contains("users needs a duration"), "{e}");
+}
+
+#[test]
+fn an_arrival_rate_is_an_open_load_with_a_ramp_and_a_plateau_and_a_default_pool() {
+    let s = parse(&with_load(
+        "arrival_rate = \"200/s\"\nramp_up = \"5s\"\nduration = \"60s\"",
+    ))
+    .unwrap();
+    let load = s.load.get_ref();
+    assert!(load.is_open());
+    let rates = load.arrivals().unwrap();
+    assert_eq!(rates.to_string(), "200/s,5s;200/s,1m");
+    assert_eq!(load.pool(), 200, "peak rate × 1 s");
+    // Goose runs the whole pool for as long as the schedule, then stops it.
+    assert_eq!(load.plan().to_goose(), "200,0s;200,65s;0,0s");
+    assert_eq!(load.plan().total_duration(), Duration::from_secs(65));
+    let steps = load.steps();
+    assert_eq!(steps.len(), 2);
+    assert!(!steps[0].hold && steps[1].hold);
+    assert_eq!(steps[1].rate.unwrap().as_per_second(), 200.0);
+    assert_eq!(load.think_time(), ThinkTime::default());
+    assert_eq!(
+        load.describe(),
+        "arrivals 200/s,5s;200/s,1m (open model, 200 users)"
+    );
+
+    // The default pool stays within its bounds; `users` sets it.
+    let slow = parse(&with_load("arrival_rate = \"600/m\"\nduration = \"10s\"")).unwrap();
+    assert_eq!(slow.load.get_ref().pool(), DEFAULT_POOL_MIN);
+    let fast = parse(&with_load("arrival_rate = \"5000/s\"\nduration = \"1s\"")).unwrap();
+    assert_eq!(fast.load.get_ref().pool(), DEFAULT_POOL_MAX);
+    let set = parse(&with_load(
+        "arrival_rate = \"50/s\"\nduration = \"10s\"\nusers = 7",
+    ))
+    .unwrap();
+    assert_eq!(set.load.get_ref().pool(), 7);
+}
+
+#[test]
+fn a_rate_plan_is_used_as_written_and_its_plateaus_are_steps() {
+    let s = parse(&with_load(
+        "rate_plan = \"20/s,5s;20/s,20s;40/s,5s;40/s,20s\"\nusers = 30",
+    ))
+    .unwrap();
+    let load = s.load.get_ref();
+    assert_eq!(
+        load.arrivals().unwrap().to_string(),
+        "20/s,5s;20/s,20s;40/s,5s;40/s,20s"
+    );
+    assert_eq!(load.plan().to_goose(), "30,0s;30,50s;0,0s");
+    let holds: Vec<bool> = load.steps().iter().map(|s| s.hold).collect();
+    assert_eq!(holds, [false, true, false, true]);
+    assert!(load.steps().iter().all(|s| s.users == 30));
+}
+
+#[test]
+fn think_time_is_refused_with_an_open_load_at_its_line() {
+    let e = error_on_line(
+        &with_load("arrival_rate = \"20/s\"\nduration = \"10s\"\nthink_time = \"100ms..200ms\""),
+        5,
+    );
+    assert!(
+        e.contains("think_time does not apply to an open model"),
+        "{e}"
+    );
+    let e = error_on_line(
+        &with_load("think_time = \"1s\"\nrate_plan = \"20/s,10s\""),
+        3,
+    );
+    assert!(e.contains("think_time does not apply"), "{e}");
+}
+
+#[test]
+fn open_load_mistakes_point_at_the_field() {
+    let e = error_on_line(&with_load("arrival_rate = \"20/s\""), 3);
+    assert!(e.contains("arrival_rate needs a duration"), "{e}");
+    let e = error_on_line(&with_load("arrival_rate = \"0/s\"\nduration = \"1s\""), 3);
+    assert!(e.contains("arrival_rate must be above 0/s"), "{e}");
+    let e = error_on_line(&with_load("arrival_rate = \"20\"\nduration = \"1s\""), 3);
+    assert!(
+        e.ends_with(
+            "invalid arrival rate \"20\": expected a number of journeys per second or minute \
+             such as \"200/s\", \"12.5/s\" or \"600/m\""
+        ),
+        "{e}"
+    );
+    let e = error_on_line(
+        &with_load("arrival_rate = \"20/s\"\nduration = \"1s\"\nrate_plan = \"20/s,1s\""),
+        3,
+    );
+    assert!(e.contains("either arrival_rate or rate_plan"), "{e}");
+    let e = error_on_line(&with_load("rate_plan = \"20/s,1s\"\nduration = \"1s\""), 4);
+    assert!(
+        e.contains("either rate_plan or arrival_rate/ramp_up/duration"),
+        "{e}"
+    );
+    let e = error_on_line(
+        &with_load("rate_plan = \"20/s,1s\"\ntest_plan = \"1,1s\""),
+        4,
+    );
+    assert!(e.contains("test_plan is a closed model"), "{e}");
+    let e = error_on_line(&with_load("rate_plan = \"0/s,10s\""), 3);
+    assert!(e.contains("the rate plan must start journeys"), "{e}");
+    let e = error_on_line(&with_load("rate_plan = \"20/s;10s\""), 3);
+    assert!(e.contains("expected RATE,DURATION"), "{e}");
+    let e = error_on_line(&with_load("rate_plan = \"20/s,10s\"\nusers = 0"), 4);
+    assert!(
+        e.contains("users (the pool that runs the journeys) must be at least 1"),
+        "{e}"
+    );
+    let e = error_on_line(
+        &with_load("arrival_rate = \"100000/s\"\nduration = \"2m\""),
+        3,
+    );
+    assert!(
+        e.contains("more than the 10000000 one run may start"),
+        "{e}"
+    );
+}
+
+#[test]
+fn find_knee_takes_the_plateaus_of_a_rate_plan() {
+    let slo = "\n[[slo]]\nerror_rate = 0.01\n";
+    let no_plateau = format!(
+        "{}{slo}",
+        with_load("rate_plan = \"20/s,5s;40/s,5s\"\nfind_knee = true")
+    );
+    let e = error_on_line(&no_plateau, 4);
+    assert!(e.contains("plateau of the rate plan"), "{e}");
+    let constant = format!(
+        "{}{slo}",
+        with_load("arrival_rate = \"20/s\"\nduration = \"20s\"\nfind_knee = true")
+    );
+    assert!(parse(&constant).is_ok(), "a constant rate is one plateau");
+    let ok = format!(
+        "{}{slo}",
+        with_load("rate_plan = \"20/s,5s;20/s,20s;40/s,5s;40/s,20s\"\nfind_knee = true")
+    );
+    assert!(parse(&ok).unwrap().load.get_ref().finds_knee());
+}
+
+#[test]
+fn min_goodput_is_an_objective_on_confirmed_orders_without_an_endpoint() {
+    let base = with_load("users = 1\nduration = \"1s\"");
+    let s = parse(&format!("{base}\n[[slo]]\nmin_goodput = 180\n")).unwrap();
+    let objectives = s.objectives();
+    assert_eq!(
+        objectives[0].target,
+        Target::MinGoodput { per_second: 180.0 }
+    );
+    assert_eq!(
+        objectives[0].to_string(),
+        "goodput >= 180 confirmed orders/s"
+    );
+    let e = error_on_line(
+        &format!("{base}\n[[slo]]\nendpoint = \"POST /api/orders\"\nmin_goodput = 1\n"),
+        11,
+    );
+    assert!(e.contains("min_goodput counts confirmed orders"), "{e}");
+    let e = error_on_line(&format!("{base}\n[[slo]]\nmin_goodput = 0\n"), 10);
+    assert!(
+        e.contains("min_goodput must be a positive number of confirmed orders per second"),
+        "{e}"
+    );
+    let e = error_on_line(
+        &format!("{base}\n[[slo]]\nspan = \"order db\"\nmin_goodput = 1\n"),
+        11,
+    );
+    assert!(
+        e.contains("min_goodput does not apply to a span SLO"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! The value types of scenario files that are written as strings: durations (`"250ms"`), think
-//! time ranges (`"200ms..800ms"`) and goose-style test plans (`"10,5s;10,30s;0,5s"`).
+//! time ranges (`"200ms..800ms"`), goose-style test plans (`"10,5s;10,30s;0,5s"`), arrival rates
+//! (`"200/s"`) and their plans (`"50/s,10s;50/s,20s"`).
 //!
 //! Each parses in `FromStr` and deserializes from a TOML string through it, so a bad value fails
 //! with the span of that string and the same message the user reads in the docs.
@@ -158,6 +159,14 @@ string_serde!(
     "a think time string such as \"200ms..800ms\" or \"500ms\""
 );
 string_serde!(TestPlan, "a test plan string such as \"10,5s;10,30s;0,5s\"");
+string_serde!(
+    ArrivalRate,
+    "an arrival rate string such as \"200/s\" or \"600/m\""
+);
+string_serde!(
+    RatePlan,
+    "a rate plan string such as \"50/s,10s;50/s,20s;100/s,10s\""
+);
 
 /// How long a simulated user pauses between two journeys: uniformly between `min` and `max`.
 /// Written `"200ms..800ms"`, or `"500ms"` for a fixed pause.
@@ -205,8 +214,8 @@ pub struct PlanStep {
     pub over: HumanDuration,
 }
 
-/// Where one step of a [`TestPlan`] falls in the load.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where one step of a [`TestPlan`] (or a [`RatePlan`]) falls in the load.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StepSpan {
     /// The step's position in the plan, from 0.
     pub index: usize,
@@ -214,8 +223,18 @@ pub struct StepSpan {
     /// From the start of the load.
     pub start: std::time::Duration,
     pub end: std::time::Duration,
-    /// The step keeps the users of the step before it (and there are some): a plateau.
+    /// The step keeps the users (in an open model: the arrival rate) of the step before it,
+    /// and there are some: a plateau.
     pub hold: bool,
+    /// Open model: the arrival rate the step ends at (a plateau's rate); `None` in a closed one.
+    pub rate: Option<ArrivalRate>,
+}
+
+/// Whole seconds, a fraction rounded up: goose counts test plan steps in whole seconds and the
+/// report's timeline counts whole seconds, so both plans' steps last whole seconds.
+fn whole_seconds(d: HumanDuration) -> std::time::Duration {
+    let d = d.as_std();
+    std::time::Duration::from_secs(d.as_secs() + u64::from(d.subsec_nanos() > 0))
 }
 
 /// A goose-style test plan, `USERS,DURATION` steps separated by `;`, e.g. `"10,5s;10,30s;0,5s"`.
@@ -246,15 +265,14 @@ impl TestPlan {
             .iter()
             .enumerate()
             .map(|(index, s)| {
-                let d = s.over.as_std();
-                let end = start
-                    + std::time::Duration::from_secs(d.as_secs() + u64::from(d.subsec_nanos() > 0));
+                let end = start + whole_seconds(s.over);
                 let span = StepSpan {
                     index,
                     users: s.users,
                     start,
                     end,
                     hold: s.users > 0 && s.users == before && end > start,
+                    rate: None,
                 };
                 start = end;
                 before = s.users;
@@ -268,11 +286,7 @@ impl TestPlan {
     pub fn to_goose(&self) -> String {
         self.steps
             .iter()
-            .map(|s| {
-                let d = s.over.as_std();
-                let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
-                format!("{},{secs}s", s.users)
-            })
+            .map(|s| format!("{},{}s", s.users, whole_seconds(s.over).as_secs()))
             .collect::<Vec<_>>()
             .join(";")
     }
@@ -313,6 +327,210 @@ impl fmt::Display for TestPlan {
                 f.write_str(";")?;
             }
             write!(f, "{},{}", step.users, step.over)?;
+        }
+        Ok(())
+    }
+}
+
+/// How many journeys an open-model load starts per second: a number, `/s` or `/m`, e.g.
+/// `"200/s"`, `"12.5/s"`, `"600/m"` (10 per second). Kept as written, so it displays the same.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct ArrivalRate {
+    /// The number as written.
+    value: f64,
+    per_minute: bool,
+}
+
+/// The most arrivals per second a rate may ask for: far beyond what one load generator sends.
+pub const MAX_RATE_PER_SECOND: f64 = 100_000.0;
+/// The most journeys one open-model load may start: the report counts each arrival into its
+/// second and phase, which must stay quick.
+pub const MAX_ARRIVALS: f64 = 10_000_000.0;
+
+impl ArrivalRate {
+    pub const ZERO: Self = Self {
+        value: 0.0,
+        per_minute: false,
+    };
+
+    /// `n` arrivals per second.
+    pub fn per_second(n: f64) -> Self {
+        Self {
+            value: n,
+            per_minute: false,
+        }
+    }
+
+    /// Arrivals per second.
+    pub fn as_per_second(self) -> f64 {
+        if self.per_minute {
+            self.value / 60.0
+        } else {
+            self.value
+        }
+    }
+
+    pub fn is_zero(self) -> bool {
+        self.value == 0.0
+    }
+}
+
+fn rate_error(s: &str) -> String {
+    format!(
+        "invalid arrival rate {s:?}: expected a number of journeys per second or minute such as \
+         \"200/s\", \"12.5/s\" or \"600/m\""
+    )
+}
+
+impl FromStr for ArrivalRate {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (number, unit) = s.trim().split_once('/').ok_or_else(|| rate_error(s))?;
+        let per_minute = match unit.trim() {
+            "s" => false,
+            "m" => true,
+            _ => return Err(rate_error(s)),
+        };
+        let number = number.trim();
+        // Digits and at most one point: no sign, exponent, `inf` or `NaN`.
+        let digits = number.bytes().filter(u8::is_ascii_digit).count();
+        let points = number.bytes().filter(|b| *b == b'.').count();
+        if digits == 0 || points > 1 || digits + points != number.len() || number.len() > 15 {
+            return Err(rate_error(s));
+        }
+        let value: f64 = number.parse().map_err(|_| rate_error(s))?;
+        let rate = Self { value, per_minute };
+        if rate.as_per_second() > MAX_RATE_PER_SECOND {
+            return Err(format!(
+                "invalid arrival rate {s:?}: at most {MAX_RATE_PER_SECOND}/s"
+            ));
+        }
+        Ok(rate)
+    }
+}
+
+impl fmt::Display for ArrivalRate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // f64's Display is the shortest form that parses back: `200`, `12.5`.
+        write!(
+            f,
+            "{}/{}",
+            self.value,
+            if self.per_minute { "m" } else { "s" }
+        )
+    }
+}
+
+/// One step of a rate plan: change the arrival rate linearly to `rate` over `over` (from the
+/// rate the step before ended at; the first step starts at 0/s). A step that keeps the rate of
+/// the step before is a plateau.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateStep {
+    pub rate: ArrivalRate,
+    pub over: HumanDuration,
+}
+
+/// The open-model counterpart of a [`TestPlan`]: `RATE,DURATION` steps separated by `;`, e.g.
+/// `"50/s,10s;50/s,20s;100/s,10s;100/s,20s"`: ramp to 50/s over 10 s, hold it 20 s, ramp to
+/// 100/s over 10 s, hold it 20 s. The load ends with the last step.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RatePlan {
+    pub steps: Vec<RateStep>,
+}
+
+impl RatePlan {
+    /// The highest rate of the plan, per second.
+    pub fn peak_per_second(&self) -> f64 {
+        self.steps
+            .iter()
+            .map(|s| s.rate.as_per_second())
+            .fold(0.0, f64::max)
+    }
+
+    /// How many journeys the plan starts: the integral of its rate over time.
+    pub fn expected_arrivals(&self) -> f64 {
+        let mut before = 0.0;
+        let mut total = 0.0;
+        for s in &self.steps {
+            let rate = s.rate.as_per_second();
+            total += (before + rate) / 2.0 * whole_seconds(s.over).as_secs_f64();
+            before = rate;
+        }
+        total
+    }
+
+    /// How long the whole plan takes, each step in whole seconds (see [`Self::spans`]).
+    pub fn total_duration(&self) -> std::time::Duration {
+        self.steps.iter().map(|s| whole_seconds(s.over)).sum()
+    }
+
+    /// Each step's place in the load. Like a test plan's, a step lasts whole seconds (a
+    /// fraction is rounded up), so steps line up with the report's one-second timeline; the
+    /// arrival schedule follows these spans. `users` is `pool`, the users that run the
+    /// journeys; a plateau keeps the rate of the step before, above 0.
+    pub fn spans(&self, pool: u32) -> Vec<StepSpan> {
+        let mut start = std::time::Duration::ZERO;
+        let mut before = ArrivalRate::ZERO;
+        self.steps
+            .iter()
+            .enumerate()
+            .map(|(index, s)| {
+                let end = start + whole_seconds(s.over);
+                let span = StepSpan {
+                    index,
+                    users: pool,
+                    start,
+                    end,
+                    hold: !s.rate.is_zero()
+                        && s.rate.as_per_second() == before.as_per_second()
+                        && end > start,
+                    rate: Some(s.rate),
+                };
+                start = end;
+                before = s.rate;
+                span
+            })
+            .collect()
+    }
+}
+
+impl FromStr for RatePlan {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut steps = Vec::new();
+        let parts: Vec<&str> = s.trim().trim_end_matches(';').split(';').collect();
+        for (i, part) in parts.iter().enumerate() {
+            let (rate, over) = part.split_once(',').ok_or_else(|| {
+                format!(
+                    "invalid rate plan step {:?} (step {} of {s:?}): expected RATE,DURATION such \
+                     as \"50/s,30s\"",
+                    part.trim(),
+                    i + 1
+                )
+            })?;
+            let rate: ArrivalRate = rate
+                .trim()
+                .parse()
+                .map_err(|e| format!("{e} (in step {} of the rate plan)", i + 1))?;
+            let over: HumanDuration = over
+                .trim()
+                .parse()
+                .map_err(|e| format!("{e} (in step {} of the rate plan)", i + 1))?;
+            steps.push(RateStep { rate, over });
+        }
+        Ok(Self { steps })
+    }
+}
+
+impl fmt::Display for RatePlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, step) in self.steps.iter().enumerate() {
+            if i > 0 {
+                f.write_str(";")?;
+            }
+            write!(f, "{},{}", step.rate, step.over)?;
         }
         Ok(())
     }
@@ -405,5 +623,67 @@ mod tests {
         assert!(e.contains("expected USERS,DURATION"), "{e}");
         let e = "10,5x".parse::<TestPlan>().unwrap_err();
         assert!(e.contains("invalid duration \"5x\""), "{e}");
+    }
+
+    #[test]
+    fn arrival_rates_parse_per_second_and_per_minute_and_display_as_written() {
+        let r: ArrivalRate = "200/s".parse().unwrap();
+        assert_eq!(r.as_per_second(), 200.0);
+        assert_eq!(r.to_string(), "200/s");
+        let r: ArrivalRate = "12.5/s".parse().unwrap();
+        assert_eq!(r.as_per_second(), 12.5);
+        assert_eq!(r.to_string(), "12.5/s");
+        let r: ArrivalRate = "600/m".parse().unwrap();
+        assert_eq!(r.as_per_second(), 10.0);
+        assert_eq!(r.to_string(), "600/m");
+        assert!("0/s".parse::<ArrivalRate>().unwrap().is_zero());
+        for bad in [
+            "200", "200/h", "/s", "-5/s", "1e3/s", "inf/s", "NaN/s", "1.2.3/s", "x/s",
+        ] {
+            let e = bad.parse::<ArrivalRate>().unwrap_err();
+            assert!(
+                e.contains("expected a number of journeys per second"),
+                "{bad}: {e}"
+            );
+        }
+        let e = "200001/s".parse::<ArrivalRate>().unwrap_err();
+        assert!(e.contains("at most 100000/s"), "{e}");
+    }
+
+    #[test]
+    fn rate_plans_parse_and_their_plateaus_keep_the_rate_before() {
+        let p: RatePlan = "50/s,10s;50/s,20s;100/s,2.5s;100/s,20s;0/s,5s;"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            p.to_string(),
+            "50/s,10s;50/s,20s;100/s,2500ms;100/s,20s;0/s,5s"
+        );
+        assert_eq!(p.peak_per_second(), 100.0);
+        assert_eq!(p.total_duration(), Duration::from_secs(58));
+        let spans = p.spans(40);
+        let secs = |s: &StepSpan| (s.start.as_secs(), s.end.as_secs());
+        assert_eq!(
+            spans.iter().map(secs).collect::<Vec<_>>(),
+            [(0, 10), (10, 30), (30, 33), (33, 53), (53, 58)]
+        );
+        assert_eq!(
+            spans.iter().map(|s| s.hold).collect::<Vec<_>>(),
+            [false, true, false, true, false]
+        );
+        assert!(spans.iter().all(|s| s.users == 40));
+        assert_eq!(spans[3].rate.map(|r| r.as_per_second()), Some(100.0));
+        let e = "50/s;10s".parse::<RatePlan>().unwrap_err();
+        assert!(e.contains("expected RATE,DURATION"), "{e}");
+        let e = "50,10s".parse::<RatePlan>().unwrap_err();
+        assert!(
+            e.contains("invalid arrival rate \"50\"") && e.contains("step 1"),
+            "{e}"
+        );
+        let e = "50/s,10s;60/s,1x".parse::<RatePlan>().unwrap_err();
+        assert!(
+            e.contains("invalid duration \"1x\"") && e.contains("step 2"),
+            "{e}"
+        );
     }
 }

@@ -114,7 +114,9 @@ impl Scenario {
 
     fn validate_load(&self) -> Result<(), ScenarioError> {
         let load = self.load.get_ref();
-        if let Some(plan) = &load.test_plan {
+        if load.is_open() {
+            self.validate_open_load()?;
+        } else if let Some(plan) = &load.test_plan {
             if let Some(span) = [
                 load.users.as_ref().map(Spanned::span),
                 load.ramp_up.as_ref().map(Spanned::span),
@@ -141,7 +143,8 @@ impl Scenario {
             let Some(users) = &load.users else {
                 return Err(self.error(
                     self.load.span(),
-                    "[load] needs users and duration (with an optional ramp_up), or a test_plan",
+                    "[load] needs users and duration (with an optional ramp_up), or a test_plan \
+                     (closed model); or an arrival_rate and duration, or a rate_plan (open model)",
                 ));
             };
             if *users.get_ref() == 0 {
@@ -190,6 +193,103 @@ impl Scenario {
             ));
         }
         Ok(())
+    }
+
+    /// An open model: its fields ([`Self::validate_open_fields`]), and a schedule small enough
+    /// to count arrival by arrival.
+    fn validate_open_load(&self) -> Result<(), ScenarioError> {
+        self.validate_open_fields()?;
+        let load = self.load.get_ref();
+        let arrivals = load.arrivals().map_or(0.0, |p| p.expected_arrivals());
+        if arrivals > super::units::MAX_ARRIVALS {
+            let span = load
+                .rate_plan
+                .as_ref()
+                .map(Spanned::span)
+                .or_else(|| load.arrival_rate.as_ref().map(Spanned::span))
+                .unwrap_or_else(|| self.load.span());
+            return Err(self.error(
+                span,
+                format!(
+                    "this load starts {arrivals:.0} journeys, more than the {} one run may \
+                     start; lower the rate or shorten the load",
+                    super::units::MAX_ARRIVALS
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `arrival_rate` with `duration` (and `ramp_up`), or a `rate_plan`; `users` is the pool; no
+    /// `test_plan`, and no `think_time` (journeys start on the schedule).
+    fn validate_open_fields(&self) -> Result<(), ScenarioError> {
+        let load = self.load.get_ref();
+        if let Some(plan) = &load.test_plan {
+            return Err(self.error(
+                plan.span(),
+                "test_plan is a closed model (users) and arrival_rate/rate_plan an open one \
+                 (journeys per second); use one of them",
+            ));
+        }
+        if let Some(think) = &load.think_time {
+            return Err(self.error(
+                think.span(),
+                "think_time does not apply to an open model: journeys start at the arrival \
+                 rate whatever users do, so a pause would only idle the pool; remove it",
+            ));
+        }
+        if let Some(users) = &load.users
+            && *users.get_ref() == 0
+        {
+            return Err(self.error(
+                users.span(),
+                "users (the pool that runs the journeys) must be at least 1",
+            ));
+        }
+        match (&load.arrival_rate, &load.rate_plan) {
+            (Some(rate), Some(_)) => Err(self.error(
+                rate.span(),
+                "use either arrival_rate or rate_plan, not both: the rate plan sets the rates \
+                 and how long they last",
+            )),
+            (Some(rate), None) => {
+                if rate.get_ref().is_zero() {
+                    return Err(self.error(rate.span(), "arrival_rate must be above 0/s"));
+                }
+                let Some(duration) = &load.duration else {
+                    return Err(self.error(
+                        rate.span(),
+                        "arrival_rate needs a duration, e.g. duration = \"30s\"",
+                    ));
+                };
+                self.positive(duration, "duration")
+            }
+            (None, Some(plan)) => {
+                if let Some(span) = [
+                    load.ramp_up.as_ref().map(Spanned::span),
+                    load.duration.as_ref().map(Spanned::span),
+                ]
+                .into_iter()
+                .flatten()
+                .next()
+                {
+                    return Err(self.error(
+                        span,
+                        "use either rate_plan or arrival_rate/ramp_up/duration, not both: the \
+                         rate plan sets the rates and how long they last",
+                    ));
+                }
+                let p = plan.get_ref();
+                if p.peak_per_second() <= 0.0 || p.total_duration().is_zero() {
+                    return Err(self.error(
+                        plan.span(),
+                        "the rate plan must start journeys (a rate above 0/s) for longer than 0s",
+                    ));
+                }
+                Ok(())
+            }
+            (None, None) => Ok(()),
+        }
     }
 
     fn validate_chaos(&self, entry: &Spanned<ChaosEntry>) -> Result<(), ScenarioError> {
@@ -357,13 +457,17 @@ impl Scenario {
         let Some(knee) = load.find_knee.as_ref().filter(|k| *k.get_ref()) else {
             return Ok(());
         };
-        if !load.plan().spans().iter().any(|s| s.hold) {
-            return Err(self.error(
-                knee.span(),
+        if !load.steps().iter().any(|s| s.hold) {
+            let message = if load.is_open() {
+                "find_knee judges the SLOs on each plateau of the rate plan, and this load has \
+                 none: use a rate_plan with steps that keep the rate of the step before, e.g. \
+                 \"20/s,5s;20/s,20s;40/s,5s;40/s,20s\""
+            } else {
                 "find_knee judges the SLOs on each plateau of the test plan, and this plan has \
                  none: add steps that keep the users of the step before, e.g. \
-                 \"10,10s;10,30s;20,10s;20,30s\"",
-            ));
+                 \"10,10s;10,30s;20,10s;20,30s\""
+            };
+            return Err(self.error(knee.span(), message));
         }
         if self.slos.is_empty() {
             return Err(self.error(
@@ -433,6 +537,10 @@ impl Scenario {
                     .as_ref()
                     .map(|e| (e.span(), "min_throughput")),
                 entry
+                    .min_goodput
+                    .as_ref()
+                    .map(|e| (e.span(), "min_goodput")),
+                entry
                     .saga_completion_p99
                     .as_ref()
                     .map(|e| (e.span(), "saga_completion_p99")),
@@ -456,6 +564,13 @@ impl Scenario {
                      [[slo]] without endpoint",
                 ));
             }
+            if let Some(goodput) = &entry.min_goodput {
+                return Err(self.error(
+                    goodput.span(),
+                    "min_goodput counts confirmed orders, not an endpoint's requests; put it in \
+                     an [[slo]] without endpoint",
+                ));
+            }
         }
         for (d, name) in [
             (&entry.p50, "p50"),
@@ -476,22 +591,26 @@ impl Scenario {
         if let Some(rate) = &entry.error_rate {
             self.fraction(rate, "error_rate")?;
         }
-        if let Some(t) = &entry.min_throughput {
-            let v = *t.get_ref();
-            if !(v.is_finite() && v > 0.0) {
-                return Err(self.error(
-                    t.span(),
-                    format!(
-                        "min_throughput must be a positive number of requests per second, not {v}"
-                    ),
-                ));
+        for (t, field, what) in [
+            (&entry.min_throughput, "min_throughput", "requests"),
+            (&entry.min_goodput, "min_goodput", "confirmed orders"),
+        ] {
+            if let Some(t) = t {
+                let v = *t.get_ref();
+                if !(v.is_finite() && v > 0.0) {
+                    return Err(self.error(
+                        t.span(),
+                        format!("{field} must be a positive number of {what} per second, not {v}"),
+                    ));
+                }
             }
         }
         if objectives_of(entry).is_empty() {
             let what = if entry.span.is_some() {
                 "add one of p50, p95, p99 or max"
             } else {
-                "add one of p50, p95, p99, max, error_rate, min_throughput or saga_completion_p99"
+                "add one of p50, p95, p99, max, error_rate, min_throughput, min_goodput or \
+                 saga_completion_p99"
             };
             return Err(self.error(
                 slo.span(),
@@ -518,6 +637,10 @@ impl Scenario {
                 .min_throughput
                 .as_ref()
                 .map(|e| (e.span(), "min_throughput")),
+            entry
+                .min_goodput
+                .as_ref()
+                .map(|e| (e.span(), "min_goodput")),
             entry
                 .saga_completion_p99
                 .as_ref()

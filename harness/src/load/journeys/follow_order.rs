@@ -33,6 +33,10 @@ pub fn run(user: &mut GooseUser, ctx: Arc<Ctx>) -> JourneyFuture<'_> {
                     return Err(e);
                 }
             };
+            // Told to come back later: the order is followed again in a later journey.
+            if reply.shed.is_some() {
+                break;
+            }
             if reply.is_success()
                 && let Ok(view) = serde_json::from_str::<OrderView>(&reply.body)
                 && view.status.is_terminal()

@@ -1,7 +1,9 @@
 //! `place_order`: a customer places an order of 1 to 3 lines with a fresh `Idempotency-Key`,
 //! and now and then sends the very same request again, as a client retrying after a lost answer
 //! would, to exercise the replay path. Every `POST` is recorded as an
-//! [`OrderAttempt`](crate::checks::model::OrderAttempt).
+//! [`OrderAttempt`](crate::checks::model::OrderAttempt). An order the system shed (503 or 429
+//! with `Retry-After`) created nothing, so its attempt is a definite failure, and it is not
+//! sent again at once: the client was told to come back later.
 
 use std::sync::Arc;
 
@@ -59,6 +61,9 @@ pub fn run(user: &mut GooseUser, ctx: Arc<Ctx>) -> JourneyFuture<'_> {
             };
             ctx.recorder
                 .attempt(attempt, customer, reply.answered, Some(&trace_id));
+            if reply.shed.is_some() {
+                break;
+            }
         }
         Ok(())
     })
@@ -80,5 +85,39 @@ fn outcome(reply: &Reply) -> AttemptOutcome {
             error: error.clone(),
         },
         None => AttemptOutcome::from_answer(reply.status, &reply.body, reply.replayed),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::load::journeys::shed_wait;
+
+    fn answer(status: u16, retry_after: Option<&str>) -> Reply {
+        Reply {
+            status,
+            body: r#"{"error":"overloaded, retry later"}"#.into(),
+            replayed: false,
+            answered: Instant::now(),
+            error: None,
+            shed: shed_wait(status, retry_after),
+        }
+    }
+
+    #[test]
+    fn a_shed_order_is_a_definite_failure_for_the_lost_orders_check_never_unknown() {
+        for status in [503, 429] {
+            let reply = answer(status, Some("1"));
+            assert_eq!(reply.shed, Some(Duration::from_secs(1)));
+            let outcome = outcome(&reply);
+            assert_eq!(outcome, AttemptOutcome::Failed { status });
+            assert!(
+                !outcome.is_indeterminate(),
+                "a shed POST created no order: {outcome:?}"
+            );
+            assert_eq!(outcome.acknowledged(), None);
+        }
     }
 }
