@@ -1,12 +1,13 @@
-//! The broker's listener: tansu's request handlers, with this crate's group coordinator
-//! ([`crate::coordinator`]), its Fetch long poll and Produce notifications ([`crate::fetch`]),
-//! and ListGroups/DescribeGroups answered from the coordinator's membership.
+//! The broker's listener: tansu's request handlers over this crate's storage
+//! ([`crate::storage`]), with this crate's group coordinator ([`crate::coordinator`]), its Fetch
+//! long poll ([`crate::fetch`]), and ListGroups/DescribeGroups answered from the coordinator's
+//! membership.
 //!
 //! tansu's own `Broker::listen` wires its coordinator and handlers in with no way to swap one,
 //! so this module builds the same route table from tansu's public per-request services and
 //! runs its own accept loop; every request this crate does not replace is tansu's.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
 use anyhow::Context as _;
 use rama::{
@@ -16,7 +17,7 @@ use rama::{
 use tansu_broker::service::{auth, coordinator as coordinator_routes, storage as storage_routes};
 use tansu_sans_io::{
     ApiKey as _, DescribeGroupsRequest, DescribeGroupsResponse, FetchRequest, ListGroupsRequest,
-    ListGroupsResponse, ProduceRequest,
+    ListGroupsResponse,
 };
 use tansu_service::{
     BytesFrameLayer, FrameRequestLayer, FrameRouteBuilder, FrameRouteService, TcpBytesLayer,
@@ -26,10 +27,7 @@ use tansu_storage::Storage;
 use tokio::{net::TcpListener, task::JoinSet};
 use tracing::{debug, warn};
 
-use crate::{
-    coordinator::GroupCoordinator,
-    fetch::{LongPollFetch, NotifyingProduce, Produced},
-};
+use crate::{coordinator::GroupCoordinator, fetch::LongPollFetch, storage::LogStorage};
 
 type Routes = FrameRouteBuilder<(), tansu_broker::Error>;
 /// One of tansu's functions that add the route of a request to a route table.
@@ -42,11 +40,10 @@ const MAINTENANCE_EVERY: Duration = Duration::from_secs(600);
 /// connection with it).
 pub(crate) async fn serve<S: Storage>(
     listener: TcpListener,
-    storage: S,
+    storage: LogStorage<S>,
     cluster_id: String,
 ) -> anyhow::Result<()> {
     let coordinator = GroupCoordinator::new(storage.clone());
-    let produced = Arc::new(Produced::default());
     let mut connections = JoinSet::new();
     let mut maintenance = tokio::time::interval(MAINTENANCE_EVERY);
     maintenance.tick().await;
@@ -65,7 +62,7 @@ pub(crate) async fn serve<S: Storage>(
                 if let Err(err) = stream.set_nodelay(true) {
                     debug!(error = %err, "cannot set TCP_NODELAY");
                 }
-                let routes = routes(&storage, &coordinator, &produced)
+                let routes = routes(&storage, &coordinator)
                     .context("cannot build the request routes")?;
                 let service = (
                     TcpContextLayer::new(TcpContext::default().cluster_id(Some(cluster_id.clone()))),
@@ -93,14 +90,13 @@ pub(crate) async fn serve<S: Storage>(
     }
 }
 
-/// The route table: tansu's handlers, with Fetch, Produce, the group requests, ListGroups and
+/// The route table: tansu's handlers, with Fetch, the group requests, ListGroups and
 /// DescribeGroups replaced.
 fn routes<S: Storage>(
-    storage: &S,
-    coordinator: &GroupCoordinator<S>,
-    produced: &Arc<Produced>,
+    storage: &LogStorage<S>,
+    coordinator: &GroupCoordinator<LogStorage<S>>,
 ) -> Result<FrameRouteService<(), tansu_broker::Error>, tansu_broker::Error> {
-    let tansu: [AddRoute<S>; 22] = [
+    let tansu: [AddRoute<LogStorage<S>>; 23] = [
         storage_routes::add_offsets_to_txn,
         storage_routes::add_partitions_to_txn,
         storage_routes::alter_user_scram_credentials,
@@ -122,6 +118,7 @@ fn routes<S: Storage>(
         storage_routes::list_offsets,
         storage_routes::list_partition_reassignments,
         storage_routes::metadata,
+        storage_routes::produce,
         storage_routes::txn_offset_commit_request,
     ];
     let mut builder = FrameRouteService::<(), tansu_broker::Error>::builder();
@@ -139,22 +136,7 @@ fn routes<S: Storage>(
             MapStateLayer::new(move |_| state),
             FrameRequestLayer::<FetchRequest>::new(),
         )
-            .into_layer(LongPollFetch {
-                produced: Arc::clone(produced),
-            })
-            .boxed(),
-    )?;
-    let state = storage.clone();
-    builder = builder.with_route(
-        ProduceRequest::KEY,
-        (
-            MapErrLayer::new(tansu_broker::Error::from),
-            MapStateLayer::new(move |_| state),
-            FrameRequestLayer::<ProduceRequest>::new(),
-        )
-            .into_layer(NotifyingProduce {
-                produced: Arc::clone(produced),
-            })
+            .into_layer(LongPollFetch)
             .boxed(),
     )?;
     let state = coordinator.clone();
