@@ -82,22 +82,49 @@ pub async fn handle_command(
     env: &Envelope<InventoryCommand>,
 ) -> Result<Processed, DbError> {
     let mut tx = db.begin().await?;
-    if !inbox::first_delivery(&mut tx, CONSUMER, env.message_id).await? {
+    let processed = apply_command(db, &mut tx, env).await?;
+    tx.commit().await?;
+    Ok(processed)
+}
+
+/// Applies commands that arrived together in one transaction, in order; returns whether any
+/// was new (and so announced an event).
+///
+/// Not retried here: wrap it in [`platform::db::retry`] (the consumer does).
+pub async fn handle_commands(
+    db: &Db,
+    envs: &[Envelope<InventoryCommand>],
+) -> Result<bool, DbError> {
+    let mut tx = db.begin().await?;
+    let mut handled = false;
+    for env in envs {
+        handled |= apply_command(db, &mut tx, env).await? == Processed::Handled;
+    }
+    tx.commit().await?;
+    Ok(handled)
+}
+
+/// Applies one command inside the caller's transaction.
+async fn apply_command(
+    db: &Db,
+    tx: &mut Tx,
+    env: &Envelope<InventoryCommand>,
+) -> Result<Processed, DbError> {
+    if !inbox::first_delivery(tx, CONSUMER, env.message_id).await? {
         tracing::debug!("duplicate delivery ignored");
         return Ok(Processed::Duplicate);
     }
     let event = match &env.body {
         InventoryCommand::ReserveStock { order_id, items } => {
-            Some(reserve(db, &mut tx, *order_id, items).await?)
+            Some(reserve(db, tx, *order_id, items).await?)
         }
-        InventoryCommand::ReleaseStock { order_id } => Some(release(db, &mut tx, *order_id).await?),
-        InventoryCommand::CommitStock { order_id } => commit(db, &mut tx, *order_id).await?,
+        InventoryCommand::ReleaseStock { order_id } => Some(release(db, tx, *order_id).await?),
+        InventoryCommand::CommitStock { order_id } => commit(db, tx, *order_id).await?,
     };
     if let Some(event) = event {
         let envelope = Envelope::new(event, platform::now_ms());
-        outbox::enqueue(&mut tx, topics::INVENTORY_EVENTS, &envelope).await?;
+        outbox::enqueue(tx, topics::INVENTORY_EVENTS, &envelope).await?;
     }
-    tx.commit().await?;
     Ok(Processed::Handled)
 }
 
@@ -482,6 +509,17 @@ impl Handler for CommandConsumer {
     async fn handle(&self, delivery: &Delivery) -> Result<(), HandleError> {
         let env: Envelope<InventoryCommand> = decode(&delivery.payload)?;
         if retry(5, || handle_command(&self.db, &env)).await? == Processed::Handled {
+            self.relay.notify_one();
+        }
+        Ok(())
+    }
+
+    async fn handle_batch(&self, deliveries: &[Delivery]) -> Result<(), HandleError> {
+        let envs = deliveries
+            .iter()
+            .map(|delivery| decode::<InventoryCommand>(&delivery.payload))
+            .collect::<Result<Vec<_>, _>>()?;
+        if retry(5, || handle_commands(&self.db, &envs)).await? {
             self.relay.notify_one();
         }
         Ok(())

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use contracts::domain::OrderId;
 use contracts::messages::{Envelope, InventoryEvent, MessageKind, PaymentEvent, decode, topics};
-use platform::db::{Db, DbError};
+use platform::db::{Db, DbError, Tx};
 use platform::messaging::consumer::{Delivery, HandleError, Handler};
 use platform::messaging::inbox;
 use sqlx::AnyConnection;
@@ -110,25 +110,62 @@ async fn handle_once(
     input: &SagaInput,
 ) -> Result<Handled, DbError> {
     let mut tx = db.begin().await?;
-    if !inbox::first_delivery(&mut tx, CONSUMER, message_id).await? {
-        tx.rollback().await?;
-        tracing::debug!("duplicate delivery; nothing to do");
-        return Ok(Handled::Duplicate);
-    }
-    let Some((order, saga)) =
-        store::load_order_and_saga(&mut tx, db.for_update(), order_id).await?
-    else {
-        tracing::warn!("event for an unknown order; ignoring it");
-        tx.commit().await?;
-        return Ok(Handled::UnknownOrder);
-    };
-    let now = platform::now_ms();
-    let decision = decide(&saga.state, &order.state, input, now, policy);
-    let (handled, transition) =
-        write_decision(&mut tx, &order, &saga, &decision, now, cause(input)).await?;
+    let (handled, transition) = apply(&mut tx, db, policy, message_id, order_id, input).await?;
     tx.commit().await?;
     transition.record();
     Ok(handled)
+}
+
+/// Applies one event inside the caller's transaction; the transition is to be recorded once it
+/// commits.
+async fn apply(
+    tx: &mut Tx,
+    db: &Db,
+    policy: &SagaPolicy,
+    message_id: Uuid,
+    order_id: OrderId,
+    input: &SagaInput,
+) -> Result<(Handled, Transition), DbError> {
+    if !inbox::first_delivery(tx, CONSUMER, message_id).await? {
+        tracing::debug!("duplicate delivery; nothing to do");
+        return Ok((Handled::Duplicate, Transition::default()));
+    }
+    let Some((order, saga)) = store::load_order_and_saga(tx, db.for_update(), order_id).await?
+    else {
+        tracing::warn!(%order_id, "event for an unknown order; ignoring it");
+        return Ok((Handled::UnknownOrder, Transition::default()));
+    };
+    let now = platform::now_ms();
+    let decision = decide(&saga.state, &order.state, input, now, policy);
+    write_decision(tx, &order, &saga, &decision, now, cause(input)).await
+}
+
+/// Applies events that arrived together in one transaction, in order; returns whether any
+/// changed something (so the relay has commands or events to send).
+pub async fn handle_all(
+    db: &Db,
+    policy: &SagaPolicy,
+    events: &[(Uuid, OrderId, SagaInput)],
+) -> Result<bool, DbError> {
+    let transitions = platform::db::retry(5, || async {
+        let mut tx = db.begin().await?;
+        let mut transitions = Vec::with_capacity(events.len());
+        let mut applied = false;
+        for (message_id, order_id, input) in events {
+            let (handled, transition) =
+                apply(&mut tx, db, policy, *message_id, *order_id, input).await?;
+            applied |= matches!(handled, Handled::Applied { .. });
+            transitions.push(transition);
+        }
+        tx.commit().await?;
+        Ok((applied, transitions))
+    })
+    .await?;
+    let (applied, transitions) = transitions;
+    for transition in transitions {
+        transition.record();
+    }
+    Ok(applied)
 }
 
 /// The reason class an input gives an order that ends because of it (a metric label).
@@ -371,6 +408,40 @@ impl Handler for SagaEventHandler {
             }
         };
         if matches!(handled, Handled::Applied { .. }) {
+            self.relay.notify_one();
+        }
+        Ok(())
+    }
+
+    async fn handle_batch(&self, deliveries: &[Delivery]) -> Result<(), HandleError> {
+        let mut events = Vec::with_capacity(deliveries.len());
+        for delivery in deliveries {
+            let event = match delivery.topic.as_str() {
+                topics::INVENTORY_EVENTS => {
+                    let env = decode::<InventoryEvent>(&delivery.payload)?;
+                    (
+                        env.message_id,
+                        env.body.order_id(),
+                        SagaInput::Inventory(env.body),
+                    )
+                }
+                topics::PAYMENT_EVENTS => {
+                    let env = decode::<PaymentEvent>(&delivery.payload)?;
+                    (
+                        env.message_id,
+                        env.body.order_id(),
+                        SagaInput::Payment(env.body),
+                    )
+                }
+                other => {
+                    return Err(HandleError::Poison(format!(
+                        "the saga does not consume topic {other}"
+                    )));
+                }
+            };
+            events.push(event);
+        }
+        if handle_all(&self.db, &self.policy, &events).await? {
             self.relay.notify_one();
         }
         Ok(())

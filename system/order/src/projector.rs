@@ -8,7 +8,7 @@
 //! and consumer latency: a just-placed order may answer 404 for a moment.
 
 use contracts::messages::{Envelope, MessageKind, OrderEvent, decode, topics};
-use platform::db::{Db, DbError};
+use platform::db::{Db, DbError, Tx};
 use platform::messaging::consumer::{Delivery, HandleError, Handler};
 use platform::messaging::inbox;
 
@@ -34,13 +34,18 @@ pub async fn project(db: &Db, env: &Envelope<OrderEvent>) -> Result<Projected, D
 
 async fn project_once(db: &Db, env: &Envelope<OrderEvent>) -> Result<Projected, DbError> {
     let mut tx = db.begin().await?;
-    if !inbox::first_delivery(&mut tx, CONSUMER, env.message_id).await? {
-        tx.rollback().await?;
+    let projected = project_in(&mut tx, env).await?;
+    tx.commit().await?;
+    Ok(projected)
+}
+
+/// Projects one event inside the caller's transaction.
+async fn project_in(tx: &mut Tx, env: &Envelope<OrderEvent>) -> Result<Projected, DbError> {
+    if !inbox::first_delivery(tx, CONSUMER, env.message_id).await? {
         return Ok(Projected::Duplicate);
     }
     let OrderEvent::OrderChanged { version, order, .. } = &env.body;
-    let applied = store::upsert_view(&mut tx, order, *version).await?;
-    tx.commit().await?;
+    let applied = store::upsert_view(tx, order, *version).await?;
     if applied {
         tracing::debug!(version, status = %order.status, "read model updated");
         Ok(Projected::Applied)
@@ -48,6 +53,20 @@ async fn project_once(db: &Db, env: &Envelope<OrderEvent>) -> Result<Projected, 
         tracing::debug!(version, "stale order event ignored");
         Ok(Projected::Stale)
     }
+}
+
+/// Projects events that arrived together in one transaction (the inbox and the version check
+/// make each one behave as on its own).
+pub async fn project_all(db: &Db, envs: &[Envelope<OrderEvent>]) -> Result<(), DbError> {
+    platform::db::retry(5, || async {
+        let mut tx = db.begin().await?;
+        for env in envs {
+            project_in(&mut tx, env).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    })
+    .await
 }
 
 /// The consumer of `order.events` (group `order-projector`).
@@ -65,6 +84,21 @@ impl Handler for ProjectorHandler {
         }
         let env = decode::<OrderEvent>(&delivery.payload)?;
         project(&self.db, &env).await?;
+        Ok(())
+    }
+
+    async fn handle_batch(&self, deliveries: &[Delivery]) -> Result<(), HandleError> {
+        let mut envs = Vec::with_capacity(deliveries.len());
+        for delivery in deliveries {
+            if delivery.topic != topics::ORDER_EVENTS {
+                return Err(HandleError::Poison(format!(
+                    "the projector does not consume topic {}",
+                    delivery.topic
+                )));
+            }
+            envs.push(decode::<OrderEvent>(&delivery.payload)?);
+        }
+        project_all(&self.db, &envs).await?;
         Ok(())
     }
 }

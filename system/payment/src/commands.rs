@@ -61,13 +61,38 @@ fn money(minor: i64) -> Result<Money, DbError> {
 )]
 pub async fn handle_command(db: &Db, env: &Envelope<PaymentCommand>) -> Result<Processed, DbError> {
     let mut tx = db.begin().await?;
-    if !inbox::first_delivery(&mut tx, CONSUMER, env.message_id).await? {
+    let processed = apply_command(db, &mut tx, env).await?;
+    tx.commit().await?;
+    Ok(processed)
+}
+
+/// Applies commands that arrived together in one transaction, in order; returns whether any
+/// was new (and so announced an event).
+///
+/// Not retried here: wrap it in [`platform::db::retry`] (the consumer does).
+pub async fn handle_commands(db: &Db, envs: &[Envelope<PaymentCommand>]) -> Result<bool, DbError> {
+    let mut tx = db.begin().await?;
+    let mut handled = false;
+    for env in envs {
+        handled |= apply_command(db, &mut tx, env).await? == Processed::Handled;
+    }
+    tx.commit().await?;
+    Ok(handled)
+}
+
+/// Applies one command inside the caller's transaction.
+async fn apply_command(
+    db: &Db,
+    tx: &mut Tx,
+    env: &Envelope<PaymentCommand>,
+) -> Result<Processed, DbError> {
+    if !inbox::first_delivery(tx, CONSUMER, env.message_id).await? {
         tracing::debug!("duplicate delivery ignored");
         return Ok(Processed::Duplicate);
     }
     let order_id = env.body.order_id();
-    store::lock_order(db, &mut tx, order_id).await?;
-    let state = OrderPayment::of(&store::order_events(&mut tx, order_id).await?);
+    store::lock_order(db, tx, order_id).await?;
+    let state = OrderPayment::of(&store::order_events(tx, order_id).await?);
     let cmd = Command {
         db,
         message_id: env.message_id,
@@ -78,18 +103,14 @@ pub async fn handle_command(db: &Db, env: &Envelope<PaymentCommand>) -> Result<P
             customer_id,
             amount_minor,
             ..
-        } => Some(
-            cmd.authorize(&mut tx, state, customer_id, *amount_minor)
-                .await?,
-        ),
-        PaymentCommand::CapturePayment { .. } => cmd.capture(&mut tx, state).await?,
-        PaymentCommand::VoidPayment { .. } => cmd.void(&mut tx, state).await?,
+        } => Some(cmd.authorize(tx, state, customer_id, *amount_minor).await?),
+        PaymentCommand::CapturePayment { .. } => cmd.capture(tx, state).await?,
+        PaymentCommand::VoidPayment { .. } => cmd.void(tx, state).await?,
     };
     if let Some(event) = event {
         let envelope = Envelope::new(event, platform::now_ms());
-        outbox::enqueue(&mut tx, topics::PAYMENT_EVENTS, &envelope).await?;
+        outbox::enqueue(tx, topics::PAYMENT_EVENTS, &envelope).await?;
     }
-    tx.commit().await?;
     Ok(Processed::Handled)
 }
 
@@ -329,6 +350,17 @@ impl Handler for CommandConsumer {
     async fn handle(&self, delivery: &Delivery) -> Result<(), HandleError> {
         let env: Envelope<PaymentCommand> = decode(&delivery.payload)?;
         if retry(5, || handle_command(&self.db, &env)).await? == Processed::Handled {
+            self.relay.notify_one();
+        }
+        Ok(())
+    }
+
+    async fn handle_batch(&self, deliveries: &[Delivery]) -> Result<(), HandleError> {
+        let envs = deliveries
+            .iter()
+            .map(|delivery| decode::<PaymentCommand>(&delivery.payload))
+            .collect::<Result<Vec<_>, _>>()?;
+        if retry(5, || handle_commands(&self.db, &envs)).await? {
             self.relay.notify_one();
         }
         Ok(())

@@ -10,12 +10,18 @@
 //! a deferred transaction that later upgrades to a writer can fail at once with SQLITE_BUSY
 //! instead of waiting, which is what made concurrent instances trip over each other.
 
+use std::fs::{File, OpenOptions};
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::Migrator;
-use sqlx::{Any, AnyPool, Executor, Transaction};
+use sqlx::{Any, AnyConnection, AnyPool, Executor, Transaction};
+use tokio::sync::{Mutex, OwnedMutexGuard};
 use tracing::Instrument;
 
 /// The platform's own tables (outbox, inbox), in every service database.
@@ -67,12 +73,58 @@ impl DbError {
     }
 }
 
-pub type Tx = Transaction<'static, Any>;
+/// A write transaction from [`Db::begin`]. Queries run on it as on sqlx's transaction (it derefs
+/// to the connection); [`Tx::commit`] ends it, dropping it rolls it back. On SQLite it also holds
+/// this process's writer turn until it ends.
+pub struct Tx {
+    tx: Transaction<'static, Any>,
+    _turn: Option<WriterTurn>,
+}
+
+/// This process's writer turn and, across processes, the lock file's lock (released when
+/// dropped, also by the kernel when the process dies).
+struct WriterTurn {
+    _in_process: OwnedMutexGuard<()>,
+    _across_processes: Option<Flock<File>>,
+}
+
+impl Tx {
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.tx.rollback().await
+    }
+}
+
+impl std::ops::Deref for Tx {
+    type Target = AnyConnection;
+
+    fn deref(&self) -> &AnyConnection {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.tx
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct Db {
     pool: AnyPool,
     dialect: Dialect,
+    /// SQLite has one writer at a time, and its busy handler makes a waiting writer sleep in
+    /// steps of up to 100 ms instead of waking it when the lock frees: with two instances of a
+    /// service on one file, writers spent most of their time asleep (measured at 160 journeys/s:
+    /// the order service's statements took 9 ms per saga at p50 and 277 ms at p99). So writers
+    /// take turns before SQLite sees them: in this process in order here, and across the
+    /// processes sharing the file with an exclusive `flock` on `<db>.writer`, which the kernel
+    /// hands to the next waiter the moment it is released.
+    writers: Arc<Mutex<()>>,
+    lock_file: Option<Arc<File>>,
 }
 
 impl Db {
@@ -114,7 +166,27 @@ impl Db {
             })
             .connect_with(options)
             .await?;
-        Ok(Self { pool, dialect })
+        let lock_file = match dialect {
+            Dialect::Sqlite => sqlite_path(&url)
+                .map(|path| {
+                    let lock = format!("{path}.writer");
+                    OpenOptions::new()
+                        .create(true)
+                        .truncate(false)
+                        .write(true)
+                        .open(&lock)
+                        .map(Arc::new)
+                        .map_err(|e| DbError::Corrupt(format!("cannot open {lock}: {e}")))
+                })
+                .transpose()?,
+            Dialect::Postgres => None,
+        };
+        Ok(Self {
+            pool,
+            dialect,
+            writers: Arc::default(),
+            lock_file,
+        })
     }
 
     /// Applies the platform's migrations, then the service's own for this dialect.
@@ -166,19 +238,37 @@ impl Db {
         // `begin_with` ("non-zero transaction depth"); seen in chaos-matrix as a dead-lettered
         // event. In a task of its own the begin always completes; if the caller is gone by then,
         // the `Transaction` is dropped there and rolled back as usual.
-        let (pool, dialect) = (self.pool.clone(), self.dialect);
+        let (pool, dialect, writers) = (self.pool.clone(), self.dialect, self.writers.clone());
+        let lock_file = self.lock_file.clone();
         let begun = tokio::spawn(
             async move {
                 match dialect {
-                    Dialect::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await,
-                    Dialect::Postgres => pool.begin().await,
+                    Dialect::Sqlite => {
+                        let in_process = writers.lock_owned().await;
+                        let across_processes = match lock_file {
+                            Some(file) => Some(lock_exclusively(&file).await?),
+                            None => None,
+                        };
+                        let tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                        Ok(Tx {
+                            tx,
+                            _turn: Some(WriterTurn {
+                                _in_process: in_process,
+                                _across_processes: across_processes,
+                            }),
+                        })
+                    }
+                    Dialect::Postgres => Ok(Tx {
+                        tx: pool.begin().await?,
+                        _turn: None,
+                    }),
                 }
             }
             .instrument(span),
         )
         .await
         .map_err(|e| DbError::Corrupt(format!("the task beginning a transaction failed: {e}")))?;
-        Ok(begun?)
+        begun.map_err(DbError::Sqlx)
     }
 
     /// The semantic conventions' `db.system.name`.
@@ -240,6 +330,32 @@ where
     }
 }
 
+/// The file of a `sqlite://PATH[?...]` URL; `None` for an in-memory database.
+fn sqlite_path(url: &str) -> Option<String> {
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = path.split('?').next().unwrap_or_default();
+    (!path.is_empty() && !path.contains(":memory:")).then(|| path.to_owned())
+}
+
+/// Takes the exclusive `flock` of `file` (on a duplicate of its descriptor, released when the
+/// returned lock drops): at once if it is free, else on a blocking thread until it is.
+async fn lock_exclusively(file: &File) -> Result<Flock<File>, sqlx::Error> {
+    let io = |e: std::io::Error| sqlx::Error::Io(e);
+    let handle = file.try_clone().map_err(io)?;
+    match Flock::lock(handle, FlockArg::LockExclusiveNonblock) {
+        Ok(locked) => Ok(locked),
+        Err((handle, Errno::EWOULDBLOCK)) => tokio::task::spawn_blocking(move || {
+            Flock::lock(handle, FlockArg::LockExclusive)
+                .map_err(|(_, errno)| io(std::io::Error::from(errno)))
+        })
+        .await
+        .map_err(|e| io(std::io::Error::other(e)))?,
+        Err((_, errno)) => Err(io(std::io::Error::from(errno))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,6 +374,49 @@ mod tests {
     async fn an_unknown_url_scheme_is_refused_with_the_url() {
         let err = Db::connect("mysql://x").await.err().map(|e| e.to_string());
         assert!(err.is_some_and(|e| e.contains("mysql://x")));
+    }
+
+    /// Two handles on one file stand for two instances of a service: the second writer waits
+    /// for the first's commit (on the lock file, not in SQLite's sleeping busy handler) and then
+    /// goes on at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[allow(clippy::unwrap_used)]
+    async fn writers_sharing_a_file_take_turns() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let (first, second) = (
+            Db::connect(&url).await.unwrap(),
+            Db::connect(&url).await.unwrap(),
+        );
+        sqlx::query("CREATE TABLE t (n INTEGER)")
+            .execute(first.pool())
+            .await
+            .unwrap();
+        let mut holding = first.begin().await.unwrap();
+        sqlx::query("INSERT INTO t (n) VALUES (1)")
+            .execute(&mut *holding)
+            .await
+            .unwrap();
+        let waiting = tokio::spawn(async move {
+            let mut tx = second.begin().await.unwrap();
+            sqlx::query("INSERT INTO t (n) VALUES (2)")
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!waiting.is_finished(), "the second writer waits its turn");
+        holding.commit().await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("the second writer goes on once the first commits")
+            .unwrap();
+        let rows: Vec<i64> = sqlx::query_scalar("SELECT n FROM t ORDER BY n")
+            .fetch_all(first.pool())
+            .await
+            .unwrap();
+        assert_eq!(rows, [1, 2]);
     }
 
     /// A caller dropped while its transaction is being begun (a client gone, a timeout) must

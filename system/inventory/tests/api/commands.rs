@@ -403,3 +403,31 @@ async fn concurrent_reservations_never_oversell() {
         assert_eq!((reserved, events.len()), (10, 25), "{}", name(&db));
     }
 }
+
+#[tokio::test]
+async fn commands_that_arrive_together_are_applied_in_one_transaction_as_one_by_one() {
+    let (_dir, dbs) = databases().await;
+    for db in &dbs {
+        seed(db, &[("SKU-A", 250, 10)]).await;
+        let (kept, released) = (OrderId::new(), OrderId::new());
+        let reserve_kept = reserve(kept, &[("SKU-A", 3)]);
+        let batch = [
+            reserve_kept.clone(),
+            reserve(released, &[("SKU-A", 2)]),
+            release(released),
+            // A redelivery inside the batch changes nothing.
+            reserve_kept,
+            commit(kept),
+        ];
+        let handled = retry(5, || {
+            inventory_service::commands::handle_commands(db, &batch)
+        })
+        .await
+        .unwrap();
+        assert!(handled);
+        assert_eq!(counters(db, "SKU-A").await, (7, 0, 3, 10), "{}", name(db));
+        assert_eq!(reservation(db, kept).await.unwrap().0, "COMMITTED");
+        assert_eq!(reservation(db, released).await.unwrap().0, "RELEASED");
+        assert_eq!(events(db).await.len(), 4, "one event per new command");
+    }
+}

@@ -104,3 +104,28 @@ async fn the_read_model_converges_to_the_write_model_whatever_the_delivery_order
         assert_eq!(admin[0].view.as_ref(), Some(&admin[0].order));
     }
 }
+
+#[tokio::test]
+async fn events_projected_together_leave_the_newest_version_whatever_their_order() {
+    let (_dir, dbs) = databases().await;
+    for db in &dbs {
+        let placed = place(db, "cust-1").await;
+        let other = place(db, "cust-2").await;
+        let mut confirmed = placed.clone();
+        confirmed.status = OrderStatus::Confirmed;
+        confirmed.total_minor = Some(money(400));
+        let v2 = changed(&confirmed, 2);
+        // Newest first, the older one after it, a repeat, and another order's event.
+        let batch = [v2.clone(), changed(&placed, 1), v2, changed(&other, 1)];
+        projector::project_all(db, &batch).await.unwrap();
+        assert_eq!(
+            store::view(db, placed.order_id).await.unwrap(),
+            Some(confirmed)
+        );
+        assert_eq!(
+            store::view_version(db, placed.order_id).await.unwrap(),
+            Some(2)
+        );
+        assert_eq!(store::view(db, other.order_id).await.unwrap(), Some(other));
+    }
+}

@@ -292,3 +292,72 @@ async fn every_change_of_an_order_publishes_its_new_state_with_a_growing_version
         assert_eq!(order.version, 3);
     }
 }
+
+#[tokio::test]
+async fn events_that_arrive_together_are_applied_in_one_transaction_as_one_by_one() {
+    use order_service::saga::SagaInput;
+    let (_dir, dbs) = databases().await;
+    for db in &dbs {
+        let first = place(db, "cust-1").await.order_id;
+        let second = place(db, "cust-2").await.order_id;
+        let reserved_first = reserved(first, 1_250);
+        let authorized_first = payment(PaymentEvent::PaymentAuthorized {
+            order_id: first,
+            amount_minor: money(1_250),
+        });
+        let rejected_second = inventory(InventoryEvent::StockRejected {
+            order_id: second,
+            reason: "SKU-1 is out of stock".into(),
+        });
+        let batch = [
+            (
+                reserved_first.message_id,
+                first,
+                SagaInput::Inventory(reserved_first.body.clone()),
+            ),
+            (
+                rejected_second.message_id,
+                second,
+                SagaInput::Inventory(rejected_second.body.clone()),
+            ),
+            // A redelivery inside the same batch changes nothing.
+            (
+                reserved_first.message_id,
+                first,
+                SagaInput::Inventory(reserved_first.body.clone()),
+            ),
+            (
+                authorized_first.message_id,
+                first,
+                SagaInput::Payment(authorized_first.body.clone()),
+            ),
+        ];
+        assert!(
+            order_service::events::handle_all(db, &policy(), &batch)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            status_and_step(db, first).await,
+            (OrderStatus::Confirmed, SagaStep::Completing)
+        );
+        assert_eq!(status_and_step(db, second).await.0, OrderStatus::Rejected);
+        assert_eq!(
+            commands(db, first).await,
+            vec![
+                cmd(topics::INVENTORY_COMMANDS, "ReserveStock"),
+                cmd(topics::PAYMENT_COMMANDS, "AuthorizePayment"),
+                cmd(topics::INVENTORY_COMMANDS, "CommitStock"),
+                cmd(topics::PAYMENT_COMMANDS, "CapturePayment"),
+            ],
+            "each command once, the redelivery included"
+        );
+        // The same messages again, as a whole batch redelivered: nothing changes.
+        assert!(
+            !order_service::events::handle_all(db, &policy(), &batch)
+                .await
+                .unwrap()
+        );
+        assert_eq!(commands(db, first).await.len(), 4);
+    }
+}

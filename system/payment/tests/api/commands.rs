@@ -416,3 +416,37 @@ async fn payment_records_show_each_orders_entries_and_what_it_holds_and_captured
         );
     }
 }
+
+#[tokio::test]
+async fn commands_that_arrive_together_are_applied_in_one_transaction_as_one_by_one() {
+    let (_dir, dbs) = databases().await;
+    for db in &dbs {
+        open_accounts(db, &[("cust-1", 1_000)]).await;
+        let (kept, voided_order) = (OrderId::new(), OrderId::new());
+        let authorize_kept = authorize(kept, "cust-1", 600);
+        let batch = [
+            authorize_kept.clone(),
+            authorize(voided_order, "cust-1", 300),
+            capture(kept),
+            void(voided_order),
+            // A redelivery inside the batch changes nothing.
+            authorize_kept,
+        ];
+        let handled = retry(5, || payment_service::commands::handle_commands(db, &batch))
+            .await
+            .unwrap();
+        assert!(handled);
+        assert_eq!(balance(db, "cust-1").await, (0, 600), "{}", name(db));
+        assert_eq!(
+            events(db).await,
+            vec![
+                authorized(kept, 600),
+                authorized(voided_order, 300),
+                captured(kept, 600),
+                voided(voided_order, 300),
+            ],
+            "{}",
+            name(db)
+        );
+    }
+}

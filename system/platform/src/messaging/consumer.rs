@@ -18,6 +18,8 @@
 //! every service it touches.
 
 use std::future::Future;
+
+use futures::FutureExt as _;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use opentelemetry::KeyValue;
@@ -66,9 +68,24 @@ impl From<contracts::messages::DecodeError> for HandleError {
     }
 }
 
-/// Handles one message. Implementations are idempotent (they use the inbox).
+/// Handles messages. Implementations are idempotent (they use the inbox).
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, delivery: &Delivery) -> impl Future<Output = Result<(), HandleError>> + Send;
+
+    /// Handles several messages that arrived together, in order, all or none: a handler that
+    /// can apply them in one transaction does (on SQLite, one write turn instead of one per
+    /// message is most of a busy service's capacity). On an error the consumer handles the same
+    /// messages one by one with [`Handler::handle`], so an implementation need not sort out which
+    /// one failed. The default does that at once.
+    fn handle_batch(
+        &self,
+        deliveries: &[Delivery],
+    ) -> impl Future<Output = Result<(), HandleError>> + Send {
+        let _ = deliveries;
+        std::future::ready(Err(HandleError::Transient(anyhow::anyhow!(
+            "this handler takes messages one at a time"
+        ))))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -80,6 +97,9 @@ pub struct ConsumerSettings {
     pub group_id: String,
     pub client_id: String,
     pub topics: Vec<String>,
+    /// The most messages handed to [`Handler::handle_batch`] at once: what has arrived when
+    /// the consumer is ready for more, never waiting for a batch to fill.
+    pub max_batch: usize,
     /// How long a message that keeps failing with [`HandleError::Transient`] is retried
     /// before it is dead-lettered.
     pub transient_budget: Duration,
@@ -95,6 +115,7 @@ impl ConsumerSettings {
             group_id: group.into(),
             client_id: client_id.into(),
             topics: topics.iter().map(|t| t.to_string()).collect(),
+            max_batch: 64,
             transient_budget: Duration::from_secs(600),
             backoff_base: Duration::from_millis(50),
             backoff_max: Duration::from_secs(2),
@@ -133,7 +154,7 @@ pub async fn run<H: Handler>(
             _ = shutdown.cancelled() => break,
             m = consumer.recv() => m,
         };
-        let msg = match msg {
+        let first = match msg {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(error = %e, group = %settings.group_id, "consume error");
@@ -141,56 +162,84 @@ pub async fn run<H: Handler>(
                 continue;
             }
         };
+        // Whatever else has already arrived goes with it, in order, up to a batch.
+        let mut batch = vec![first];
+        while batch.len() < settings.max_batch {
+            match consumer.recv().now_or_never() {
+                Some(Ok(m)) => batch.push(m),
+                _ => break,
+            }
+        }
         let received = SystemTime::now();
-        let delivery = Delivery {
-            topic: msg.topic().to_string(),
-            partition: msg.partition(),
-            offset: msg.offset(),
-            key: msg.key().map(|k| String::from_utf8_lossy(k).into_owned()),
-            payload: msg.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        let mut items = Vec::with_capacity(batch.len());
+        for msg in &batch {
+            let delivery = Delivery {
+                topic: msg.topic().to_string(),
+                partition: msg.partition(),
+                offset: msg.offset(),
+                key: msg.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                payload: msg.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            };
+            let produced = msg
+                .timestamp()
+                .to_millis()
+                .and_then(|ms| u64::try_from(ms).ok())
+                .map(|ms| UNIX_EPOCH + Duration::from_millis(ms));
+            if let Some(produced) = produced {
+                metrics::histogram!(
+                    names::CONSUMER_TRANSIT,
+                    "group" => settings.group_id.clone(),
+                    "topic" => delivery.topic.clone(),
+                )
+                .record(
+                    received
+                        .duration_since(produced)
+                        .unwrap_or_default()
+                        .as_secs_f64(),
+                );
+            }
+            let span = process_span(&settings, &delivery, msg, produced, received);
+            items.push((delivery, span));
+        }
+        let started = Instant::now();
+        let handled = if items.len() > 1 {
+            let deliveries: Vec<Delivery> = items.iter().map(|(d, _)| d.clone()).collect();
+            // One transaction for all of them; any failure and they go one by one below, where
+            // retries, poison and dead letters are handled per message.
+            let first_span = items[0].1.clone();
+            handler
+                .handle_batch(&deliveries)
+                .instrument(first_span)
+                .await
+                .is_ok()
+        } else {
+            false
         };
-        let produced = msg
-            .timestamp()
-            .to_millis()
-            .and_then(|ms| u64::try_from(ms).ok())
-            .map(|ms| UNIX_EPOCH + Duration::from_millis(ms));
-        if let Some(produced) = produced {
+        let mut interrupted = false;
+        for ((delivery, span), msg) in items.iter().zip(&batch) {
+            if !handled {
+                let ok = process(&settings, &handler, &dlq_producer, delivery, msg, &shutdown)
+                    .instrument(span.clone())
+                    .await;
+                if !ok {
+                    // Shutting down mid-retry: leave the offset so the next owner redelivers it.
+                    interrupted = true;
+                    break;
+                }
+            } else {
+                count(&settings, delivery, "handled");
+            }
             metrics::histogram!(
-                names::CONSUMER_TRANSIT,
+                names::CONSUMER_HANDLE_DURATION,
                 "group" => settings.group_id.clone(),
                 "topic" => delivery.topic.clone(),
             )
-            .record(
-                received
-                    .duration_since(produced)
-                    .unwrap_or_default()
-                    .as_secs_f64(),
-            );
-        }
-        let span = process_span(&settings, &delivery, &msg, produced, received);
-        let started = Instant::now();
-        let handled = process(
-            &settings,
-            &handler,
-            &dlq_producer,
-            &delivery,
-            &msg,
-            &shutdown,
-        )
-        .instrument(span)
-        .await;
-        metrics::histogram!(
-            names::CONSUMER_HANDLE_DURATION,
-            "group" => settings.group_id.clone(),
-            "topic" => delivery.topic.clone(),
-        )
-        .record(started.elapsed().as_secs_f64());
-        if handled {
-            if let Err(e) = consumer.store_offset_from_message(&msg) {
+            .record(started.elapsed().as_secs_f64());
+            if let Err(e) = consumer.store_offset_from_message(msg) {
                 tracing::warn!(error = %e, "cannot store offset");
             }
-        } else {
-            // Shutting down mid-retry: leave the offset so the next owner redelivers it.
+        }
+        if interrupted {
             break;
         }
     }

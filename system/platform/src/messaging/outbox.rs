@@ -405,17 +405,24 @@ impl Relay {
         let mut tx = self.db.begin().await?;
         let now = crate::now_ms();
         let mut lost = 0;
-        for seq in done {
-            let marked = sqlx::query(
+        if !done.is_empty() {
+            // One statement for the whole batch: on SQLite every statement is a round trip to
+            // the connection's thread.
+            let placeholders: Vec<String> =
+                (0..done.len()).map(|i| format!("${}", i + 3)).collect();
+            let sql = format!(
                 "UPDATE outbox SET published_at_ms = $1, claimed_by = NULL, claimed_until_ms = NULL \
-                 WHERE seq = $2 AND claimed_by = $3",
-            )
-            .bind(now)
-            .bind(seq)
-            .bind(&self.instance_id)
-            .execute(&mut *tx)
-            .await?;
-            lost += usize::from(marked.rows_affected() == 0);
+                 WHERE claimed_by = $2 AND seq IN ({})",
+                placeholders.join(", ")
+            );
+            let mut query = sqlx::query(&sql).bind(now).bind(&self.instance_id);
+            for seq in done {
+                query = query.bind(seq);
+            }
+            let marked = query.execute(&mut *tx).await?;
+            lost = done
+                .len()
+                .saturating_sub(usize::try_from(marked.rows_affected()).unwrap_or(0));
         }
         for (seq, attempts) in failed {
             let retry_at =

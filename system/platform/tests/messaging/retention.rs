@@ -54,11 +54,7 @@ async fn message_ids_are_remembered_for_the_retention_and_forgotten_after_it() {
         let recent = uuid::Uuid::new_v4();
         for id in [old, recent] {
             let mut conn = db.pool().acquire().await.unwrap();
-            assert!(
-                inbox::first_delivery(&mut conn, "order", id)
-                    .await
-                    .unwrap()
-            );
+            assert!(inbox::first_delivery(&mut conn, "order", id).await.unwrap());
         }
         sqlx::query("UPDATE inbox SET processed_at_ms = $1 WHERE message_id = $2")
             .bind(platform::now_ms() - 2 * 3_600_000)
