@@ -63,7 +63,9 @@ pub struct StepResult {
     pub confirmed_per_s: f64,
     /// p99 of `POST /api/orders` sent during the step, µs.
     pub place_order_p99_us: Option<u64>,
-    /// p99 of saga completion of the orders accepted during the step, µs.
+    /// p50 and p99 of saga completion of the orders accepted during the step, µs.
+    #[serde(default)]
+    pub saga_p50_us: Option<u64>,
     pub saga_p99_us: Option<u64>,
     /// For plateaus: whether every SLO held; absent for ramps.
     pub slos_held: Option<bool>,
@@ -186,9 +188,10 @@ impl Capacity {
             ),
         };
         format!(
-            "{at}, {:.1} requests/s, POST /api/orders p99 {}, saga completion p99 {}",
+            "{at}, {:.1} requests/s, POST /api/orders p99 {}, saga completion p50 {} p99 {}",
             k.requests_per_s,
             micros(k.place_order_p99_us),
+            micros(k.saga_p50_us),
             micros(k.saga_p99_us)
         )
     }
@@ -236,6 +239,7 @@ pub fn judge(scenario: &Scenario, m: &Measurements) -> (Capacity, Vec<SloVerdict
                 all.and_then(|e| e.get(Endpoint::PlaceOrder.name()))
                     .and_then(|s| s.latency.quantile(0.99)),
             ),
+            saga_p50_us: micros(view.saga_completion.get(ALL).and_then(|l| l.quantile(0.5))),
             saga_p99_us: micros(view.saga_completion.get(ALL).and_then(|l| l.quantile(0.99))),
             slos_held: None,
             violated: Vec::new(),

@@ -47,6 +47,71 @@ pub enum BenchCommand {
     /// The cost of tracing: the same load with the services' trace export off and on,
     /// alternately; prints POST /api/orders p99, saga p99 and confirmed orders/s, and the ratios.
     Tracing(TracingBenchArgs),
+    /// The capacity knee with 1 and with 2 instances of every service, back to back on fresh
+    /// environments; prints each knee (arrival rate, confirmed orders/s, saga p50/p99) and the
+    /// ratio.
+    Capacity(CapacityBenchArgs),
+    /// Overload with admission control on and off, back to back on fresh environments; prints
+    /// goodput, shed and failed orders, saga p99 and the time until every saga is terminal, and
+    /// goodput against the knee.
+    Overload(OverloadBenchArgs),
+    /// Gateway overhead: `GET /api/products` through the gateway against `GET /products`
+    /// straight to an inventory instance, alternating; prints requests/s, p50 and the ratios.
+    Gateway(HttpBenchArgs),
+    /// Load-generator efficiency: requests per CPU-second of the harness's load (goose) against
+    /// `wrk` on the same endpoint at the same concurrency.
+    Loadgen(HttpBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CapacityBenchArgs {
+    /// The capacity scenario (name or path); its `instances` are replaced by each count.
+    #[arg(long, default_value = "capacity")]
+    pub scenario: String,
+
+    /// Instances per service in each run, comma-separated.
+    #[arg(long, default_value = "1,2", value_delimiter = ',',
+          value_parser = clap::value_parser!(u32).range(1..=8))]
+    pub instances: Vec<u32>,
+
+    /// Use the service binaries next to this one as they are, without `cargo build`.
+    #[arg(long)]
+    pub no_build: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct OverloadBenchArgs {
+    /// The overload scenario (name or path); run once with admission control on, once off.
+    #[arg(long, default_value = "overload")]
+    pub scenario: String,
+
+    /// The knee's confirmed orders/s (from `harness bench capacity`), to print goodput as a
+    /// fraction of it.
+    #[arg(long)]
+    pub knee: Option<f64>,
+
+    /// Use the service binaries next to this one as they are, without `cargo build`.
+    #[arg(long)]
+    pub no_build: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct HttpBenchArgs {
+    /// Connections (users) sending requests at once.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub connections: u32,
+
+    /// Seconds per round.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub seconds: u64,
+
+    /// Rounds of each side, alternating.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub rounds: u32,
+
+    /// Use the service binaries next to this one as they are, without `cargo build`.
+    #[arg(long)]
+    pub no_build: bool,
 }
 
 #[derive(Debug, Args)]

@@ -77,6 +77,7 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         instances: args.instances,
         run_dir: args.run_dir,
         saga_step_timeout_ms: args.saga_step_timeout_ms,
+        admission: true,
         build: !args.no_build,
         traces: crate::environment::Traces::Collect {
             forward_to: args.otlp_endpoint.clone(),

@@ -78,6 +78,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             Duration::from(*scenario.environment.saga_step_timeout.get_ref()).as_millis(),
         )
         .unwrap_or(u64::MAX),
+        admission: scenario.environment.admission,
         build: !args.no_build,
         traces: crate::environment::Traces::Collect {
             forward_to: args.otlp_endpoint.clone(),

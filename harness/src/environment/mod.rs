@@ -74,6 +74,10 @@ pub trait Environment: Faultable + Send {
     /// Toxiproxy's HTTP API, as the harness reaches it.
     fn toxiproxy_url(&self) -> &str;
 
+    /// What the gateway signs the services' tokens with, to call a service directly (the
+    /// gateway-overhead benchmark). Never written to the env file.
+    fn service_token_secret(&self) -> &str;
+
     /// Every process or container, for the env file and `harness up`'s listing.
     fn process_infos(&self) -> Vec<ProcessInfo>;
 
@@ -296,6 +300,8 @@ pub struct EnvOptions {
     /// Keep state (logs, data, ready files) here instead of a temporary directory.
     pub run_dir: Option<PathBuf>,
     pub saga_step_timeout_ms: u64,
+    /// The order service's admission control (`ADMISSION=on|off`).
+    pub admission: bool,
     /// Run `cargo build` for the service binaries first (from a checkout).
     pub build: bool,
     /// What happens to the services' traces.
@@ -308,6 +314,7 @@ impl Default for EnvOptions {
             instances: Instances::default(),
             run_dir: None,
             saga_step_timeout_ms: 5000,
+            admission: true,
             build: true,
             traces: Traces::default(),
         }

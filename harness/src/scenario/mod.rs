@@ -80,6 +80,10 @@ pub struct Environment {
     /// How long the order saga waits for a step before retrying and then compensating.
     #[serde(default = "default_saga_step_timeout")]
     pub saga_step_timeout: Spanned<HumanDuration>,
+    /// Whether the order service refuses orders it could not finish in time (503 +
+    /// `Retry-After`); `false` only to measure what admission control is worth.
+    #[serde(default = "default_admission")]
+    pub admission: bool,
 }
 
 impl Default for Environment {
@@ -88,12 +92,17 @@ impl Default for Environment {
             backend: default_backend(),
             instances: InstanceCounts::default(),
             saga_step_timeout: default_saga_step_timeout(),
+            admission: default_admission(),
         }
     }
 }
 
 fn default_backend() -> Spanned<Backend> {
     Spanned::new(0..0, Backend::Local)
+}
+
+fn default_admission() -> bool {
+    true
 }
 
 fn default_saga_step_timeout() -> Spanned<HumanDuration> {

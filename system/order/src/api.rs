@@ -2,7 +2,7 @@
 //!
 //! | route | who | served from |
 //! |---|---|---|
-//! | `POST /orders` (`Idempotency-Key`) | customer | the write model, one transaction ([`crate::place`]) |
+//! | `POST /orders` (`Idempotency-Key`) | customer | the write model, one transaction ([`crate::place`]); 503 + `Retry-After` when [`crate::admission`] refuses |
 //! | `GET /orders/{id}` | the owning customer or an admin | the read model only |
 //! | `GET /orders[?limit=]` | customer: their own; admin without the customer role: everyone's | the read model only |
 //! | `GET /admin/orders[?status=]` | admin | write model + saga + read model copy |
@@ -14,7 +14,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRef, FromRequestParts, Path, Query, State};
-use axum::http::header::{CONTENT_TYPE, LOCATION};
+use axum::http::header::{CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -27,6 +27,7 @@ use platform::http::{ApiError, ApiJson, IDEMPOTENCY_KEY, health_routes, with_com
 use serde::Deserialize;
 use tokio::sync::Notify;
 
+use crate::admission::{Admission, AdmissionConfig};
 use crate::place::{self, PlaceError, Placed};
 use crate::saga::SagaPolicy;
 use crate::store;
@@ -46,6 +47,8 @@ pub struct AppState {
     pub policy: SagaPolicy,
     /// Wakes the outbox relay after a commit that enqueued messages.
     pub relay: Arc<Notify>,
+    /// Refuses orders that could not be finished in time.
+    pub admission: Admission,
 }
 
 impl AppState {
@@ -55,7 +58,14 @@ impl AppState {
             auth,
             policy,
             relay,
+            admission: Admission::new(AdmissionConfig::defaults(policy.step_timeout_ms)),
         }
+    }
+
+    /// Replaces the default admission control (the service shares one with its watch loop).
+    pub fn with_admission(mut self, admission: Admission) -> Self {
+        self.admission = admission;
+        self
     }
 }
 
@@ -121,6 +131,10 @@ async fn place_order(
     ApiJson(request): ApiJson<PlaceOrderRequest>,
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(&headers)?;
+    let _ticket = match state.admission.admit() {
+        Ok(ticket) => ticket,
+        Err(refusal) => return Ok(refused(refusal)),
+    };
     let placed = place::place_order(&state.db, &state.policy, &customer, key, &request)
         .await
         .map_err(|e| match e {
@@ -132,6 +146,20 @@ async fn place_order(
         state.relay.notify_one();
     }
     Ok(placed_response(placed))
+}
+
+/// 503 with `Retry-After: 1`: the client may come back in a second, when the backlog is read
+/// again.
+fn refused(refusal: crate::admission::Refusal) -> Response {
+    let mut response = platform::http::error_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "overloaded",
+        refusal.message(),
+    );
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    response
 }
 
 fn placed_response(placed: Placed) -> Response {

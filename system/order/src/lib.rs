@@ -11,6 +11,7 @@
 //! # Layout
 //! - [`saga`]: the saga as a pure state machine (`decide`), with its unit tests.
 //! - [`place`]: placing an order, with `Idempotency-Key` handling.
+//! - [`admission`]: refusing orders that could not be finished in time (503 + `Retry-After`).
 //! - [`events`]: the consumer of `inventory.events` and `payment.events`, and the timeout loop.
 //! - [`projector`]: the consumer of `order.events` that maintains the read model.
 //! - [`store`]: the tables (`orders`, `sagas`, `idempotency_keys`, `order_view`).
@@ -20,6 +21,7 @@
 //! Several instances may share one database: every write is one transaction with version checks,
 //! the outbox relay claims rows, and the timeout pass tolerates another instance racing it.
 
+pub mod admission;
 pub mod api;
 pub mod events;
 pub mod metrics;
@@ -44,6 +46,7 @@ use rdkafka::producer::FutureProducer;
 use sqlx::migrate::Migrator;
 use tokio_util::sync::CancellationToken;
 
+pub use admission::{Admission, AdmissionConfig};
 pub use api::{AppState, router};
 pub use saga::SagaPolicy;
 
@@ -66,6 +69,8 @@ pub struct Config {
     pub kafka_brokers: String,
     /// `SAGA_STEP_TIMEOUT_MS` (default 5000) and `SAGA_MAX_ATTEMPTS` (default 3).
     pub saga: SagaPolicy,
+    /// `ADMISSION` (on or off) and its bounds, `ADMISSION_*` (see [`admission`]).
+    pub admission: AdmissionConfig,
 }
 
 impl Config {
@@ -95,10 +100,12 @@ impl Config {
                 reason: "must be at least 1".into(),
             });
         }
+        let admission = AdmissionConfig::from_env(step_timeout_ms)?;
         Ok(Self {
             common,
             database_url,
             kafka_brokers,
+            admission,
             saga: SagaPolicy {
                 step_timeout_ms,
                 max_attempts,
@@ -157,6 +164,8 @@ impl Application {
             ..
         } = self;
         metrics::describe();
+        admission::describe();
+        let admission = Admission::new(config.admission);
         let instance = config.common.instance_id.clone();
         let relay = Relay::new(db.clone(), producer.clone(), instance.clone());
         let waker = relay.waker();
@@ -165,7 +174,8 @@ impl Application {
             ServiceAuth::new(config.common.secret_bytes(), SERVICE_NAME),
             config.saga,
             waker.clone(),
-        );
+        )
+        .with_admission(admission.clone());
 
         let mut background = Background::new(shutdown.clone());
         background.relay(relay);
@@ -201,6 +211,13 @@ impl Application {
                     )
                     .await
                 }
+            }
+        });
+        background.spawn({
+            let (db, stop) = (db.clone(), shutdown.clone());
+            async move {
+                admission.watch(db, stop).await;
+                Ok(())
             }
         });
         background.spawn({

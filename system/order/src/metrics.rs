@@ -11,6 +11,8 @@
 //! | `saga_compensations_total` | counter | `reason` | compensations started: `payment_declined`, `step_timeout`, or `late_success` (a success after the order ended, undone) |
 //! | `saga_in_flight` | gauge | | orders still PENDING (the service's database: every instance reports the same figure) |
 //! | `saga_oldest_pending_age_seconds` | gauge | | age of the oldest PENDING order; 0 when none |
+//! | `order_admission_rejected_total` | counter | `reason` | `POST /orders` refused with 503 by [`crate::admission`]: `backlog` or `in_flight` |
+//! | `order_admission_refusing` | gauge | | 1 while the backlog refuses new orders |
 
 use contracts::domain::OrderStatus;
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};

@@ -372,6 +372,29 @@ pub async fn pending_orders(db: &Db) -> Result<(i64, Option<i64>), DbError> {
     Ok((row.try_get("pending")?, row.try_get("oldest")?))
 }
 
+/// The backlog admission control reads: PENDING orders, and how many of them were placed before
+/// `late_before_ms` (counted up to `limit`, so a long backlog costs no more than a short one).
+pub async fn backlog(
+    db: &Db,
+    late_before_ms: i64,
+    limit: i64,
+) -> Result<crate::admission::Backlog, DbError> {
+    let row = sqlx::query(
+        "SELECT (SELECT COUNT(*) FROM orders WHERE status = $1) AS pending, \
+         (SELECT COUNT(*) FROM (SELECT 1 FROM orders WHERE status = $1 AND created_at_ms < $2 \
+          LIMIT $3) AS l) AS late",
+    )
+    .bind(OrderStatus::Pending.as_str())
+    .bind(late_before_ms)
+    .bind(limit)
+    .fetch_one(db.pool())
+    .await?;
+    Ok(crate::admission::Backlog {
+        pending: row.try_get("pending")?,
+        late: row.try_get("late")?,
+    })
+}
+
 /// The read model's copy of one order.
 pub async fn view(db: &Db, order_id: OrderId) -> Result<Option<OrderView>, DbError> {
     let row = sqlx::query("SELECT body FROM order_view WHERE order_id = $1")

@@ -108,6 +108,8 @@ pub struct ContainersEnvironment {
     chaos_url: String,
     links: Vec<LinkInfo>,
     startup_time: Duration,
+    /// What the gateway signs its service tokens with (HS256), shared by every service.
+    service_secret: String,
     run_dir: tempfile::TempDir,
     /// Set once everything of the run is removed, so `Drop` has nothing left to do.
     removed: bool,
@@ -156,6 +158,7 @@ impl ContainersEnvironment {
             chaos_url: String::new(),
             links: Vec::new(),
             startup_time: Duration::ZERO,
+            service_secret: hex_secret(),
             run_dir,
             removed: false,
         };
@@ -184,7 +187,7 @@ impl ContainersEnvironment {
             .await?;
         self.wait_for(|m| matches!(m.readiness, Readiness::Postgres | Readiness::Kafka))
             .await?;
-        let secret = hex_secret();
+        let secret = self.service_secret.clone();
         self.start_services(options, &instances, &secret, &password)
             .await?;
         let gateway_links = plan_gateway_links(&instances);
@@ -418,6 +421,10 @@ impl ContainersEnvironment {
                 env.insert(
                     "SAGA_STEP_TIMEOUT_MS".into(),
                     options.saga_step_timeout_ms.to_string(),
+                );
+                env.insert(
+                    "ADMISSION".into(),
+                    if options.admission { "on" } else { "off" }.into(),
                 );
             }
             env.extend(super::otel_env(otel.as_deref()));
@@ -749,6 +756,10 @@ impl Environment for ContainersEnvironment {
 
     fn toxiproxy_url(&self) -> &str {
         &self.chaos_url
+    }
+
+    fn service_token_secret(&self) -> &str {
+        &self.service_secret
     }
 
     fn process_infos(&self) -> Vec<ProcessInfo> {

@@ -67,6 +67,8 @@ pub struct LocalEnvironment {
     links: Vec<LinkInfo>,
     /// From the first process spawned to seeded and ready (building binaries excluded).
     startup_time: Duration,
+    /// What the gateway signs its service tokens with (HS256), shared by every service.
+    service_secret: String,
     run_dir: RunDir,
 }
 
@@ -117,6 +119,7 @@ impl LocalEnvironment {
             chaos_url: String::new(),
             links: Vec::new(),
             startup_time: Duration::ZERO,
+            service_secret: hex_secret(),
             run_dir,
         };
         // On error `env` drops here, which kills whatever was started.
@@ -127,7 +130,7 @@ impl LocalEnvironment {
 
     /// The start-up steps, in order.
     async fn boot(&mut self, bin: &Binaries, options: &EnvOptions) -> anyhow::Result<()> {
-        let secret = hex_secret();
+        let secret = self.service_secret.clone();
         self.start_chaos_proxy(bin).await?;
         let proxies = self.chaos_client()?;
         let kafka_links = Self::create_kafka_links(&proxies, options).await?;
@@ -292,6 +295,10 @@ impl LocalEnvironment {
                     env.insert(
                         "SAGA_STEP_TIMEOUT_MS".into(),
                         options.saga_step_timeout_ms.to_string(),
+                    );
+                    env.insert(
+                        "ADMISSION".into(),
+                        if options.admission { "on" } else { "off" }.into(),
                     );
                 }
                 env.extend(super::otel_env(self.otlp_endpoint().as_deref()));
@@ -592,6 +599,10 @@ impl Environment for LocalEnvironment {
 
     fn toxiproxy_url(&self) -> &str {
         &self.chaos_url
+    }
+
+    fn service_token_secret(&self) -> &str {
+        &self.service_secret
     }
 
     fn process_infos(&self) -> Vec<ProcessInfo> {

@@ -435,3 +435,53 @@ async fn health_endpoints_answer_without_a_token() {
         StatusCode::OK
     );
 }
+
+/// Admission control on both dialects: a backlog of orders older than the age bound, beyond the
+/// floor, turns new orders away with 503 + `Retry-After` while reads go on; once the backlog is
+/// gone, orders are taken again.
+#[tokio::test]
+async fn a_late_backlog_turns_new_orders_away_with_503_and_retry_after_while_reads_go_on() {
+    use order_service::{Admission, AdmissionConfig};
+    let (_dir, dbs) = databases().await;
+    for db in &dbs {
+        let config = AdmissionConfig {
+            backlog_age_ms: 1,
+            backlog_floor: 2,
+            ..AdmissionConfig::defaults(policy().step_timeout_ms)
+        };
+        let admission = Admission::new(config);
+        let app = router(app_state(db).with_admission(admission.clone()));
+        let cust = customer_token("cust-1");
+        for _ in 0..3 {
+            let r = send(&app, "POST", "/orders", Some(&cust), &[], Some(ORDER)).await;
+            assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        let read =
+            |late_before| order_service::store::backlog(db, late_before, config.backlog_floor + 1);
+        let backlog = read(platform::now_ms() - config.backlog_age_ms)
+            .await
+            .unwrap();
+        assert_eq!((backlog.pending, backlog.late), (3, 3));
+        admission.update(&backlog);
+
+        let r = send(&app, "POST", "/orders", Some(&cust), &[], Some(ORDER)).await;
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
+        assert_eq!(r.error_code(), "overloaded");
+        assert_eq!(r.headers["retry-after"], "1");
+        let r = send(&app, "GET", "/orders", Some(&cust), &[], None).await;
+        assert_eq!(r.status, StatusCode::OK, "reads are never refused");
+        assert_eq!(
+            count(db, "SELECT COUNT(*) FROM orders").await,
+            3,
+            "nothing was written"
+        );
+
+        // With an age bound of an hour none is late, and orders are taken again.
+        let backlog = read(platform::now_ms() - 3_600_000).await.unwrap();
+        assert_eq!((backlog.pending, backlog.late), (3, 0));
+        admission.update(&backlog);
+        let r = send(&app, "POST", "/orders", Some(&cust), &[], Some(ORDER)).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    }
+}

@@ -6,6 +6,11 @@
 //! off, on... so that a machine getting slower or faster over the minutes affects both alike.
 //! It prints each round and the ratios on/off of `POST /api/orders` p99, saga completion p99
 //! and confirmed orders per second, computed over the rounds merged.
+//!
+//! `harness bench capacity` and `harness bench overload` run a scenario's load on fresh
+//! environments that differ in one thing (instances per service; admission control on or off),
+//! see [`system`]. `harness bench gateway` and `harness bench loadgen` measure HTTP alone, see
+//! [`http`].
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -19,10 +24,22 @@ use crate::metrics::{ALL, Latency, Measurements};
 use crate::scenario::Scenario;
 use crate::slo::format_micros;
 
+mod http;
+mod system;
+
 pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         BenchCommand::Tracing(a) => tracing(a).await,
+        BenchCommand::Capacity(a) => system::capacity(a).await,
+        BenchCommand::Overload(a) => system::overload(a).await,
+        BenchCommand::Gateway(a) => http::gateway(a).await,
+        BenchCommand::Loadgen(a) => http::loadgen(a).await,
     }
+}
+
+fn interrupted() -> ExitCode {
+    eprintln!("interrupted; everything started was stopped");
+    ExitCode::from(crate::EXIT_CANNOT_RUN)
 }
 
 /// What one round measured.
@@ -166,6 +183,7 @@ async fn one_round(scenario: &Scenario, traced: bool, build: bool) -> anyhow::Re
             Duration::from(*env.saga_step_timeout.get_ref()).as_millis(),
         )
         .unwrap_or(u64::MAX),
+        admission: env.admission,
         build,
         traces: if traced {
             Traces::Collect { forward_to: None }
@@ -195,7 +213,7 @@ async fn one_round(scenario: &Scenario, traced: bool, build: bool) -> anyhow::Re
 }
 
 /// CPU seconds used so far by the environment's processes, by group, and by this process.
-fn cpu_by_group(
+pub(crate) fn cpu_by_group(
     processes: &[crate::environment::ProcessInfo],
 ) -> std::collections::BTreeMap<&'static str, f64> {
     let mut groups = std::collections::BTreeMap::new();
@@ -214,7 +232,7 @@ fn cpu_by_group(
 /// User plus system CPU time of a process from `/proc/<pid>/stat` (fields 14 and 15, after the
 /// parenthesised command name, which may hold spaces). The kernel reports them in USER_HZ
 /// ticks, which Linux fixes at 100 per second on every architecture it exposes to user space.
-fn cpu_seconds(pid: &str) -> Option<f64> {
+pub(crate) fn cpu_seconds(pid: &str) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
