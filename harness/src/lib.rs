@@ -78,6 +78,7 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         run_dir: args.run_dir,
         saga_step_timeout_ms: args.saga_step_timeout_ms,
         admission: true,
+        trace_sampling: 1.0,
         build: !args.no_build,
         traces: crate::environment::Traces::Collect {
             forward_to: args.otlp_endpoint.clone(),

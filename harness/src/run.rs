@@ -79,6 +79,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         )
         .unwrap_or(u64::MAX),
         admission: scenario.environment.admission,
+        trace_sampling: *scenario.environment.trace_sampling.get_ref(),
         build: !args.no_build,
         traces: crate::environment::Traces::Collect {
             forward_to: args.otlp_endpoint.clone(),

@@ -151,7 +151,7 @@ async fn loadgen_rounds(
         &format!(
             "description = \"catalog reads with no think time\"\n\
              [load]\nusers = {}\nduration = \"{}s\"\nthink_time = \"0s\"\n\
-             [[load.journeys]]\nname = \"browse_catalog\"\n",
+             [[load.journeys]]\nname = \"browse_catalog\"\nweight = 1\n",
             args.connections, args.seconds
         ),
     )?;

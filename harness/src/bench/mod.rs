@@ -184,6 +184,7 @@ async fn one_round(scenario: &Scenario, traced: bool, build: bool) -> anyhow::Re
         )
         .unwrap_or(u64::MAX),
         admission: env.admission,
+        trace_sampling: *env.trace_sampling.get_ref(),
         build,
         traces: if traced {
             Traces::Collect { forward_to: None }

@@ -178,6 +178,7 @@ async fn fresh_load(
         )
         .unwrap_or(u64::MAX),
         admission: env_spec.admission,
+        trace_sampling: *env_spec.trace_sampling.get_ref(),
         build,
         traces: Traces::Collect { forward_to: None },
     };

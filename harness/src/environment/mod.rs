@@ -302,6 +302,8 @@ pub struct EnvOptions {
     pub saga_step_timeout_ms: u64,
     /// The order service's admission control (`ADMISSION=on|off`).
     pub admission: bool,
+    /// The share of traces the services record and export (1.0: all).
+    pub trace_sampling: f64,
     /// Run `cargo build` for the service binaries first (from a checkout).
     pub build: bool,
     /// What happens to the services' traces.
@@ -315,6 +317,7 @@ impl Default for EnvOptions {
             run_dir: None,
             saga_step_timeout_ms: 5000,
             admission: true,
+            trace_sampling: 1.0,
             build: true,
             traces: Traces::default(),
         }
@@ -349,10 +352,19 @@ const EXPORT_DELAY_MS: &str = "200";
 
 /// The `OTEL_*` variables of a service: export to the collector at `endpoint` (as the service
 /// reaches it), or nothing at all.
-pub fn otel_env(endpoint: Option<&str>) -> BTreeMap<String, String> {
+pub fn otel_env(endpoint: Option<&str>, sampling: f64) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
     match endpoint {
         Some(endpoint) => {
+            // The standard sampler variables: a trace the harness (or a caller upstream) started
+            // keeps its sampled flag; a trace started in the system is sampled at the ratio.
+            if sampling < 1.0 {
+                env.insert(
+                    "OTEL_TRACES_SAMPLER".into(),
+                    "parentbased_traceidratio".into(),
+                );
+                env.insert("OTEL_TRACES_SAMPLER_ARG".into(), sampling.to_string());
+            }
             env.insert("OTEL_EXPORTER_OTLP_ENDPOINT".into(), endpoint.to_string());
             env.insert("OTEL_EXPORTER_OTLP_PROTOCOL".into(), "http/protobuf".into());
             env.insert("OTEL_BSP_SCHEDULE_DELAY".into(), EXPORT_DELAY_MS.into());
@@ -451,9 +463,16 @@ mod tests {
 
     #[test]
     fn traces_off_switches_the_sdk_off_and_on_points_it_at_the_collector() {
-        assert_eq!(otel_env(None)["OTEL_SDK_DISABLED"], "true");
-        let on = otel_env(Some("http://127.0.0.1:4318"));
+        assert_eq!(otel_env(None, 1.0)["OTEL_SDK_DISABLED"], "true");
+        let on = otel_env(Some("http://127.0.0.1:4318"), 1.0);
         assert_eq!(on["OTEL_EXPORTER_OTLP_ENDPOINT"], "http://127.0.0.1:4318");
         assert!(!on.contains_key("OTEL_SDK_DISABLED"));
+        assert!(
+            !on.contains_key("OTEL_TRACES_SAMPLER"),
+            "every trace by default"
+        );
+        let sampled = otel_env(Some("http://127.0.0.1:4318"), 0.05);
+        assert_eq!(sampled["OTEL_TRACES_SAMPLER"], "parentbased_traceidratio");
+        assert_eq!(sampled["OTEL_TRACES_SAMPLER_ARG"], "0.05");
     }
 }

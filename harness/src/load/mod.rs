@@ -153,6 +153,8 @@ pub(crate) struct Ctx {
     pub roster: Vec<usize>,
     pub recorder: Recorder,
     pub pace: Pace,
+    /// The share of orders placed with a sampled trace context (`[environment] trace_sampling`).
+    pub trace_sampling: f64,
 }
 
 /// How users pace their journeys.
@@ -220,6 +222,7 @@ pub async fn run(
         target: target.clone(),
         recorder: Recorder::new(think_mean, spans),
         pace,
+        trace_sampling: *scenario.environment.trace_sampling.get_ref(),
     });
     if let Pace::Open { arrivals, .. } = &ctx.pace {
         ctx.recorder.scheduled(arrivals.schedule().dues());

@@ -84,6 +84,12 @@ pub struct Environment {
     /// `Retry-After`); `false` only to measure what admission control is worth.
     #[serde(default = "default_admission")]
     pub admission: bool,
+    /// The share of orders (and of traces started inside the system) whose traces the services
+    /// record and export, from 0 (exclusive) to 1 (every one, the default). Load scenarios near
+    /// the knee sample, as production does: a span per SQL statement costs CPU at hundreds of
+    /// orders per second.
+    #[serde(default = "default_trace_sampling")]
+    pub trace_sampling: Spanned<f64>,
 }
 
 impl Default for Environment {
@@ -93,12 +99,17 @@ impl Default for Environment {
             instances: InstanceCounts::default(),
             saga_step_timeout: default_saga_step_timeout(),
             admission: default_admission(),
+            trace_sampling: default_trace_sampling(),
         }
     }
 }
 
 fn default_backend() -> Spanned<Backend> {
     Spanned::new(0..0, Backend::Local)
+}
+
+fn default_trace_sampling() -> Spanned<f64> {
+    Spanned::new(0..0, 1.0)
 }
 
 fn default_admission() -> bool {

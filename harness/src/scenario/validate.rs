@@ -109,6 +109,13 @@ impl Scenario {
                 ));
             }
         }
+        let sampling = *env.trace_sampling.get_ref();
+        if !(sampling > 0.0 && sampling <= 1.0) {
+            return Err(self.error(
+                env.trace_sampling.span(),
+                format!("trace_sampling must be more than 0 and at most 1, not {sampling}"),
+            ));
+        }
         self.positive(&env.saga_step_timeout, "saga_step_timeout")
     }
 

@@ -19,6 +19,7 @@ pub mod error;
 pub mod metrics;
 pub mod proxy;
 pub mod routes;
+pub mod tokens;
 
 use std::net::SocketAddr;
 use std::time::Duration;

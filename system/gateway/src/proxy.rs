@@ -28,7 +28,7 @@ use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header, request::Parts};
 use axum::response::{IntoResponse, Response};
 use contracts::domain::Role;
-use platform::auth::{AuthError, ServiceAuth, UserTokenVerifier, bearer};
+use platform::auth::{AuthError, ServiceAuth, bearer};
 use platform::http::{IDEMPOTENCY_KEY, REQUEST_ID};
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -152,7 +152,7 @@ pub struct AppState {
 }
 
 struct Inner {
-    verifier: UserTokenVerifier,
+    verifier: crate::tokens::VerifiedTokens,
     service_auth: ServiceAuth,
     client: reqwest::Client,
     order: Upstream,
@@ -176,7 +176,7 @@ impl AppState {
             .build()?;
         Ok(Self {
             inner: Arc::new(Inner {
-                verifier: config.user_token_verifier()?,
+                verifier: crate::tokens::VerifiedTokens::new(config.user_token_verifier()?),
                 service_auth: ServiceAuth::new(
                     config.common.secret_bytes(),
                     crate::config::SERVICE_NAME,
@@ -229,7 +229,7 @@ struct Identity {
 }
 
 fn authenticate(
-    verifier: &UserTokenVerifier,
+    verifier: &crate::tokens::VerifiedTokens,
     access: Access,
     parts: &Parts,
 ) -> Result<Identity, GatewayError> {
@@ -249,8 +249,8 @@ fn authenticate(
         return Err(GatewayError::Forbidden(access.denial()));
     }
     Ok(Identity {
-        sub: claims.sub,
-        roles: claims.roles,
+        sub: claims.sub.clone(),
+        roles: claims.roles.clone(),
     })
 }
 

@@ -4,25 +4,38 @@
 //! Past its knee a saga pipeline that accepts everything collapses: orders wait in the outbox and
 //! the topics longer than the saga step timeout, steps time out, commands are resent and sagas
 //! compensate, and the compensations are more work still, so confirmed orders per second fall
-//! towards zero. Refusing the orders it cannot finish keeps the pipeline at its knee.
+//! towards zero. Refusing the orders it cannot finish keeps the pipeline near its knee.
 //!
-//! Two signals, either of which refuses:
-//! - **the backlog**: more than `ADMISSION_BACKLOG_FLOOR` (default 32) PENDING orders are older
-//!   than `ADMISSION_BACKLOG_AGE_MS` (default half the saga step timeout). The age covers every
-//!   queue an order passes through (outbox, topics, consumers, the other services), so it is the
-//!   one measure of "too late" whatever the bottleneck is; the floor keeps a few sagas stuck on a
-//!   fault (an instance killed mid-saga) from refusing everyone. Read from the database, which
-//!   every instance shares, every `ADMISSION_REFRESH_MS` (default 250 ms); also refused while
-//!   more than `ADMISSION_MAX_PENDING` orders (default 20,000) are PENDING at all.
-//! - **the instance's own requests**: more than `ADMISSION_MAX_IN_FLIGHT` (default 128)
-//!   `POST /orders` in progress on this instance (they queue on the database's writer).
+//! The bound is on the orders in flight (PENDING, read from the database every instance shares),
+//! and it adapts, like TCP's congestion window (additive increase, multiplicative decrease):
+//! - every `ADMISSION_REFRESH_MS` (default 250 ms) the backlog is read: how many orders are
+//!   PENDING, and how many of them are older than `ADMISSION_BACKLOG_AGE_MS` (default a fifth
+//!   of the saga step timeout, 1 s). The age covers every queue an order passes through
+//!   (outbox, topics, consumers, the other services), so it is the one measure of "too late"
+//!   whatever the bottleneck is;
+//! - when more than `ADMISSION_BACKLOG_FLOOR` (default 32) orders are that late, the limit is
+//!   cut by a quarter (never below twice the floor); the floor keeps a few sagas stuck on a
+//!   fault (an instance killed mid-saga) from cutting it;
+//! - when nothing is late and the orders in flight come near the limit, it grows by an eighth;
+//! - an order is admitted while the PENDING orders last read, plus those this instance admitted
+//!   since, stay below the limit (at most `ADMISSION_MAX_PENDING`, default 20,000). It starts at
+//!   256.
+//!
+//! So the orders in flight settle where they still finish within the age bound: Little's law
+//! makes that the pipeline's throughput times the bound. An age signal alone reacts too late:
+//! by the time orders are a second old, a second's worth of arrivals at three times the knee is
+//! already in.
+//!
+//! Also refused: more than `ADMISSION_MAX_IN_FLIGHT` (default 128) `POST /orders` in progress
+//! on this instance (they queue on the database's writer).
 //!
 //! Reads are never refused. `ADMISSION=off` turns it off (to measure what it is worth).
-//! Each refusal is counted in `order_admission_rejected_total{reason}`, and
-//! `order_admission_refusing` is 1 while the backlog refuses.
+//! Each refusal is counted in `order_admission_rejected_total{reason}`;
+//! `order_admission_limit` is the current limit and `order_admission_refusing` is 1 while the
+//! backlog is at it.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use platform::config::{self, ConfigError};
@@ -40,6 +53,10 @@ pub const ADMISSION_REFRESH_MS: &str = "ADMISSION_REFRESH_MS";
 
 pub const REJECTED: &str = "order_admission_rejected_total";
 pub const REFUSING: &str = "order_admission_refusing";
+pub const LIMIT: &str = "order_admission_limit";
+
+/// The limit on orders in flight before the first reading of the backlog.
+pub const INITIAL_LIMIT: i64 = 256;
 
 /// The bounds (see the module's documentation for what each means).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,7 +74,7 @@ impl AdmissionConfig {
     pub fn defaults(step_timeout_ms: i64) -> Self {
         Self {
             enabled: true,
-            backlog_age_ms: (step_timeout_ms / 2).max(1),
+            backlog_age_ms: (step_timeout_ms / 5).max(1),
             backlog_floor: 32,
             max_pending: 20_000,
             max_in_flight: 128,
@@ -154,6 +171,11 @@ pub struct Admission {
     config: AdmissionConfig,
     refusing: Arc<AtomicBool>,
     in_flight: Arc<AtomicUsize>,
+    /// The limit on orders in flight (PENDING).
+    limit: Arc<AtomicI64>,
+    /// PENDING orders at the last reading, and the orders admitted here since.
+    pending: Arc<AtomicI64>,
+    admitted_since: Arc<AtomicI64>,
 }
 
 /// Held while a `POST /orders` is in progress.
@@ -172,11 +194,19 @@ impl Admission {
             config,
             refusing: Arc::new(AtomicBool::new(false)),
             in_flight: Arc::new(AtomicUsize::new(0)),
+            limit: Arc::new(AtomicI64::new(INITIAL_LIMIT.min(config.max_pending))),
+            pending: Arc::new(AtomicI64::new(0)),
+            admitted_since: Arc::new(AtomicI64::new(0)),
         }
     }
 
     pub fn config(&self) -> &AdmissionConfig {
         &self.config
+    }
+
+    /// The current limit on orders in flight.
+    pub fn limit(&self) -> i64 {
+        self.limit.load(Ordering::Relaxed)
     }
 
     /// Admits one order (the ticket is held until it is placed), or says why not.
@@ -186,35 +216,55 @@ impl Admission {
         if !self.config.enabled {
             return Ok(ticket);
         }
-        let refusal = if self.refusing.load(Ordering::Relaxed) {
-            Refusal::Backlog
-        } else if in_flight > self.config.max_in_flight {
+        let refusal = if in_flight > self.config.max_in_flight {
             Refusal::InFlight
         } else {
-            return Ok(ticket);
+            let admitted = self.admitted_since.fetch_add(1, Ordering::Relaxed);
+            if self.pending.load(Ordering::Relaxed) + admitted < self.limit() {
+                return Ok(ticket);
+            }
+            self.admitted_since.fetch_sub(1, Ordering::Relaxed);
+            Refusal::Backlog
         };
         metrics::counter!(REJECTED, "reason" => refusal.as_str()).increment(1);
         Err(refusal)
     }
 
-    /// Decides from one reading of the backlog.
+    /// Adapts the limit to one reading of the backlog (see the module's documentation).
     pub fn update(&self, backlog: &Backlog) {
-        let refuse = self.config.enabled
-            && (backlog.pending > self.config.max_pending
-                || backlog.late > self.config.backlog_floor);
+        let c = &self.config;
+        let limit = self.limit();
+        let min = (2 * c.backlog_floor).min(c.max_pending);
+        let next = if backlog.late > c.backlog_floor {
+            (limit - limit / 4).max(min)
+        } else if backlog.pending * 5 >= limit * 4 {
+            (limit + (limit / 8).max(1)).min(c.max_pending)
+        } else {
+            limit
+        };
+        self.limit.store(next, Ordering::Relaxed);
+        self.pending.store(backlog.pending, Ordering::Relaxed);
+        self.admitted_since.store(0, Ordering::Relaxed);
+        let refuse = c.enabled && backlog.pending >= next;
         let was = self.refusing.swap(refuse, Ordering::Relaxed);
         if was != refuse {
             if refuse {
                 tracing::warn!(
                     pending = backlog.pending,
                     late = backlog.late,
-                    "refusing new orders: the backlog is beyond what can be finished in time"
+                    limit = next,
+                    "refusing new orders: as many are in flight as can be finished in time"
                 );
             } else {
-                tracing::info!(pending = backlog.pending, "accepting new orders again");
+                tracing::info!(
+                    pending = backlog.pending,
+                    limit = next,
+                    "accepting new orders again"
+                );
             }
         }
         metrics::gauge!(REFUSING).set(if refuse { 1.0 } else { 0.0 });
+        metrics::gauge!(LIMIT).set(next as f64);
     }
 
     /// Reads the backlog every `refresh` until `shutdown`. A failed reading keeps the last
@@ -262,12 +312,17 @@ pub fn describe() {
     );
     metrics::describe_gauge!(
         REFUSING,
-        "1 while admission control refuses new orders because of the backlog, else 0."
+        "1 while admission control refuses new orders because the backlog is at its limit, else 0."
+    );
+    metrics::describe_gauge!(
+        LIMIT,
+        "Admission control's current limit on orders in flight (PENDING)."
     );
     for reason in [Refusal::Backlog, Refusal::InFlight] {
         metrics::counter!(REJECTED, "reason" => reason.as_str()).increment(0);
     }
     metrics::gauge!(REFUSING).set(0.0);
+    metrics::gauge!(LIMIT).set(INITIAL_LIMIT as f64);
 }
 
 #[cfg(test)]
@@ -281,42 +336,66 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_age_bound_is_half_the_step_timeout() {
-        assert_eq!(AdmissionConfig::defaults(5_000).backlog_age_ms, 2_500);
+    fn backlog(pending: i64, late: i64) -> Backlog {
+        Backlog { pending, late }
+    }
+
+    fn admitted(admission: &Admission, n: usize) -> usize {
+        (0..n)
+            .filter(|_| admission.admit().is_ok()) // each ticket drops at once
+            .count()
     }
 
     #[test]
-    fn a_late_backlog_beyond_the_floor_refuses_and_a_drained_one_admits_again() {
+    fn the_age_bound_is_a_fifth_of_the_step_timeout() {
+        assert_eq!(AdmissionConfig::defaults(5_000).backlog_age_ms, 1_000);
+    }
+
+    #[test]
+    fn orders_are_admitted_up_to_the_limit_counting_those_admitted_since_the_reading() {
         let admission = Admission::new(config());
-        admission.update(&Backlog {
-            pending: 500,
-            late: 32,
-        });
-        assert!(
-            admission.admit().is_ok(),
+        admission.update(&backlog(200, 0));
+        assert_eq!(admission.limit(), INITIAL_LIMIT);
+        assert_eq!(admitted(&admission, 100), 56, "256 - 200 in flight");
+        assert_eq!(admission.admit().unwrap_err(), Refusal::Backlog);
+        admission.update(&backlog(100, 0));
+        assert_eq!(admitted(&admission, 1), 1, "a new reading makes room again");
+    }
+
+    #[test]
+    fn late_orders_beyond_the_floor_cut_the_limit_down_to_twice_the_floor() {
+        let admission = Admission::new(config());
+        admission.update(&backlog(100, 32));
+        assert_eq!(
+            admission.limit(),
+            256,
             "32 late orders are within the floor"
         );
-        admission.update(&Backlog {
-            pending: 500,
-            late: 33,
-        });
+        admission.update(&backlog(100, 33));
+        assert_eq!(admission.limit(), 192);
+        for _ in 0..20 {
+            admission.update(&backlog(250, 100));
+        }
+        assert_eq!(admission.limit(), 64);
         assert_eq!(admission.admit().unwrap_err(), Refusal::Backlog);
-        admission.update(&Backlog {
-            pending: 40,
-            late: 0,
-        });
-        assert!(admission.admit().is_ok());
     }
 
     #[test]
-    fn too_many_pending_orders_refuse_even_when_none_is_late() {
+    fn a_full_limit_with_nothing_late_grows_and_an_idle_one_stays() {
         let admission = Admission::new(config());
-        admission.update(&Backlog {
-            pending: 20_001,
-            late: 0,
-        });
-        assert_eq!(admission.admit().unwrap_err(), Refusal::Backlog);
+        admission.update(&backlog(10, 0));
+        assert_eq!(admission.limit(), 256, "far from full: no reason to grow");
+        admission.update(&backlog(220, 0));
+        assert_eq!(admission.limit(), 288);
+        for _ in 0..200 {
+            let limit = admission.limit();
+            admission.update(&backlog(limit, 0));
+        }
+        assert_eq!(
+            admission.limit(),
+            20_000,
+            "never beyond ADMISSION_MAX_PENDING"
+        );
     }
 
     #[test]
@@ -335,10 +414,7 @@ mod tests {
             enabled: false,
             ..config()
         });
-        admission.update(&Backlog {
-            pending: 1_000_000,
-            late: 1_000_000,
-        });
+        admission.update(&backlog(1_000_000, 1_000_000));
         let _tickets: Vec<_> = (0..10).map(|_| admission.admit().unwrap()).collect();
     }
 }

@@ -12,7 +12,8 @@
 //! | `saga_in_flight` | gauge | | orders still PENDING (the service's database: every instance reports the same figure) |
 //! | `saga_oldest_pending_age_seconds` | gauge | | age of the oldest PENDING order; 0 when none |
 //! | `order_admission_rejected_total` | counter | `reason` | `POST /orders` refused with 503 by [`crate::admission`]: `backlog` or `in_flight` |
-//! | `order_admission_refusing` | gauge | | 1 while the backlog refuses new orders |
+//! | `order_admission_refusing` | gauge | | 1 while the orders in flight are at admission control's limit |
+//! | `order_admission_limit` | gauge | | admission control's current limit on orders in flight |
 
 use contracts::domain::OrderStatus;
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};

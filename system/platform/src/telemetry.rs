@@ -361,9 +361,11 @@ impl<S: Subscriber> Layer<S> for DbSpans {
             return;
         };
         let parent = Context::current();
-        if !parent.span().span_context().is_valid() {
+        let traced = parent.span().span_context().is_valid();
+        if !traced || !parent.span().span_context().is_sampled() {
             // A statement outside any traced work (a background poll) would start a trace of
-            // its own for nothing.
+            // its own for nothing; one inside a trace left out of the sample would be dropped
+            // anyway, after the work of building it.
             return;
         }
         let text = if fields.statement.trim().is_empty() {

@@ -108,6 +108,8 @@ pub struct ContainersEnvironment {
     chaos_url: String,
     links: Vec<LinkInfo>,
     startup_time: Duration,
+    /// The share of traces the services record and export.
+    trace_sampling: f64,
     /// What the gateway signs its service tokens with (HS256), shared by every service.
     service_secret: String,
     run_dir: tempfile::TempDir,
@@ -158,6 +160,7 @@ impl ContainersEnvironment {
             chaos_url: String::new(),
             links: Vec::new(),
             startup_time: Duration::ZERO,
+            trace_sampling: options.trace_sampling,
             service_secret: hex_secret(),
             run_dir,
             removed: false,
@@ -427,7 +430,7 @@ impl ContainersEnvironment {
                     if options.admission { "on" } else { "off" }.into(),
                 );
             }
-            env.extend(super::otel_env(otel.as_deref()));
+            env.extend(super::otel_env(otel.as_deref(), self.trace_sampling));
             let spec = ContainerSpec {
                 name: self.container_name(&alias),
                 image: self.images.services.clone(),
@@ -455,7 +458,10 @@ impl ContainersEnvironment {
         );
         env.insert("JWT_ISSUER".into(), crate::seed::ISSUER.into());
         env.insert("JWT_AUDIENCE".into(), crate::seed::AUDIENCE.into());
-        env.extend(super::otel_env(self.container_otlp_endpoint().as_deref()));
+        env.extend(super::otel_env(
+            self.container_otlp_endpoint().as_deref(),
+            self.trace_sampling,
+        ));
         for (service, var) in [
             (Service::Order, "ORDER_URLS"),
             (Service::Inventory, "INVENTORY_URLS"),

@@ -67,6 +67,8 @@ pub struct LocalEnvironment {
     links: Vec<LinkInfo>,
     /// From the first process spawned to seeded and ready (building binaries excluded).
     startup_time: Duration,
+    /// The share of traces the services record and export.
+    trace_sampling: f64,
     /// What the gateway signs its service tokens with (HS256), shared by every service.
     service_secret: String,
     run_dir: RunDir,
@@ -119,6 +121,7 @@ impl LocalEnvironment {
             chaos_url: String::new(),
             links: Vec::new(),
             startup_time: Duration::ZERO,
+            trace_sampling: options.trace_sampling,
             service_secret: hex_secret(),
             run_dir,
         };
@@ -301,7 +304,10 @@ impl LocalEnvironment {
                         if options.admission { "on" } else { "off" }.into(),
                     );
                 }
-                env.extend(super::otel_env(self.otlp_endpoint().as_deref()));
+                env.extend(super::otel_env(
+                    self.otlp_endpoint().as_deref(),
+                    self.trace_sampling,
+                ));
                 let spec = Spec {
                     name,
                     program: bin.path(binaries::of(service)),
@@ -381,7 +387,10 @@ impl LocalEnvironment {
             self.idp.public_key_pem().to_string(),
         );
         env.insert("JWT_ISSUER".into(), crate::seed::ISSUER.into());
-        env.extend(super::otel_env(self.otlp_endpoint().as_deref()));
+        env.extend(super::otel_env(
+            self.otlp_endpoint().as_deref(),
+            self.trace_sampling,
+        ));
         env.insert("JWT_AUDIENCE".into(), crate::seed::AUDIENCE.into());
         for (service, var) in [
             (Service::Order, "ORDER_URLS"),

@@ -22,11 +22,12 @@ pub const REPLAY_SHARE: f64 = 0.1;
 pub fn run(user: &mut GooseUser, ctx: Arc<Ctx>) -> JourneyFuture<'_> {
     Box::pin(async move {
         let customer = me(user);
-        let (lines, replay) = {
+        let (lines, replay, sampled) = {
             let mut rng = rand::rng();
             (
                 roster::order_lines(&mut rng, &ctx.target.skus),
                 rng.random_bool(REPLAY_SHARE),
+                ctx.trace_sampling >= 1.0 || rng.random_bool(ctx.trace_sampling.clamp(0.0, 1.0)),
             )
         };
         let key = uuid::Uuid::new_v4().to_string();
@@ -35,10 +36,12 @@ pub fn run(user: &mut GooseUser, ctx: Arc<Ctx>) -> JourneyFuture<'_> {
         };
         let token = ctx.target.customers[customer].token.clone();
         // Our own trace context, so the report can find this order's saga among the spans the
-        // services export (the gateway continues it); a replay belongs to the same trace.
+        // services export (the gateway continues it); a replay belongs to the same trace. An
+        // order left out of the sample says so in its flags, and the services record nothing.
         let trace_id = random_hex::<16>();
+        let flags = if sampled { "01" } else { "00" };
         for _ in 0..1 + usize::from(replay) {
-            let traceparent = format!("00-{trace_id}-{}-01", random_hex::<8>());
+            let traceparent = format!("00-{trace_id}-{}-{flags}", random_hex::<8>());
             let headers = [
                 ("idempotency-key", key.as_str()),
                 ("traceparent", traceparent.as_str()),
@@ -59,8 +62,12 @@ pub fn run(user: &mut GooseUser, ctx: Arc<Ctx>) -> JourneyFuture<'_> {
                 lines: lines.clone(),
                 outcome: outcome(&reply),
             };
-            ctx.recorder
-                .attempt(attempt, customer, reply.answered, Some(&trace_id));
+            ctx.recorder.attempt(
+                attempt,
+                customer,
+                reply.answered,
+                sampled.then_some(trace_id.as_str()),
+            );
             if reply.shed.is_some() {
                 break;
             }

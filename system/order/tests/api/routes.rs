@@ -436,17 +436,19 @@ async fn health_endpoints_answer_without_a_token() {
     );
 }
 
-/// Admission control on both dialects: a backlog of orders older than the age bound, beyond the
-/// floor, turns new orders away with 503 + `Retry-After` while reads go on; once the backlog is
-/// gone, orders are taken again.
+/// Admission control on both dialects: with as many orders in flight as its limit (here the
+/// smallest, 3) and some of them late, new orders are turned away with 503 + `Retry-After` while
+/// reads go on; once the backlog has drained, orders are taken again.
 #[tokio::test]
-async fn a_late_backlog_turns_new_orders_away_with_503_and_retry_after_while_reads_go_on() {
+async fn a_full_backlog_turns_new_orders_away_with_503_and_retry_after_while_reads_go_on() {
+    use order_service::admission::Backlog;
     use order_service::{Admission, AdmissionConfig};
     let (_dir, dbs) = databases().await;
     for db in &dbs {
         let config = AdmissionConfig {
             backlog_age_ms: 1,
             backlog_floor: 2,
+            max_pending: 3,
             ..AdmissionConfig::defaults(policy().step_timeout_ms)
         };
         let admission = Admission::new(config);
@@ -477,10 +479,14 @@ async fn a_late_backlog_turns_new_orders_away_with_503_and_retry_after_while_rea
             "nothing was written"
         );
 
-        // With an age bound of an hour none is late, and orders are taken again.
+        // With an age bound of an hour none is late.
         let backlog = read(platform::now_ms() - 3_600_000).await.unwrap();
         assert_eq!((backlog.pending, backlog.late), (3, 0));
-        admission.update(&backlog);
+        // Drained: the orders are taken again.
+        admission.update(&Backlog {
+            pending: 0,
+            late: 0,
+        });
         let r = send(&app, "POST", "/orders", Some(&cust), &[], Some(ORDER)).await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     }
