@@ -71,20 +71,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         scenario.name,
         scenario.description.get_ref()
     );
-    let options = EnvOptions {
-        instances: scenario.environment.instances.to_instances(),
-        run_dir: None,
-        saga_step_timeout_ms: u64::try_from(
-            Duration::from(*scenario.environment.saga_step_timeout.get_ref()).as_millis(),
-        )
-        .unwrap_or(u64::MAX),
-        admission: scenario.environment.admission,
-        trace_sampling: *scenario.environment.trace_sampling.get_ref(),
-        build: !args.no_build,
-        traces: crate::environment::Traces::Collect {
+    let options = EnvOptions::of(
+        &scenario.environment,
+        !args.no_build,
+        crate::environment::Traces::Collect {
             forward_to: args.otlp_endpoint.clone(),
         },
-    };
+    );
     let env = tokio::select! {
         env = environment::start(backend, options) => match env {
             Ok(env) => env,

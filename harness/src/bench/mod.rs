@@ -13,7 +13,7 @@
 //! [`http`].
 
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context;
 
@@ -176,22 +176,15 @@ async fn tracing(args: TracingBenchArgs) -> anyhow::Result<ExitCode> {
 /// A fresh environment, the scenario's load, and what it measured.
 async fn one_round(scenario: &Scenario, traced: bool, build: bool) -> anyhow::Result<Round> {
     let env = &scenario.environment;
-    let options = EnvOptions {
-        instances: env.instances.to_instances(),
-        run_dir: None,
-        saga_step_timeout_ms: u64::try_from(
-            Duration::from(*env.saga_step_timeout.get_ref()).as_millis(),
-        )
-        .unwrap_or(u64::MAX),
-        admission: env.admission,
-        trace_sampling: *env.trace_sampling.get_ref(),
+    let options = EnvOptions::of(
+        env,
         build,
-        traces: if traced {
+        if traced {
             Traces::Collect { forward_to: None }
         } else {
             Traces::Off
         },
-    };
+    );
     let env = environment::start(*scenario.environment.backend.get_ref(), options)
         .await
         .context("starting the environment")?;

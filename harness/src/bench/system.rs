@@ -170,18 +170,7 @@ async fn fresh_load(
     settle_within: Duration,
 ) -> anyhow::Result<FreshRun> {
     let env_spec = &scenario.environment;
-    let options = EnvOptions {
-        instances: env_spec.instances.to_instances(),
-        run_dir: None,
-        saga_step_timeout_ms: u64::try_from(
-            Duration::from(*env_spec.saga_step_timeout.get_ref()).as_millis(),
-        )
-        .unwrap_or(u64::MAX),
-        admission: env_spec.admission,
-        trace_sampling: *env_spec.trace_sampling.get_ref(),
-        build,
-        traces: Traces::Collect { forward_to: None },
-    };
+    let options = EnvOptions::of(env_spec, build, Traces::Collect { forward_to: None });
     let env = environment::start(*env_spec.backend.get_ref(), options)
         .await
         .context("starting the environment")?;

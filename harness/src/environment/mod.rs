@@ -310,6 +310,24 @@ pub struct EnvOptions {
     pub traces: Traces,
 }
 
+impl EnvOptions {
+    /// What a scenario's `[environment]` asks for.
+    pub fn of(spec: &crate::scenario::Environment, build: bool, traces: Traces) -> Self {
+        Self {
+            instances: spec.instances.to_instances(),
+            run_dir: None,
+            saga_step_timeout_ms: u64::try_from(
+                Duration::from(*spec.saga_step_timeout.get_ref()).as_millis(),
+            )
+            .unwrap_or(u64::MAX),
+            admission: spec.admission,
+            trace_sampling: *spec.trace_sampling.get_ref(),
+            build,
+            traces,
+        }
+    }
+}
+
 impl Default for EnvOptions {
     fn default() -> Self {
         Self {
