@@ -341,16 +341,14 @@ pub async fn prune_idempotency_keys(
     retention: std::time::Duration,
     batch: i64,
 ) -> Result<u64, DbError> {
-    let before = platform::now_ms() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
-    let deleted = sqlx::query(
+    platform::db::delete_older_than(
+        db,
         "DELETE FROM idempotency_keys WHERE (customer_id, key) IN (SELECT customer_id, key \
          FROM idempotency_keys WHERE created_at_ms < $1 LIMIT $2)",
+        retention,
+        batch,
     )
-    .bind(before)
-    .bind(batch)
-    .execute(db.pool())
-    .await?;
-    Ok(deleted.rows_affected())
+    .await
 }
 
 /// A saga past its deadline, with the trace context of the request that started it.

@@ -308,6 +308,24 @@ impl Db {
     }
 }
 
+/// Deletes, at most `batch` at a time, the rows `sql` selects as older than `retention`: `sql` is
+/// a `DELETE` that binds the cut-off (ms since the epoch) as `$1` and the batch as `$2`. Returns
+/// how many it deleted. What the outbox, inbox and idempotency-key pruning share.
+pub async fn delete_older_than(
+    db: &Db,
+    sql: &str,
+    retention: std::time::Duration,
+    batch: i64,
+) -> Result<u64, DbError> {
+    let before = crate::now_ms() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+    let deleted = sqlx::query(sql)
+        .bind(before)
+        .bind(batch)
+        .execute(db.pool())
+        .await?;
+    Ok(deleted.rows_affected())
+}
+
 /// Runs `op` again while it fails with a retryable error, at most `attempts` times, with
 /// jittered backoff. For whole transactions: `op` must begin and commit its own.
 pub async fn retry<T, F, Fut>(attempts: u32, mut op: F) -> Result<T, DbError>

@@ -41,14 +41,12 @@ pub async fn first_delivery(
 /// Forgets message ids processed more than `retention` ago, at most `batch` at a time; returns
 /// how many.
 pub async fn prune(db: &Db, retention: Duration, batch: i64) -> Result<u64, DbError> {
-    let before = crate::now_ms() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
-    let deleted = sqlx::query(
+    crate::db::delete_older_than(
+        db,
         "DELETE FROM inbox WHERE (consumer, message_id) IN (SELECT consumer, message_id \
          FROM inbox WHERE processed_at_ms < $1 LIMIT $2)",
+        retention,
+        batch,
     )
-    .bind(before)
-    .bind(batch)
-    .execute(db.pool())
-    .await?;
-    Ok(deleted.rows_affected())
+    .await
 }

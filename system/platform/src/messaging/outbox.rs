@@ -452,14 +452,12 @@ impl Relay {
 /// Deletes published rows older than `retention`, at most `batch` at a time; returns how many.
 /// Pending rows are never deleted.
 pub async fn prune(db: &Db, retention: Duration, batch: i64) -> Result<u64, DbError> {
-    let before = crate::now_ms() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
-    let deleted = sqlx::query(
+    crate::db::delete_older_than(
+        db,
         "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox \
          WHERE published_at_ms IS NOT NULL AND published_at_ms < $1 ORDER BY seq LIMIT $2)",
+        retention,
+        batch,
     )
-    .bind(before)
-    .bind(batch)
-    .execute(db.pool())
-    .await?;
-    Ok(deleted.rows_affected())
+    .await
 }
