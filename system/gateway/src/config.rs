@@ -1,10 +1,12 @@
 //! The gateway's configuration, read from the environment and validated before anything binds.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use platform::auth::UserTokenVerifier;
 use platform::config::{self, CommonConfig, ConfigError};
+
+use crate::resilience::ResilienceConfig;
 
 pub const JWT_PUBLIC_KEY_PEM: &str = "JWT_PUBLIC_KEY_PEM";
 pub const JWT_PUBLIC_KEY_FILE: &str = "JWT_PUBLIC_KEY_FILE";
@@ -16,6 +18,8 @@ pub const PAYMENT_URLS: &str = "PAYMENT_URLS";
 pub const UPSTREAM_TIMEOUT_MS: &str = "UPSTREAM_TIMEOUT_MS";
 pub const ATTEMPT_TIMEOUT_MS: &str = "ATTEMPT_TIMEOUT_MS";
 pub const MAX_BODY_BYTES: &str = "MAX_BODY_BYTES";
+/// A JSON file of instance lists the gateway re-reads when it changes (see [`crate::upstream`]).
+pub const UPSTREAMS_FILE: &str = "UPSTREAMS_FILE";
 
 pub const DEFAULT_JWT_ISSUER: &str = "harness";
 pub const DEFAULT_JWT_AUDIENCE: &str = "shop-api";
@@ -45,6 +49,9 @@ pub struct Config {
     pub attempt_timeout: Duration,
     /// Largest request body forwarded; larger ones get 413.
     pub max_body_bytes: usize,
+    /// Breaker, bulkhead, retries, rate limit, health checks.
+    pub resilience: ResilienceConfig,
+    pub upstreams_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -81,6 +88,8 @@ impl Config {
             upstream_timeout: config::millis_or(UPSTREAM_TIMEOUT_MS, DEFAULT_UPSTREAM_TIMEOUT_MS)?,
             attempt_timeout: config::millis_or(ATTEMPT_TIMEOUT_MS, DEFAULT_ATTEMPT_TIMEOUT_MS)?,
             max_body_bytes: config::parse_or(MAX_BODY_BYTES, DEFAULT_MAX_BODY_BYTES)?,
+            resilience: ResilienceConfig::from_env()?,
+            upstreams_file: config::optional(UPSTREAMS_FILE).map(PathBuf::from),
         })
     }
 

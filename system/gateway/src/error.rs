@@ -1,6 +1,8 @@
 //! The gateway's own error responses. All use the shared [`contracts::http::ErrorBody`]; the
-//! kinds a service also has go through [`ApiError`], the gateway-only ones (413, 502, 504) through
+//! kinds a service also has go through [`ApiError`], the gateway-only ones (413, 429, 502, 503, 504) through
 //! [`platform::http::error_response`] with the same shape.
+
+use std::time::Duration;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -27,8 +29,41 @@ pub enum GatewayError {
     BadUpstream(Service),
     #[error("the {0} service did not answer in time")]
     Timeout(Service),
+    #[error("the {service} service is failing; its circuit breaker is open")]
+    CircuitOpen {
+        service: Service,
+        retry_after: Duration,
+    },
+    #[error("too many calls to the {0} service are in flight")]
+    BulkheadFull(Service),
+    #[error("too many requests from this customer")]
+    RateLimited { retry_after: Duration },
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
+}
+
+impl GatewayError {
+    /// Whether the upstream service failed (what a circuit breaker counts), as opposed to the
+    /// gateway refusing or the client erring.
+    pub fn is_upstream_failure(&self) -> bool {
+        matches!(
+            self,
+            Self::Unreachable(_) | Self::BadUpstream(_) | Self::Timeout(_)
+        )
+    }
+}
+
+/// `Retry-After` in whole seconds, at least 1 (the header has no fractions).
+fn retry_after(wait: Duration) -> HeaderValue {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    HeaderValue::from(secs.max(1))
+}
+
+fn with_retry_after(mut response: Response, wait: Duration) -> Response {
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, retry_after(wait));
+    response
 }
 
 impl IntoResponse for GatewayError {
@@ -55,6 +90,43 @@ impl IntoResponse for GatewayError {
             Self::Timeout(_) => {
                 error_response(StatusCode::GATEWAY_TIMEOUT, "gateway_timeout", message)
             }
+            Self::CircuitOpen { retry_after, .. } => with_retry_after(
+                error_response(StatusCode::SERVICE_UNAVAILABLE, "circuit_open", message),
+                retry_after,
+            ),
+            Self::BulkheadFull(_) => with_retry_after(
+                error_response(StatusCode::SERVICE_UNAVAILABLE, "bulkhead_full", message),
+                Duration::from_secs(1),
+            ),
+            Self::RateLimited { retry_after } => with_retry_after(
+                error_response(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message),
+                retry_after,
+            ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_say_when_to_come_back_in_whole_seconds() {
+        let r = GatewayError::RateLimited {
+            retry_after: Duration::from_millis(1200),
+        }
+        .into_response();
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "2");
+        let r = GatewayError::CircuitOpen {
+            service: Service::Payment,
+            retry_after: Duration::from_millis(10),
+        }
+        .into_response();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "1");
+        let r = GatewayError::BulkheadFull(Service::Order).into_response();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(r.headers().contains_key(header::RETRY_AFTER));
     }
 }

@@ -4,12 +4,16 @@
 //! gateway verifies it and the caller's role, then forwards the request, `/api` stripped, to an
 //! instance of the service that owns the path, with a short-lived service token in place of the
 //! user's. Services trust only service tokens, so nothing reaches them around the gateway. The
-//! gateway keeps no state beyond a round-robin counter per service: no database, no Kafka.
+//! gateway keeps no state beyond its view of the instances and its resilience layers: no
+//! database, no Kafka.
 //!
 //! # Layout
 //! - [`config`]: environment variables, validated before binding (exit 64 when bad).
 //! - [`routes`]: the route table, which service owns a path and who may call it.
-//! - [`proxy`]: authentication at the edge, instance choice with failover, forwarding.
+//! - [`proxy`]: authentication at the edge, failover across instances, forwarding.
+//! - [`resilience`]: rate limit, bulkhead, circuit breaker, retry budget; each switchable.
+//! - [`upstream`]: the instances of each service, passive ejection, active health checks,
+//!   the instance list that can change at run time.
 //! - [`error`]: the gateway's error responses (401, 403, 404, 413, 502, 504).
 //! - [`metrics`]: the `gateway_upstream_*` metrics (the platform adds `/metrics` and the HTTP ones).
 //! - [`router`] and [`Application`]: wiring and serving.
@@ -18,8 +22,10 @@ pub mod config;
 pub mod error;
 pub mod metrics;
 pub mod proxy;
+pub mod resilience;
 pub mod routes;
 pub mod tokens;
+pub mod upstream;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -78,6 +84,7 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         metrics::describe();
         let state = AppState::new(&config).context("building the gateway state")?;
+        state.spawn_background();
         let server = Server::bind(config.common.bind_addr)
             .await
             .with_context(|| format!("binding {}", config.common.bind_addr))?;

@@ -10,9 +10,8 @@
 //! when an attempt gets no answer within `ATTEMPT_TIMEOUT_MS` (a frozen instance holds requests
 //! without failing them); other requests wait for the whole `UPSTREAM_TIMEOUT_MS`.
 //!
-//! Passive health checking: an instance whose connection failed is ejected for
-//! [`EJECTION`]: later requests try it last, so a dead or unreachable instance costs one failed
-//! attempt every few seconds instead of one per request in turn.
+//! Which instances, in which order, and when they leave the rotation: [`crate::upstream`]. The
+//! bulkhead, circuit breaker, retry budget and rate limit around this: [`crate::resilience`].
 //!
 //! Observability: each attempt is an HTTP client span (a child of the request's server span)
 //! whose W3C context replaces the client's `traceparent` on the forwarded request, and is counted
@@ -20,7 +19,6 @@
 //! instance's position in its URL list, from 1).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -36,7 +34,9 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::config::Config;
 use crate::error::GatewayError;
+use crate::resilience::{self, Guarded, RateLimit, ResilienceConfig, RetryPolicy, UpstreamCall};
 use crate::routes::{API_PREFIX, Access, Route, Service};
+use crate::upstream::{self, Instance, Upstream};
 
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
@@ -65,86 +65,6 @@ const RETURNED_RESPONSE_HEADERS: [HeaderName; 3] = [
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How long an instance whose connection failed is tried only after the others.
-pub const EJECTION: Duration = Duration::from_secs(3);
-
-/// The instances of one service and where the round-robin stands.
-#[derive(Debug)]
-pub struct Upstream {
-    service: Service,
-    instances: Vec<String>,
-    next: AtomicUsize,
-    /// Per instance: until when it is ejected, in ms since `epoch` (0: not ejected).
-    ejected_until: Vec<AtomicU64>,
-    epoch: Instant,
-}
-
-impl Upstream {
-    pub fn new(service: Service, instances: Vec<String>) -> Self {
-        let upstream = Self {
-            service,
-            ejected_until: instances.iter().map(|_| AtomicU64::new(0)).collect(),
-            instances,
-            next: AtomicUsize::new(0),
-            epoch: Instant::now(),
-        };
-        // Counters start at zero, so a dashboard's rate() has a series before the first failure.
-        metrics::counter!(crate::metrics::UPSTREAM_RETRIES, "service" => service.name())
-            .increment(0);
-        for idx in 0..upstream.instances.len() {
-            metrics::counter!(
-                crate::metrics::UPSTREAM_EJECTIONS,
-                "service" => service.name(),
-                "upstream" => upstream.label(idx),
-            )
-            .increment(0);
-        }
-        upstream
-    }
-
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
-    /// The instances to try for one request: each once, starting at the next in turn, the
-    /// ejected ones last.
-    fn attempt_order(&self) -> Vec<(usize, &str)> {
-        let n = self.instances.len();
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let now = self.now_ms();
-        let mut order: Vec<(usize, &str)> = (0..n)
-            .map(|i| {
-                let idx = start.wrapping_add(i) % n;
-                (idx, self.instances[idx].as_str())
-            })
-            .collect();
-        // A stable sort keeps the round-robin order within each group.
-        order.sort_by_key(|(idx, _)| self.ejected_until[*idx].load(Ordering::Relaxed) > now);
-        order
-    }
-
-    /// The connection to instance `idx` failed: try it last for a while.
-    fn eject(&self, idx: usize) {
-        let until = self
-            .now_ms()
-            .saturating_add(u64::try_from(EJECTION.as_millis()).unwrap_or(0));
-        if let Some(slot) = self.ejected_until.get(idx) {
-            slot.store(until, Ordering::Relaxed);
-        }
-        metrics::counter!(
-            crate::metrics::UPSTREAM_EJECTIONS,
-            "service" => self.service.name(),
-            "upstream" => self.label(idx),
-        )
-        .increment(1);
-    }
-
-    /// The instance's name in metrics: `order#2` for the second URL of the order service.
-    fn label(&self, idx: usize) -> String {
-        format!("{}#{}", self.service.name(), idx + 1)
-    }
-}
-
 /// What every request handler shares.
 #[derive(Clone)]
 pub struct AppState {
@@ -154,13 +74,36 @@ pub struct AppState {
 struct Inner {
     verifier: crate::tokens::VerifiedTokens,
     service_auth: ServiceAuth,
+    core: Arc<Core>,
+    /// Per service (order, inventory, payment): its bulkhead and breaker around [`attempts`].
+    guards: [Guarded; 3],
+    rate_limit: Option<Arc<RateLimit>>,
+    resilience: ResilienceConfig,
+    upstreams_file: Option<std::path::PathBuf>,
+    max_body_bytes: usize,
+}
+
+/// What the failover loop needs, apart from the guards that wrap it.
+struct Core {
     client: reqwest::Client,
-    order: Upstream,
-    inventory: Upstream,
-    payment: Upstream,
+    upstreams: [Arc<Upstream>; 3],
+    retries: [RetryPolicy; 3],
     upstream_timeout: Duration,
     attempt_timeout: Duration,
-    max_body_bytes: usize,
+}
+
+impl Core {
+    fn upstream(&self, service: Service) -> &Upstream {
+        &self.upstreams[slot(service)]
+    }
+}
+
+fn slot(service: Service) -> usize {
+    match service {
+        Service::Order => 0,
+        Service::Inventory => 1,
+        Service::Payment => 2,
+    }
 }
 
 impl AppState {
@@ -174,6 +117,34 @@ impl AppState {
             // Calls between our own services never go through an HTTP(S)_PROXY from the env.
             .no_proxy()
             .build()?;
+        let resilience = config.resilience.clone();
+        let core = Arc::new(Core {
+            client,
+            upstreams: [
+                Arc::new(Upstream::new(Service::Order, config.order_urls.clone())),
+                Arc::new(Upstream::new(
+                    Service::Inventory,
+                    config.inventory_urls.clone(),
+                )),
+                Arc::new(Upstream::new(Service::Payment, config.payment_urls.clone())),
+            ],
+            retries: Service::ALL.map(|s| RetryPolicy::new(s, &resilience.retries)),
+            upstream_timeout: config.upstream_timeout,
+            attempt_timeout: config.attempt_timeout,
+        });
+        let guard_of = |service: Service| -> anyhow::Result<Guarded> {
+            let core = core.clone();
+            let inner = tower::service_fn(move |call: UpstreamCall| {
+                let core = core.clone();
+                async move { attempts(&core, service, call).await }
+            });
+            resilience::guard(service, &resilience, inner)
+        };
+        let guards = [
+            guard_of(Service::Order)?,
+            guard_of(Service::Inventory)?,
+            guard_of(Service::Payment)?,
+        ];
         Ok(Self {
             inner: Arc::new(Inner {
                 verifier: crate::tokens::VerifiedTokens::new(config.user_token_verifier()?),
@@ -181,40 +152,64 @@ impl AppState {
                     config.common.secret_bytes(),
                     crate::config::SERVICE_NAME,
                 ),
-                client,
-                order: Upstream::new(Service::Order, config.order_urls.clone()),
-                inventory: Upstream::new(Service::Inventory, config.inventory_urls.clone()),
-                payment: Upstream::new(Service::Payment, config.payment_urls.clone()),
-                upstream_timeout: config.upstream_timeout,
-                attempt_timeout: config.attempt_timeout,
+                core,
+                guards,
+                rate_limit: resilience
+                    .rate_limit
+                    .map(|(rate, burst)| RateLimit::new(rate, burst)),
+                resilience,
+                upstreams_file: config.upstreams_file.clone(),
                 max_body_bytes: config.max_body_bytes,
             }),
         })
+    }
+
+    /// Starts what runs beside the requests: active health checks, watching the instance list
+    /// file, forgetting idle rate-limit buckets. Needs a Tokio runtime; the tasks end with it.
+    pub fn spawn_background(&self) {
+        let upstreams = self.inner.core.upstreams.to_vec();
+        if let Some(interval) = self.inner.resilience.health_check_interval {
+            upstream::spawn_health_checks(
+                self.inner.core.client.clone(),
+                upstreams.clone(),
+                interval,
+            );
+        }
+        if let Some(file) = &self.inner.upstreams_file {
+            upstream::spawn_discovery(file.clone(), upstreams);
+        }
+        if let Some(limit) = &self.inner.rate_limit {
+            let limit = Arc::downgrade(limit);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(60));
+                loop {
+                    tick.tick().await;
+                    match limit.upgrade() {
+                        Some(limit) => limit.forget_idle(),
+                        None => return,
+                    }
+                }
+            });
+        }
     }
 
     pub fn max_body_bytes(&self) -> usize {
         self.inner.max_body_bytes
     }
 
-    fn upstream(&self, service: Service) -> &Upstream {
-        match service {
-            Service::Order => &self.inner.order,
-            Service::Inventory => &self.inner.inventory,
-            Service::Payment => &self.inner.payment,
-        }
-    }
-
     /// Ready when every service has an instance to send to. Deliberately no network call: a
     /// readiness probe must stay cheap, and one slow service must not take the whole edge out.
     pub fn ready(&self) -> Result<(), String> {
-        match Service::ALL
-            .into_iter()
-            .map(|s| self.upstream(s))
-            .find(|u| u.instances.is_empty())
+        match self
+            .inner
+            .core
+            .upstreams
+            .iter()
+            .find(|u| u.instances().is_empty())
         {
             Some(u) => Err(format!(
                 "no instance of the {} service is configured",
-                u.service
+                u.service()
             )),
             None => Ok(()),
         }
@@ -263,6 +258,13 @@ pub async fn forward(
 ) -> Result<Response, GatewayError> {
     let (parts, body) = req.into_parts();
     let identity = authenticate(&state.inner.verifier, route.access, &parts)?;
+    // Per customer: anonymous catalog reads share no bucket (one would starve them all).
+    if let Some(limit) = &state.inner.rate_limit
+        && identity.sub != ANONYMOUS_SUBJECT
+        && let Err(wait) = limit.check(&identity.sub)
+    {
+        return Err(GatewayError::RateLimited { retry_after: wait });
+    }
 
     let limit = state.inner.max_body_bytes;
     let declared = parts
@@ -295,7 +297,13 @@ pub async fn forward(
             }
         })?;
 
-    call(&state, service, method, &path_and_query, headers, body).await
+    let call = UpstreamCall {
+        method,
+        path_and_query,
+        headers,
+        body,
+    };
+    resilience::call(&state.inner.guards[slot(service)], call).await
 }
 
 fn upstream_path_and_query(parts: &Parts) -> String {
@@ -320,21 +328,40 @@ fn forwarded_headers(incoming: &HeaderMap, token: &str) -> Result<HeaderMap, Gat
     Ok(headers)
 }
 
-async fn call(
-    state: &AppState,
+/// The failover loop to one service: instances in the order [`Upstream::attempt_order`] gives,
+/// each retry under the service's retry budget after a full-jitter backoff.
+async fn attempts(
+    core: &Core,
     service: Service,
-    method: Method,
-    path_and_query: &str,
-    headers: HeaderMap,
-    body: Bytes,
+    call: UpstreamCall,
 ) -> Result<Response, GatewayError> {
-    let deadline = Instant::now() + state.inner.upstream_timeout;
-    let upstream = state.upstream(service);
+    let UpstreamCall {
+        method,
+        path_and_query,
+        headers,
+        body,
+    } = call;
+    let deadline = Instant::now() + core.upstream_timeout;
+    let upstream = core.upstream(service);
+    let policy = &core.retries[slot(service)];
     let repeatable =
         matches!(method, Method::GET | Method::HEAD) || headers.contains_key(IDEMPOTENCY_KEY);
-    let order = upstream.attempt_order();
+    let mut order = upstream.attempt_order();
+    if !policy.enabled() {
+        order.truncate(1);
+    }
+    policy.deposit();
     let attempts = order.len();
-    for (n, (idx, base)) in order.into_iter().enumerate() {
+    let mut failure = GatewayError::Unreachable(service);
+    for (n, instance) in order.into_iter().enumerate() {
+        if n > 0 {
+            if !policy.withdraw() {
+                tracing::warn!(%service, "retry budget spent; not trying another instance");
+                return Err(failure);
+            }
+            let pause = policy.backoff(u32::try_from(n).unwrap_or(u32::MAX));
+            tokio::time::sleep_until((Instant::now() + pause).min(deadline)).await;
+        }
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
             return Err(GatewayError::Timeout(service));
@@ -343,10 +370,11 @@ async fn call(
         // repeat moves on after one attempt's share, except at the last instance.
         let last = n + 1 == attempts;
         let attempt = if repeatable && !last {
-            remaining.min(state.inner.attempt_timeout)
+            remaining.min(core.attempt_timeout)
         } else {
             remaining
         };
+        let base = instance.url.as_str();
         let url = format!("{base}{path_and_query}");
         let span = attempt_span(service, &method, &url, n);
         let mut headers = headers.clone();
@@ -358,8 +386,7 @@ async fn call(
                 .increment(1);
         }
         let started = Instant::now();
-        let sent = state
-            .inner
+        let sent = core
             .client
             .request(method.clone(), url)
             .headers(headers)
@@ -374,7 +401,7 @@ async fn call(
             Err(e) if e.is_timeout() => "timeout".into(),
             Err(_) => "error".into(),
         };
-        record_attempt(upstream, idx, &span, &outcome, started.elapsed());
+        record_attempt(upstream, &instance, &span, &outcome, started.elapsed());
         match sent {
             Ok(response) => {
                 tracing::Span::current().record("upstream", base);
@@ -382,11 +409,13 @@ async fn call(
             }
             // Checked before `is_timeout`: a connect timeout is both, and it is safe to go on.
             Err(e) if e.is_connect() => {
-                upstream.eject(idx);
+                upstream.eject(&instance);
+                failure = GatewayError::Unreachable(service);
                 tracing::warn!(upstream = base, error = %chain(&e), "cannot connect; trying the next instance");
             }
             Err(e) if e.is_timeout() && attempt < remaining => {
-                upstream.eject(idx);
+                upstream.eject(&instance);
+                failure = GatewayError::Timeout(service);
                 tracing::warn!(
                     upstream = base,
                     "no answer within the attempt timeout; the request is safe to repeat, trying the next instance"
@@ -397,17 +426,18 @@ async fn call(
                 return Err(GatewayError::Timeout(service));
             }
             Err(e) if repeatable => {
-                upstream.eject(idx);
+                upstream.eject(&instance);
+                failure = GatewayError::BadUpstream(service);
                 tracing::warn!(upstream = base, error = %chain(&e), "upstream call failed; the request is safe to repeat, trying the next instance");
             }
             Err(e) => {
-                upstream.eject(idx);
+                upstream.eject(&instance);
                 tracing::warn!(upstream = base, error = %chain(&e), "upstream call failed");
                 return Err(GatewayError::BadUpstream(service));
             }
         }
     }
-    Err(GatewayError::Unreachable(service))
+    Err(failure)
 }
 
 /// The client span of one attempt, named and attributed as the semantic conventions say.
@@ -443,7 +473,7 @@ fn attempt_span(service: Service, method: &Method, url: &str, attempt: usize) ->
 /// Closes one attempt's span and counts it.
 fn record_attempt(
     upstream: &Upstream,
-    idx: usize,
+    instance: &Instance,
     span: &tracing::Span,
     outcome: &str,
     took: Duration,
@@ -461,14 +491,14 @@ fn record_attempt(
         }
     }
     let labels = [
-        ("service", upstream.service.name().to_string()),
-        ("upstream", upstream.label(idx)),
+        ("service", upstream.service().name().to_string()),
+        ("upstream", instance.label.clone()),
     ];
     metrics::histogram!(crate::metrics::UPSTREAM_DURATION, &labels).record(took.as_secs_f64());
     metrics::counter!(
         crate::metrics::UPSTREAM_REQUESTS,
-        "service" => upstream.service.name(),
-        "upstream" => upstream.label(idx),
+        "service" => upstream.service().name(),
+        "upstream" => instance.label.clone(),
         "outcome" => outcome.to_string(),
     )
     .increment(1);
@@ -513,44 +543,6 @@ fn chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn round_robin_starts_each_request_one_instance_further_and_tries_each_once() {
-        let upstream = Upstream::new(Service::Order, vec!["a".into(), "b".into(), "c".into()]);
-        let names = |u: &Upstream| -> Vec<String> {
-            u.attempt_order()
-                .into_iter()
-                .map(|(_, n)| n.to_string())
-                .collect()
-        };
-        assert_eq!(names(&upstream), ["a", "b", "c"]);
-        assert_eq!(names(&upstream), ["b", "c", "a"]);
-    }
-
-    #[test]
-    fn an_ejected_instance_is_tried_last_until_its_ejection_ends() {
-        let upstream = Upstream::new(Service::Order, vec!["a".into(), "b".into(), "c".into()]);
-        upstream.eject(0);
-        let order: Vec<&str> = upstream
-            .attempt_order()
-            .into_iter()
-            .map(|(_, n)| n)
-            .collect();
-        assert_eq!(order, ["b", "c", "a"]);
-        let order: Vec<&str> = upstream
-            .attempt_order()
-            .into_iter()
-            .map(|(_, n)| n)
-            .collect();
-        assert_eq!(order, ["b", "c", "a"]);
-        upstream.ejected_until[0].store(0, Ordering::Relaxed);
-        let order: Vec<&str> = upstream
-            .attempt_order()
-            .into_iter()
-            .map(|(_, n)| n)
-            .collect();
-        assert_eq!(order, ["c", "a", "b"]);
-    }
 
     #[test]
     fn the_api_prefix_is_stripped_and_the_query_kept() {

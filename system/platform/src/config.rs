@@ -23,6 +23,8 @@ pub const SERVICE_TOKEN_SECRET: &str = "SERVICE_TOKEN_SECRET";
 pub const DATABASE_URL: &str = "DATABASE_URL";
 pub const KAFKA_BROKERS: &str = "KAFKA_BROKERS";
 pub const LOG_FORMAT: &str = "LOG_FORMAT";
+pub const REQUEST_TIMEOUT_MS: &str = "REQUEST_TIMEOUT_MS";
+pub const MAX_CONCURRENT_REQUESTS: &str = "MAX_CONCURRENT_REQUESTS";
 
 /// A configuration problem, naming the variable.
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +115,9 @@ pub struct CommonConfig {
     pub shutdown_timeout: Duration,
     /// `SERVICE_TOKEN_SECRET`: the HS256 secret of internal service tokens, at least 32 bytes.
     pub service_token_secret: SecretString,
+    /// `REQUEST_TIMEOUT_MS` (default 10 000) and `MAX_CONCURRENT_REQUESTS` (default 1024): the
+    /// service's own bounds on its API requests.
+    pub limits: crate::http::Limits,
 }
 
 impl CommonConfig {
@@ -135,12 +140,40 @@ impl CommonConfig {
             exit_on_stdin_eof: parse_bool(EXIT_ON_STDIN_EOF)?,
             shutdown_timeout: millis_or(SHUTDOWN_TIMEOUT_MS, 10_000)?,
             service_token_secret: SecretString::from(secret),
+            limits: crate::http::Limits {
+                request_timeout: positive(
+                    REQUEST_TIMEOUT_MS,
+                    millis_or(REQUEST_TIMEOUT_MS, 10_000)?,
+                    Duration::ZERO,
+                )?,
+                max_concurrent: positive(
+                    MAX_CONCURRENT_REQUESTS,
+                    parse_or(MAX_CONCURRENT_REQUESTS, 1024usize)?,
+                    0,
+                )?,
+            },
         })
     }
 
     pub fn secret_bytes(&self) -> &[u8] {
         self.service_token_secret.expose_secret().as_bytes()
     }
+}
+
+/// `value`, unless it is `zero`: then an error saying the variable must be more than that.
+fn positive<T: PartialEq + std::fmt::Debug>(
+    var: &'static str,
+    value: T,
+    zero: T,
+) -> Result<T, ConfigError> {
+    if value == zero {
+        return Err(ConfigError::Invalid {
+            var,
+            value: format!("{value:?}"),
+            reason: "expected more than 0".into(),
+        });
+    }
+    Ok(value)
 }
 
 fn parse_bool(var: &'static str) -> Result<bool, ConfigError> {

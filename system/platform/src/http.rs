@@ -211,6 +211,80 @@ fn record_status<B>(response: &axum::http::Response<B>, _latency: Duration, span
     }
 }
 
+/// A service's own bounds on its API requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// A request not answered within this gets 503: the caller is better told than kept.
+    pub request_timeout: Duration,
+    /// Requests in progress beyond this get 503 + `Retry-After` at once, so an overloaded
+    /// instance sheds instead of queueing without bound.
+    pub max_concurrent: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            request_timeout: Duration::from_secs(10),
+            max_concurrent: 1024,
+        }
+    }
+}
+
+/// Applies [`Limits`] to every route except `/health/*` and `/metrics`: a probe or a scrape must
+/// answer while the API is saturated, or the orchestrator would restart a busy instance.
+///
+/// Written as a middleware over a Tokio semaphore rather than tower's `ConcurrencyLimit` +
+/// `LoadShed` + tower-http's `Timeout`: those wrap the whole router, so exempting the probes
+/// would need a second router and a `Steer` whose `poll_ready` takes a permit for every request.
+pub fn with_limits(router: Router, limits: Limits) -> Router {
+    let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent));
+    router.layer(axum::middleware::from_fn(move |req: Request, next: axum::middleware::Next| {
+        let permits = permits.clone();
+        async move {
+            let path = req.uri().path();
+            if path.starts_with("/health/") || path == "/metrics" {
+                return next.run(req).await;
+            }
+            let Ok(_permit) = permits.try_acquire() else {
+                metrics::counter!(crate::metrics::HTTP_SERVER_REFUSED, "reason" => "concurrency")
+                    .increment(1);
+                let mut response = error_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "overloaded",
+                    format!(
+                        "more than {} requests are in progress; retry later",
+                        limits.max_concurrent
+                    ),
+                );
+                response.headers_mut().insert(
+                    axum::http::header::RETRY_AFTER,
+                    axum::http::HeaderValue::from_static("1"),
+                );
+                return response;
+            };
+            let gauge = metrics::gauge!(crate::metrics::HTTP_SERVER_IN_FLIGHT);
+            gauge.increment(1.0);
+            let answered = tokio::time::timeout(limits.request_timeout, next.run(req)).await;
+            gauge.decrement(1.0);
+            match answered {
+                Ok(response) => response,
+                Err(_) => {
+                    metrics::counter!(crate::metrics::HTTP_SERVER_REFUSED, "reason" => "timeout")
+                        .increment(1);
+                    error_response(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "timeout",
+                        format!(
+                            "the request was not done within {} ms",
+                            limits.request_timeout.as_millis()
+                        ),
+                    )
+                }
+            }
+        }
+    }))
+}
+
 /// Writes `{"addr": ..., "pid": ...}` atomically so a supervisor never reads half a file.
 pub fn write_ready_file(path: &Path, addr: SocketAddr) -> std::io::Result<()> {
     let body = serde_json::json!({ "addr": addr.to_string(), "pid": std::process::id() });
@@ -260,5 +334,61 @@ impl Server {
                 Ok(())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use tower::ServiceExt;
+
+    fn slow_app(limits: Limits) -> Router {
+        let api = Router::new().route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                "done"
+            }),
+        );
+        let health = health_routes(|| async { Ok(()) });
+        with_limits(api.merge(health), limits)
+    }
+
+    fn get_req(path: &str) -> Request {
+        Request::builder()
+            .uri(path)
+            .body(axum::body::Body::empty())
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn beyond_the_concurrency_limit_the_api_sheds_but_probes_still_answer() {
+        let app = slow_app(Limits {
+            request_timeout: Duration::from_secs(5),
+            max_concurrent: 1,
+        });
+        let first = tokio::spawn(app.clone().oneshot(get_req("/slow")));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let shed = app.clone().oneshot(get_req("/slow")).await.unwrap();
+        assert_eq!(shed.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(shed.headers()["retry-after"], "1");
+        let probe = app.clone().oneshot(get_req("/health/ready")).await.unwrap();
+        assert_eq!(probe.status(), StatusCode::OK, "probes are exempt");
+        assert_eq!(first.await.unwrap().unwrap().status(), StatusCode::OK);
+        let again = app.oneshot(get_req("/slow")).await.unwrap();
+        assert_eq!(again.status(), StatusCode::OK, "the permit came back");
+    }
+
+    #[tokio::test]
+    async fn a_request_over_the_timeout_gets_503_saying_so() {
+        let app = slow_app(Limits {
+            request_timeout: Duration::from_millis(50),
+            max_concurrent: 8,
+        });
+        let late = app.oneshot(get_req("/slow")).await.unwrap();
+        assert_eq!(late.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = axum::body::to_bytes(late.into_body(), 4096).await.unwrap();
+        assert!(String::from_utf8_lossy(&body).contains("within 50 ms"));
     }
 }

@@ -23,6 +23,8 @@
 //! | `kafka_consumer_retries_total` | counter | `group`, `topic` | handler attempts that failed and were retried |
 //! | `kafka_consumer_dead_letters_total` | counter | `group`, `topic` | messages moved to the dead-letter topic |
 //! | `kafka_consumer_lag_messages` | gauge | `group`, `topic`, `partition` | messages behind the partition's end (librdkafka's statistics) |
+//! | `http_server_refused_total` | counter | `reason` (`concurrency`, `timeout`) | requests a service answered 503 for its own limits (`MAX_CONCURRENT_REQUESTS`, `REQUEST_TIMEOUT_MS`) |
+//! | `http_server_in_flight_requests` | gauge | | API requests in progress (health and metrics excluded) |
 //! | `db_pool_connections` | gauge | `state` (`idle`, `in_use`) | the connection pool |
 //! | `db_pool_max_connections` | gauge | | the pool's size limit |
 //!
@@ -51,6 +53,8 @@ pub const CONSUMER_TRANSIT: &str = "kafka_consumer_transit_duration_seconds";
 pub const CONSUMER_RETRIES: &str = "kafka_consumer_retries_total";
 pub const CONSUMER_DEAD_LETTERS: &str = "kafka_consumer_dead_letters_total";
 pub const CONSUMER_LAG: &str = "kafka_consumer_lag_messages";
+pub const HTTP_SERVER_REFUSED: &str = "http_server_refused_total";
+pub const HTTP_SERVER_IN_FLIGHT: &str = "http_server_in_flight_requests";
 pub const DB_POOL_CONNECTIONS: &str = "db_pool_connections";
 pub const DB_POOL_MAX: &str = "db_pool_max_connections";
 
@@ -94,6 +98,15 @@ pub fn install() -> Option<&'static PrometheusHandle> {
 
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        HTTP_SERVER_REFUSED,
+        Unit::Count,
+        "Requests answered 503 by the service's own limits: too many in flight, or not done within the request timeout."
+    );
+    describe_gauge!(
+        HTTP_SERVER_IN_FLIGHT,
+        "API requests in progress (health and metrics excluded)."
+    );
     describe_histogram!(
         HTTP_SERVER_DURATION,
         Unit::Seconds,

@@ -239,7 +239,11 @@ impl Background {
         db: &Db,
     ) -> anyhow::Result<()> {
         let served = server
-            .serve(router, self.shutdown.clone(), common.shutdown_timeout)
+            .serve(
+                crate::http::with_limits(router, common.limits),
+                self.shutdown.clone(),
+                common.shutdown_timeout,
+            )
             .await;
         // The server may also stop on its own (an accept error); the loops must follow it.
         self.shutdown.cancel();

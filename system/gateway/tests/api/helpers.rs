@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Json;
@@ -49,6 +49,7 @@ pub struct EchoCaller {
 pub struct FakeUpstream {
     pub url: String,
     hits: Arc<AtomicUsize>,
+    ready: Arc<AtomicBool>,
 }
 
 #[derive(Clone)]
@@ -56,16 +57,19 @@ struct Fake {
     service: &'static str,
     instance: &'static str,
     hits: Arc<AtomicUsize>,
+    ready: Arc<AtomicBool>,
 }
 
 impl FakeUpstream {
     /// `service` is the audience its service tokens must carry, as in the real service.
     pub async fn spawn(service: &'static str, instance: &'static str) -> Self {
         let hits = Arc::new(AtomicUsize::new(0));
+        let ready = Arc::new(AtomicBool::new(true));
         let fake = Fake {
             service,
             instance,
             hits: hits.clone(),
+            ready: ready.clone(),
         };
         let app = Router::new().fallback(echo).with_state(fake);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -74,16 +78,23 @@ impl FakeUpstream {
         Self {
             url: format!("http://{addr}"),
             hits,
+            ready,
         }
     }
 
+    /// Requests other than readiness probes that reached this instance.
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
+    }
+
+    /// What `/health/ready` answers from now on: 200 or 503.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
     }
 }
 
 /// Echoes the request as JSON. `?status=N` answers with that status, `?replay=1` sets
-/// `idempotent-replayed`, `?delay_ms=N` answers late.
+/// `idempotent-replayed`, `?delay_ms=N` answers late. `/health/ready` answers as `set_ready` says.
 async fn echo(
     State(fake): State<Fake>,
     method: Method,
@@ -91,6 +102,13 @@ async fn echo(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if uri.path() == "/health/ready" {
+        return if fake.ready.load(Ordering::SeqCst) {
+            StatusCode::OK.into_response()
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        };
+    }
     fake.hits.fetch_add(1, Ordering::SeqCst);
     let param = |name: &str| {
         uri.query().and_then(|q| {
@@ -160,6 +178,7 @@ pub fn config(
             exit_on_stdin_eof: false,
             shutdown_timeout: Duration::from_secs(1),
             service_token_secret: secrecy::SecretString::from(SECRET),
+            limits: Default::default(),
         },
         jwt_public_key_pem: public_pem.into(),
         jwt_issuer: ISSUER.into(),
@@ -170,6 +189,13 @@ pub fn config(
         upstream_timeout: Duration::from_secs(5),
         attempt_timeout: Duration::from_millis(gateway::config::DEFAULT_ATTEMPT_TIMEOUT_MS),
         max_body_bytes: gateway::config::DEFAULT_MAX_BODY_BYTES,
+        // No probes the upstream doubles would see as unexpected requests; tests that are about
+        // health checks turn them on.
+        resilience: gateway::resilience::ResilienceConfig {
+            health_check_interval: None,
+            ..Default::default()
+        },
+        upstreams_file: None,
     }
 }
 

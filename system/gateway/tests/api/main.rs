@@ -6,3 +6,4 @@ mod balancing;
 mod binary;
 mod forwarding;
 mod helpers;
+mod resilience;

@@ -154,6 +154,7 @@ pub async fn gateway(order: &str, inventory: &str, payment: &str) -> Gateway {
             exit_on_stdin_eof: false,
             shutdown_timeout: Duration::from_secs(1),
             service_token_secret: secrecy::SecretString::from(GATEWAY_SECRET),
+            limits: Default::default(),
         },
         jwt_public_key_pem: public_pem,
         jwt_issuer: ISSUER.into(),
@@ -164,6 +165,13 @@ pub async fn gateway(order: &str, inventory: &str, payment: &str) -> Gateway {
         upstream_timeout: Duration::from_secs(5),
         attempt_timeout: Duration::from_millis(gateway::config::DEFAULT_ATTEMPT_TIMEOUT_MS),
         max_body_bytes: gateway::config::DEFAULT_MAX_BODY_BYTES,
+        // No probes the upstream doubles would see as unexpected requests; tests that are about
+        // health checks turn them on.
+        resilience: gateway::resilience::ResilienceConfig {
+            health_check_interval: None,
+            ..Default::default()
+        },
+        upstreams_file: None,
     };
     let app = Application::build(config).await.unwrap();
     let base = format!("http://{}", app.addr());
