@@ -76,6 +76,7 @@ pub struct Application {
     server: Server,
     addr: SocketAddr,
     router: Router,
+    drain_delay: Duration,
     drain_timeout: Duration,
 }
 
@@ -98,6 +99,7 @@ impl Application {
             server,
             addr,
             router: router(state),
+            drain_delay: config.common.drain_delay,
             drain_timeout: config.common.shutdown_timeout,
         })
     }
@@ -113,7 +115,7 @@ impl Application {
     /// Serves until `shutdown` is cancelled, then drains in-flight requests within the bound.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         self.server
-            .serve(self.router, shutdown, self.drain_timeout)
+            .serve(self.router, shutdown, self.drain_delay, self.drain_timeout)
             .await
             .context("serving HTTP")?;
         tracing::info!("stopped");

@@ -118,6 +118,9 @@ impl AppState {
             .no_proxy()
             .build()?;
         let resilience = config.resilience.clone();
+        // Zero until the first refusal, also with the limit off, so every dashboard query has
+        // its series.
+        metrics::counter!(crate::metrics::RATE_LIMITED).increment(0);
         let core = Arc::new(Core {
             client,
             upstreams: [

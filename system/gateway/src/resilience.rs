@@ -287,7 +287,12 @@ where
 {
     let name = service.name();
     let mut stack = BoxCloneSyncService::new(inner);
+    // Every series exists from the start, also for a layer switched off (closed, nothing
+    // refused), so dashboards and `rate()` have one before the first event.
     metrics::gauge!(m::BREAKER_STATE, "service" => name).set(0.0);
+    metrics::counter!(m::BREAKER_REJECTED, "service" => name).increment(0);
+    metrics::counter!(m::BULKHEAD_REJECTED, "service" => name).increment(0);
+    metrics::gauge!(m::BULKHEAD_IN_FLIGHT, "service" => name).set(0.0);
     if let Some(b) = &config.breaker {
         let open_for = b.open_for;
         let layer = CircuitBreakerLayer::builder()
@@ -324,7 +329,6 @@ where
                 metrics::counter!(m::BREAKER_REJECTED, "service" => name).increment(1);
             })
             .build()?;
-        metrics::counter!(m::BREAKER_REJECTED, "service" => name).increment(0);
         let breaker = ServiceBuilder::new()
             .map_err(move |e: CircuitBreakerError<GatewayError>| match e {
                 CircuitBreakerError::OpenCircuit => GatewayError::CircuitOpen {
@@ -340,8 +344,6 @@ where
     if let Some(limits) = config.bulkhead {
         let limit = limits[index(service)];
         metrics::gauge!(m::BULKHEAD_LIMIT, "service" => name).set(limit as f64);
-        metrics::gauge!(m::BULKHEAD_IN_FLIGHT, "service" => name).set(0.0);
-        metrics::counter!(m::BULKHEAD_REJECTED, "service" => name).increment(0);
         let layer = BulkheadLayer::builder()
             .name(name)
             .max_concurrent_calls(limit)
@@ -471,7 +473,6 @@ impl std::fmt::Debug for RateLimit {
 
 impl RateLimit {
     pub fn new(per_second: NonZeroU32, burst: NonZeroU32) -> Arc<Self> {
-        metrics::counter!(m::RATE_LIMITED).increment(0);
         Arc::new(Self {
             limiter: RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst)),
         })

@@ -23,6 +23,7 @@ pub const SERVICE_TOKEN_SECRET: &str = "SERVICE_TOKEN_SECRET";
 pub const DATABASE_URL: &str = "DATABASE_URL";
 pub const KAFKA_BROKERS: &str = "KAFKA_BROKERS";
 pub const LOG_FORMAT: &str = "LOG_FORMAT";
+pub const DRAIN_DELAY_MS: &str = "DRAIN_DELAY_MS";
 pub const REQUEST_TIMEOUT_MS: &str = "REQUEST_TIMEOUT_MS";
 pub const MAX_CONCURRENT_REQUESTS: &str = "MAX_CONCURRENT_REQUESTS";
 
@@ -113,6 +114,10 @@ pub struct CommonConfig {
     pub exit_on_stdin_eof: bool,
     /// `SHUTDOWN_TIMEOUT_MS` (default 10 000): the bound on graceful drain.
     pub shutdown_timeout: Duration,
+    /// `DRAIN_DELAY_MS` (default 0): on shutdown, how long `/health/ready` answers 503 while
+    /// requests are still served, before the listener closes, so that load balancers take the
+    /// instance out of rotation first (Kubernetes' preStop sleep).
+    pub drain_delay: Duration,
     /// `SERVICE_TOKEN_SECRET`: the HS256 secret of internal service tokens, at least 32 bytes.
     pub service_token_secret: SecretString,
     /// `REQUEST_TIMEOUT_MS` (default 10 000) and `MAX_CONCURRENT_REQUESTS` (default 1024): the
@@ -139,6 +144,7 @@ impl CommonConfig {
             ready_file: optional(READY_FILE).map(PathBuf::from),
             exit_on_stdin_eof: parse_bool(EXIT_ON_STDIN_EOF)?,
             shutdown_timeout: millis_or(SHUTDOWN_TIMEOUT_MS, 10_000)?,
+            drain_delay: millis_or(DRAIN_DELAY_MS, 0)?,
             service_token_secret: SecretString::from(secret),
             limits: crate::http::Limits {
                 request_timeout: positive(

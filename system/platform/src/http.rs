@@ -308,15 +308,36 @@ impl Server {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` is cancelled, then drains in-flight requests for at most
-    /// `drain_timeout`, warning when the bound is hit.
+    /// Serves until `shutdown` is cancelled; then for `drain_delay` keeps serving while
+    /// `/health/ready` answers 503 (so load balancers stop sending new requests), then stops
+    /// accepting and drains in-flight requests for at most `drain_timeout`, warning when the
+    /// bound is hit.
     pub async fn serve(
         self,
         router: Router,
         shutdown: CancellationToken,
+        drain_delay: Duration,
         drain_timeout: Duration,
     ) -> std::io::Result<()> {
-        let signal = shutdown.clone();
+        let draining = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = draining.clone();
+        let router = router.layer(axum::middleware::from_fn(
+            move |req: Request, next: axum::middleware::Next| {
+                let draining = flag.load(std::sync::atomic::Ordering::Relaxed);
+                async move {
+                    if draining && req.uri().path() == "/health/ready" {
+                        return error_response(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "draining",
+                            "shutting down: finishing the requests in progress",
+                        );
+                    }
+                    next.run(req).await
+                }
+            },
+        ));
+        let closing = CancellationToken::new();
+        let signal = closing.clone();
         let server = axum::serve(self.listener, router)
             .with_graceful_shutdown(async move { signal.cancelled().await });
         let mut server = std::pin::pin!(server.into_future());
@@ -324,6 +345,18 @@ impl Server {
             res = &mut server => return res,
             _ = shutdown.cancelled() => {}
         }
+        if !drain_delay.is_zero() {
+            draining.store(true, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(
+                ?drain_delay,
+                "not ready any more; serving until the delay is over"
+            );
+            tokio::select! {
+                res = &mut server => return res,
+                _ = tokio::time::sleep(drain_delay) => {}
+            }
+        }
+        closing.cancel();
         match tokio::time::timeout(drain_timeout, server).await {
             Ok(res) => res,
             Err(_) => {
@@ -390,5 +423,43 @@ mod tests {
         assert_eq!(late.status(), StatusCode::SERVICE_UNAVAILABLE);
         let body = axum::body::to_bytes(late.into_body(), 4096).await.unwrap();
         assert!(String::from_utf8_lossy(&body).contains("within 50 ms"));
+    }
+
+    #[tokio::test]
+    async fn on_shutdown_readiness_goes_down_first_and_requests_are_served_until_the_delay_ends() {
+        let server = Server::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .unwrap();
+        let base = format!("http://{}", server.local_addr().unwrap());
+        let app = Router::new()
+            .route("/work", get(|| async { "done" }))
+            .merge(health_routes(|| async { Ok(()) }));
+        let shutdown = CancellationToken::new();
+        let served = tokio::spawn(server.serve(
+            app,
+            shutdown.clone(),
+            Duration::from_millis(600),
+            Duration::from_secs(1),
+        ));
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let get = |path: &str| client.get(format!("{base}{path}")).send();
+        assert_eq!(get("/health/ready").await.unwrap().status(), StatusCode::OK);
+        shutdown.cancel();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            get("/health/ready").await.unwrap().status(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready while draining"
+        );
+        assert_eq!(
+            get("/work").await.unwrap().status(),
+            StatusCode::OK,
+            "still serving"
+        );
+        served.await.unwrap().unwrap();
+        assert!(
+            get("/work").await.is_err(),
+            "the listener is closed after the delay"
+        );
     }
 }

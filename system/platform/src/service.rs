@@ -242,6 +242,7 @@ impl Background {
             .serve(
                 crate::http::with_limits(router, common.limits),
                 self.shutdown.clone(),
+                common.drain_delay,
                 common.shutdown_timeout,
             )
             .await;

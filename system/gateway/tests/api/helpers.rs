@@ -177,6 +177,7 @@ pub fn config(
             ready_file: None,
             exit_on_stdin_eof: false,
             shutdown_timeout: Duration::from_secs(1),
+            drain_delay: Duration::ZERO,
             service_token_secret: secrecy::SecretString::from(SECRET),
             limits: Default::default(),
         },

@@ -153,6 +153,7 @@ pub async fn gateway(order: &str, inventory: &str, payment: &str) -> Gateway {
             ready_file: None,
             exit_on_stdin_eof: false,
             shutdown_timeout: Duration::from_secs(1),
+            drain_delay: Duration::ZERO,
             service_token_secret: secrecy::SecretString::from(GATEWAY_SECRET),
             limits: Default::default(),
         },
