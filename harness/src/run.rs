@@ -9,6 +9,13 @@
 //! 5. Write the four report files, compare with `--baseline` if given, and tear the
 //!    environment down, in every case, before returning the exit code: 0 all held, 1 an SLO, an
 //!    invariant or the baseline comparison failed, 2 the run could not happen.
+//!
+//! A scenario with `[[variant]]`s runs steps 2 to 5 once per variant, one after the other, each
+//! on a fresh environment with the variant's resilience keys over `[environment.resilience]`,
+//! writes each variant's report into `reports/<run-id>/variants/<name>/`, and the comparison
+//! ([`crate::report::variants`]) into `reports/<run-id>/`. It exits 0 when every gated verdict
+//! held (every variant's invariants, and the SLOs of those that gate), 1 otherwise, 2 when a
+//! variant could not run (the reports of the variants before it stay).
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -19,11 +26,13 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use reqwest::Method;
+use tokio_util::sync::CancellationToken;
 
 use crate::checks::collect::converge;
 use crate::checks::{DeadLetter, Policy, check_selected};
 use crate::cli::RunArgs;
 use crate::environment::{self, EnvOptions, Environment};
+use crate::report::variants::{VariantRun, VariantsReport};
 use crate::report::{self, EnvironmentSummary, RunInput, RunReport};
 use crate::scenario::Scenario;
 use crate::slo::{SloMetric, SloUnit, SloVerdict};
@@ -36,24 +45,22 @@ use crate::{EXIT_CANNOT_RUN, capacity, faults, load, slo};
 const EXIT_FAILED: u8 = 1;
 
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let mut scenario = match Scenario::open(&args.scenario) {
+    let scenario = match open(&args) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
             return Ok(ExitCode::from(EXIT_CANNOT_RUN));
         }
     };
-    // `--backend` wins over the file, and the report names the backend that really ran.
-    if let Some(backend) = args.backend {
-        let span = scenario.environment.backend.span();
-        scenario.environment.backend = crate::scenario::Spanned::new(span, backend);
-    }
-    let backend = *scenario.environment.backend.get_ref();
-    if let Err(e) = scenario.check_backend_supported() {
-        eprintln!("error: {e}");
-        return Ok(ExitCode::from(EXIT_CANNOT_RUN));
-    }
     let baseline = match &args.baseline {
+        Some(_) if !scenario.variants.is_empty() => {
+            eprintln!(
+                "error: --baseline compares one run with an earlier one, and {} compares its \
+                 variants with each other; run it without --baseline",
+                scenario.name
+            );
+            return Ok(ExitCode::from(EXIT_CANNOT_RUN));
+        }
         Some(path) => match report::read(path) {
             Ok(b) => Some(b),
             Err(e) => {
@@ -71,6 +78,139 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         scenario.name,
         scenario.description.get_ref()
     );
+    if scenario.variants.is_empty() {
+        single(&args, &scenario, baseline, &shutdown).await
+    } else {
+        variants(&args, &scenario, &shutdown).await
+    }
+}
+
+/// The scenario `args` names, with `--backend` over the file's (the report names the backend
+/// that really ran), refused if that backend cannot run yet.
+fn open(args: &RunArgs) -> Result<Scenario, crate::scenario::ScenarioError> {
+    let mut scenario = Scenario::open(&args.scenario)?;
+    if let Some(backend) = args.backend {
+        let span = scenario.environment.backend.span();
+        scenario.environment.backend = crate::scenario::Spanned::new(span, backend);
+    }
+    scenario.check_backend_supported()?;
+    Ok(scenario)
+}
+
+/// A scenario without variants: one run, its report, the baseline comparison.
+async fn single(
+    args: &RunArgs,
+    scenario: &Scenario,
+    baseline: Option<RunReport>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<ExitCode> {
+    let Some(done) = run_one(scenario, args, shutdown).await else {
+        return Ok(ExitCode::from(EXIT_CANNOT_RUN));
+    };
+    let dir = report::run_dir(&args.reports_dir, &done.report.run_id)?;
+    let report = done.write(&dir)?;
+    print_summary(&report);
+    println!("reports: {}", dir.display());
+    let mut code = report.exit_code;
+    if let Some(baseline) = baseline {
+        let comparison = report::compare(&report, &baseline, args.tolerance());
+        println!("{comparison}");
+        if comparison.regressed() {
+            code = EXIT_FAILED;
+        }
+    }
+    Ok(ExitCode::from(code))
+}
+
+/// A scenario with variants: each one run in turn on a fresh environment and written into
+/// `variants/<name>/`, then the comparison.
+async fn variants(
+    args: &RunArgs,
+    scenario: &Scenario,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<ExitCode> {
+    let run_id = report::new_run_id(&scenario.name, SystemTime::now());
+    let dir = report::run_dir(&args.reports_dir, &run_id)?;
+    let total = scenario.variants.len();
+    let mut runs = Vec::new();
+    for (i, variant) in scenario.variants.iter().enumerate() {
+        let variant = variant.get_ref();
+        let name = variant.name().to_string();
+        let variant_scenario = scenario.for_variant(variant);
+        println!(
+            "\nvariant {name} ({} of {total}): {}{}",
+            i + 1,
+            variant_scenario.environment.resilience.describe(),
+            if variant.gate {
+                ""
+            } else {
+                "; SLOs reported, not gated"
+            }
+        );
+        let done = if shutdown.is_cancelled() {
+            None
+        } else {
+            run_one(&variant_scenario, args, shutdown).await
+        };
+        let Some(mut done) = done else {
+            eprintln!(
+                "error: the variant {name} could not run, so the variants cannot be compared{}",
+                if runs.is_empty() {
+                    String::new()
+                } else {
+                    format!("; the reports of those before it are in {}", dir.display())
+                }
+            );
+            return Ok(ExitCode::from(EXIT_CANNOT_RUN));
+        };
+        done.report.variant = Some(name.clone());
+        done.report.run_id = format!("{run_id}/variants/{name}");
+        let report = done.write(&dir.join("variants").join(&name))?;
+        print_summary(&report);
+        runs.push(VariantRun {
+            name,
+            gate: variant.gate,
+            resilience: variant_scenario.environment.resilience.clone(),
+            report,
+        });
+    }
+    let comparison = VariantsReport::build(run_id, scenario, &runs)?;
+    report::variants::write_all(&dir, &comparison, &runs).context("writing the comparison")?;
+    println!("\n{}", comparison.terminal_summary());
+    println!("reports: {}", dir.display());
+    Ok(ExitCode::from(comparison.exit_code))
+}
+
+/// A run that produced a report, and the processes' logs saved before its environment stopped.
+struct Finished {
+    report: RunReport,
+    logs: Option<tempfile::TempDir>,
+}
+
+impl Finished {
+    /// Writes the four report files into `dir` and moves the logs into `dir/logs`.
+    fn write(self, dir: &Path) -> anyhow::Result<RunReport> {
+        let paths = report::write_into(dir, &self.report).context("writing the reports")?;
+        if let Some(logs) = self.logs {
+            let dest = paths.dir.join("logs");
+            if let Err(e) = move_dir(logs.path(), &dest) {
+                eprintln!("warning: the processes' logs could not go into the report: {e:#}");
+                keep_logs(Some(logs));
+            }
+        }
+        Ok(self.report)
+    }
+}
+
+/// One scenario (a variant's, for a run of variants) on a fresh environment: started, the
+/// experiment run, the logs saved, the environment stopped in every case. `None` when the run
+/// could not happen; why is on stderr, and the logs are kept where it says.
+async fn run_one(
+    scenario: &Scenario,
+    args: &RunArgs,
+    shutdown: &CancellationToken,
+) -> Option<Finished> {
+    let backend = *scenario.environment.backend.get_ref();
     let options = EnvOptions::of(
         &scenario.environment,
         !args.no_build,
@@ -83,12 +223,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             Ok(env) => env,
             Err(e) => {
                 eprintln!("error: the environment did not start: {e:#}");
-                return Ok(ExitCode::from(EXIT_CANNOT_RUN));
+                return None;
             }
         },
         _ = shutdown.cancelled() => {
             eprintln!("interrupted during start-up; everything started so far was stopped");
-            return Ok(ExitCode::from(EXIT_CANNOT_RUN));
+            return None;
         }
     };
     println!(
@@ -99,7 +239,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 
     let mut env = env;
     let outcome = tokio::select! {
-        r = experiment(&scenario, env.as_mut()) => r,
+        r = experiment(scenario, env.as_mut()) => r,
         // Dropping the experiment stops its chaos timeline; stopping the environment below
         // heals what it left (paused processes are resumed before they are stopped, and the
         // proxies go with the chaos-proxy).
@@ -107,39 +247,22 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let logs = save_logs(env.as_ref()).await;
     env.stop().await;
-    let report = match outcome {
-        Ok(Experiment::Done(report)) => report,
+    match outcome {
+        Ok(Experiment::Done(report)) => Some(Finished {
+            report: *report,
+            logs,
+        }),
         Ok(Experiment::NotSteady(why)) => {
             eprintln!("error: the steady-state hypothesis did not hold before the load: {why}");
             keep_logs(logs);
-            return Ok(ExitCode::from(EXIT_CANNOT_RUN));
+            None
         }
         Err(e) => {
             eprintln!("error: the run could not complete: {e:#}");
             keep_logs(logs);
-            return Ok(ExitCode::from(EXIT_CANNOT_RUN));
-        }
-    };
-
-    let paths = report::write_all(&args.reports_dir, &report).context("writing the reports")?;
-    if let Some(logs) = logs {
-        let dest = paths.dir.join("logs");
-        if let Err(e) = move_dir(logs.path(), &dest) {
-            eprintln!("warning: the processes' logs could not go into the report: {e:#}");
-            keep_logs(Some(logs));
+            None
         }
     }
-    print_summary(&report);
-    println!("reports: {}", paths.dir.display());
-    let mut code = report.exit_code;
-    if let Some(baseline) = baseline {
-        let comparison = report::compare(&report, &baseline, args.tolerance());
-        println!("{comparison}");
-        if comparison.regressed() {
-            code = EXIT_FAILED;
-        }
-    }
-    Ok(ExitCode::from(code))
 }
 
 /// Every process's output, saved while the environment still runs (a stopped one is gone).

@@ -26,7 +26,7 @@ use anyhow::Context;
 use serde::Serialize;
 
 use crate::client::ApiClient;
-use crate::scenario::Backend;
+use crate::scenario::{Backend, Resilience};
 use crate::seed::{IdentityProvider, Seed};
 use crate::telemetry::scrape;
 use crate::telemetry::store::SpanStore;
@@ -304,6 +304,10 @@ pub struct EnvOptions {
     pub admission: bool,
     /// The share of traces the services record and export (1.0: all).
     pub trace_sampling: f64,
+    /// The resilience layers of the gateway and the services: the variables of the keys the
+    /// scenario set ([`Resilience::gateway_env`], [`Resilience::service_env`]); the system's
+    /// defaults for the rest.
+    pub resilience: Resilience,
     /// Run `cargo build` for the service binaries first (from a checkout).
     pub build: bool,
     /// What happens to the services' traces.
@@ -322,6 +326,7 @@ impl EnvOptions {
             .unwrap_or(u64::MAX),
             admission: spec.admission,
             trace_sampling: *spec.trace_sampling.get_ref(),
+            resilience: spec.resilience.clone(),
             build,
             traces,
         }
@@ -336,6 +341,7 @@ impl Default for EnvOptions {
             saga_step_timeout_ms: 5000,
             admission: true,
             trace_sampling: 1.0,
+            resilience: Resilience::default(),
             build: true,
             traces: Traces::default(),
         }

@@ -12,16 +12,18 @@ pub enum Endpoint {
     GetOrder,
     ListOrders,
     Restock,
+    Payments,
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 6] = [
+    pub const ALL: [Endpoint; 7] = [
         Self::ListProducts,
         Self::GetProduct,
         Self::PlaceOrder,
         Self::GetOrder,
         Self::ListOrders,
         Self::Restock,
+        Self::Payments,
     ];
 
     /// `"POST /api/orders"`.
@@ -33,6 +35,7 @@ impl Endpoint {
             Self::GetOrder => "GET /api/orders/{id}",
             Self::ListOrders => "GET /api/orders",
             Self::Restock => "POST /api/admin/products/{sku}/restock",
+            Self::Payments => "GET /api/admin/payments",
         }
     }
 
@@ -53,6 +56,10 @@ pub fn order_path(id: OrderId) -> String {
 
 pub fn restock_path(sku: &Sku) -> String {
     format!("/api/admin/products/{sku}/restock")
+}
+
+pub fn payments_path(order: OrderId) -> String {
+    format!("/api/admin/payments?order_id={order}")
 }
 
 #[cfg(test)]

@@ -37,6 +37,8 @@ struct Inner {
     /// Phases besides `all` that samples are also recorded in, by when they were sent.
     spans: Vec<PhaseSpan>,
     measurements: Measurements,
+    /// Per second of the timeline: the latencies of its served requests, for its p99.
+    seconds: Vec<metrics::SecondLatency>,
     history: History,
     /// Raw (uncorrected) latency sum and count per endpoint: the correction's expected
     /// interval must not feed on its own synthetic samples.
@@ -87,6 +89,7 @@ impl Recorder {
                 think_mean,
                 spans,
                 measurements: Measurements::default(),
+                seconds: Vec::new(),
                 history: History::default(),
                 raw: BTreeMap::new(),
                 pending: BTreeMap::new(),
@@ -160,6 +163,11 @@ impl Recorder {
         bucket.errors += u64::from(!ok);
         bucket.latency_sum_us = bucket.latency_sum_us.saturating_add(us);
         bucket.max_latency_us = bucket.max_latency_us.max(us);
+        let idx = usize::try_from(second).unwrap_or(usize::MAX);
+        if inner.seconds.len() <= idx {
+            inner.seconds.resize_with(idx + 1, Default::default);
+        }
+        inner.seconds[idx].record(s.took);
     }
 
     /// Open model: the journeys of the schedule, each by when it was due: counted as
@@ -343,6 +351,12 @@ impl Recorder {
                 .or_default() += unfinished;
         }
         inner.measurements.duration = load_time;
+        let seconds = std::mem::take(&mut inner.seconds);
+        for (second, latency) in seconds.iter().enumerate() {
+            if let Some(p99) = latency.p99_us() {
+                inner.measurements.bucket_mut(second as u64).p99_us = Some(p99);
+            }
+        }
         (
             std::mem::take(&mut inner.measurements),
             std::mem::take(&mut inner.history),
@@ -406,6 +420,10 @@ mod tests {
         assert_eq!((m.timeline[0].requests, m.timeline[0].errors), (10, 1));
         assert_eq!((m.timeline[1].requests, m.timeline[1].errors), (1, 1));
         assert_eq!(m.timeline[1].max_latency_us, 100_000);
+        // Each second's p99, of its own raw latencies: the correction's samples are not in it.
+        let p99 = |second: usize| m.timeline[second].p99_us.unwrap();
+        assert!((10_000..10_100).contains(&p99(0)), "{}", p99(0));
+        assert!((100_000..101_000).contains(&p99(1)), "{}", p99(1));
         assert_eq!(m.duration, Duration::from_secs(2));
     }
 

@@ -1,8 +1,9 @@
 //! `report.html`: one self-contained page (inline CSS, inline SVG drawn here, no script, no
 //! font, no link) so it opens from a CI artifact without network access. Charts: latency over
-//! time (mean and max per second), throughput and errors per second, saga outcomes per second and
-//! in total; per phase, the hops' p50 and p99 stacked into one bar each; one chart per scraped
-//! metric. Every time chart shades the report's chaos windows.
+//! time (mean, p99 and max per second, the breakers' transitions as dashed lines), throughput and
+//! errors per second, saga outcomes per second and in total; per phase, the hops' p50 and p99
+//! stacked into one bar each; one chart per scraped metric. Every time chart shades the report's
+//! chaos windows.
 //!
 //! Which sections the page has, and in what order, is decided in `sections`; each has a
 //! function here, and each chart of "Over time" one function listed in `CHARTS`.
@@ -11,8 +12,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use super::sections::{
-    ARRIVALS_NOTE, Section, VIOLATIONS_SHOWN, arrival_phases, hops_by_p99, sections, top_hops,
-    trace_phases, trace_summary,
+    ARRIVALS_NOTE, BREAKER_NOTE, Section, VIOLATIONS_SHOWN, arrival_phases, hops_by_p99, sections,
+    top_hops, trace_phases, trace_summary,
 };
 use super::{ChaosWindow, LatencyReport, RunReport, TimelineSecond};
 use crate::slo::format_micros;
@@ -26,7 +27,7 @@ const RIGHT: f64 = 16.0;
 const TOP: f64 = 28.0;
 const BOTTOM: f64 = 36.0;
 
-const STYLE: &str = "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:2em auto;max-width:960px;color:#222}\
+pub(super) const STYLE: &str = "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:2em auto;max-width:960px;color:#222}\
 h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em}\
 .passed{color:#1a7f37}.failed{color:#cf222e}\
 table{border-collapse:collapse;width:100%;font-size:.9em}th,td{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}\
@@ -44,7 +45,7 @@ const PALETTE: [&str; 20] = [
     "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5",
 ];
 
-fn palette(i: usize) -> &'static str {
+pub(super) fn palette(i: usize) -> &'static str {
     PALETTE[i % PALETTE.len()]
 }
 
@@ -58,11 +59,11 @@ pub(super) fn escape(text: &str) -> String {
 }
 
 /// A line of a time chart.
-struct Series<'a> {
-    name: &'a str,
-    color: &'a str,
+pub(super) struct Series<'a> {
+    pub name: &'a str,
+    pub color: &'a str,
     /// (second, value); `None` leaves a gap.
-    points: Vec<(f64, Option<f64>)>,
+    pub points: Vec<(f64, Option<f64>)>,
 }
 
 /// A tick step of 1, 2 or 5 times a power of ten giving about five ticks up to `max`.
@@ -85,7 +86,7 @@ fn nice_step(max: f64) -> f64 {
     f * pow
 }
 
-fn num(v: f64) -> String {
+pub(super) fn num(v: f64) -> String {
     if v.fract().abs() < 1e-9 {
         format!("{v:.0}")
     } else {
@@ -96,12 +97,57 @@ fn num(v: f64) -> String {
 /// The width of one character of chart text (11 px sans-serif), roughly.
 const CHAR_PX: f64 = 6.5;
 
+/// A moment marked on a time chart: a dashed vertical line with `label` along the bottom of the
+/// plot where there is room for it, and `title` as its tooltip.
+pub(super) struct Mark {
+    pub at_s: f64,
+    pub label: String,
+    pub title: String,
+    pub color: &'static str,
+}
+
+/// The colour of a breaker transition by the state it went to: red opened, amber half-open,
+/// green closed.
+pub(super) fn breaker_color(to: &str) -> &'static str {
+    match to {
+        "open" => "#cf222e",
+        "half_open" => "#bf8700",
+        "closed" => "#1a7f37",
+        _ => "#57606a",
+    }
+}
+
+/// Marks of a report's breaker transitions.
+fn breaker_marks(r: &RunReport) -> Vec<Mark> {
+    r.breaker_transitions
+        .iter()
+        .map(|t| Mark {
+            at_s: t.at_s,
+            label: format!("{} {}", t.service, t.verb()),
+            title: format!("{:.0}s: {} ({})", t.at_s, t.describe(), t.process),
+            color: breaker_color(&t.to),
+        })
+        .collect()
+}
+
 /// A line chart over the load's seconds, with the chaos windows shaded.
-fn time_chart(
+pub(super) fn time_chart(
     title: &str,
     x_max: f64,
     series: &[Series<'_>],
     windows: &[ChaosWindow],
+    y_label: impl Fn(f64) -> String,
+) -> String {
+    marked_time_chart(title, x_max, series, windows, &[], y_label)
+}
+
+/// [`time_chart`] with `marks` drawn over the chaos windows and under the lines.
+pub(super) fn marked_time_chart(
+    title: &str,
+    x_max: f64,
+    series: &[Series<'_>],
+    windows: &[ChaosWindow],
+    marks: &[Mark],
     y_label: impl Fn(f64) -> String,
 ) -> String {
     let plot_w = WIDTH - LEFT - RIGHT;
@@ -164,6 +210,7 @@ fn time_chart(
             TOP + 12.0,
         );
     }
+    draw_marks(&mut s, marks, &x, x_max, plot_h);
     // Grid and axes.
     let mut tick = 0.0;
     while tick <= y_max + y_step / 2.0 {
@@ -240,6 +287,33 @@ fn time_chart(
     }
     s.push_str("</svg>");
     s
+}
+
+/// Each mark's line; its label only where it does not run into the label before it.
+fn draw_marks(s: &mut String, marks: &[Mark], x: &impl Fn(f64) -> f64, x_max: f64, plot_h: f64) {
+    let mut free_from = f64::MIN;
+    for m in marks {
+        let mx = x(m.at_s.clamp(0.0, x_max));
+        let label = if mx >= free_from {
+            free_from = mx + 7.0 + m.label.chars().count() as f64 * CHAR_PX;
+            format!(
+                r#"<text x="{:.1}" y="{:.1}" style="fill:{}">{}</text>"#,
+                mx + 3.0,
+                TOP + plot_h - 4.0,
+                m.color,
+                escape(&m.label)
+            )
+        } else {
+            String::new()
+        };
+        let _ = write!(
+            s,
+            r#"<g class="mark"><line x1="{mx:.1}" x2="{mx:.1}" y1="{TOP}" y2="{:.1}" stroke="{}" stroke-width="1.2" stroke-dasharray="4 3"><title>{}</title></line>{label}</g>"#,
+            TOP + plot_h,
+            m.color,
+            escape(&m.title)
+        );
+    }
 }
 
 /// The width of one character of a chart's title (13 px, bold), roughly.
@@ -343,6 +417,7 @@ pub(super) fn render(r: &RunReport) -> String {
             Section::Slos => slos(&mut s, r),
             Section::Capacity => capacity(&mut s, r),
             Section::ChaosTimeline => chaos_timeline(&mut s, r),
+            Section::BreakerTransitions => breaker_transitions(&mut s, r),
             Section::Invariants => invariants(&mut s, r),
             Section::Arrivals => arrivals(&mut s, r),
             Section::OverTime => over_time(&mut s, r),
@@ -492,6 +567,29 @@ fn chaos_timeline(s: &mut String, r: &RunReport) {
     s.push_str("</table>");
 }
 
+/// The breakers' transitions, coloured as their marks on the latency chart.
+fn breaker_transitions(s: &mut String, r: &RunReport) {
+    let _ = write!(
+        s,
+        "<h2>Breaker transitions</h2><p class=\"meta\">{} Dashed on the latency chart: red \
+         opened, amber half-open, green closed.</p><table><tr><th>at</th><th>service</th>\
+         <th>transition</th><th>gateway</th></tr>",
+        escape(BREAKER_NOTE)
+    );
+    for t in &r.breaker_transitions {
+        let _ = write!(
+            s,
+            r#"<tr><td>{:.0}s</td><td>{}</td><td><span class="sw" style="background:{}"></span>{}</td><td>{}</td></tr>"#,
+            t.at_s,
+            escape(&t.service),
+            breaker_color(&t.to),
+            escape(&t.change()),
+            escape(&t.process)
+        );
+    }
+    s.push_str("</table>");
+}
+
 fn invariants(s: &mut String, r: &RunReport) {
     s.push_str("<h2>Invariants</h2>");
     if r.invariants.is_empty() {
@@ -550,7 +648,7 @@ fn over_time(s: &mut String, r: &RunReport) {
 
 /// The x axis of the time charts, in seconds: the whole load, and every second measured even if
 /// the timeline ran past the nominal duration.
-fn x_max(r: &RunReport) -> f64 {
+pub(super) fn x_max(r: &RunReport) -> f64 {
     r.timeline
         .last()
         .map_or(r.duration_s, |b| (b.second + 1) as f64)
@@ -558,7 +656,7 @@ fn x_max(r: &RunReport) -> f64 {
 }
 
 /// Where a second's value is plotted: the middle of the second.
-fn at(b: &TimelineSecond) -> f64 {
+pub(super) fn at(b: &TimelineSecond) -> f64 {
     b.second as f64 + 0.5
 }
 
@@ -604,11 +702,26 @@ fn latency_chart(r: &RunReport) -> String {
             })
             .collect(),
     };
-    time_chart(
-        "Latency per second (all served requests)",
+    let p99 = Series {
+        name: "p99",
+        color: "#8250df",
+        points: r
+            .timeline
+            .iter()
+            .map(|b| (at(b), b.p99_us.map(|v| v as f64 / 1_000.0)))
+            .collect(),
+    };
+    let title = if r.breaker_transitions.is_empty() {
+        "Latency per second (all served requests)"
+    } else {
+        "Latency per second (all served requests), breaker transitions dashed"
+    };
+    marked_time_chart(
+        title,
         x_max(r),
-        &[mean, max],
+        &[mean, p99, max],
         &r.chaos_windows,
+        &breaker_marks(r),
         |v| format_micros(v * 1_000.0),
     )
 }
@@ -895,7 +1008,7 @@ fn metric_chart(r: &RunReport, chart: &MetricChart) -> String {
 }
 
 /// An axis tick: at most four decimals, trailing zeros dropped (`0.25`, `1.5`, `40`).
-fn tick_number(v: f64) -> String {
+pub(super) fn tick_number(v: f64) -> String {
     let s = format!("{v:.4}");
     s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
@@ -977,7 +1090,7 @@ fn endpoints(s: &mut String, r: &RunReport) {
 }
 
 /// A latency in µs for a table cell; `-` when there was none.
-fn micros(v: Option<u64>) -> String {
+pub(super) fn micros(v: Option<u64>) -> String {
     v.map_or("-".to_string(), |v| format_micros(v as f64))
 }
 

@@ -1,9 +1,13 @@
 //! `junit.xml`: one test case per SLO (suite `slo`) and per invariant (suite `invariants`), with a
-//! `<failure>` on each that did not hold, so CI systems show them as tests.
+//! `<failure>` on each that did not hold, so CI systems show them as tests. [`Suites`] writes
+//! them, for a run's report and for the comparison of a run's variants (a suite pair per
+//! variant).
 
 use std::fmt::Write;
 
 use super::RunReport;
+use crate::checks::InvariantVerdict;
+use crate::slo::SloVerdict;
 
 /// Violations written into an invariant's failure body; the rest are counted.
 const VIOLATIONS_SHOWN: usize = 20;
@@ -30,98 +34,171 @@ pub(super) fn escape(text: &str) -> String {
 }
 
 pub(super) fn render(r: &RunReport) -> String {
-    let mut s = String::new();
-    let slo_failures = r.failed_slos().count();
-    let inv_failures = r.failed_invariants().count();
-    let _ = writeln!(s, r#"<?xml version="1.0" encoding="UTF-8"?>"#);
-    let _ = writeln!(
-        s,
-        r#"<testsuites name="{}" tests="{}" failures="{}" time="{:.3}">"#,
-        escape(&format!("harness {} {}", r.scenario.name, r.run_id)),
-        r.slos.len() + r.invariants.len(),
-        slo_failures + inv_failures,
-        r.duration_s
-    );
+    let mut suites = Suites::default();
+    suites.slos("slo", &r.scenario.name, &r.slos, true, &r.started_at);
+    suites.invariants("invariants", &r.scenario.name, &r.invariants, &r.started_at);
+    suites.render(
+        &format!("harness {} {}", r.scenario.name, r.run_id),
+        r.duration_s,
+    )
+}
 
-    let _ = writeln!(
-        s,
-        r#"  <testsuite name="slo" tests="{}" failures="{slo_failures}" errors="0" skipped="0" timestamp="{}">"#,
-        r.slos.len(),
-        escape(&r.started_at)
-    );
-    for v in &r.slos {
-        let _ = write!(
+/// Test suites written one after the other, counted for the `<testsuites>` element around them.
+#[derive(Default)]
+pub(super) struct Suites {
+    body: String,
+    tests: usize,
+    failures: usize,
+    skipped: usize,
+}
+
+impl Suites {
+    /// The whole document: the suites inside one `<testsuites name=...>`.
+    pub(super) fn render(&self, name: &str, time_s: f64) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, r#"<?xml version="1.0" encoding="UTF-8"?>"#);
+        let _ = writeln!(
             s,
-            r#"    <testcase classname="{}.slo" name="{}" time="0">"#,
-            escape(&r.scenario.name),
-            escape(&v.name)
+            r#"<testsuites name="{}" tests="{}" failures="{}" skipped="{}" time="{time_s:.3}">"#,
+            escape(name),
+            self.tests,
+            self.failures,
+            self.skipped,
         );
-        if v.held {
-            let _ = writeln!(
-                s,
-                "<system-out>{}</system-out></testcase>",
-                escape(&v.detail)
-            );
+        s.push_str(&self.body);
+        let _ = writeln!(s, "</testsuites>");
+        s
+    }
+
+    /// One test case per SLO, in the suite `suite`, classname `<prefix>.slo`. With `gated`
+    /// false an SLO that did not hold is skipped with a message saying so instead of failed
+    /// (its variant's SLOs are reported, not gated); one that held passes with a note.
+    pub(super) fn slos(
+        &mut self,
+        suite: &str,
+        prefix: &str,
+        slos: &[SloVerdict],
+        gated: bool,
+        timestamp: &str,
+    ) {
+        let failures = if gated {
+            slos.iter().filter(|v| !v.held).count()
         } else {
+            0
+        };
+        let skipped = if gated {
+            0
+        } else {
+            slos.iter().filter(|v| !v.held).count()
+        };
+        let s = &mut self.body;
+        let _ = writeln!(
+            s,
+            r#"  <testsuite name="{}" tests="{}" failures="{failures}" errors="0" skipped="{skipped}" timestamp="{}">"#,
+            escape(suite),
+            slos.len(),
+            escape(timestamp)
+        );
+        let note = if gated { "" } else { " (not gated)" };
+        for v in slos {
+            let _ = write!(
+                s,
+                r#"    <testcase classname="{}.slo" name="{}" time="0">"#,
+                escape(prefix),
+                escape(&v.name)
+            );
             let message = format!(
                 "{}: measured {} against {}",
                 v.name,
                 v.measured_display(),
                 v.target_display()
             );
-            let _ = writeln!(
-                s,
-                r#"<failure message="{}" type="slo">{}</failure></testcase>"#,
-                escape(&message),
-                escape(&v.detail)
-            );
-        }
-    }
-    let _ = writeln!(s, "  </testsuite>");
-
-    let _ = writeln!(
-        s,
-        r#"  <testsuite name="invariants" tests="{}" failures="{inv_failures}" errors="0" skipped="0" timestamp="{}">"#,
-        r.invariants.len(),
-        escape(&r.started_at)
-    );
-    for v in &r.invariants {
-        let _ = write!(
-            s,
-            r#"    <testcase classname="{}.invariant" name="{}" time="0">"#,
-            escape(&r.scenario.name),
-            v.name
-        );
-        if v.held {
-            let _ = writeln!(
-                s,
-                "<system-out>{}</system-out></testcase>",
-                escape(&v.summary)
-            );
-        } else {
-            let mut body = String::new();
-            for x in v.violations.iter().take(VIOLATIONS_SHOWN) {
-                let json = serde_json::to_string(x).unwrap_or_else(|_| x.details.clone());
-                let _ = writeln!(body, "{json}");
-            }
-            if v.violations.len() > VIOLATIONS_SHOWN {
+            if v.held {
                 let _ = writeln!(
-                    body,
-                    "... and {} more (see report.json)",
-                    v.violations.len() - VIOLATIONS_SHOWN
+                    s,
+                    "<system-out>{}</system-out></testcase>",
+                    escape(&format!("{}{note}", v.detail))
+                );
+            } else if gated {
+                let _ = writeln!(
+                    s,
+                    r#"<failure message="{}" type="slo">{}</failure></testcase>"#,
+                    escape(&message),
+                    escape(&v.detail)
+                );
+            } else {
+                let _ = writeln!(
+                    s,
+                    r#"<skipped message="{}"/><system-out>{}</system-out></testcase>"#,
+                    escape(&format!(
+                        "not gated (gate = false): {message}; reported, not judged"
+                    )),
+                    escape(&v.detail)
                 );
             }
-            let _ = writeln!(
-                s,
-                r#"<failure message="{}" type="invariant">{}</failure></testcase>"#,
-                escape(&format!("{}: {}", v.name, v.summary)),
-                escape(&body)
-            );
         }
+        let _ = writeln!(s, "  </testsuite>");
+        self.tests += slos.len();
+        self.failures += failures;
+        self.skipped += skipped;
     }
-    let _ = writeln!(s, "  </testsuite>");
-    let _ = writeln!(s, "</testsuites>");
-    s
+
+    /// One test case per invariant, in the suite `suite`, classname `<prefix>.invariant`; an
+    /// invariant always gates.
+    pub(super) fn invariants(
+        &mut self,
+        suite: &str,
+        prefix: &str,
+        invariants: &[InvariantVerdict],
+        timestamp: &str,
+    ) {
+        let failures = invariants.iter().filter(|v| !v.held).count();
+        let s = &mut self.body;
+        let _ = writeln!(
+            s,
+            r#"  <testsuite name="{}" tests="{}" failures="{failures}" errors="0" skipped="0" timestamp="{}">"#,
+            escape(suite),
+            invariants.len(),
+            escape(timestamp)
+        );
+        for v in invariants {
+            let _ = write!(
+                s,
+                r#"    <testcase classname="{}.invariant" name="{}" time="0">"#,
+                escape(prefix),
+                v.name
+            );
+            if v.held {
+                let _ = writeln!(
+                    s,
+                    "<system-out>{}</system-out></testcase>",
+                    escape(&v.summary)
+                );
+            } else {
+                let mut body = String::new();
+                for x in v.violations.iter().take(VIOLATIONS_SHOWN) {
+                    let json = serde_json::to_string(x).unwrap_or_else(|_| x.details.clone());
+                    let _ = writeln!(body, "{json}");
+                }
+                if v.violations.len() > VIOLATIONS_SHOWN {
+                    let _ = writeln!(
+                        body,
+                        "... and {} more (see report.json)",
+                        v.violations.len() - VIOLATIONS_SHOWN
+                    );
+                }
+                let _ = writeln!(
+                    s,
+                    r#"<failure message="{}" type="invariant">{}</failure></testcase>"#,
+                    escape(&format!("{}: {}", v.name, v.summary)),
+                    escape(&body)
+                );
+            }
+        }
+        let _ = writeln!(s, "  </testsuite>");
+        self.tests += invariants.len();
+        self.failures += failures;
+    }
 }
 
 #[cfg(test)]

@@ -6,8 +6,8 @@ use std::fmt::Write;
 
 use super::RunReport;
 use super::sections::{
-    ARRIVALS_NOTE, Section, VIOLATIONS_SHOWN, arrival_phases, hops_by_p99, metric_value, sections,
-    top_hops, trace_phases, trace_summary,
+    ARRIVALS_NOTE, BREAKER_NOTE, Section, VIOLATIONS_SHOWN, arrival_phases, hops_by_p99,
+    metric_value, sections, top_hops, trace_phases, trace_summary,
 };
 use crate::checks::Violation;
 use crate::metrics::ALL;
@@ -16,7 +16,7 @@ use crate::telemetry::charts::MetricsReport;
 use crate::telemetry::hops::TraceReport;
 
 /// Makes text safe inside a table cell: no pipes breaking the row, no line breaks, no HTML.
-fn cell(text: &str) -> String {
+pub(super) fn cell(text: &str) -> String {
     text.replace('\\', "\\\\")
         .replace('|', "\\|")
         .replace('<', "&lt;")
@@ -33,6 +33,7 @@ pub(super) fn render(r: &RunReport) -> String {
             Section::Slos => slos(&mut s, r),
             Section::Capacity => capacity(&mut s, r),
             Section::ChaosTimeline => chaos_timeline(&mut s, r),
+            Section::BreakerTransitions => breaker_transitions(&mut s, r),
             Section::Invariants => invariants(&mut s, r),
             Section::Arrivals => arrivals(&mut s, r),
             // Charts need the HTML page; a PR comment gets the totals under Outcomes instead.
@@ -142,6 +143,23 @@ fn chaos_timeline(s: &mut String, r: &RunReport) {
             w.end_s,
             w.planned_start_s,
             w.planned_end_s
+        );
+    }
+}
+
+fn breaker_transitions(s: &mut String, r: &RunReport) {
+    let _ = writeln!(s, "\n### Breaker transitions\n");
+    let _ = writeln!(s, "{BREAKER_NOTE}\n");
+    let _ = writeln!(s, "| at | service | transition | gateway |");
+    let _ = writeln!(s, "|---|---|---|---|");
+    for t in &r.breaker_transitions {
+        let _ = writeln!(
+            s,
+            "| {:.0}s | {} | {} | {} |",
+            t.at_s,
+            cell(&t.service),
+            cell(&t.change()),
+            cell(&t.process)
         );
     }
 }
@@ -389,6 +407,6 @@ fn endpoints(s: &mut String, r: &RunReport) {
 }
 
 /// A latency in µs for a table cell; `-` when there was none.
-fn micros(v: Option<u64>) -> String {
+pub(super) fn micros(v: Option<u64>) -> String {
     v.map_or("-".to_string(), |v| format_micros(v as f64))
 }

@@ -6,16 +6,20 @@
 //! # Layout
 //! - this module: [`RunReport`] and how it is built from a run, [`write_all`], [`read`].
 //! - [`histogram`]: the V2+deflate+base64 encoding of histograms in `report.json`.
+//! - [`breaker`]: the gateway's circuit breaker transitions, read from the scraped metrics.
 //! - `markdown`, `html`, `junit`: the other three files; `sections` decides which sections
 //!   `report.md` and `report.html` have and in what order.
 //! - [`compare`](mod@compare): deltas against a baseline report and the regression gate.
+//! - [`variants`]: a run of a scenario's `[[variant]]`s, side by side, and its gate.
 
+pub mod breaker;
 pub mod compare;
 pub mod histogram;
 mod html;
 mod junit;
 mod markdown;
 mod sections;
+pub mod variants;
 
 #[cfg(test)]
 mod tests;
@@ -35,6 +39,7 @@ use crate::slo::SloVerdict;
 use crate::telemetry::charts::MetricsReport;
 use crate::telemetry::hops::TraceReport;
 
+pub use breaker::BreakerTransition;
 pub use compare::{Comparison, Delta, Tolerance, compare};
 
 /// The version of `report.json`'s schema; raised when a field changes meaning or goes away.
@@ -82,6 +87,13 @@ pub struct RunReport {
     /// was scraped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<MetricsReport>,
+    /// The gateway's circuit breaker state changes, in time order (see [`breaker`]); absent
+    /// when there was none, or nothing was scraped.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub breaker_transitions: Vec<BreakerTransition>,
+    /// In a run of a scenario's `[[variant]]`s: the variant this report is of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
     pub verdict: Verdict,
     /// What `harness run` exits with: 0 passed, 1 failed.
     pub exit_code: u8,
@@ -308,6 +320,8 @@ impl RunReport {
             capacity: input.capacity,
             traces: input.traces,
             metrics: input.metrics,
+            breaker_transitions: breaker::transitions(&m.scraped),
+            variant: None,
             verdict: if held {
                 Verdict::Passed
             } else {
@@ -354,9 +368,18 @@ impl RunReport {
         }
     }
 
+    /// The scenario's name, with the variant's in a run of variants: `payment-latency
+    /// (without)`.
+    pub fn name(&self) -> String {
+        match &self.variant {
+            Some(variant) => format!("{} ({variant})", self.scenario.name),
+            None => self.scenario.name.clone(),
+        }
+    }
+
     /// One line: `smoke passed: 4 SLOs and 8 invariants held` or what failed.
     pub fn headline(&self) -> String {
-        let name = &self.scenario.name;
+        let name = self.name();
         let slos = self.failed_slos().count();
         let invariants = self.failed_invariants().count();
         let knee = self
@@ -392,7 +415,11 @@ pub struct Paths {
 
 /// Writes the four files into `dir/<run-id>/` (created if needed) and returns their paths.
 pub fn write_all(dir: &Path, report: &RunReport) -> anyhow::Result<Paths> {
-    let id = &report.run_id;
+    write_into(&run_dir(dir, &report.run_id)?, report)
+}
+
+/// `dir/<run-id>/`, refusing an id that cannot name one directory.
+pub fn run_dir(dir: &Path, id: &str) -> anyhow::Result<PathBuf> {
     if id.is_empty()
         || id == "."
         || id == ".."
@@ -401,23 +428,41 @@ pub fn write_all(dir: &Path, report: &RunReport) -> anyhow::Result<Paths> {
     {
         anyhow::bail!("run id {id:?} cannot name a directory");
     }
-    let run_dir = dir.join(id);
-    std::fs::create_dir_all(&run_dir)
-        .with_context(|| format!("creating the report directory {}", run_dir.display()))?;
-    let paths = Paths {
-        json: run_dir.join("report.json"),
-        markdown: run_dir.join("report.md"),
-        html: run_dir.join("report.html"),
-        junit: run_dir.join("junit.xml"),
-        dir: run_dir,
-    };
+    Ok(dir.join(id))
+}
+
+/// Writes the four files into `run_dir` itself (created if needed).
+pub fn write_into(run_dir: &Path, report: &RunReport) -> anyhow::Result<Paths> {
     let mut json = serde_json::to_string_pretty(report).context("serializing report.json")?;
     json.push('\n');
+    write_files(
+        run_dir,
+        [
+            json,
+            markdown::render(report),
+            html::render(report),
+            junit::render(report),
+        ],
+    )
+}
+
+/// Writes `report.json`, `report.md`, `report.html` and `junit.xml`, in this order, into `dir`.
+fn write_files(dir: &Path, texts: [String; 4]) -> anyhow::Result<Paths> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating the report directory {}", dir.display()))?;
+    let paths = Paths {
+        json: dir.join("report.json"),
+        markdown: dir.join("report.md"),
+        html: dir.join("report.html"),
+        junit: dir.join("junit.xml"),
+        dir: dir.to_path_buf(),
+    };
+    let [json, markdown, html, junit] = texts;
     for (path, text) in [
         (&paths.json, json),
-        (&paths.markdown, markdown::render(report)),
-        (&paths.html, html::render(report)),
-        (&paths.junit, junit::render(report)),
+        (&paths.markdown, markdown),
+        (&paths.html, html),
+        (&paths.junit, junit),
     ] {
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
     }
@@ -430,6 +475,13 @@ pub fn read(path: &Path) -> anyhow::Result<RunReport> {
         .with_context(|| format!("reading the report {}", path.display()))?;
     let value: serde_json::Value =
         serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    if value.get("kind").and_then(serde_json::Value::as_str) == Some(variants::KIND) {
+        anyhow::bail!(
+            "{} compares the variants of a run; pass one variant's report instead \
+             (variants/<name>/report.json next to it)",
+            path.display()
+        );
+    }
     let version = value
         .get("schema_version")
         .and_then(serde_json::Value::as_u64);

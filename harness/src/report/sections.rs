@@ -25,6 +25,8 @@ pub(super) enum Section {
     Capacity,
     /// The faults as they were applied and healed.
     ChaosTimeline,
+    /// The gateway's circuit breakers opening, half-opening and closing.
+    BreakerTransitions,
     /// Every invariant with its verdict and first violations.
     Invariants,
     /// Open model: the journeys due, started and dropped per phase.
@@ -53,6 +55,10 @@ pub(super) fn sections(report: &RunReport) -> Vec<Section> {
         (Section::Slos, true),
         (Section::Capacity, report.capacity.is_some()),
         (Section::ChaosTimeline, !report.chaos_windows.is_empty()),
+        (
+            Section::BreakerTransitions,
+            !report.breaker_transitions.is_empty(),
+        ),
         (Section::Invariants, true),
         (Section::Arrivals, report.arrivals.is_some()),
         (Section::OverTime, true),
@@ -80,6 +86,11 @@ pub(super) fn arrival_phases(r: &RunReport) -> Vec<(&str, crate::metrics::Arriva
 pub(super) const ARRIVALS_NOTE: &str = "Open model: journeys start on the arrival schedule \
      whatever the system does; a journey due while every user was busy is dropped, not run late. \
      Counted by when each journey was due.";
+
+/// What a breaker transitions table says about the times in it.
+pub(super) const BREAKER_NOTE: &str = "From the gateway's scraped \
+     gateway_breaker_transitions_total: each change is placed at the scrape that first showed it, \
+     so it happened within one scrape interval before.";
 
 /// The hops of a slow saga listed next to it: its biggest few.
 pub(super) const TOP_HOPS_SHOWN: usize = 3;
@@ -143,12 +154,13 @@ mod tests {
     use crate::report::tests::sample_report;
 
     #[test]
-    fn capacity_chaos_and_arrival_sections_appear_only_when_the_run_had_them() {
+    fn capacity_chaos_breaker_and_arrival_sections_appear_only_when_the_run_had_them() {
         let mut report = sample_report();
         let plain = sections(&report);
         assert!(!plain.contains(&Section::Capacity), "{plain:?}");
         assert!(!plain.contains(&Section::Arrivals), "{plain:?}");
         assert!(!plain.contains(&Section::ChaosTimeline), "{plain:?}");
+        assert!(!plain.contains(&Section::BreakerTransitions), "{plain:?}");
 
         report.capacity = Some(Capacity {
             steps: vec![],
@@ -156,6 +168,16 @@ mod tests {
         });
         report.chaos_windows.push(ChaosWindow::default());
         report.arrivals = Some(crate::metrics::ArrivalCounts::default());
+        report
+            .breaker_transitions
+            .push(crate::report::BreakerTransition {
+                at_s: 4.0,
+                service: "payment".into(),
+                from: "closed".into(),
+                to: "open".into(),
+                count: 1,
+                process: "gateway#1".into(),
+            });
         assert_eq!(
             sections(&report),
             [
@@ -163,6 +185,7 @@ mod tests {
                 Section::Slos,
                 Section::Capacity,
                 Section::ChaosTimeline,
+                Section::BreakerTransitions,
                 Section::Invariants,
                 Section::Arrivals,
                 Section::OverTime,

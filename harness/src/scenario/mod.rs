@@ -12,11 +12,14 @@
 //! - `validate`: [`Scenario::validate`], the checks the types cannot express.
 //! - [`units`]: durations, think time ranges, test plans, arrival rates and rate plans, which are
 //!   written as strings.
+//! - [`resilience`]: `[environment.resilience]` (the gateway's and the services' resilience
+//!   layers, as the variables the processes read) and `[[variant]]`.
 //! - [`catalog`]: finding scenarios by name and `harness list`.
 //! - [`error`]: [`ScenarioError`] and how byte spans become lines and columns.
 
 pub mod catalog;
 pub mod error;
+pub mod resilience;
 pub mod units;
 mod validate;
 
@@ -30,8 +33,10 @@ use serde::{Deserialize, Serialize, Serializer};
 pub use toml::Spanned;
 
 pub use self::error::{Location, ScenarioError};
+pub use self::resilience::{BulkheadLimits, Resilience, Variant};
 pub use self::units::{
-    ArrivalRate, HumanDuration, PlanStep, RatePlan, RateStep, StepSpan, TestPlan, ThinkTime,
+    ArrivalRate, HealthChecks, HumanDuration, PlanStep, RateLimit, RatePlan, RateStep, StepSpan,
+    Switch, TestPlan, ThinkTime,
 };
 pub use crate::checks::Invariant;
 use crate::environment::Instances;
@@ -58,6 +63,10 @@ pub struct Scenario {
     pub checks: Checks,
     #[serde(default)]
     pub chaos: Vec<Spanned<ChaosEntry>>,
+    /// `[[variant]]`: none, or at least two settings of the resilience layers that `harness run`
+    /// runs one after the other with everything else the same, and compares.
+    #[serde(default, rename = "variant", skip_serializing_if = "Vec::is_empty")]
+    pub variants: Vec<Spanned<Variant>>,
     /// The file and its text, so that validation can turn spans into lines.
     #[serde(skip)]
     origin: Origin,
@@ -90,6 +99,10 @@ pub struct Environment {
     /// orders per second.
     #[serde(default = "default_trace_sampling")]
     pub trace_sampling: Spanned<f64>,
+    /// `[environment.resilience]`: the gateway's and the services' resilience layers; a key
+    /// left out keeps the system's default.
+    #[serde(default)]
+    pub resilience: Resilience,
 }
 
 impl Default for Environment {
@@ -100,6 +113,7 @@ impl Default for Environment {
             saga_step_timeout: default_saga_step_timeout(),
             admission: default_admission(),
             trace_sampling: default_trace_sampling(),
+            resilience: Resilience::default(),
         }
     }
 }
@@ -375,16 +389,23 @@ pub enum Journey {
     ListMyOrders,
     /// An administrator restocks a product.
     AdminRestock,
+    /// A support agent (an administrator) looks up the payments of an order in progress: the
+    /// journey that calls the payment service through the gateway.
+    CheckPayments,
+    /// One misbehaving customer lists its orders again and again without pause.
+    NoisyClient,
 }
 
 impl Journey {
-    pub const ALL: [Journey; 6] = [
+    pub const ALL: [Journey; 8] = [
         Self::BrowseCatalog,
         Self::ViewProduct,
         Self::PlaceOrder,
         Self::FollowOrder,
         Self::ListMyOrders,
         Self::AdminRestock,
+        Self::CheckPayments,
+        Self::NoisyClient,
     ];
 
     pub fn name(self) -> &'static str {
@@ -395,6 +416,8 @@ impl Journey {
             Self::FollowOrder => "follow_order",
             Self::ListMyOrders => "list_my_orders",
             Self::AdminRestock => "admin_restock",
+            Self::CheckPayments => "check_payments",
+            Self::NoisyClient => "noisy_client",
         }
     }
 }
@@ -896,6 +919,15 @@ impl Scenario {
             text: text.to_string(),
         };
         Ok(scenario)
+    }
+
+    /// What `variant` runs: this scenario with the variant's resilience keys over
+    /// `[environment.resilience]`, and no variants of its own.
+    pub fn for_variant(&self, variant: &Variant) -> Scenario {
+        let mut scenario = self.clone();
+        scenario.environment.resilience = variant.resilience.over(&self.environment.resilience);
+        scenario.variants.clear();
+        scenario
     }
 
     /// The file this scenario was read from.

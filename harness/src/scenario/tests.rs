@@ -829,3 +829,130 @@ fn disconnect_is_a_fault_of_the_containers_backend_only() {
     .unwrap();
     assert_eq!(*s.chaos[0].get_ref().fault.get_ref(), Fault::Disconnect);
 }
+
+/// [`with_load`] with a valid load; 7 lines, so what follows starts on line 8.
+fn base() -> String {
+    with_load("users = 1\nduration = \"10s\"")
+}
+
+#[test]
+fn environment_resilience_parses_and_its_errors_point_at_the_value() {
+    let s = parse(&format!(
+        "{}[environment.resilience]\nbreaker = \"on\"\nbreaker_slow_call = \"2s\"\n\
+         bulkhead_limits = {{ payment = 4 }}\nrate_limit = \"20/s\"\nservice_timeout = \"3s\"\n",
+        base()
+    ))
+    .unwrap();
+    let env = s.environment.resilience.gateway_env();
+    assert_eq!(env["BREAKER_SLOW_CALL_MS"], "2000");
+    assert_eq!(env["BULKHEAD_LIMIT_PAYMENT"], "4");
+    assert_eq!(env["RATE_LIMIT_PER_SECOND"], "20");
+    assert_eq!(
+        s.environment.resilience.service_env()["REQUEST_TIMEOUT_MS"],
+        "3000"
+    );
+
+    let e = error_on_line(
+        &format!(
+            "{}[environment.resilience]\nbreaker = \"on\"\nbreaker_failure_rate = 1.5\n",
+            base()
+        ),
+        10,
+    );
+    assert!(e.contains("breaker_failure_rate is a share"), "{e}");
+    let e = error_on_line(
+        &format!(
+            "{}[environment.resilience]\nbreaker_windw = \"5s\"\n",
+            base()
+        ),
+        9,
+    );
+    assert!(e.contains("unknown field `breaker_windw`"), "{e}");
+    let e = error_on_line(
+        &format!("{}[environment.resilience]\nbulkhead = true\n", base()),
+        9,
+    );
+    assert!(e.contains("expected \"on\" or \"off\""), "{e}");
+}
+
+/// Two variants, the second with `gate = false`; 7 lines.
+const VARIANTS: &str = "[[variant]]\nname = \"with-breaker\"\nresilience = { breaker = \"on\", bulkhead = \"on\" }\n\
+                        [[variant]]\nname = \"without\"\nresilience = { breaker = \"off\", bulkhead = \"off\" }\ngate = false\n";
+
+#[test]
+fn variants_parse_and_merge_their_resilience_over_the_environment_s() {
+    let s = parse(&format!(
+        "{}[environment.resilience]\nbreaker_open_for = \"2s\"\nbreaker = \"on\"\n{VARIANTS}",
+        base()
+    ))
+    .unwrap();
+    let names: Vec<&str> = s.variants.iter().map(|v| v.get_ref().name()).collect();
+    assert_eq!(names, ["with-breaker", "without"]);
+    assert!(s.variants[0].get_ref().gate && !s.variants[1].get_ref().gate);
+    let without = s.for_variant(s.variants[1].get_ref());
+    assert!(without.variants.is_empty());
+    let env = without.environment.resilience.gateway_env();
+    assert_eq!(env["BREAKER"], "off", "the variant wins");
+    assert_eq!(env["BREAKER_OPEN_MS"], "2000", "the environment's stays");
+    assert_eq!(env["BULKHEAD"], "off");
+}
+
+#[test]
+fn bad_variants_are_refused_at_their_line() {
+    // One variant compares with nothing.
+    let e = error_on_line(
+        &format!(
+            "{}[[variant]]\nname = \"alone\"\nresilience = {{ breaker = \"off\" }}\n",
+            base()
+        ),
+        8,
+    );
+    assert!(
+        e.contains("one [[variant]] has nothing to be compared with"),
+        "{e}"
+    );
+    // The same name twice: the second is pointed at.
+    let twice = VARIANTS.replace("\"without\"", "\"with-breaker\"");
+    let e = error_on_line(&format!("{}{twice}", base()), 12);
+    assert!(
+        e.contains("variant name \"with-breaker\" is used twice"),
+        "{e}"
+    );
+    // An unknown key, in the variant and in its resilience table.
+    let e = error_on_line(
+        &format!(
+            "{}{VARIANTS}[[variant]]\nname = \"third\"\ngated = false\n",
+            base()
+        ),
+        17,
+    );
+    assert!(e.contains("unknown field `gated`"), "{e}");
+    let e = error_on_line(
+        &format!(
+            "{}{}",
+            base(),
+            VARIANTS.replace("bulkhead = \"off\"", "bulkhed = \"off\"")
+        ),
+        13,
+    );
+    assert!(e.contains("unknown field `bulkhed`"), "{e}");
+    // A name that cannot name a folder, and a value out of range.
+    let e = error_on_line(
+        &format!(
+            "{}{}",
+            base(),
+            VARIANTS.replace("\"without\"", "\"with/out\"")
+        ),
+        12,
+    );
+    assert!(e.contains("invalid variant name \"with/out\""), "{e}");
+    let e = error_on_line(
+        &format!(
+            "{}{}",
+            base(),
+            VARIANTS.replace("bulkhead = \"off\"", "bulkhead_limit = 0")
+        ),
+        13,
+    );
+    assert!(e.contains("bulkhead_limit must be at least 1"), "{e}");
+}

@@ -168,6 +168,16 @@ string_serde!(
     "a rate plan string such as \"50/s,10s;50/s,20s;100/s,10s\""
 );
 
+string_serde!(Switch, "\"on\" or \"off\"");
+string_serde!(
+    RateLimit,
+    "\"off\" or a rate per customer such as \"20/s\" or \"600/m\""
+);
+string_serde!(
+    HealthChecks,
+    "\"off\" or the interval of the probes, a duration such as \"1s\""
+);
+
 /// How long a simulated user pauses between two journeys: uniformly between `min` and `max`.
 /// Written `"200ms..800ms"`, or `"500ms"` for a fixed pause.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -533,6 +543,108 @@ impl fmt::Display for RatePlan {
             write!(f, "{},{}", step.rate, step.over)?;
         }
         Ok(())
+    }
+}
+
+/// A resilience layer switched `"on"` or `"off"` (strings, as the system's variables take them;
+/// `true` is refused rather than guessed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Switch {
+    On,
+    Off,
+}
+
+impl Switch {
+    /// As the system's variables take it: `on` or `off`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::On => "on",
+            Self::Off => "off",
+        }
+    }
+}
+
+impl FromStr for Switch {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "on" => Ok(Self::On),
+            "off" => Ok(Self::Off),
+            _ => Err(format!("invalid switch {s:?}: expected \"on\" or \"off\"")),
+        }
+    }
+}
+
+impl fmt::Display for Switch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The gateway's rate limit per customer: `"off"`, or requests per second (`"20/s"`) or per
+/// minute (`"600/m"`), written like an [`ArrivalRate`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RateLimit {
+    Off,
+    Rate(ArrivalRate),
+}
+
+impl FromStr for RateLimit {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.trim() == "off" {
+            return Ok(Self::Off);
+        }
+        s.parse().map(Self::Rate).map_err(|_| {
+            format!(
+                "invalid rate limit {s:?}: expected \"off\" or requests per second or minute per \
+                 customer such as \"20/s\" or \"600/m\""
+            )
+        })
+    }
+}
+
+impl fmt::Display for RateLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Off => f.write_str("off"),
+            Self::Rate(rate) => rate.fmt(f),
+        }
+    }
+}
+
+/// The gateway's active health checks: `"off"`, or how often every instance's
+/// `/health/ready` is probed (`"1s"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthChecks {
+    Off,
+    Every(HumanDuration),
+}
+
+impl FromStr for HealthChecks {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.trim() == "off" {
+            return Ok(Self::Off);
+        }
+        s.parse().map(Self::Every).map_err(|_| {
+            format!(
+                "invalid health_checks {s:?}: expected \"off\" or the interval of the probes, \
+                 a duration such as \"1s\" or \"500ms\""
+            )
+        })
+    }
+}
+
+impl fmt::Display for HealthChecks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Off => f.write_str("off"),
+            Self::Every(d) => d.fmt(f),
+        }
     }
 }
 

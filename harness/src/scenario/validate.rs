@@ -4,8 +4,8 @@
 use std::collections::BTreeSet;
 
 use super::{
-    Backend, Bound, ChaosEntry, Fault, HumanDuration, InvariantSelection, Journey, Phase, Scenario,
-    ScenarioError, Slo, Spanned, objectives_of,
+    Backend, Bound, ChaosEntry, Fault, HumanDuration, InvariantSelection, Journey, Phase,
+    Resilience, Scenario, ScenarioError, Slo, Spanned, objectives_of,
 };
 use crate::environment::Instances;
 use crate::faults::target::{Target, links_of, processes_of};
@@ -59,6 +59,7 @@ impl Scenario {
             ));
         }
         self.validate_environment()?;
+        self.validate_variants()?;
         self.validate_load()?;
         if let Some(steady) = &self.steady_state {
             self.fraction(&steady.max_error_rate, "max_error_rate")?;
@@ -116,7 +117,60 @@ impl Scenario {
                 format!("trace_sampling must be more than 0 and at most 1, not {sampling}"),
             ));
         }
+        self.validate_resilience(&env.resilience)?;
         self.positive(&env.saga_step_timeout, "saga_step_timeout")
+    }
+
+    fn validate_resilience(&self, resilience: &Resilience) -> Result<(), ScenarioError> {
+        resilience
+            .check()
+            .map_err(|(span, message)| self.error(span, message))
+    }
+
+    /// None, or at least two variants, each with a name of its own that can name a folder, and
+    /// resilience keys that hold on their own and over `[environment.resilience]`.
+    fn validate_variants(&self) -> Result<(), ScenarioError> {
+        if let [only] = self.variants.as_slice() {
+            return Err(self.error(
+                only.span(),
+                "one [[variant]] has nothing to be compared with: declare at least two (e.g. \
+                 one with breaker = \"on\" and one with breaker = \"off\"), or put its keys in \
+                 [environment.resilience]",
+            ));
+        }
+        let mut seen = BTreeSet::new();
+        for variant in &self.variants {
+            let v = variant.get_ref();
+            let name = &v.name;
+            let ok = !name.get_ref().is_empty()
+                && name
+                    .get_ref()
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !ok {
+                return Err(self.error(
+                    name.span(),
+                    format!(
+                        "invalid variant name {:?}: it names the folder of the variant's report, \
+                         so use letters, digits, '-' and '_' only",
+                        name.get_ref()
+                    ),
+                ));
+            }
+            if !seen.insert(name.get_ref().as_str()) {
+                return Err(self.error(
+                    name.span(),
+                    format!(
+                        "variant name {:?} is used twice; each variant needs a name of its own \
+                         (it names the folder of its report)",
+                        name.get_ref()
+                    ),
+                ));
+            }
+            self.validate_resilience(&v.resilience)?;
+            self.validate_resilience(&v.resilience.over(&self.environment.resilience))?;
+        }
+        Ok(())
     }
 
     fn validate_load(&self) -> Result<(), ScenarioError> {

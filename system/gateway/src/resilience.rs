@@ -293,6 +293,15 @@ where
     metrics::counter!(m::BREAKER_REJECTED, "service" => name).increment(0);
     metrics::counter!(m::BULKHEAD_REJECTED, "service" => name).increment(0);
     metrics::gauge!(m::BULKHEAD_IN_FLIGHT, "service" => name).set(0.0);
+    for (from, to) in [
+        ("closed", "open"),
+        ("open", "half_open"),
+        ("half_open", "open"),
+        ("half_open", "closed"),
+    ] {
+        metrics::counter!(m::BREAKER_TRANSITIONS, "service" => name, "from" => from, "to" => to)
+            .increment(0);
+    }
     if let Some(b) = &config.breaker {
         let open_for = b.open_for;
         let layer = CircuitBreakerLayer::builder()

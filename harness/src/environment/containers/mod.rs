@@ -195,7 +195,7 @@ impl ContainersEnvironment {
             .await?;
         let gateway_links = plan_gateway_links(&instances);
         self.create_links(&proxies, &gateway_links).await?;
-        self.start_gateway(&secret, &gateway_links).await?;
+        self.start_gateway(&secret, &gateway_links, options).await?;
         let client = PlannedLink {
             name: super::local::links::CLIENT_LINK.into(),
             port: CLIENT_LINK_PORT,
@@ -431,6 +431,7 @@ impl ContainersEnvironment {
                 );
             }
             env.extend(super::otel_env(otel.as_deref(), self.trace_sampling));
+            env.extend(options.resilience.service_env());
             let spec = ContainerSpec {
                 name: self.container_name(&alias),
                 image: self.images.services.clone(),
@@ -446,7 +447,12 @@ impl ContainersEnvironment {
         self.wait_for(|m| m.name.contains('#')).await
     }
 
-    async fn start_gateway(&mut self, secret: &str, links: &[PlannedLink]) -> anyhow::Result<()> {
+    async fn start_gateway(
+        &mut self,
+        secret: &str,
+        links: &[PlannedLink],
+        options: &EnvOptions,
+    ) -> anyhow::Result<()> {
         let port = free_port()?;
         let mut env = BTreeMap::new();
         env.insert("BIND_ADDR".into(), format!("0.0.0.0:{SERVICE_PORT}"));
@@ -475,6 +481,7 @@ impl ContainersEnvironment {
                 .collect();
             env.insert(var.into(), urls.join(","));
         }
+        env.extend(options.resilience.gateway_env());
         let spec = ContainerSpec {
             name: self.container_name("gateway-1"),
             image: self.images.services.clone(),

@@ -149,7 +149,7 @@ impl LocalEnvironment {
         self.start_services(bin, options, &secret, &kafka_links)
             .await?;
         let upstreams = self.link_services(&proxies).await?;
-        self.start_gateway(bin, &proxies, &secret, &upstreams)
+        self.start_gateway(bin, &proxies, &secret, &upstreams, options)
             .await?;
         self.sort_links(options);
         self.seed_data().await
@@ -308,6 +308,7 @@ impl LocalEnvironment {
                     self.otlp_endpoint().as_deref(),
                     self.trace_sampling,
                 ));
+                env.extend(options.resilience.service_env());
                 let spec = Spec {
                     name,
                     program: bin.path(binaries::of(service)),
@@ -376,6 +377,7 @@ impl LocalEnvironment {
         proxies: &chaos::Client,
         secret: &str,
         upstreams: &BTreeMap<Service, Vec<String>>,
+        options: &EnvOptions,
     ) -> anyhow::Result<()> {
         let dir = self.run_dir.path().to_path_buf();
         let mut env = BTreeMap::new();
@@ -405,6 +407,7 @@ impl LocalEnvironment {
                     .unwrap_or_default(),
             );
         }
+        env.extend(options.resilience.gateway_env());
         let gateway = Spec {
             name: "gateway#1".into(),
             program: bin.path(binaries::GATEWAY),

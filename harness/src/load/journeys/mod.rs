@@ -8,8 +8,10 @@
 
 pub mod admin_restock;
 pub mod browse_catalog;
+pub mod check_payments;
 pub mod follow_order;
 pub mod list_my_orders;
+pub mod noisy_client;
 pub mod place_order;
 pub mod view_product;
 
@@ -65,6 +67,8 @@ fn run_fn(journey: Journey) -> JourneyFn {
         Journey::FollowOrder => follow_order::run,
         Journey::ListMyOrders => list_my_orders::run,
         Journey::AdminRestock => admin_restock::run,
+        Journey::CheckPayments => check_payments::run,
+        Journey::NoisyClient => noisy_client::run,
     }
 }
 
