@@ -117,3 +117,110 @@ invariants = "all"
     assert_eq!(json["exit_code"], 1);
     assert_eq!(json["invariants"].as_array().unwrap().len(), 8);
 }
+
+/// Two variants of one short run, the second with the breaker off and not gated: each gets its
+/// own environment and report folder, the comparison sits beside them, the breaker of the first
+/// really opens on the slow calls the fault causes, and the run exits 0 because every gated
+/// verdict held.
+#[test]
+fn variants_run_back_to_back_and_the_comparison_shows_the_breaker_opening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("variants.toml");
+    std::fs::write(
+        &path,
+        r#"
+description = "slow inventory with and without a breaker"
+
+[environment]
+backend = "local"
+
+[environment.resilience]
+breaker_min_calls = 3
+breaker_slow_call = "200ms"
+breaker_slow_call_rate = 0.5
+breaker_window = "5s"
+breaker_open_for = "20s"
+
+[[variant]]
+name = "breaker"
+resilience = { breaker = "on" }
+
+[[variant]]
+name = "no-breaker"
+resilience = { breaker = "off" }
+gate = false
+
+[load]
+users = 3
+ramp_up = "1s"
+duration = "8s"
+think_time = "50ms..100ms"
+
+[[load.journeys]]
+name = "browse_catalog"
+weight = 1
+
+[[chaos]]
+name = "slow inventory"
+at = "2s"
+for = "4s"
+target = "gateway->inventory"
+fault = "latency"
+latency = "400ms"
+
+[[slo]]
+error_rate = 0.0
+
+[checks]
+convergence_timeout = "20s"
+invariants = "all"
+"#,
+    )
+    .unwrap();
+    let reports = dir.path().join("reports");
+    let out = harness()
+        .arg("run")
+        .arg(&path)
+        .arg("--no-build")
+        .arg("--reports-dir")
+        .arg(&reports)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let run_dir = std::fs::read_dir(&reports)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let read_json = |p: std::path::PathBuf| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap()
+    };
+    let comparison = read_json(run_dir.join("report.json"));
+    assert_eq!(comparison["kind"], "variants");
+    let markdown = std::fs::read_to_string(run_dir.join("report.md")).unwrap();
+    assert!(markdown.contains("| breaker | no-breaker |"), "{markdown}");
+    for variant in ["breaker", "no-breaker"] {
+        for file in ["report.json", "report.md", "report.html", "junit.xml"] {
+            let f = run_dir.join("variants").join(variant).join(file);
+            assert!(f.exists(), "{} missing", f.display());
+        }
+    }
+    let with = read_json(run_dir.join("variants/breaker/report.json"));
+    let opened = with["breaker_transitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["service"] == "inventory" && t["to"] == "open");
+    assert!(opened, "{}", with["breaker_transitions"]);
+    let without = read_json(run_dir.join("variants/no-breaker/report.json"));
+    assert!(
+        without["breaker_transitions"]
+            .as_array()
+            .is_none_or(|t| t.is_empty()),
+        "{}",
+        without["breaker_transitions"]
+    );
+}
