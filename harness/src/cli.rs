@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::environment::Instances;
+use crate::environment::{Instances, Service};
 use crate::scenario::Backend;
 
 #[derive(Debug, Parser)]
@@ -168,19 +168,58 @@ pub enum ChaosCommand {
     Heal(HealArgs),
     /// Toxiproxy's reset: every proxy enabled, every toxic removed (processes untouched).
     Reset,
+    /// Run another number of instances of a service now: `order=3`, or several at once
+    /// (`order=3,payment=2`). New instances take traffic once ready; removed ones (the
+    /// highest-numbered) leave the gateway's rotation first, then stop gracefully. Local backend.
+    Scale(ScaleArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ScaleArgs {
+    /// SERVICE=COUNT, comma-separated or one per argument: order=3,payment=2. Each count is 1 to
+    /// 8; a service left out keeps its instances.
+    #[arg(required = true, value_parser = scale_to)]
+    pub counts: Vec<ScaleTo>,
+}
+
+/// One `SERVICE=COUNT[,SERVICE=COUNT...]` argument of `harness chaos scale`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScaleTo(pub Vec<(Service, usize)>);
+
+fn scale_to(s: &str) -> Result<ScaleTo, String> {
+    let counts = crate::environment::parse_counts(s)?;
+    if counts.is_empty() {
+        return Err("nothing to scale: expected SERVICE=COUNT, e.g. order=3".into());
+    }
+    Ok(ScaleTo(counts))
+}
+
+impl ScaleArgs {
+    /// Every service to scale and its count, in the order given; a service given twice is an
+    /// error.
+    pub fn counts(&self) -> Result<Vec<(Service, usize)>, String> {
+        let mut all: Vec<(Service, usize)> = Vec::new();
+        for (service, n) in self.counts.iter().flat_map(|c| c.0.iter().copied()) {
+            if all.iter().any(|(s, _)| *s == service) {
+                return Err(format!("{service} is given twice"));
+            }
+            all.push((service, n));
+        }
+        Ok(all)
+    }
 }
 
 #[derive(Debug, Args)]
 pub struct InjectArgs {
     /// A link (`gateway->payment#1`), a group (`gateway->payment`, `payment->kafka`), a node
     /// (`inventory`, `payment#2`, `kafka`) or, for kill, pause and stop, an instance (`order#1`,
-    /// `payment`, `broker`). `harness chaos links` lists them.
+    /// `payment`, `broker`), for scale a service (`order`). `harness chaos links` lists them.
     pub target: String,
     /// latency, bandwidth, slow_close, timeout, reset_peer, slicer, limit_data, partition, kill,
-    /// pause or stop.
+    /// pause, stop or scale.
     pub fault: String,
     /// The fault's attributes, as in a scenario: latency=200ms jitter=50ms direction=both
-    /// toxicity=0.5 rate_kbps=10 timeout=0s bytes=1024 ...
+    /// toxicity=0.5 rate_kbps=10 timeout=0s bytes=1024 instances=3 ...
     pub attributes: Vec<String>,
     /// Heal after this long (Ctrl-C heals at once); without it the fault stays until `heal`.
     #[arg(long = "for", value_parser = <crate::scenario::HumanDuration as std::str::FromStr>::from_str)]
@@ -354,6 +393,46 @@ mod tests {
                 .to_string();
             assert!(e.contains("expected a number of at least 0"), "{e}");
         }
+    }
+
+    fn scale(args: &[&str]) -> Result<Vec<(Service, usize)>, String> {
+        let cli = Cli::try_parse_from(["harness", "chaos", "scale"].iter().chain(args))
+            .map_err(|e| e.to_string())?;
+        let Command::Chaos(ChaosArgs {
+            command: ChaosCommand::Scale(args),
+            ..
+        }) = cli.command
+        else {
+            panic!("not chaos scale");
+        };
+        args.counts()
+    }
+
+    #[test]
+    fn chaos_scale_takes_service_counts_and_says_what_is_wrong_with_bad_ones() {
+        assert_eq!(scale(&["order=3"]).unwrap(), [(Service::Order, 3)]);
+        assert_eq!(
+            scale(&["order=3,payment=2", "inventory=1"]).unwrap(),
+            [
+                (Service::Order, 3),
+                (Service::Payment, 2),
+                (Service::Inventory, 1)
+            ]
+        );
+        for (bad, says) in [
+            ("order", "expected SERVICE=COUNT"),
+            ("shipping=2", "\"shipping\" is not a service"),
+            ("order=0", "between 1 and 8, not 0"),
+            ("order=9", "between 1 and 8, not 9"),
+            ("order=x", "not a number"),
+            ("order=2,order=3", "order is given twice"),
+        ] {
+            let e = scale(&[bad]).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+        let e = scale(&["order=2", "order=3"]).unwrap_err();
+        assert!(e.contains("order is given twice"), "{e}");
+        assert!(scale(&[]).is_err(), "a count is required");
     }
 
     #[test]

@@ -12,11 +12,15 @@
 //! | `POST /processes/{name}/heal` | resume it if it runs, restart it if not |
 //! | `POST /processes/{name}/disconnect`, `/reconnect` | off the run's network and back (containers backend) |
 //! | `POST /heal` | every proxy reset, every process running and resumed |
+//! | `POST /scale/{service}/{count}` | run `count` instances of `service` (1 to 8): new ones join the gateway's rotation once ready, the highest-numbered leave it and stop gracefully |
 //!
-//! Answers are `204` or a JSON error `{"error": "..."}` with 404 (unknown process or action) or
-//! 500.
+//! Answers are `204` or a JSON error `{"error": "..."}` with 400 (a bad service or count), 404
+//! (unknown process or action) or 500. The env file and `prometheus.yml` are written when the
+//! API starts and again after each scaling, so `harness chaos` and a Prometheus of one's own see
+//! the instances there are.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -29,22 +33,46 @@ use serde::Deserialize;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use crate::environment::{Environment, Faultable, LinkInfo};
+use crate::environment::{EnvInfo, Environment, Faultable, Instances, LinkInfo, Service};
 
 /// The environment `harness up` runs, shared with the control API's handlers.
 pub type Shared = Arc<Mutex<Box<dyn Environment>>>;
 
-/// Serves the control API for `env` on `127.0.0.1:0` until `stop` is cancelled; returns where
-/// it listens.
-pub async fn serve(env: Shared, stop: CancellationToken) -> anyhow::Result<SocketAddr> {
+/// What the handlers share: the environment, and where it is described for others.
+#[derive(Clone)]
+struct Control {
+    env: Shared,
+    /// The control API's own URL, for the env file.
+    url: String,
+    env_file: Option<PathBuf>,
+}
+
+/// Serves the control API for `env` on `127.0.0.1:0` until `stop` is cancelled, after writing
+/// `prometheus.yml` and, when given, the env file; returns where it listens and what the env
+/// file says.
+pub async fn serve(
+    env: Shared,
+    stop: CancellationToken,
+    env_file: Option<PathBuf>,
+) -> anyhow::Result<(SocketAddr, EnvInfo)> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .context("binding the control API")?;
     let addr = listener.local_addr()?;
+    let control = Control {
+        env,
+        url: format!("http://{addr}"),
+        env_file,
+    };
+    let info = {
+        let env = control.env.lock().await;
+        publish(env.as_ref(), &control)?
+    };
     let app = Router::new()
         .route("/processes/{name}/{action}", post(process_action))
         .route("/heal", post(heal))
-        .with_state(env);
+        .route("/scale/{service}/{count}", post(scale))
+        .with_state(control);
     tokio::spawn(async move {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move { stop.cancelled().await })
@@ -53,7 +81,27 @@ pub async fn serve(env: Shared, stop: CancellationToken) -> anyhow::Result<Socke
             tracing::warn!(error = %e, "the control API stopped");
         }
     });
-    Ok(addr)
+    Ok((addr, info))
+}
+
+/// Writes `prometheus.yml` and the env file (when there is one) for `env` as it is now.
+fn publish(env: &dyn Environment, control: &Control) -> anyhow::Result<EnvInfo> {
+    let mut info = env.info();
+    info.control_url = Some(control.url.clone());
+    let prometheus = env
+        .write_prometheus_config()
+        .context("writing prometheus.yml")?;
+    info.prometheus_config = Some(prometheus.display().to_string());
+    if let Some(path) = &control.env_file {
+        let json = serde_json::to_string_pretty(&info).context("serializing the env file")?;
+        // Written aside and renamed, so `harness chaos` never reads half of it.
+        let temp = path.with_extension("json.tmp");
+        std::fs::write(&temp, json)
+            .with_context(|| format!("writing the env file {}", temp.display()))?;
+        std::fs::rename(&temp, path)
+            .with_context(|| format!("writing the env file {}", path.display()))?;
+    }
+    Ok(info)
 }
 
 struct ApiError(StatusCode, String);
@@ -65,10 +113,10 @@ impl IntoResponse for ApiError {
 }
 
 async fn process_action(
-    State(env): State<Shared>,
+    State(control): State<Control>,
     Path((name, action)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let mut env = env.lock().await;
+    let mut env = control.env.lock().await;
     if !env.process_names().contains(&name) {
         return Err(ApiError(
             StatusCode::NOT_FOUND,
@@ -101,8 +149,10 @@ async fn process_action(
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))
 }
 
-async fn heal(State(env): State<Shared>) -> Result<StatusCode, ApiError> {
-    env.lock()
+async fn heal(State(control): State<Control>) -> Result<StatusCode, ApiError> {
+    control
+        .env
+        .lock()
         .await
         .heal_all()
         .await
@@ -110,9 +160,35 @@ async fn heal(State(env): State<Shared>) -> Result<StatusCode, ApiError> {
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))
 }
 
+async fn scale(
+    State(control): State<Control>,
+    Path((service, count)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let (service, count) =
+        scale_request(&service, &count).map_err(|m| ApiError(StatusCode::BAD_REQUEST, m))?;
+    let internal = |e: anyhow::Error| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}"));
+    let mut env = control.env.lock().await;
+    env.scale(service, count).await.map_err(internal)?;
+    publish(env.as_ref(), &control).map_err(internal)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The service and count of `POST /scale/{service}/{count}`.
+fn scale_request(service: &str, count: &str) -> Result<(Service, usize), String> {
+    let service = Service::parse(service)?;
+    let count: usize = count
+        .trim()
+        .parse()
+        .map_err(|_| format!("{service}: {count:?} is not a number of instances"))?;
+    Instances::check_count(count).map_err(|m| format!("{service}: {m}"))?;
+    Ok((service, count))
+}
+
 /// A `harness up` seen through its env file: links through the Toxiproxy API, processes through
 /// the control API.
 pub struct Remote {
+    /// The env file it was read from, read again after a scaling.
+    env_file: PathBuf,
     /// The backend `harness up` runs (`local`, `containers`): which faults and targets exist.
     pub backend: crate::scenario::Backend,
     pub toxiproxy_url: String,
@@ -156,6 +232,7 @@ impl Remote {
         let env: EnvFile = serde_json::from_str(&text)
             .with_context(|| format!("{} is not an env file of `harness up`", path.display()))?;
         Ok(Self {
+            env_file: path.to_path_buf(),
             backend: env.backend,
             toxiproxy_url: env.toxiproxy_url,
             control_url: env.control_url.with_context(|| {
@@ -244,5 +321,31 @@ impl Faultable for Remote {
 
     async fn heal_all(&mut self) -> anyhow::Result<()> {
         self.post(&["heal"]).await
+    }
+
+    /// Then reads the env file again, which `harness up` rewrote with the new instances.
+    async fn scale(&mut self, service: Service, count: usize) -> anyhow::Result<()> {
+        self.post(&["scale", service.name(), &count.to_string()])
+            .await?;
+        *self = Self::from_env_file(&self.env_file)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_scale_request_says_what_was_wrong() {
+        assert_eq!(scale_request("order", "3"), Ok((Service::Order, 3)));
+        let e = scale_request("shipping", "2").unwrap_err();
+        assert!(e.contains("\"shipping\" is not a service"), "{e}");
+        let e = scale_request("order", "many").unwrap_err();
+        assert!(e.contains("\"many\" is not a number"), "{e}");
+        for bad in ["0", "9"] {
+            let e = scale_request("payment", bad).unwrap_err();
+            assert!(e.contains("between 1 and 8"), "{e}");
+        }
     }
 }

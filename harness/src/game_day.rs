@@ -1,11 +1,12 @@
-//! `harness chaos links|inject|heal|reset`: manual chaos against a running `harness up`, for
-//! game days. Faults are written as on the command line the way a scenario's `[[chaos]]` entry
-//! writes them, and checked by the same rules:
+//! `harness chaos links|inject|heal|reset|scale`: manual chaos against a running `harness up`,
+//! for game days. Faults are written as on the command line the way a scenario's `[[chaos]]`
+//! entry writes them, and checked by the same rules:
 //!
 //! ```text
 //! harness chaos inject gateway->payment latency latency=200ms jitter=50ms --for 30s
 //! harness chaos inject order#1 kill
 //! harness chaos heal order#1
+//! harness chaos scale order=3,payment=2
 //! ```
 
 use std::process::ExitCode;
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::cli::{ChaosArgs, ChaosCommand, HealArgs, InjectArgs};
+use crate::cli::{ChaosArgs, ChaosCommand, HealArgs, InjectArgs, ScaleArgs};
 use crate::control::Remote;
 use crate::faults::{self, Faultable, Planned, target::Target};
 use crate::scenario::Scenario;
@@ -28,6 +29,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
             remote.chaos_client()?.reset().await?;
             println!("every proxy enabled, every toxic removed");
         }
+        ChaosCommand::Scale(a) => scale(&mut remote, &a).await?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -151,6 +153,23 @@ async fn inject(remote: &mut Remote, a: InjectArgs) -> anyhow::Result<()> {
         planned.label,
         started.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+/// Each service in turn, as given.
+async fn scale(remote: &mut Remote, a: &ScaleArgs) -> anyhow::Result<()> {
+    let counts = a.counts().map_err(|m| anyhow::anyhow!(m))?;
+    for (service, count) in counts {
+        let before = remote.instance_count(service);
+        remote
+            .scale(service, count)
+            .await
+            .with_context(|| format!("scaling {service} to {count}"))?;
+        println!(
+            "{service}: {before} -> {} instances",
+            remote.instance_count(service)
+        );
+    }
     Ok(())
 }
 

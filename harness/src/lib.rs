@@ -96,20 +96,10 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     };
     let env = std::sync::Arc::new(tokio::sync::Mutex::new(env));
     let stop_control = tokio_util::sync::CancellationToken::new();
-    let control = control::serve(env.clone(), stop_control.clone()).await?;
-    let mut info = env.lock().await.info();
-    info.control_url = Some(format!("http://{control}"));
-    let prometheus = env
-        .lock()
-        .await
-        .write_prometheus_config()
-        .context("writing prometheus.yml")?;
-    info.prometheus_config = Some(prometheus.display().to_string());
-    if let Some(path) = &args.env_file {
-        let json = serde_json::to_string_pretty(&info).context("serializing the env file")?;
-        std::fs::write(path, json)
-            .with_context(|| format!("writing the env file {}", path.display()))?;
-    }
+    // It writes the env file, and again whenever `harness chaos scale` changes the instances.
+    let (_, info) =
+        control::serve(env.clone(), stop_control.clone(), args.env_file.clone()).await?;
+    let prometheus = info.prometheus_config.clone().unwrap_or_default();
     println!(
         "ready: start-up took {:.2} s ({:.2} s including the build check)",
         env.lock().await.startup_time().as_secs_f64(),
@@ -138,8 +128,7 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         println!("otlp traces:    {otlp}/v1/traces{forward} (`harness trace ORDER_ID`)");
     }
     println!(
-        "prometheus:     {} (scrapes every /metrics; dashboards/ has Grafana dashboards)",
-        prometheus.display()
+        "prometheus:     {prometheus} (scrapes every /metrics; dashboards/ has Grafana dashboards)"
     );
     println!("customer token: {}", info.customer_token);
     println!("admin token:    {}", info.admin_token);

@@ -138,7 +138,7 @@ backend = "local"
 breaker_min_calls = 3
 breaker_slow_call = "200ms"
 breaker_slow_call_rate = 0.5
-breaker_window = "5s"
+breaker_window = "1s"
 breaker_open_for = "20s"
 
 [[variant]]

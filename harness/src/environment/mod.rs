@@ -221,6 +221,47 @@ impl Service {
             Self::Order => "order",
         }
     }
+
+    /// `order`, `inventory` or `payment`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|service| service.name() == s.trim())
+            .ok_or_else(|| {
+                format!(
+                    "{:?} is not a service; expected order, inventory or payment",
+                    s.trim()
+                )
+            })
+    }
+}
+
+impl fmt::Display for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// `order=2,payment=3`: the services named and their counts, in the order given; each service
+/// at most once, each count between 1 and [`Instances::MAX`].
+pub fn parse_counts(s: &str) -> Result<Vec<(Service, usize)>, String> {
+    let mut counts: Vec<(Service, usize)> = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, n) = part
+            .split_once('=')
+            .ok_or_else(|| format!("{part:?}: expected SERVICE=COUNT, e.g. order=2"))?;
+        let n: usize = n
+            .trim()
+            .parse()
+            .map_err(|_| format!("{part:?}: {n:?} is not a number"))?;
+        Instances::check_count(n).map_err(|e| format!("{part:?}: {e}"))?;
+        let service = Service::parse(name)?;
+        if counts.iter().any(|(s, _)| *s == service) {
+            return Err(format!("{service} is given twice in {s:?}"));
+        }
+        counts.push((service, n));
+    }
+    Ok(counts)
 }
 
 /// Instance counts, parsed from `order=2,inventory=2,payment=2`.
@@ -244,34 +285,32 @@ impl Default for Instances {
 impl Instances {
     pub const MAX: usize = 8;
 
+    /// `order=2,inventory=2,payment=2`; a service left out gets 1.
     pub fn parse(s: &str) -> Result<Self, String> {
         let mut out = Self::default();
-        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (name, n) = part
-                .split_once('=')
-                .ok_or_else(|| format!("{part:?}: expected SERVICE=COUNT, e.g. order=2"))?;
-            let n: usize = n
-                .trim()
-                .parse()
-                .map_err(|_| format!("{part:?}: {n:?} is not a number"))?;
-            if n == 0 || n > Self::MAX {
-                return Err(format!(
-                    "{part:?}: the count must be between 1 and {}",
-                    Self::MAX
-                ));
-            }
-            match name.trim() {
-                "order" => out.order = n,
-                "inventory" => out.inventory = n,
-                "payment" => out.payment = n,
-                other => {
-                    return Err(format!(
-                        "{other:?} is not a service; expected order, inventory or payment"
-                    ));
-                }
-            }
+        for (service, n) in parse_counts(s)? {
+            out.set(service, n);
         }
         Ok(out)
+    }
+
+    /// Whether `n` instances of a service may run: 1 to [`Self::MAX`].
+    pub fn check_count(n: usize) -> Result<(), String> {
+        if n == 0 || n > Self::MAX {
+            return Err(format!(
+                "the count must be between 1 and {}, not {n}",
+                Self::MAX
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn set(&mut self, s: Service, n: usize) {
+        match s {
+            Service::Order => self.order = n,
+            Service::Inventory => self.inventory = n,
+            Service::Payment => self.payment = n,
+        }
     }
 
     pub fn of(&self, s: Service) -> usize {
@@ -483,6 +522,21 @@ mod tests {
                 .unwrap_err()
                 .contains("not a service")
         );
+        assert!(
+            Instances::parse("order=2,order=3")
+                .unwrap_err()
+                .contains("order is given twice")
+        );
+    }
+
+    #[test]
+    fn counts_name_only_the_services_given() {
+        assert_eq!(
+            parse_counts("payment=3, order=2").unwrap(),
+            [(Service::Payment, 3), (Service::Order, 2)]
+        );
+        assert!(parse_counts("").unwrap().is_empty());
+        assert_eq!(Service::parse(" inventory ").unwrap(), Service::Inventory);
     }
 
     #[test]

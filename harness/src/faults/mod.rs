@@ -4,7 +4,9 @@
 //! Link faults become Toxiproxy toxics (or a disabled proxy, for `partition`) on the named
 //! proxies of the links the target names ([`target`]); instance faults signal processes: `kill`
 //! (SIGKILL, restarted when the fault ends), `pause` (SIGSTOP, then SIGCONT), `stop` (SIGTERM,
-//! restarted when the fault ends). Faults without `for` last until the load ends.
+//! restarted when the fault ends); `scale` runs another number of instances of a service
+//! ([`Faultable::scale`]) and goes back to the count it had when the fault ends. Faults without
+//! `for` last until the load ends.
 //!
 //! Healing always happens, like Chaos Toolkit's rollbacks: each fault when its time is up, and
 //! everything at the end of the timeline ([`Faultable::heal_all`]: every proxy reset,
@@ -20,8 +22,10 @@ pub mod target;
 
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use chaos::{Stream, Toxic, ToxicAttributes};
 
+use crate::environment::{Instances, Service};
 use crate::metrics::PhaseSpan;
 use crate::report::ChaosWindow;
 use crate::scenario::{ChaosEntry, Direction, Fault, Scenario};
@@ -151,6 +155,28 @@ pub trait Faultable: Send {
     async fn reconnect(&mut self, name: &str) -> anyhow::Result<()>;
     /// Every proxy reset, every process running and not paused.
     async fn heal_all(&mut self) -> anyhow::Result<()>;
+    /// Runs `count` instances of `service` (1 to [`Instances::MAX`]): new ones start like those
+    /// started with the environment and join the gateway's rotation once ready; the
+    /// highest-numbered leave the rotation first, then stop gracefully.
+    async fn scale(&mut self, service: Service, count: usize) -> anyhow::Result<()>;
+
+    /// How many instances of `service` there are (running or not: a killed one still counts).
+    fn instance_count(&self, service: Service) -> usize {
+        let prefix = format!("{service}#");
+        self.process_names()
+            .iter()
+            .filter(|p| p.starts_with(&prefix))
+            .count()
+    }
+
+    /// The instance count of every service.
+    fn instances(&self) -> Instances {
+        let mut counts = Instances::default();
+        for service in Service::ALL {
+            counts.set(service, self.instance_count(service));
+        }
+        counts
+    }
 }
 
 /// What one fault did: what to heal, and what the report says.
@@ -165,6 +191,8 @@ pub struct Applied {
     disabled: Vec<String>,
     /// Processes signalled, to heal.
     processes: Vec<String>,
+    /// A scaled service and the count it had, to go back to.
+    scaled: Option<(Service, usize)>,
 }
 
 /// Runs the timeline against `env`, starting at `t0` (the start of the load), until every fault
@@ -252,7 +280,11 @@ pub async fn apply_fault(
         toxics: Vec::new(),
         disabled: Vec::new(),
         processes: Vec::new(),
+        scaled: None,
     };
+    if fault == Fault::Scale {
+        return scale(env, planned, applied).await;
+    }
     if fault.on_instances() {
         let names = env.process_names();
         let targets = planned.target.processes(names.iter().map(String::as_str));
@@ -300,12 +332,44 @@ pub async fn apply_fault(
     Ok(applied)
 }
 
+/// A scale fault: the service to `instances`; what it acted on are the instances it added or
+/// removed.
+async fn scale(
+    env: &mut (impl Faultable + ?Sized),
+    planned: &Planned,
+    mut applied: Applied,
+) -> anyhow::Result<Applied> {
+    let service = planned.target.service().with_context(|| {
+        format!(
+            "{}: scale acts on a service, and {} is not one",
+            planned.label,
+            planned.entry.target.get_ref()
+        )
+    })?;
+    let to = planned
+        .entry
+        .instances
+        .as_ref()
+        .map(|n| usize::try_from(*n.get_ref()).unwrap_or(usize::MAX))
+        .with_context(|| format!("{}: scale needs instances", planned.label))?;
+    let from = env.instance_count(service);
+    env.scale(service, to).await?;
+    applied.what = (from.min(to) + 1..=from.max(to))
+        .map(|n| format!("{service}#{n}"))
+        .collect();
+    applied.scaled = Some((service, from));
+    Ok(applied)
+}
+
 /// Heals one fault [`apply_fault`] applied.
 pub async fn heal_fault(
     env: &mut (impl Faultable + ?Sized),
     planned: &Planned,
     applied: &Applied,
 ) -> anyhow::Result<()> {
+    if let Some((service, count)) = applied.scaled {
+        env.scale(service, count).await?;
+    }
     if !applied.toxics.is_empty() || !applied.disabled.is_empty() {
         let client = env.chaos_client()?;
         for (link, toxic) in &applied.toxics {
@@ -359,7 +423,12 @@ fn toxics(planned: &Planned, index: usize) -> Vec<Toxic> {
             }),
         },
         Fault::LimitData => ToxicAttributes::LimitData { bytes: n(&e.bytes) },
-        Fault::Partition | Fault::Kill | Fault::Pause | Fault::Stop | Fault::Disconnect => {
+        Fault::Partition
+        | Fault::Kill
+        | Fault::Pause
+        | Fault::Stop
+        | Fault::Disconnect
+        | Fault::Scale => {
             return Vec::new();
         }
     };
@@ -422,6 +491,71 @@ mod tests {
         // Without `for`, a fault lasts until the load ends.
         assert_eq!(spans[3].end, Duration::from_secs(60));
         assert_eq!(spans[4].start, Duration::from_secs(60));
+    }
+
+    /// Instances only, counted per service; every other action is refused.
+    struct Counts(Instances);
+
+    #[async_trait::async_trait]
+    impl Faultable for Counts {
+        fn link_names(&self) -> Vec<String> {
+            Vec::new()
+        }
+        fn process_names(&self) -> Vec<String> {
+            Service::ALL
+                .iter()
+                .flat_map(|s| (1..=self.0.of(*s)).map(move |n| format!("{s}#{n}")))
+                .collect()
+        }
+        fn chaos_client(&self) -> anyhow::Result<chaos::Client> {
+            anyhow::bail!("no proxies")
+        }
+        async fn kill(&mut self, _: &str) -> anyhow::Result<()> {
+            anyhow::bail!("no")
+        }
+        async fn pause(&mut self, _: &str) -> anyhow::Result<()> {
+            anyhow::bail!("no")
+        }
+        async fn resume(&mut self, _: &str) -> anyhow::Result<()> {
+            anyhow::bail!("no")
+        }
+        async fn stop_instance(&mut self, _: &str) -> anyhow::Result<()> {
+            anyhow::bail!("no")
+        }
+        async fn restart(&mut self, _: &str) -> anyhow::Result<()> {
+            anyhow::bail!("no")
+        }
+        async fn disconnect(&mut self, _: &str) -> anyhow::Result<()> {
+            anyhow::bail!("no")
+        }
+        async fn reconnect(&mut self, _: &str) -> anyhow::Result<()> {
+            anyhow::bail!("no")
+        }
+        async fn heal_all(&mut self) -> anyhow::Result<()> {
+            Ok(())
+        }
+        async fn scale(&mut self, service: Service, count: usize) -> anyhow::Result<()> {
+            self.0.set(service, count);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_scale_fault_scales_the_service_and_its_heal_goes_back() {
+        let s = scenario(
+            "[[chaos]]\nat = \"1s\"\nfor = \"5s\"\ntarget = \"order\"\nfault = \"scale\"\ninstances = 4\n",
+        );
+        let schedule = Schedule::of(&s).unwrap();
+        let planned = &schedule.faults[0];
+        let mut env = Counts(s.environment.instances.to_instances());
+        assert_eq!(env.instance_count(Service::Order), 2);
+        let applied = apply_fault(&mut env, planned, 0, Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(env.instances().order, 4);
+        assert_eq!(applied.what, ["order#3", "order#4"]);
+        heal_fault(&mut env, planned, &applied).await.unwrap();
+        assert_eq!(env.instances(), s.environment.instances.to_instances());
     }
 
     #[test]

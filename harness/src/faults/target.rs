@@ -16,6 +16,8 @@
 //! | `payment->db` (containers) | every payment instance's link to its database | (refused) |
 //! | `db` (containers) | every link to a database | every database |
 //! | `payment-db` (containers) | (none: use `payment->db`) | the payment database |
+//!
+//! A scale fault takes a service as a whole (`payment`), never a link or one instance.
 
 use std::fmt;
 
@@ -142,6 +144,18 @@ impl Target {
             .collect()
     }
 
+    /// The service a target names as a whole (`order`), for a scale fault; `None` for a link,
+    /// one instance (`order#2`) or a node that is not a service.
+    pub fn service(&self) -> Option<Service> {
+        match self {
+            Self::Node(Node {
+                name,
+                instance: None,
+            }) => Service::parse(name).ok(),
+            _ => None,
+        }
+    }
+
     /// The processes of `processes` (`broker`, `order#1`, `gateway#1`) this target means for
     /// an instance fault; links name none.
     pub fn processes<'a>(&self, processes: impl IntoIterator<Item = &'a str>) -> Vec<String> {
@@ -265,6 +279,17 @@ mod tests {
         assert_eq!(procs("kafka"), ["broker"]);
         assert_eq!(procs("gateway"), ["gateway#1"]);
         assert!(procs("gateway->order").is_empty());
+    }
+
+    #[test]
+    fn only_a_service_as_a_whole_names_a_service_to_scale() {
+        let service = |t: &str| t.parse::<Target>().unwrap().service();
+        assert_eq!(service("order"), Some(Service::Order));
+        assert_eq!(service("payment"), Some(Service::Payment));
+        assert_eq!(service("order#2"), None);
+        assert_eq!(service("gateway->order"), None);
+        assert_eq!(service("gateway"), None);
+        assert_eq!(service("kafka"), None);
     }
 
     #[test]

@@ -779,6 +779,8 @@ pub struct ChaosEntry {
     pub direction: Option<Spanned<Direction>>,
     /// Link faults: the fraction (0..1) of connections affected; default 1.
     pub toxicity: Option<Spanned<f64>>,
+    /// `scale`: how many instances of the service run while the fault lasts.
+    pub instances: Option<Spanned<u32>>,
 }
 
 impl ChaosEntry {
@@ -819,10 +821,13 @@ pub enum Fault {
     /// Cut an instance off the run's network (containers backend only): nothing reaches it and
     /// it reaches nothing, until the fault ends and it is connected again.
     Disconnect,
+    /// Run `instances` instances of a service (added or removed while the load runs) until the
+    /// fault ends, then as many as before.
+    Scale,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 12] = [
+    pub const ALL: [Fault; 13] = [
         Self::Latency,
         Self::Bandwidth,
         Self::SlowClose,
@@ -835,6 +840,7 @@ impl Fault {
         Self::Pause,
         Self::Stop,
         Self::Disconnect,
+        Self::Scale,
     ];
 
     pub fn name(self) -> &'static str {
@@ -851,6 +857,7 @@ impl Fault {
             Self::Pause => "pause",
             Self::Stop => "stop",
             Self::Disconnect => "disconnect",
+            Self::Scale => "scale",
         }
     }
 

@@ -956,3 +956,107 @@ fn bad_variants_are_refused_at_their_line() {
     );
     assert!(e.contains("bulkhead_limit must be at least 1"), "{e}");
 }
+
+#[test]
+fn a_scale_fault_takes_a_service_and_another_instance_count() {
+    let base = base();
+    // The entry starts on line 8; its target is on line 11, its fault on 12, what follows on 13.
+    let chaos = |body: &str| format!("{base}[[chaos]]\nat = \"1s\"\nfor = \"2s\"\n{body}\n");
+    let s = parse(&chaos(
+        "target = \"order\"\nfault = \"scale\"\ninstances = 3",
+    ))
+    .unwrap();
+    let e = s.chaos[0].get_ref();
+    assert_eq!(*e.fault.get_ref(), Fault::Scale);
+    assert_eq!(e.instances.as_ref().map(|n| *n.get_ref()), Some(3));
+    assert_eq!(e.label(), "scale order");
+
+    for (target, says) in [
+        (
+            "gateway->order",
+            "scale acts on a service, and \"gateway->order\" is a link",
+        ),
+        (
+            "order#2",
+            "\"order#2\" is one instance; use \"order\" with instances = N",
+        ),
+        ("gateway", "\"gateway\" is not one"),
+    ] {
+        let e = error_on_line(
+            &chaos(&format!(
+                "target = \"{target}\"\nfault = \"scale\"\ninstances = 2"
+            )),
+            11,
+        );
+        assert!(e.contains(says), "{e}");
+    }
+    let e = error_on_line(&chaos("target = \"order\"\nfault = \"scale\""), 12);
+    assert!(e.contains("fault scale needs instances"), "{e}");
+    let e = error_on_line(
+        &chaos("target = \"order#1\"\nfault = \"kill\"\ninstances = 2"),
+        13,
+    );
+    assert!(e.contains("instances does not apply to fault kill"), "{e}");
+    for bad in [0, 9] {
+        let e = error_on_line(
+            &chaos(&format!(
+                "target = \"order\"\nfault = \"scale\"\ninstances = {bad}"
+            )),
+            13,
+        );
+        assert!(
+            e.contains(&format!(
+                "instances: the count must be between 1 and 8, not {bad}"
+            )),
+            "{e}"
+        );
+    }
+    let e = error_on_line(
+        &chaos("target = \"order\"\nfault = \"scale\"\ninstances = 1"),
+        13,
+    );
+    assert!(
+        e.contains("instances = 1 is the number of order instances the fault would start from"),
+        "{e}"
+    );
+    let e = error_on_line(
+        &chaos("target = \"order\"\nfault = \"scale\"\ninstances = 2\ntoxicity = 0.5"),
+        14,
+    );
+    assert!(e.contains("toxicity does not apply to fault scale"), "{e}");
+}
+
+#[test]
+fn a_scale_fault_is_checked_against_the_scenarios_own_counts_and_backend() {
+    let base = base();
+    let payment = |to: u32| {
+        format!(
+            "{base}[environment]\ninstances = {{ payment = 3 }}\n[[chaos]]\nat = \"1s\"\ntarget = \"payment\"\nfault = \"scale\"\ninstances = {to}\n"
+        )
+    };
+    parse(&payment(1)).unwrap();
+    let e = error_on_line(&payment(3), 14);
+    assert!(e.contains("instances = 3 is the number of payment"), "{e}");
+    let e = error_on_line(
+        &format!(
+            "{base}[environment]\nbackend = \"containers\"\n[[chaos]]\nat = \"1s\"\ntarget = \"order\"\nfault = \"scale\"\ninstances = 2\n"
+        ),
+        13,
+    );
+    assert!(
+        e.contains("scaling at run time is not supported on the containers backend yet"),
+        "{e}"
+    );
+    // Two scale faults on one service at once would leave it at whichever healed last.
+    let scale = |at: &str, to: u32| {
+        format!(
+            "[[chaos]]\nat = \"{at}\"\nfor = \"3s\"\ntarget = \"order\"\nfault = \"scale\"\ninstances = {to}\n"
+        )
+    };
+    let e = error_on_line(&format!("{base}{}{}", scale("1s", 2), scale("2s", 3)), 15);
+    assert!(
+        e.contains("this scale of order overlaps the one from 1s to 4s"),
+        "{e}"
+    );
+    parse(&format!("{base}{}{}", scale("1s", 2), scale("4s", 3))).unwrap();
+}

@@ -7,7 +7,7 @@ use super::{
     Backend, Bound, ChaosEntry, Fault, HumanDuration, InvariantSelection, Journey, Phase,
     Resilience, Scenario, ScenarioError, Slo, Spanned, objectives_of,
 };
-use crate::environment::Instances;
+use crate::environment::{Instances, Service};
 use crate::faults::target::{Target, links_of, processes_of};
 
 /// A fault attribute: its name, where it was given (if it was), the faults that take it and
@@ -77,6 +77,7 @@ impl Scenario {
         for entry in &self.chaos {
             self.validate_chaos(entry)?;
         }
+        self.validate_scale_overlaps()?;
         self.positive(&self.checks.convergence_timeout, "convergence_timeout")?;
         if let InvariantSelection::Only(list) = &self.checks.invariants {
             let mut seen = BTreeSet::new();
@@ -371,7 +372,9 @@ impl Scenario {
                     .to_string(),
             ));
         }
-        if fault.on_instances() {
+        if fault == Fault::Scale {
+            self.validate_scale_target(e, &target, backend)?;
+        } else if fault.on_instances() {
             let names = processes_of(backend, &instances);
             if target
                 .processes(names.iter().map(String::as_str))
@@ -423,7 +426,7 @@ impl Scenario {
             self.fraction(t, "toxicity")?;
         }
         // Which attributes each fault takes: (name, given, required).
-        let attrs: [AttributeRule<'_>; 9] = [
+        let attrs: [AttributeRule<'_>; 10] = [
             (
                 "latency",
                 e.latency.as_ref().map(Spanned::span),
@@ -478,6 +481,12 @@ impl Scenario {
                 &LINK_FAULTS,
                 &[],
             ),
+            (
+                "instances",
+                e.instances.as_ref().map(Spanned::span),
+                &[Fault::Scale],
+                &[Fault::Scale],
+            ),
         ];
         for (attr, given, takes, needs) in attrs {
             match given {
@@ -496,7 +505,7 @@ impl Scenario {
                 _ => {}
             }
         }
-        if fault.on_instances()
+        if !LINK_FAULTS.contains(&fault)
             && let Some(t) = &e.toxicity
         {
             return Err(self.error(
@@ -509,6 +518,111 @@ impl Scenario {
                 e.fault.span(),
                 "slicer needs an average_size of at least 1 byte",
             ));
+        }
+        if let Some(n) = &e.instances {
+            self.validate_scale_count(e, n)?;
+        }
+        Ok(())
+    }
+
+    /// A scale fault acts on a service as a whole (`"order"`), on the local backend.
+    fn validate_scale_target(
+        &self,
+        e: &ChaosEntry,
+        target: &Target,
+        backend: Backend,
+    ) -> Result<(), ScenarioError> {
+        if backend != Backend::Local {
+            return Err(self.error(
+                e.fault.span(),
+                format!(
+                    "scale needs backend = \"local\": scaling at run time is not supported on \
+                     the {} backend yet",
+                    backend.name()
+                ),
+            ));
+        }
+        let named = e.target.get_ref();
+        let message = match target {
+            Target::Link { .. } => format!(
+                "scale acts on a service, and {named:?} is a link; use order, inventory or payment"
+            ),
+            Target::Node(node) if node.instance.is_some() => format!(
+                "scale acts on a service as a whole, and {named:?} is one instance; use {:?} \
+                 with instances = N",
+                node.name
+            ),
+            Target::Node(node) if Service::parse(&node.name).is_err() => format!(
+                "scale acts on a service, and {named:?} is not one; use order, inventory or \
+                 payment"
+            ),
+            Target::Node(_) => return Ok(()),
+        };
+        Err(self.error(e.target.span(), message))
+    }
+
+    /// `instances` of a scale fault: a count an environment may have, and not the one the
+    /// scenario starts with (scaling to it would change nothing).
+    fn validate_scale_count(&self, e: &ChaosEntry, n: &Spanned<u32>) -> Result<(), ScenarioError> {
+        let count = usize::try_from(*n.get_ref()).unwrap_or(usize::MAX);
+        Instances::check_count(count)
+            .map_err(|m| self.error(n.span(), format!("instances: {m}")))?;
+        let Ok(service) = Service::parse(e.target.get_ref()) else {
+            return Ok(());
+        };
+        let start = self.environment.instances.to_instances().of(service);
+        if count == start {
+            return Err(self.error(
+                n.span(),
+                format!(
+                    "instances = {count} is the number of {service} instances the fault would \
+                     start from ([environment] instances), so it would change nothing; scale to \
+                     another count"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// One scale fault per service at a time: a second one overlapping the first would leave the
+    /// count at whichever healed last.
+    fn validate_scale_overlaps(&self) -> Result<(), ScenarioError> {
+        let total = self.load.get_ref().plan().total_duration();
+        let windows: Vec<(
+            &Spanned<ChaosEntry>,
+            &str,
+            std::time::Duration,
+            std::time::Duration,
+        )> = self
+            .chaos
+            .iter()
+            .filter(|c| *c.get_ref().fault.get_ref() == Fault::Scale)
+            .map(|c| {
+                let e = c.get_ref();
+                let at = e.at.get_ref().as_std();
+                let until = e
+                    .duration
+                    .as_ref()
+                    .map_or(total, |d| at + d.get_ref().as_std())
+                    .min(total);
+                (c, e.target.get_ref().trim(), at, until)
+            })
+            .collect();
+        for (i, (entry, service, at, until)) in windows.iter().enumerate() {
+            if let Some((_, _, other_at, other_until)) = windows[..i]
+                .iter()
+                .find(|(_, s, a, u)| s == service && a < until && at < u)
+            {
+                return Err(self.error(
+                    entry.get_ref().at.span(),
+                    format!(
+                        "this scale of {service} overlaps the one from {} to {}; scale a \
+                         service with one fault at a time",
+                        HumanDuration::from_std(*other_at),
+                        HumanDuration::from_std(*other_until)
+                    ),
+                ));
+            }
         }
         Ok(())
     }

@@ -3,7 +3,7 @@ use std::time::{Duration, Instant};
 
 use contracts::domain::OrderStatus;
 use harness::control::{self, Remote};
-use harness::environment::{EnvOptions, Instances};
+use harness::environment::{EnvOptions, Instances, Service};
 use harness::faults::target::local_links;
 use harness::faults::{self, Faultable, Schedule};
 use harness::scenario::Scenario;
@@ -156,12 +156,11 @@ async fn game_day_commands_reach_the_supervisor_through_the_control_api() {
     let api = t.api.clone();
     let shared = Arc::new(tokio::sync::Mutex::new(t.env));
     let stop = tokio_util::sync::CancellationToken::new();
-    let addr = control::serve(shared.clone(), stop.clone()).await.unwrap();
-    let mut info = shared.lock().await.info();
-    info.control_url = Some(format!("http://{addr}"));
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("env.json");
-    std::fs::write(&path, serde_json::to_string(&info).unwrap()).unwrap();
+    control::serve(shared.clone(), stop.clone(), Some(path.clone()))
+        .await
+        .unwrap();
 
     let mut remote = Remote::from_env_file(&path).unwrap();
     assert!(
@@ -184,6 +183,22 @@ async fn game_day_commands_reach_the_supervisor_through_the_control_api() {
         .await
         .unwrap();
     assert!(up.status.is_success(), "{}", up.body);
+
+    // Scaling rewrites the env file, so the next command sees the new instance and its links.
+    remote.scale(Service::Inventory, 2).await.unwrap();
+    assert_eq!(remote.instance_count(Service::Inventory), 2);
+    assert!(
+        remote
+            .link_names()
+            .contains(&"gateway->inventory#2".to_string())
+    );
+    let again = Remote::from_env_file(&path).unwrap();
+    assert!(again.process_names().contains(&"inventory#2".to_string()));
+    let e = remote.scale(Service::Inventory, 9).await.unwrap_err();
+    assert!(format!("{e:#}").contains("400"), "{e:#}");
+    assert!(format!("{e:#}").contains("between 1 and 8"), "{e:#}");
+    remote.scale(Service::Inventory, 1).await.unwrap();
+    assert_eq!(remote.instance_count(Service::Inventory), 1);
     stop.cancel();
 }
 

@@ -13,3 +13,4 @@ mod observability;
 mod recovery;
 mod redelivery;
 mod saga;
+mod scale;

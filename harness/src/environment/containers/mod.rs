@@ -708,6 +708,16 @@ impl Faultable for ContainersEnvironment {
     async fn heal_all(&mut self) -> anyhow::Result<()> {
         super::heal_everything(self).await
     }
+
+    /// Not yet: the broker's listeners (one per instance, each advertising the instance's
+    /// proxy) and Toxiproxy's published ports are fixed when they start, and the gateway's
+    /// container would need the upstreams file on a volume of its own.
+    async fn scale(&mut self, service: Service, count: usize) -> anyhow::Result<()> {
+        bail!(
+            "scaling {service} to {count}: scaling at run time is not supported on the containers \
+             backend yet; use the local backend, or start with the instances you need"
+        )
+    }
 }
 
 #[async_trait::async_trait]

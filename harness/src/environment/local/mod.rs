@@ -1,16 +1,19 @@
 //! The local backend: the whole system as child processes on 127.0.0.1.
 //!
-//! Start-up order ([`LocalEnvironment::boot`]): the chaos-proxy; one proxy per instance for its
-//! Kafka traffic; the broker; the topics; then the first instance of inventory, payment and
-//! order in parallel (each runs its own migrations; the other instances of a service start after
-//! the first, so two never migrate one SQLite file at once); the gateway's links and the gateway;
-//! then seeding through the gateway's admin API. Every instance keeps the port it first got, so a
-//! killed instance restarts where the gateway expects it. If anything fails half way, everything
-//! started so far is stopped before the error is returned.
+//! Start-up order ([`LocalEnvironment::boot`]): the chaos-proxy; one proxy for the Kafka traffic
+//! of every instance there may ever be (up to [`Instances::MAX`] per service, see
+//! [`LocalEnvironment::create_kafka_links`]); the broker; the topics; then the first instance of
+//! inventory, payment and order in parallel (each runs its own migrations; the other instances of
+//! a service start after the first, so two never migrate one SQLite file at once); the gateway's
+//! links, the upstreams file and the gateway; then seeding through the gateway's admin API. Every
+//! instance keeps the port it first got, so a killed instance restarts where the gateway expects
+//! it. If anything fails half way, everything started so far is stopped before the error is
+//! returned. Instances are added and removed while it runs by [`scale`].
 
 pub mod binaries;
 pub mod links;
 pub mod process;
+pub mod scale;
 
 pub use self::links::LinkInfo;
 use self::links::{CLIENT_LINK, PLACEHOLDER_UPSTREAM};
@@ -26,7 +29,9 @@ use nix::sys::signal::Signal;
 
 use self::binaries::Binaries;
 use self::process::{Spec, Supervised, free_port};
-use super::{EnvOptions, Environment, Faultable, MAX_SPANS, ProcessInfo, Service, Traces};
+use super::{
+    EnvOptions, Environment, Faultable, Instances, MAX_SPANS, ProcessInfo, Service, Traces,
+};
 use crate::scenario::Backend;
 use crate::seed::{IdentityProvider, Seed};
 use crate::telemetry::collector::{Collector, CollectorOptions};
@@ -35,6 +40,8 @@ use crate::telemetry::store::SpanStore;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_GRACE: Duration = Duration::from_secs(10);
+/// The one gateway process.
+const GATEWAY: &str = "gateway#1";
 
 enum RunDir {
     Temp(tempfile::TempDir),
@@ -71,6 +78,14 @@ pub struct LocalEnvironment {
     trace_sampling: f64,
     /// What the gateway signs its service tokens with (HS256), shared by every service.
     service_secret: String,
+    /// What an instance starts with, at boot or added later ([`Self::instance_spec`]).
+    binaries: Binaries,
+    options: EnvOptions,
+    /// The link to the broker of every instance there may be, running or not, by instance name;
+    /// [`Self::links`] lists those of the instances there are.
+    kafka_links: BTreeMap<String, LinkInfo>,
+    /// The logs of instances scaled away, by instance name, so reports still keep them.
+    retired_logs: BTreeMap<String, PathBuf>,
     run_dir: RunDir,
 }
 
@@ -123,21 +138,25 @@ impl LocalEnvironment {
             startup_time: Duration::ZERO,
             trace_sampling: options.trace_sampling,
             service_secret: hex_secret(),
+            binaries,
+            options,
+            kafka_links: BTreeMap::new(),
+            retired_logs: BTreeMap::new(),
             run_dir,
         };
         // On error `env` drops here, which kills whatever was started.
-        env.boot(&binaries, &options).await?;
+        env.boot().await?;
         env.startup_time = started.elapsed();
         Ok(env)
     }
 
     /// The start-up steps, in order.
-    async fn boot(&mut self, bin: &Binaries, options: &EnvOptions) -> anyhow::Result<()> {
-        let secret = self.service_secret.clone();
-        self.start_chaos_proxy(bin).await?;
+    async fn boot(&mut self) -> anyhow::Result<()> {
+        let bin = self.binaries.clone();
+        self.start_chaos_proxy(&bin).await?;
         let proxies = self.chaos_client()?;
-        let kafka_links = Self::create_kafka_links(&proxies, options).await?;
-        self.start_broker(bin, &proxies, &kafka_links).await?;
+        let kafka_links = Self::create_kafka_links(&proxies).await?;
+        self.start_broker(&bin, &proxies, &kafka_links).await?;
         // One creator before the services start: they would otherwise all create the same
         // topics at the same moment.
         platform::messaging::kafka::ensure_topics(
@@ -146,12 +165,11 @@ impl LocalEnvironment {
         )
         .await
         .context("creating the Kafka topics")?;
-        self.start_services(bin, options, &secret, &kafka_links)
-            .await?;
-        let upstreams = self.link_services(&proxies).await?;
-        self.start_gateway(bin, &proxies, &secret, &upstreams, options)
-            .await?;
-        self.sort_links(options);
+        self.start_services().await?;
+        self.link_services(&proxies).await?;
+        self.publish_upstreams()?;
+        self.start_gateway(&bin, &proxies).await?;
+        self.sort_links();
         self.seed_data().await
     }
 
@@ -179,14 +197,13 @@ impl LocalEnvironment {
     /// Each instance's link to the broker: the broker advertises the proxy's address to the
     /// clients that come through it (a "front" per instance), so all of an instance's Kafka
     /// traffic, not only its first metadata request, takes its own link. The upstream is set
-    /// once the broker has opened the fronts.
-    async fn create_kafka_links(
-        proxies: &chaos::Client,
-        options: &EnvOptions,
-    ) -> anyhow::Result<KafkaLinks> {
+    /// once the broker has opened the fronts. The broker opens fronts only when it starts, so
+    /// every instance there may ever be ([`Instances::MAX`] per service) gets its link now,
+    /// and an instance added at run time ([`scale`]) finds its own waiting.
+    async fn create_kafka_links(proxies: &chaos::Client) -> anyhow::Result<KafkaLinks> {
         let mut kafka_links = BTreeMap::new();
         for service in Service::ALL {
-            for n in 1..=options.instances.of(service) {
+            for n in 1..=Instances::MAX {
                 let name = format!("{}#{n}", service.name());
                 let link = format!("{name}->kafka");
                 let listen = links::create(proxies, &link, PLACEHOLDER_UPSTREAM).await?;
@@ -235,16 +252,19 @@ impl LocalEnvironment {
             match self.processes[i].wait_ready(READY_TIMEOUT).await {
                 Ok(_) => {
                     let fronts = links::broker_fronts(&self.processes[i].spec.ready_file)?;
-                    for (link, listen) in kafka_links.values() {
+                    for (instance, (link, listen)) in kafka_links {
                         let front = fronts.get(listen).with_context(|| {
                             format!("the broker opened no front for {link} ({listen})")
                         })?;
                         links::set_upstream(proxies, link, &front.to_string()).await?;
-                        self.links.push(LinkInfo {
-                            name: link.clone(),
-                            listen: listen.to_string(),
-                            upstream: front.to_string(),
-                        });
+                        self.kafka_links.insert(
+                            instance.clone(),
+                            LinkInfo {
+                                name: link.clone(),
+                                listen: listen.to_string(),
+                                upstream: front.to_string(),
+                            },
+                        );
                     }
                     // A restarted broker must open its fronts where the proxies point.
                     links::pin_fronts(&mut self.processes[i].spec, &fronts);
@@ -262,128 +282,148 @@ impl LocalEnvironment {
     }
 
     /// The service instances: the first of each service together, then the others.
-    async fn start_services(
-        &mut self,
-        bin: &Binaries,
-        options: &EnvOptions,
-        secret: &str,
-        kafka_links: &KafkaLinks,
-    ) -> anyhow::Result<()> {
-        let dir = self.run_dir.path().to_path_buf();
-        let mut later = Vec::new();
+    async fn start_services(&mut self) -> anyhow::Result<()> {
         let mut first = Vec::new();
+        let mut later = Vec::new();
         for service in Service::ALL {
-            for n in 1..=options.instances.of(service) {
-                let name = format!("{}#{n}", service.name());
-                let file = format!("{}-{n}", service.name());
-                let mut env = BTreeMap::new();
-                // Any free port, announced in the ready file: no race with other processes
-                // for a port picked in advance. A restart reuses the port it got (see
-                // `link_services`).
-                env.insert("BIND_ADDR".into(), "127.0.0.1:0".into());
-                env.insert("INSTANCE_ID".into(), name.clone());
-                env.insert("SERVICE_TOKEN_SECRET".into(), secret.to_string());
-                env.insert(
-                    "DATABASE_URL".into(),
-                    format!(
-                        "sqlite://{}",
-                        dir.join(format!("data/{}.db", service.name())).display()
-                    ),
-                );
-                let kafka = kafka_links
-                    .get(&name)
-                    .map_or_else(|| self.kafka_brokers.clone(), |(_, l)| l.to_string());
-                env.insert("KAFKA_BROKERS".into(), kafka);
-                if service == Service::Order {
-                    env.insert(
-                        "SAGA_STEP_TIMEOUT_MS".into(),
-                        options.saga_step_timeout_ms.to_string(),
-                    );
-                    env.insert(
-                        "ADMISSION".into(),
-                        if options.admission { "on" } else { "off" }.into(),
-                    );
-                }
-                env.extend(super::otel_env(
-                    self.otlp_endpoint().as_deref(),
-                    self.trace_sampling,
-                ));
-                env.extend(options.resilience.service_env());
-                let spec = Spec {
-                    name,
-                    program: bin.path(binaries::of(service)),
-                    args: vec![],
-                    env,
-                    ready_file: dir.join(format!("ready/{file}.json")),
-                    log_file: dir.join(format!("logs/{file}.log")),
-                };
+            for n in 1..=self.options.instances.of(service) {
+                let spec = self.instance_spec(service, n);
                 if n == 1 {
-                    first.push(spec)
+                    first.push(spec);
                 } else {
-                    later.push(spec)
+                    later.push(spec);
                 }
             }
         }
         for batch in [first, later] {
-            let idx: Vec<usize> = batch
-                .into_iter()
-                .map(|s| self.launch(s))
-                .collect::<anyhow::Result<_>>()?;
-            // All of the batch are already starting, so waiting in turn takes as long as the
-            // slowest one.
-            for i in idx {
-                self.processes[i].wait_ready(READY_TIMEOUT).await?;
-            }
+            self.start_instances(batch).await?;
+        }
+        // Only the started instances' links to the broker are links of the environment.
+        let started: Vec<LinkInfo> = self
+            .service_instances()
+            .iter()
+            .filter_map(|name| self.kafka_links.get(name).cloned())
+            .collect();
+        self.links.extend(started);
+        Ok(())
+    }
+
+    /// How instance `n` of `service` starts, at boot or added later: on any free port, announced
+    /// in its ready file (no race with other processes for a port picked in advance; a restart
+    /// reuses the port it got, see [`Self::link_instance`]), through its own link to the broker,
+    /// with its service's database and the options the environment was started with.
+    fn instance_spec(&self, service: Service, n: usize) -> Spec {
+        let dir = self.run_dir.path();
+        let name = format!("{}#{n}", service.name());
+        let file = format!("{}-{n}", service.name());
+        let options = &self.options;
+        let mut env = BTreeMap::new();
+        env.insert("BIND_ADDR".into(), "127.0.0.1:0".into());
+        env.insert("INSTANCE_ID".into(), name.clone());
+        env.insert("SERVICE_TOKEN_SECRET".into(), self.service_secret.clone());
+        env.insert(
+            "DATABASE_URL".into(),
+            format!(
+                "sqlite://{}",
+                dir.join(format!("data/{}.db", service.name())).display()
+            ),
+        );
+        let kafka = self
+            .kafka_links
+            .get(&name)
+            .map_or_else(|| self.kafka_brokers.clone(), |l| l.listen.clone());
+        env.insert("KAFKA_BROKERS".into(), kafka);
+        if service == Service::Order {
+            env.insert(
+                "SAGA_STEP_TIMEOUT_MS".into(),
+                options.saga_step_timeout_ms.to_string(),
+            );
+            env.insert(
+                "ADMISSION".into(),
+                if options.admission { "on" } else { "off" }.into(),
+            );
+        }
+        env.extend(super::otel_env(
+            self.otlp_endpoint().as_deref(),
+            self.trace_sampling,
+        ));
+        env.extend(options.resilience.service_env());
+        Spec {
+            name,
+            program: self.binaries.path(binaries::of(service)),
+            args: vec![],
+            env,
+            ready_file: dir.join(format!("ready/{file}.json")),
+            log_file: dir.join(format!("logs/{file}.log")),
+        }
+    }
+
+    /// Starts `specs` together and waits until each is ready.
+    async fn start_instances(&mut self, specs: Vec<Spec>) -> anyhow::Result<()> {
+        let idx: Vec<usize> = specs
+            .into_iter()
+            .map(|s| self.launch(s))
+            .collect::<anyhow::Result<_>>()?;
+        // All of them are already starting, so waiting in turn takes as long as the slowest one.
+        for i in idx {
+            self.processes[i].wait_ready(READY_TIMEOUT).await?;
         }
         Ok(())
     }
 
-    /// The gateway's link to each instance; returns the URLs the gateway is to use per service.
-    async fn link_services(
-        &mut self,
-        proxies: &chaos::Client,
-    ) -> anyhow::Result<BTreeMap<Service, Vec<String>>> {
-        let mut gateway_links = Vec::new();
-        for p in &mut self.processes {
-            let Some(addr) = p.addr else { continue };
-            if let Some(service) = Service::ALL
-                .into_iter()
-                .find(|s| p.spec.name.starts_with(&format!("{}#", s.name())))
-            {
-                p.pin_port(addr);
-                gateway_links.push((service, p.spec.name.clone(), addr));
-            }
-        }
-        let mut urls: BTreeMap<Service, Vec<String>> = BTreeMap::new();
-        for (service, name, addr) in gateway_links {
-            let link = format!("gateway->{name}");
-            let listen = links::create(proxies, &link, &addr.to_string()).await?;
-            self.links.push(LinkInfo {
-                name: link,
-                listen: listen.to_string(),
-                upstream: addr.to_string(),
-            });
-            urls.entry(service)
-                .or_default()
-                .push(format!("http://{listen}"));
-        }
-        Ok(urls)
+    /// The service instances there are (`order#2`), in start order.
+    fn service_instances(&self) -> Vec<String> {
+        self.processes
+            .iter()
+            .filter(|p| {
+                p.spec
+                    .name
+                    .split_once('#')
+                    .is_some_and(|(service, _)| Service::parse(service).is_ok())
+            })
+            .map(|p| p.spec.name.clone())
+            .collect()
     }
 
-    /// The gateway, and the clients' link to it.
+    /// The gateway's link to each instance.
+    async fn link_services(&mut self, proxies: &chaos::Client) -> anyhow::Result<()> {
+        for name in self.service_instances() {
+            self.link_instance(proxies, &name).await?;
+        }
+        Ok(())
+    }
+
+    /// The gateway's link to the ready instance `name`; its port is pinned, so a restart comes
+    /// back where the link points.
+    async fn link_instance(&mut self, proxies: &chaos::Client, name: &str) -> anyhow::Result<()> {
+        let p = self.process(name)?;
+        let addr = p
+            .addr
+            .with_context(|| format!("{name} has announced no address"))?;
+        p.pin_port(addr);
+        let link = format!("gateway->{name}");
+        let listen = links::create(proxies, &link, &addr.to_string()).await?;
+        self.links.push(LinkInfo {
+            name: link,
+            listen: listen.to_string(),
+            upstream: addr.to_string(),
+        });
+        Ok(())
+    }
+
+    /// The gateway, and the clients' link to it. It finds its instances in the upstreams file
+    /// ([`scale`]), which it reads again whenever the file changes; the same lists in its
+    /// variables let it route before its first read.
     async fn start_gateway(
         &mut self,
         bin: &Binaries,
         proxies: &chaos::Client,
-        secret: &str,
-        upstreams: &BTreeMap<Service, Vec<String>>,
-        options: &EnvOptions,
     ) -> anyhow::Result<()> {
         let dir = self.run_dir.path().to_path_buf();
         let mut env = BTreeMap::new();
         env.insert("BIND_ADDR".into(), "127.0.0.1:0".into());
-        env.insert("INSTANCE_ID".into(), "gateway#1".into());
-        env.insert("SERVICE_TOKEN_SECRET".into(), secret.to_string());
+        env.insert("INSTANCE_ID".into(), GATEWAY.into());
+        env.insert("SERVICE_TOKEN_SECRET".into(), self.service_secret.clone());
         env.insert(
             "JWT_PUBLIC_KEY_PEM".into(),
             self.idp.public_key_pem().to_string(),
@@ -394,22 +434,14 @@ impl LocalEnvironment {
             self.trace_sampling,
         ));
         env.insert("JWT_AUDIENCE".into(), crate::seed::AUDIENCE.into());
-        for (service, var) in [
-            (Service::Order, "ORDER_URLS"),
-            (Service::Inventory, "INVENTORY_URLS"),
-            (Service::Payment, "PAYMENT_URLS"),
-        ] {
-            env.insert(
-                var.into(),
-                upstreams
-                    .get(&service)
-                    .map(|u| u.join(","))
-                    .unwrap_or_default(),
-            );
-        }
-        env.extend(options.resilience.gateway_env());
+        scale::set_upstream_vars(&mut env, &self.upstream_lists());
+        env.insert(
+            scale::UPSTREAMS_FILE_VAR.into(),
+            self.upstreams_file().display().to_string(),
+        );
+        env.extend(self.options.resilience.gateway_env());
         let gateway = Spec {
-            name: "gateway#1".into(),
+            name: GATEWAY.into(),
             program: bin.path(binaries::GATEWAY),
             args: vec![],
             env,
@@ -433,8 +465,8 @@ impl LocalEnvironment {
     }
 
     /// Listed client first, then the gateway's links, then the links to the broker.
-    fn sort_links(&mut self, options: &EnvOptions) {
-        let order = crate::faults::target::local_links(&options.instances);
+    fn sort_links(&mut self) {
+        let order = crate::faults::target::local_links(&Faultable::instances(self));
         self.links.sort_by_key(|l| {
             order
                 .iter()
@@ -457,10 +489,18 @@ impl LocalEnvironment {
             .context("seeding products and customers through the gateway")
     }
 
+    /// Starts a process; returns its index, valid until the next launch or removal. The gateway
+    /// stays last, so that [`Environment::stop`] (in reverse order) stops it first, before the
+    /// instances it sends to, also those added while it runs.
     fn launch(&mut self, spec: Spec) -> anyhow::Result<usize> {
         let p = Supervised::spawn(spec)?;
-        self.processes.push(p);
-        Ok(self.processes.len() - 1)
+        let at = self
+            .processes
+            .iter()
+            .position(|p| p.spec.name == GATEWAY)
+            .unwrap_or(self.processes.len());
+        self.processes.insert(at, p);
+        Ok(at)
     }
 
     /// The chaos-proxy's Toxiproxy API.
@@ -540,6 +580,10 @@ impl Faultable for LocalEnvironment {
     /// failure.
     async fn heal_all(&mut self) -> anyhow::Result<()> {
         super::heal_everything(self).await
+    }
+
+    async fn scale(&mut self, service: Service, count: usize) -> anyhow::Result<()> {
+        self.scale_service(service, count).await
     }
 }
 
@@ -646,19 +690,29 @@ impl Environment for LocalEnvironment {
         }
     }
 
+    /// Also the logs of instances scaled away.
     async fn save_logs(&self, dest: &Path) -> anyhow::Result<usize> {
         std::fs::create_dir_all(dest).with_context(|| format!("creating {}", dest.display()))?;
+        let mut logs: BTreeMap<&str, &Path> = self
+            .retired_logs
+            .iter()
+            .map(|(name, log)| (name.as_str(), log.as_path()))
+            .collect();
+        logs.extend(
+            self.processes
+                .iter()
+                .map(|p| (p.spec.name.as_str(), p.spec.log_file.as_path())),
+        );
         let mut saved = 0;
-        for p in &self.processes {
-            let to = dest.join(super::log_file_name(&p.spec.name));
-            match std::fs::copy(&p.spec.log_file, &to) {
+        for (name, log) in logs {
+            let to = dest.join(super::log_file_name(name));
+            match std::fs::copy(log, &to) {
                 Ok(_) => saved += 1,
                 // Never started, so never wrote anything.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => {
-                    return Err(e).with_context(|| {
-                        format!("copying {} to {}", p.spec.log_file.display(), to.display())
-                    });
+                    return Err(e)
+                        .with_context(|| format!("copying {} to {}", log.display(), to.display()));
                 }
             }
         }
