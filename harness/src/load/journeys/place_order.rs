@@ -22,6 +22,18 @@ pub const REPLAY_SHARE: f64 = 0.1;
 pub fn run(user: &mut GooseUser, ctx: Arc<Ctx>) -> JourneyFuture<'_> {
     Box::pin(async move {
         let customer = me(user);
+        place(user, &ctx, customer).await
+    })
+}
+
+/// Places one order as `customer` (an index into the target's customers), replaying it now and
+/// then, and records the attempt.
+pub async fn place(
+    user: &mut GooseUser,
+    ctx: &Arc<Ctx>,
+    customer: usize,
+) -> Result<(), Box<TransactionError>> {
+    {
         let (lines, replay, sampled) = {
             let mut rng = rand::rng();
             (
@@ -48,7 +60,7 @@ pub fn run(user: &mut GooseUser, ctx: Arc<Ctx>) -> JourneyFuture<'_> {
             ];
             let reply = send(
                 user,
-                &ctx,
+                ctx,
                 Endpoint::PlaceOrder,
                 "/api/orders",
                 &token,
@@ -73,7 +85,7 @@ pub fn run(user: &mut GooseUser, ctx: Arc<Ctx>) -> JourneyFuture<'_> {
             }
         }
         Ok(())
-    })
+    }
 }
 
 /// `N` random bytes as lowercase hex, never all zero (an invalid W3C id).
