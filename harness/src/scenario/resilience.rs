@@ -23,30 +23,15 @@ use super::{HealthChecks, HumanDuration, RateLimit, Spanned, Switch};
 
 /// The names of the variables the system reads, as the gateway and the services define them.
 pub mod vars {
-    pub const BREAKER: &str = "BREAKER";
-    pub const BREAKER_FAILURE_RATE: &str = "BREAKER_FAILURE_RATE";
-    pub const BREAKER_SLOW_CALL_MS: &str = "BREAKER_SLOW_CALL_MS";
-    pub const BREAKER_SLOW_CALL_RATE: &str = "BREAKER_SLOW_CALL_RATE";
-    pub const BREAKER_WINDOW_MS: &str = "BREAKER_WINDOW_MS";
-    pub const BREAKER_MIN_CALLS: &str = "BREAKER_MIN_CALLS";
-    pub const BREAKER_OPEN_MS: &str = "BREAKER_OPEN_MS";
-    pub const BREAKER_HALF_OPEN_CALLS: &str = "BREAKER_HALF_OPEN_CALLS";
-    pub const BULKHEAD: &str = "BULKHEAD";
-    pub const BULKHEAD_LIMIT: &str = "BULKHEAD_LIMIT";
-    pub const BULKHEAD_LIMIT_ORDER: &str = "BULKHEAD_LIMIT_ORDER";
-    pub const BULKHEAD_LIMIT_INVENTORY: &str = "BULKHEAD_LIMIT_INVENTORY";
-    pub const BULKHEAD_LIMIT_PAYMENT: &str = "BULKHEAD_LIMIT_PAYMENT";
-    pub const RETRIES: &str = "RETRIES";
-    pub const RETRY_BUDGET: &str = "RETRY_BUDGET";
-    pub const RETRY_BACKOFF_MS: &str = "RETRY_BACKOFF_MS";
-    pub const RETRY_BACKOFF_MAX_MS: &str = "RETRY_BACKOFF_MAX_MS";
-    pub const RATE_LIMIT_PER_SECOND: &str = "RATE_LIMIT_PER_SECOND";
-    pub const RATE_LIMIT_BURST: &str = "RATE_LIMIT_BURST";
-    pub const HEALTH_CHECK_INTERVAL_MS: &str = "HEALTH_CHECK_INTERVAL_MS";
+    pub use gateway::resilience::{
+        BREAKER, BREAKER_FAILURE_RATE, BREAKER_HALF_OPEN_CALLS, BREAKER_MIN_CALLS, BREAKER_OPEN_MS,
+        BREAKER_SLOW_CALL_MS, BREAKER_SLOW_CALL_RATE, BREAKER_WINDOW_MS, BULKHEAD, BULKHEAD_LIMIT,
+        BULKHEAD_LIMIT_INVENTORY, BULKHEAD_LIMIT_ORDER, BULKHEAD_LIMIT_PAYMENT,
+        HEALTH_CHECK_INTERVAL_MS, RATE_LIMIT_BURST, RATE_LIMIT_PER_SECOND, RETRIES,
+        RETRY_BACKOFF_MAX_MS, RETRY_BACKOFF_MS, RETRY_BUDGET,
+    };
     /// Every service instance (order, inventory, payment).
-    pub const REQUEST_TIMEOUT_MS: &str = "REQUEST_TIMEOUT_MS";
-    pub const MAX_CONCURRENT_REQUESTS: &str = "MAX_CONCURRENT_REQUESTS";
-    pub const DRAIN_DELAY_MS: &str = "DRAIN_DELAY_MS";
+    pub use platform::config::{DRAIN_DELAY_MS, MAX_CONCURRENT_REQUESTS, REQUEST_TIMEOUT_MS};
 }
 
 /// `[environment.resilience]`, or a variant's `resilience`: every key optional, absent meaning
