@@ -304,6 +304,8 @@ where
     }
     if let Some(b) = &config.breaker {
         let open_for = b.open_for;
+        // Handles looked up once: the callbacks run on every call.
+        let breaker_rejected = metrics::counter!(m::BREAKER_REJECTED, "service" => name);
         let layer = CircuitBreakerLayer::builder()
             .name(name)
             .failure_rate_threshold(b.failure_rate)
@@ -334,9 +336,7 @@ where
                 )
                 .increment(1);
             })
-            .on_call_rejected(move || {
-                metrics::counter!(m::BREAKER_REJECTED, "service" => name).increment(1);
-            })
+            .on_call_rejected(move || breaker_rejected.increment(1))
             .build()?;
         let breaker = ServiceBuilder::new()
             .map_err(move |e: CircuitBreakerError<GatewayError>| match e {
@@ -352,23 +352,19 @@ where
     }
     if let Some(limits) = config.bulkhead {
         let limit = limits[index(service)];
+        // Handles looked up once: the callbacks run on every call.
+        let permitted = metrics::gauge!(m::BULKHEAD_IN_FLIGHT, "service" => name);
+        let (finished, failed) = (permitted.clone(), permitted.clone());
+        let bulkhead_rejected = metrics::counter!(m::BULKHEAD_REJECTED, "service" => name);
         metrics::gauge!(m::BULKHEAD_LIMIT, "service" => name).set(limit as f64);
         let layer = BulkheadLayer::builder()
             .name(name)
             .max_concurrent_calls(limit)
             .reject_when_full()
-            .on_call_permitted(move |_| {
-                metrics::gauge!(m::BULKHEAD_IN_FLIGHT, "service" => name).increment(1.0);
-            })
-            .on_call_finished(move |_| {
-                metrics::gauge!(m::BULKHEAD_IN_FLIGHT, "service" => name).decrement(1.0);
-            })
-            .on_call_failed(move |_| {
-                metrics::gauge!(m::BULKHEAD_IN_FLIGHT, "service" => name).decrement(1.0);
-            })
-            .on_call_rejected(move |_| {
-                metrics::counter!(m::BULKHEAD_REJECTED, "service" => name).increment(1);
-            })
+            .on_call_permitted(move |_| permitted.increment(1.0))
+            .on_call_finished(move |_| finished.decrement(1.0))
+            .on_call_failed(move |_| failed.decrement(1.0))
+            .on_call_rejected(move |_| bulkhead_rejected.increment(1))
             .build()?;
         let bulkhead = ServiceBuilder::new()
             .map_err(move |e: BulkheadServiceError<GatewayError>| match e {
