@@ -47,6 +47,10 @@ weight = 1
 name = "admin_restock"
 weight = 1
 
+[[load.journeys]]
+name = "check_payments"
+weight = 1
+
 [checks]
 convergence_timeout = "30s"
 "#;

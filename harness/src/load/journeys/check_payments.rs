@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use contracts::domain::OrderId;
 use goose::prelude::*;
 use rand::seq::IndexedRandom;
 
@@ -13,15 +14,13 @@ use crate::load::endpoint::{Endpoint, payments_path};
 
 pub fn run(user: &mut GooseUser, ctx: Arc<Ctx>) -> JourneyFuture<'_> {
     Box::pin(async move {
-        // No order in progress yet: the journey is a no-op, not a request.
-        let Some(id) = ctx
+        // No order in progress: the agent looks up an order number that does not exist (a
+        // typo), which the payment service answers with an empty list.
+        let id = ctx
             .recorder
             .pending()
             .choose(&mut rand::rng())
-            .map(|(id, _)| *id)
-        else {
-            return Ok(());
-        };
+            .map_or_else(OrderId::new, |(id, _)| *id);
         let admin = ctx.target.admin_token.clone();
         send::<()>(
             user,
