@@ -356,6 +356,8 @@ async fn attempts(
     policy.deposit();
     let attempts = order.len();
     let mut failure = GatewayError::Unreachable(service);
+    // An earlier attempt may have been acted on (it timed out or broke after sending).
+    let mut ambiguous = false;
     for (n, instance) in order.into_iter().enumerate() {
         if n > 0 {
             if !policy.withdraw() {
@@ -408,6 +410,17 @@ async fn attempts(
         match sent {
             Ok(response) => {
                 tracing::Span::current().record("upstream", base);
+                // A later instance refusing the request (shed: 503 or 429) says nothing about
+                // whether the earlier attempt placed it; passing the refusal on would tell the
+                // client it was not done. Only the timeout is true.
+                let refused = matches!(response.status().as_u16(), 503 | 429);
+                if ambiguous && refused && !matches!(method, Method::GET | Method::HEAD) {
+                    tracing::warn!(
+                        upstream = base,
+                        "an earlier attempt may have been acted on and this one was refused; answering 504"
+                    );
+                    return Err(GatewayError::Timeout(service));
+                }
                 return relay(service, response, deadline).await;
             }
             // Checked before `is_timeout`: a connect timeout is both, and it is safe to go on.
@@ -418,6 +431,7 @@ async fn attempts(
             }
             Err(e) if e.is_timeout() && attempt < remaining => {
                 upstream.eject(&instance);
+                ambiguous = true;
                 failure = GatewayError::Timeout(service);
                 tracing::warn!(
                     upstream = base,
@@ -430,6 +444,7 @@ async fn attempts(
             }
             Err(e) if repeatable => {
                 upstream.eject(&instance);
+                ambiguous = true;
                 failure = GatewayError::BadUpstream(service);
                 tracing::warn!(upstream = base, error = %chain(&e), "upstream call failed; the request is safe to repeat, trying the next instance");
             }

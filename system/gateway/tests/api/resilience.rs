@@ -278,3 +278,46 @@ async fn with_retries_off_a_request_that_meets_a_dead_instance_fails() {
         "{statuses:?}"
     );
 }
+
+/// A POST with an Idempotency-Key whose first attempt timed out (the first instance may have
+/// placed the order) and whose retry was shed by the second instance: the client must hear
+/// 504 (unknown), not the 503 that would tell it nothing was placed.
+#[tokio::test]
+async fn a_refused_retry_after_a_timed_out_attempt_is_answered_504_not_503() {
+    async fn serve(app: axum::Router) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}")
+    }
+    let slow = serve(axum::Router::new().fallback(|| async {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        "placed"
+    }))
+    .await;
+    let shedding = serve(axum::Router::new().fallback(|| async {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [("retry-after", "1")],
+            "busy",
+        )
+    }))
+    .await;
+    let other = FakeUpstream::spawn("inventory", "inventory#1").await;
+    let app = spawn_app(
+        vec![slow, shedding],
+        vec![other.url.clone()],
+        vec![other.url.clone()],
+        |_| {},
+    )
+    .await;
+    let r = app
+        .request(Method::POST, "/api/orders")
+        .bearer_auth(app.customer())
+        .header("idempotency-key", "k-ambiguous")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::GATEWAY_TIMEOUT);
+}
