@@ -36,11 +36,7 @@ impl Scenario {
     /// does something. The first problem found is returned.
     pub fn validate(&self) -> Result<(), ScenarioError> {
         if let Some(name) = &self.declared_name {
-            let ok = !name.get_ref().is_empty()
-                && name
-                    .get_ref()
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            let ok = is_plain_name(name.get_ref());
             if !ok {
                 return Err(self.error(
                     name.span(),
@@ -143,11 +139,7 @@ impl Scenario {
         for variant in &self.variants {
             let v = variant.get_ref();
             let name = &v.name;
-            let ok = !name.get_ref().is_empty()
-                && name
-                    .get_ref()
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            let ok = is_plain_name(name.get_ref());
             if !ok {
                 return Err(self.error(
                     name.span(),
@@ -924,4 +916,12 @@ fn journey_names() -> String {
         .map(|j| j.name())
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Letters, digits, `-` and `_`, at least one: a name that can name a file or folder.
+fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
