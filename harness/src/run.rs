@@ -6,7 +6,8 @@
 //!    makes the experiment meaningless: exit 2) and again after it (a failed objective).
 //! 4. Drive the load (goose), let the system converge, read the dead-letter topics, check the
 //!    invariants, evaluate the SLOs.
-//! 5. Write the four report files, compare with `--baseline` if given, and tear the
+//! 5. Write the four report files and the load's `history.jsonl` (every client operation,
+//!    [`crate::load::history`]), compare with `--baseline` if given, and tear the
 //!    environment down, in every case, before returning the exit code: 0 all held, 1 an SLO, an
 //!    invariant or the baseline comparison failed, 2 the run could not happen.
 //!
@@ -17,6 +18,7 @@
 //! held (every variant's invariants, and the SLOs of those that gate), 1 otherwise, 2 when a
 //! variant could not run (the reports of the variants before it stay).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
@@ -28,8 +30,8 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use reqwest::Method;
 use tokio_util::sync::CancellationToken;
 
-use crate::checks::collect::converge;
-use crate::checks::{DeadLetter, Policy, check_selected};
+use crate::checks::collect::{converge, read_model};
+use crate::checks::{Coverage, DeadLetter, Gap, Policy, check_selected};
 use crate::cli::RunArgs;
 use crate::environment::{self, EnvOptions, Environment};
 use crate::report::variants::{VariantRun, VariantsReport};
@@ -181,16 +183,25 @@ async fn variants(
     Ok(ExitCode::from(comparison.exit_code))
 }
 
-/// A run that produced a report, and the processes' logs saved before its environment stopped.
+/// A run that produced a report, the processes' logs saved before its environment stopped, and
+/// the folder holding the load's `history.jsonl`.
 struct Finished {
     report: RunReport,
     logs: Option<tempfile::TempDir>,
+    history: tempfile::TempDir,
 }
 
 impl Finished {
-    /// Writes the four report files into `dir` and moves the logs into `dir/logs`.
+    /// Writes the four report files into `dir`, moves the history beside them and the logs into
+    /// `dir/logs`.
     fn write(self, dir: &Path) -> anyhow::Result<RunReport> {
         let paths = report::write_into(dir, &self.report).context("writing the reports")?;
+        let history = self.history.path().join(load::history::FILE_NAME);
+        let dest = paths.dir.join(load::history::FILE_NAME);
+        if std::fs::rename(&history, &dest).is_err() {
+            std::fs::copy(&history, &dest)
+                .with_context(|| format!("copying {} to {}", history.display(), dest.display()))?;
+        }
         if let Some(logs) = self.logs {
             let dest = paths.dir.join("logs");
             if let Err(e) = move_dir(logs.path(), &dest) {
@@ -210,6 +221,16 @@ async fn run_one(
     args: &RunArgs,
     shutdown: &CancellationToken,
 ) -> Option<Finished> {
+    let history = match tempfile::Builder::new()
+        .prefix("harness-history-")
+        .tempdir()
+    {
+        Ok(dir) => dir,
+        Err(e) => {
+            eprintln!("error: no directory for the history: {e}");
+            return None;
+        }
+    };
     let backend = *scenario.environment.backend.get_ref();
     let options = EnvOptions::of(
         &scenario.environment,
@@ -237,9 +258,10 @@ async fn run_one(
         env.gateway_url()
     );
 
+    let history_file = history.path().join(load::history::FILE_NAME);
     let mut env = env;
     let outcome = tokio::select! {
-        r = experiment(scenario, env.as_mut()) => r,
+        r = experiment(scenario, env.as_mut(), history_file) => r,
         // Dropping the experiment stops its chaos timeline; stopping the environment below
         // heals what it left (paused processes are resumed before they are stopped, and the
         // proxies go with the chaos-proxy).
@@ -251,6 +273,7 @@ async fn run_one(
         Ok(Experiment::Done(report)) => Some(Finished {
             report: *report,
             logs,
+            history,
         }),
         Ok(Experiment::NotSteady(why)) => {
             eprintln!("error: the steady-state hypothesis did not hold before the load: {why}");
@@ -307,7 +330,11 @@ enum Experiment {
     NotSteady(String),
 }
 
-async fn experiment(scenario: &Scenario, env: &mut dyn Environment) -> anyhow::Result<Experiment> {
+async fn experiment(
+    scenario: &Scenario,
+    env: &mut dyn Environment,
+    history_file: std::path::PathBuf,
+) -> anyhow::Result<Experiment> {
     let info = env.info();
     let api = env.client()?;
     let admin = env.identity().admin_token()?;
@@ -323,7 +350,8 @@ async fn experiment(scenario: &Scenario, env: &mut dyn Environment) -> anyhow::R
         }
     }
 
-    let target = load::LoadTarget::from_env(&info)?;
+    let mut target = load::LoadTarget::from_env(&info)?;
+    target.history_file = Some(history_file);
     let started_at = SystemTime::now();
     println!("load: {}", scenario.load.get_ref().describe());
     let schedule = faults::Schedule::of(scenario)?;
@@ -347,9 +375,13 @@ async fn experiment(scenario: &Scenario, env: &mut dyn Environment) -> anyhow::R
         .await
         .context("reading the system's state after the load")?;
     let mut snapshot = converged.snapshot;
-    snapshot.dead_letters = dead_letters(env.kafka_brokers())
-        .await
-        .context("reading the dead-letter topics")?;
+    (snapshot.dead_letters, snapshot.dead_letters_read) = dead_letters(env.kafka_brokers()).await;
+    let customers: Vec<(String, String)> = info
+        .customers
+        .iter()
+        .map(|c| (c.customer_id.clone(), c.token.clone()))
+        .collect();
+    (snapshot.views, snapshot.views_read) = read_model(&api, &admin, &customers).await;
     let scraped = scraper.stop().await;
     let traces = match env.spans() {
         Some(store) => {
@@ -484,16 +516,33 @@ async fn probe(api: &crate::client::ApiClient, n: u32) -> anyhow::Result<(f64, u
     Ok((f64::from(failed) / f64::from(n), n))
 }
 
-/// Every message on the `*.dlq` topics, read from the start with a throwaway consumer.
-async fn dead_letters(brokers: &str) -> anyhow::Result<Vec<DeadLetter>> {
+/// Every message on the `*.dlq` topics, read from the start with a throwaway consumer, and
+/// whether every partition was read to the end it had when the reading began. Whatever could not
+/// be read is a gap, which the `no_dead_letters` check reports as `could_not_verify`; it never
+/// stops the run.
+async fn dead_letters(brokers: &str) -> (Vec<DeadLetter>, Coverage) {
     let brokers = brokers.to_string();
-    tokio::task::spawn_blocking(move || read_dead_letters(&brokers))
-        .await
-        .context("the dead-letter reader panicked")?
+    match tokio::task::spawn_blocking(move || read_dead_letters(&brokers, DLQ_READ_BOUND)).await {
+        Ok(read) => read,
+        Err(e) => (
+            Vec::new(),
+            Coverage::Incomplete {
+                gaps: vec![Gap {
+                    what: "the dead-letter topics".into(),
+                    details: format!("the reader panicked: {e}"),
+                }],
+            },
+        ),
+    }
 }
 
-fn read_dead_letters(brokers: &str) -> anyhow::Result<Vec<DeadLetter>> {
-    let consumer: BaseConsumer = ClientConfig::new()
+/// How long the dead-letter reader may take to reach the end of every partition.
+const DLQ_READ_BOUND: Duration = Duration::from_secs(10);
+
+fn read_dead_letters(brokers: &str, bound: Duration) -> (Vec<DeadLetter>, Coverage) {
+    let mut gaps = Vec::new();
+    let gap = |what: String, details: String| Gap { what, details };
+    let consumer: BaseConsumer = match ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set(
             "group.id",
@@ -502,57 +551,121 @@ fn read_dead_letters(brokers: &str) -> anyhow::Result<Vec<DeadLetter>> {
         .set("enable.auto.commit", "false")
         .set("fetch.wait.max.ms", "50")
         .create()
-        .context("creating the dead-letter reader")?;
+    {
+        Ok(c) => c,
+        Err(e) => {
+            let g = gap("the dead-letter topics".into(), format!("no consumer: {e}"));
+            return (Vec::new(), Coverage::Incomplete { gaps: vec![g] });
+        }
+    };
+    // Per partition, the end to reach and how far the reading got.
+    let mut ends: BTreeMap<(String, i32), (i64, i64)> = BTreeMap::new();
     let mut tpl = TopicPartitionList::new();
-    let mut remaining = 0i64;
     let dlq_topics: Vec<String> = contracts::messages::topics::all()
         .into_iter()
         .filter(|t| t.ends_with(contracts::messages::topics::DEAD_LETTER_SUFFIX))
         .collect();
     for topic in &dlq_topics {
-        let meta = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(5))
-            .with_context(|| format!("metadata of {topic}"))?;
+        let meta = match consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) {
+            Ok(m) => m,
+            Err(e) => {
+                gaps.push(gap(topic.clone(), format!("no metadata: {e}")));
+                continue;
+            }
+        };
         for t in meta.topics() {
+            if let Some(e) = t.error() {
+                gaps.push(gap(topic.clone(), format!("metadata error {e:?}")));
+                continue;
+            }
             for p in t.partitions() {
-                let (low, high) = consumer
-                    .fetch_watermarks(topic, p.id(), Duration::from_secs(5))
-                    .with_context(|| format!("watermarks of {topic}/{}", p.id()))?;
-                if high > low {
-                    remaining += high - low;
-                    tpl.add_partition_offset(topic, p.id(), Offset::Offset(low))?;
+                let what = format!("{topic}/{}", p.id());
+                match consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(5)) {
+                    Ok((low, high)) if high > low => {
+                        ends.insert((topic.clone(), p.id()), (high, low));
+                        if let Err(e) = tpl.add_partition_offset(topic, p.id(), Offset::Offset(low))
+                        {
+                            gaps.push(gap(what, format!("cannot read from {low}: {e}")));
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => gaps.push(gap(what, format!("no watermarks: {e}"))),
                 }
             }
         }
     }
     let mut found = Vec::new();
-    if remaining == 0 {
-        return Ok(found);
-    }
-    consumer.assign(&tpl)?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while (found.len() as i64) < remaining && Instant::now() < deadline {
-        let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) else {
-            continue;
+    if !ends.is_empty() {
+        if let Err(e) = consumer.assign(&tpl) {
+            let g = gap(
+                "the dead-letter topics".into(),
+                format!("cannot assign: {e}"),
+            );
+            return (found, Coverage::Incomplete { gaps: vec![g] });
+        }
+        let deadline = Instant::now() + bound;
+        let behind = |ends: &BTreeMap<(String, i32), (i64, i64)>| {
+            ends.values().any(|(end, reached)| reached < end)
         };
-        let error = m
-            .headers()
-            .and_then(|h| {
-                h.iter()
-                    .find(|h| h.key == "dlq-error")
-                    .and_then(|h| h.value)
-                    .map(|v| String::from_utf8_lossy(v).into_owned())
-            })
-            .unwrap_or_default();
-        found.push(DeadLetter {
-            topic: m.topic().to_string(),
-            partition: m.partition(),
-            offset: m.offset(),
-            key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
-            error,
-        });
+        while behind(&ends) && Instant::now() < deadline {
+            match consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) => {
+                    if let Some((_, reached)) =
+                        ends.get_mut(&(m.topic().to_string(), m.partition()))
+                    {
+                        *reached = (*reached).max(m.offset() + 1);
+                    }
+                    found.push(dead_letter(&m));
+                }
+                Some(Err(e)) => tracing::debug!("reading the dead letters: {e}"),
+                None => {}
+            }
+            // Offsets without a message (transaction markers) still move the position on.
+            if let Ok(positions) = consumer.position() {
+                for e in positions.elements() {
+                    if let (Some((_, reached)), Offset::Offset(at)) = (
+                        ends.get_mut(&(e.topic().to_string(), e.partition())),
+                        e.offset(),
+                    ) {
+                        *reached = (*reached).max(at);
+                    }
+                }
+            }
+        }
+        for ((topic, partition), (end, reached)) in &ends {
+            if reached < end {
+                gaps.push(gap(
+                    format!("{topic}/{partition}"),
+                    format!("read to offset {reached} of {end} within {bound:?}"),
+                ));
+            }
+        }
     }
-    Ok(found)
+    let coverage = if gaps.is_empty() {
+        Coverage::Complete
+    } else {
+        Coverage::Incomplete { gaps }
+    };
+    (found, coverage)
+}
+
+fn dead_letter(m: &rdkafka::message::BorrowedMessage<'_>) -> DeadLetter {
+    let error = m
+        .headers()
+        .and_then(|h| {
+            h.iter()
+                .find(|h| h.key == "dlq-error")
+                .and_then(|h| h.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+        })
+        .unwrap_or_default();
+    DeadLetter {
+        topic: m.topic().to_string(),
+        partition: m.partition(),
+        offset: m.offset(),
+        key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+        error,
+    }
 }
 
 fn print_summary(report: &RunReport) {

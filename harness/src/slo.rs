@@ -10,7 +10,10 @@
 //!   the load's duration (phase `all` only: other phases have no recorded duration yet).
 //! - Goodput is orders confirmed per second over the phase's windows of time, by the second
 //!   each saga ended CONFIRMED: the work done, whatever was offered or shed.
-//! - Saga completion reads the accepted-to-terminal histogram; the endpoint is ignored.
+//! - Saga completion reads the accepted-to-terminal histogram; the endpoint is ignored. Both
+//!   ends are on the harness's clock (from the answer that accepted the order to the first time
+//!   the load saw it finished, [`crate::load`]'s saga watch or a client): no timestamp of the
+//!   system's goes into it, so a service cannot make its sagas look faster than clients saw.
 //! - Phase `all` reads the measurements of phase `all`; `before`, `during` and `after` merge
 //!   every phase named so or `<phase>:<detail>` (`during:kill order#1`).
 //!

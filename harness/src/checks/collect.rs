@@ -3,12 +3,17 @@
 use std::future::Future;
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use anyhow::Context;
-use contracts::http::ReservationStatus;
+use contracts::domain::OrderId;
+use contracts::http::{OrderView, ReservationStatus};
+use reqwest::{Method, StatusCode};
 use tokio::time::Instant;
 
-use super::model::Snapshot;
-use super::{read_model_convergence, sagas_terminal};
+use super::model::{Coverage, Gap, History, Snapshot};
+use super::saga::views_caught_up;
+use super::sagas_terminal;
 use crate::client::ApiClient;
 
 /// Reads orders, stock, reservations, payments and accounts through the gateway's admin
@@ -16,7 +21,8 @@ use crate::client::ApiClient;
 ///
 /// Dead letters are not behind the API: the caller reads them from the `*.dlq` topics (each
 /// message's `dlq-error` header is the error) and fills in [`Snapshot::dead_letters`]; here the
-/// list is empty.
+/// list is empty and marked not read, as is the read model ([`read_model`] lists it), so a
+/// check run on this snapshot alone says it could not verify them.
 pub async fn snapshot(client: &ApiClient, admin_token: &str) -> anyhow::Result<Snapshot> {
     let (orders, stock, reservations, payments, accounts) = tokio::try_join!(
         async {
@@ -51,8 +57,78 @@ pub async fn snapshot(client: &ApiClient, admin_token: &str) -> anyhow::Result<S
         reservations,
         payments,
         accounts,
-        dead_letters: Vec::new(),
+        ..Snapshot::default()
     })
+}
+
+/// The most rows one `GET /api/orders` returns (the order service's `MAX_LIST_LIMIT`).
+pub const MAX_LIST: usize = 1_000;
+
+/// Every row of the read model, as `GET /api/orders` lists it, and whether that is all of them.
+///
+/// The admin's list shows every customer's views, newest first, but at most [`MAX_LIST`]; when
+/// it is full, each customer's own list (with their token, `customers` as `(id, token)`) is read
+/// too, and a customer whose list is full as well is a gap (`could_not_verify`). A view of a
+/// customer the harness did not seed, older than the newest [`MAX_LIST`] of all, cannot be
+/// listed at all: the API has no cursor.
+pub async fn read_model(
+    client: &ApiClient,
+    admin_token: &str,
+    customers: &[(String, String)],
+) -> (Vec<OrderView>, Coverage) {
+    let mut views: BTreeMap<OrderId, OrderView> = BTreeMap::new();
+    let mut gaps = Vec::new();
+    match list_views(client, admin_token).await {
+        Ok(all) if all.len() < MAX_LIST => {
+            views.extend(all.into_iter().map(|v| (v.order_id, v)));
+        }
+        Ok(newest) => {
+            views.extend(newest.into_iter().map(|v| (v.order_id, v)));
+            for (customer, token) in customers {
+                match list_views(client, token).await {
+                    Ok(theirs) if theirs.len() < MAX_LIST => {
+                        views.extend(theirs.into_iter().map(|v| (v.order_id, v)));
+                    }
+                    Ok(_) => gaps.push(Gap {
+                        what: format!("the read model of {customer}"),
+                        details: format!("{MAX_LIST} rows, the most one list returns"),
+                    }),
+                    Err(e) => gaps.push(Gap {
+                        what: format!("the read model of {customer}"),
+                        details: format!("{e:#}"),
+                    }),
+                }
+            }
+        }
+        Err(e) => gaps.push(Gap {
+            what: "the read model".into(),
+            details: format!("{e:#}"),
+        }),
+    }
+    let coverage = if gaps.is_empty() {
+        Coverage::Complete
+    } else {
+        Coverage::Incomplete { gaps }
+    };
+    (views.into_values().collect(), coverage)
+}
+
+/// One `GET /api/orders?limit=MAX_LIST`, retried for a while when shed or failed.
+async fn list_views(client: &ApiClient, token: &str) -> anyhow::Result<Vec<OrderView>> {
+    let path = format!("/api/orders?limit={MAX_LIST}");
+    let mut last = None;
+    for pause in [100, 300, 1_000, 0] {
+        match client
+            .send::<()>(Method::GET, &path, token, None, &[])
+            .await
+        {
+            Ok(a) if a.status == StatusCode::OK => return a.json(),
+            Ok(a) => last = Some(anyhow::anyhow!("GET {path} answered {}", a.status)),
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("GET {path} not sent")))
 }
 
 /// The outcome of [`converge`].
@@ -68,7 +144,8 @@ pub struct Converged {
 }
 
 /// Whether nothing is in flight any more: every saga is DONE with a terminal order and the read
-/// model equals the write model ([`sagas_terminal`], [`read_model_convergence`]), and no stock
+/// model equals the write model for every order ([`sagas_terminal`],
+/// [`read_model_convergence`](super::read_model_convergence)), and no stock
 /// is still RESERVED and no money still held.
 ///
 /// The last two go beyond the sagas because a saga is DONE before a late success is undone: a
@@ -77,8 +154,8 @@ pub struct Converged {
 /// compensation from being reported as a leak; a real leak never settles and is reported once
 /// the bound has passed.
 pub fn settled(snapshot: &Snapshot) -> bool {
-    sagas_terminal(snapshot).held
-        && read_model_convergence(snapshot).held
+    sagas_terminal(&History::default(), snapshot).held
+        && views_caught_up(snapshot)
         && snapshot
             .reservations
             .iter()

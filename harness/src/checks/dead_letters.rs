@@ -1,11 +1,15 @@
 //! No dead letters, unless the scenario injected poison.
 
 use super::model::Snapshot;
-use super::{Invariant, InvariantVerdict, Policy, Subject, Violation};
+use super::{Invariant, InvariantVerdict, Policy, Subject, Violation, unread};
 
 /// Every dead letter is listed with its topic, partition, offset, key and error: as a
-/// `dead_letter` violation, or as a note when the scenario injected poison on purpose.
+/// `dead_letter` violation, or as a note when the scenario injected poison on purpose. A
+/// dead-letter partition that was not read to its end (or topics not read at all,
+/// [`Snapshot::dead_letters_read`]) is a `could_not_verify` violation whatever the policy: an
+/// empty list read from nothing proves nothing.
 pub fn no_dead_letters(snapshot: &Snapshot, policy: &Policy) -> InvariantVerdict {
+    let gaps = unread(&snapshot.dead_letters_read, "the dead-letter topics");
     let listed: Vec<Violation> = snapshot
         .dead_letters
         .iter()
@@ -29,14 +33,21 @@ pub fn no_dead_letters(snapshot: &Snapshot, policy: &Policy) -> InvariantVerdict
         })
         .collect();
     let n = listed.len();
-    if policy.poison_injected {
-        let scope = format!("{n} dead letters, expected: the scenario injected poison");
-        InvariantVerdict::new(Invariant::NoDeadLetters, scope, Vec::new(), listed)
+    let unverified = if gaps.is_empty() {
+        String::new()
     } else {
+        format!(", {} parts not read to the end", gaps.len())
+    };
+    if policy.poison_injected {
+        let scope = format!("{n} dead letters{unverified}, expected: the scenario injected poison");
+        InvariantVerdict::new(Invariant::NoDeadLetters, scope, gaps, listed)
+    } else {
+        let mut violations = listed;
+        violations.extend(gaps);
         InvariantVerdict::new(
             Invariant::NoDeadLetters,
-            format!("{n} dead letters"),
-            listed,
+            format!("{n} dead letters{unverified}"),
+            violations,
             Vec::new(),
         )
     }
@@ -44,11 +55,12 @@ pub fn no_dead_letters(snapshot: &Snapshot, policy: &Policy) -> InvariantVerdict
 
 #[cfg(test)]
 mod tests {
-    use super::super::DeadLetter;
+    use super::super::{Coverage, DeadLetter, Gap};
     use super::*;
 
     fn with_one_dead_letter() -> Snapshot {
         Snapshot {
+            dead_letters_read: Coverage::Complete,
             dead_letters: vec![DeadLetter {
                 topic: "payment.commands.dlq".into(),
                 partition: 0,
@@ -93,5 +105,57 @@ mod tests {
         assert_eq!(v.notes.len(), 1);
         assert_eq!(v.notes[0].kind, "dead_letter");
         assert!(v.notes[0].details.contains("unknown schema version 9"));
+    }
+
+    #[test]
+    fn dead_letter_topics_read_to_their_end_without_a_message_hold() {
+        let read = Snapshot {
+            dead_letters_read: Coverage::Complete,
+            ..Snapshot::default()
+        };
+
+        let v = no_dead_letters(&read, &Policy::default());
+
+        assert!(v.held, "{:?}", v.violations);
+        assert_eq!(v.summary, "held (0 dead letters)");
+    }
+
+    #[test]
+    fn dead_letter_topics_not_read_or_not_read_to_the_end_cannot_be_verified() {
+        let not_read = no_dead_letters(&Snapshot::default(), &Policy::default());
+        assert!(!not_read.held, "an empty list read from nothing passed");
+        assert_eq!(not_read.violations[0].kind, "could_not_verify");
+        assert_eq!(
+            not_read.violations[0].subject,
+            Subject::Evidence {
+                what: "the dead-letter topics".into()
+            }
+        );
+
+        let mut partial = with_one_dead_letter();
+        partial.dead_letters_read = Coverage::Incomplete {
+            gaps: vec![Gap {
+                what: "order.events.dlq/1".into(),
+                details: "read to offset 2 of 5 within 10s".into(),
+            }],
+        };
+        let policy = Policy {
+            poison_injected: true,
+        };
+        let v = no_dead_letters(&partial, &policy);
+
+        assert!(
+            !v.held,
+            "injected poison does not excuse an unread partition"
+        );
+        assert_eq!(v.violations.len(), 1);
+        assert_eq!(v.violations[0].kind, "could_not_verify");
+        assert_eq!(v.violations[0].details, "read to offset 2 of 5 within 10s");
+        assert_eq!(v.notes.len(), 1, "the dead letter read is still listed");
+        assert!(
+            v.summary.contains("1 parts not read to the end"),
+            "{}",
+            v.summary
+        );
     }
 }

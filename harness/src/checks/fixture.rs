@@ -8,7 +8,10 @@ use contracts::http::{
     Reservation, ReservationStatus, SagaView, StockLevel,
 };
 
-use super::model::{AttemptOutcome, History, OrderAttempt, Snapshot};
+use super::model::{
+    AttemptOutcome, Completion, Coverage, History, Observed, OrderAttempt, Restock, Seeded,
+    SeededProduct, Snapshot,
+};
 
 pub fn sku(s: &str) -> Sku {
     Sku::parse(s).unwrap()
@@ -34,7 +37,9 @@ pub struct World {
 }
 
 impl World {
-    /// Two products (SKU-A at 2.50, 100 units; SKU-B at 10.00, 10 units) and three customers.
+    /// Two products (SKU-A at 2.50, 100 units; SKU-B at 10.00, 10 units) and three customers
+    /// with a limit of 10 000.00, seeded; both the dead-letter topics and the read model read to
+    /// their end.
     pub fn new() -> Self {
         let product = |s: &str, price: i64, units: i64| StockLevel {
             sku: sku(s),
@@ -51,15 +56,65 @@ impl World {
             held_minor: 0,
             captured_minor: 0,
         };
+        let snapshot = Snapshot {
+            stock: vec![product("SKU-A", 250, 100), product("SKU-B", 1000, 10)],
+            accounts: vec![account("cust-1"), account("cust-2"), account("cust-3")],
+            dead_letters_read: Coverage::Complete,
+            views_read: Coverage::Complete,
+            ..Snapshot::default()
+        };
+        let seed = Seeded {
+            products: snapshot
+                .stock
+                .iter()
+                .map(|s| {
+                    let p = SeededProduct {
+                        unit_price_minor: s.unit_price_minor.minor(),
+                        initial_stock: s.received,
+                    };
+                    (s.sku.clone(), p)
+                })
+                .collect(),
+            credit_limits: snapshot
+                .accounts
+                .iter()
+                .map(|a| (a.customer_id.clone(), a.credit_limit_minor.minor()))
+                .collect(),
+        };
         Self {
-            history: History::default(),
-            snapshot: Snapshot {
-                stock: vec![product("SKU-A", 250, 100), product("SKU-B", 1000, 10)],
-                accounts: vec![account("cust-1"), account("cust-2"), account("cust-3")],
-                ..Snapshot::default()
+            history: History {
+                seed: Some(seed),
+                ..History::default()
             },
+            snapshot,
             clock: 1_000,
         }
+    }
+
+    /// A restock the load sent: `ok` and `info` ones took effect in the system (an `info` one
+    /// whose answer was lost), `fail` ones did not.
+    pub fn restock(&mut self, s: &str, quantity: i64, outcome: Completion) {
+        if outcome != Completion::Fail {
+            let level = self.stock_mut(s);
+            level.available += quantity;
+            level.received += quantity;
+        }
+        self.history.restocks.push(Restock {
+            sku: sku(s),
+            quantity,
+            outcome,
+        });
+    }
+
+    /// A client was shown the order's present status.
+    pub fn observe(&mut self, id: OrderId) {
+        let status = self.order(id).order.status;
+        self.clock += 1;
+        self.history.observed.push(Observed {
+            order_id: id,
+            status,
+            at_ms: self.clock as u64,
+        });
     }
 
     fn total(&self, items: &[OrderLine]) -> i64 {
@@ -100,6 +155,7 @@ impl World {
             created_at_ms: self.clock,
             updated_at_ms: self.clock + 5,
         };
+        self.snapshot.views.push(order.clone());
         self.snapshot.orders.push(AdminOrder {
             view: Some(order.clone()),
             order,

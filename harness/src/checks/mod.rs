@@ -1,21 +1,58 @@
 //! The invariant checkers: what the harness proves after every run, once faults are healed and
 //! the system has converged (DESIGN.md, "Invariants the harness proves after every run").
 //!
-//! Like Jepsen's checkers, every check is a pure function of what the load generator saw (a
-//! [`History`]) and what the system holds afterwards (a [`Snapshot`] read through the admin
-//! endpoints), and its [`InvariantVerdict`] names *which* orders, SKUs, keys or dead letters
-//! violate the invariant, never only a boolean.
+//! Like Jepsen's checkers, every check is a pure function of what the harness knows (a
+//! [`History`]: what it seeded, what the load generator sent and saw) and what the system holds
+//! afterwards (a [`Snapshot`] read through the admin endpoints, the read model and the
+//! dead-letter topics), and its [`InvariantVerdict`] names *which* orders, SKUs, keys or dead
+//! letters violate the invariant, never only a boolean.
 //!
 //! | invariant | violation kinds |
 //! |---|---|
 //! | [`no_lost_orders`] | `lost`, `unexpected` (notes: `recovered`) |
-//! | [`sagas_terminal`] | `pending` |
-//! | [`exactly_once_money`] | `not_captured`, `double_captured`, `wrong_amount`, `still_held`, `money_on_failed_order`, `money_without_order`, `account_mismatch` |
-//! | [`stock_conservation`] | `not_conserved`, `negative_stock`, `reservations_disagree`, `not_sold`, `sold_lines_differ`, `leaked`, `sold_for_failed_order`, `sold_without_order` |
+//! | [`sagas_terminal`] | `pending`, `terminal_status_changed` |
+//! | [`exactly_once_money`] | `not_captured`, `double_captured`, `wrong_amount`, `wrong_total`, `still_held`, `money_on_failed_order`, `money_without_order`, `over_credit_limit`, `account_mismatch`, `could_not_verify` |
+//! | [`stock_conservation`] | `not_conserved`, `oversold`, `sales_disagree`, `reservations_disagree`, `not_sold`, `sold_lines_differ`, `leaked`, `sold_for_failed_order`, `sold_without_order`, `could_not_verify` |
 //! | [`compensation`] | `not_cancelled`, `stock_not_released`, `money_not_returned` |
-//! | [`read_model_convergence`] | `missing_in_view`, `stale` |
+//! | [`read_model_convergence`] | `missing_in_view`, `stale`, `view_without_order`, `could_not_verify` |
 //! | [`idempotency`] | `duplicate_order_for_key`, `replay_returned_other_order`, `duplicate_order_suspected`, `duplicate_order_row`, `duplicate_ledger_entry`, `duplicate_payment_record`, `duplicate_reservation` |
-//! | [`no_dead_letters`] | `dead_letter` (a note instead when poison was injected) |
+//! | [`no_dead_letters`] | `dead_letter` (a note instead when poison was injected), `could_not_verify` |
+//!
+//! `could_not_verify` (subject `evidence`, naming what could not be read) is how a check fails
+//! when it cannot read all its evidence: the seed missing from the history, a dead-letter
+//! partition not read to its end, a part of the read model that could not be listed. A check
+//! never passes on nothing.
+//!
+//! # Independent evidence
+//!
+//! A check trusts the system as little as it can (DESIGN.md): where the harness knows something
+//! itself, the system is compared with that, not with another of its own figures. What each
+//! invariant uses besides the system's word:
+//!
+//! - [`no_lost_orders`]: the order ids the gateway acknowledged to the load, and the attempts
+//!   without a definite answer with their customer and lines.
+//! - [`sagas_terminal`]: the terminal statuses clients were shown (`GET /api/orders/{id}`, and
+//!   the read model while following the pending orders after the load); each must still be the
+//!   order's status in the write and read models.
+//! - [`exactly_once_money`]: the seeded unit prices times the lines the client sent (each
+//!   order's total and its capture must equal that, not the order's own total); the seeded credit
+//!   limits, against the ledger replayed in order (the most ever captured plus held).
+//! - [`stock_conservation`]: the seeded stock plus the restocks the load sent (by outcome: an
+//!   unanswered one may or may not count) against available + reserved + sold, instead of the
+//!   inventory's own `received` (the database's CHECK already ties those together, and forbids
+//!   negatives); the lines the clients sent for the CONFIRMED orders against `sold` and against
+//!   every committed reservation.
+//! - [`compensation`]: an order a client was shown CANCELLED must be compensated whatever the
+//!   system says now.
+//! - [`read_model_convergence`]: the whole read model listed apart from the write model, so a
+//!   view without an order is found; a listing that could not be completed is a gap.
+//! - [`idempotency`]: the idempotency keys the load sent and the order ids each was answered
+//!   with.
+//! - [`no_dead_letters`]: the dead-letter partitions' end offsets, read before consuming; the
+//!   reader must reach each one.
+//!
+//! Saga completion (an SLO, [`crate::slo`]) is timed on the harness's clock only
+//! ([`crate::load`]'s saga watch), not with the system's timestamps.
 //!
 //! Orders still PENDING are judged only by [`sagas_terminal`], [`read_model_convergence`],
 //! [`idempotency`] and [`no_lost_orders`]: what their money and stock *should* be is not decided
@@ -49,11 +86,40 @@ use serde::{Deserialize, Serialize};
 
 pub use collect::{Converged, converge, settled, snapshot};
 pub use dead_letters::no_dead_letters;
-pub use model::{AttemptOutcome, DeadLetter, History, OrderAttempt, Snapshot};
+pub use model::{
+    AttemptOutcome, Completion, Coverage, DeadLetter, Gap, History, Observed, OrderAttempt,
+    Restock, Seeded, SeededProduct, Snapshot,
+};
 pub use money::exactly_once_money;
 pub use orders::{idempotency, no_lost_orders};
 pub use saga::{compensation, read_model_convergence, sagas_terminal};
 pub use stock::stock_conservation;
+
+/// The kind of violation of every check that could not read all its evidence.
+pub const COULD_NOT_VERIFY: &str = "could_not_verify";
+
+/// A `could_not_verify` violation per gap of `coverage`; `what` names the evidence when nobody
+/// read it at all.
+fn unread(coverage: &model::Coverage, what: &str) -> Vec<Violation> {
+    match coverage {
+        model::Coverage::Complete => Vec::new(),
+        model::Coverage::NotRead => vec![Violation::could_not_verify(what, "not read")],
+        model::Coverage::Incomplete { gaps } => gaps
+            .iter()
+            .map(|g| Violation::could_not_verify(&g.what, &g.details))
+            .collect(),
+    }
+}
+
+/// The seed, or the `could_not_verify` violation of a check that needs it.
+fn seed_of(history: &History) -> Result<&model::Seeded, Violation> {
+    history.seed.as_ref().ok_or_else(|| {
+        Violation::could_not_verify(
+            "the seed",
+            "the history does not say what was seeded (prices, stock, credit limits)",
+        )
+    })
+}
 
 /// What the scenario did that changes what a check may accept.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,10 +177,10 @@ impl Invariant {
     ) -> InvariantVerdict {
         match self {
             Self::NoLostOrders => no_lost_orders(history, snapshot),
-            Self::SagasTerminal => sagas_terminal(snapshot),
-            Self::ExactlyOnceMoney => exactly_once_money(snapshot),
-            Self::StockConservation => stock_conservation(snapshot),
-            Self::Compensation => compensation(snapshot),
+            Self::SagasTerminal => sagas_terminal(history, snapshot),
+            Self::ExactlyOnceMoney => exactly_once_money(history, snapshot),
+            Self::StockConservation => stock_conservation(history, snapshot),
+            Self::Compensation => compensation(history, snapshot),
             Self::ReadModelConvergence => read_model_convergence(snapshot),
             Self::Idempotency => idempotency(history, snapshot),
             Self::NoDeadLetters => no_dead_letters(snapshot, policy),
@@ -248,6 +314,11 @@ pub enum Subject {
         partition: i32,
         offset: i64,
     },
+    /// Evidence the check could not read (`could_not_verify`): a dead-letter partition
+    /// (`payment.commands.dlq/0`), the read model, the seed.
+    Evidence {
+        what: String,
+    },
 }
 
 impl Violation {
@@ -273,6 +344,15 @@ impl Violation {
             Subject::Customer {
                 customer_id: customer_id.clone(),
             },
+            details,
+        )
+    }
+
+    /// The check could not read all its evidence, so it cannot say the invariant held.
+    fn could_not_verify(what: impl Into<String>, details: impl Into<String>) -> Self {
+        Self::new(
+            COULD_NOT_VERIFY,
+            Subject::Evidence { what: what.into() },
             details,
         )
     }
@@ -309,7 +389,12 @@ mod tests {
         w.timed_out_at_payment("cust-2", "k5", &[("SKU-A", 4)]);
         w.replay(0, first);
         w.unknown_not_created("cust-1", "k6", &[("SKU-A", 1)]);
-        w.unknown_but_created("cust-3", "k7", &[("SKU-B", 2)]);
+        let recovered = w.unknown_but_created("cust-3", "k7", &[("SKU-B", 2)]);
+        w.observe(first);
+        w.observe(recovered);
+        w.restock("SKU-A", 5, Completion::Ok);
+        w.restock("SKU-B", 2, Completion::Info);
+        w.restock("SKU-B", 3, Completion::Fail);
 
         let verdicts = check_all(&w.history, &w.snapshot, &Policy::default());
 

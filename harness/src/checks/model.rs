@@ -2,18 +2,102 @@
 
 use std::collections::BTreeMap;
 
-use contracts::domain::{CustomerId, OrderId};
+use contracts::domain::{CustomerId, OrderId, OrderStatus, Sku};
 use contracts::http::{
     AccountBalance, AdminOrder, LedgerEntry, LedgerEntryKind, OrderLine, OrderView, PaymentRecord,
     Reservation, StockLevel,
 };
 use serde::{Deserialize, Serialize};
 
-/// Every `POST /api/orders` the load generator sent, in the order it sent them (a retry comes
-/// after the attempt it retries).
+/// What the harness knows without asking the system: what it seeded, and what its clients sent
+/// and saw. Every `POST /api/orders` the load generator sent is in `attempts`, in the order it
+/// sent them (a retry comes after the attempt it retries).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct History {
     pub attempts: Vec<OrderAttempt>,
+    /// The catalog and accounts the harness seeded. `None` when the load did not know them; the
+    /// money and stock checks then fail as `could_not_verify`.
+    #[serde(default)]
+    pub seed: Option<Seeded>,
+    /// Every `POST /api/admin/products/{sku}/restock` the load generator sent.
+    #[serde(default)]
+    pub restocks: Vec<Restock>,
+    /// Terminal statuses clients were shown (`GET /api/orders/{id}`, and the read model's copy
+    /// while the pending orders are followed after the load): the first one of each order, and
+    /// any later one that differed from it.
+    #[serde(default)]
+    pub observed: Vec<Observed>,
+}
+
+/// The seed, as the harness applied it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seeded {
+    pub products: BTreeMap<Sku, SeededProduct>,
+    /// Credit limit per customer, in minor units.
+    pub credit_limits: BTreeMap<CustomerId, i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeededProduct {
+    pub unit_price_minor: i64,
+    pub initial_stock: i64,
+}
+
+impl Seeded {
+    /// Σ seeded unit price × quantity; `None` when a line's SKU was not seeded.
+    pub fn total(&self, lines: &[OrderLine]) -> Option<i64> {
+        lines.iter().try_fold(0i64, |sum, l| {
+            let p = self.products.get(&l.sku)?;
+            Some(sum.saturating_add(p.unit_price_minor.saturating_mul(l.quantity.get())))
+        })
+    }
+}
+
+/// A restock the load generator sent, and whether it took effect as far as the client can
+/// tell.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Restock {
+    pub sku: Sku,
+    pub quantity: i64,
+    pub outcome: Completion,
+}
+
+/// How a request ended for the client, as in a Jepsen history: `ok` it took effect, `fail` it
+/// certainly did not (4xx, 503, 429), `info` nobody knows (no answer, 500, 502, 504).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Completion {
+    Ok,
+    Fail,
+    Info,
+}
+
+impl Completion {
+    /// `status` 0 means no answer came.
+    pub fn of_status(status: u16) -> Self {
+        match status {
+            200..=299 => Self::Ok,
+            0 | 500 | 502 | 504 => Self::Info,
+            _ => Self::Fail,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Fail => "fail",
+            Self::Info => "info",
+        }
+    }
+}
+
+/// A terminal status a client was shown for an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Observed {
+    pub order_id: OrderId,
+    pub status: OrderStatus,
+    /// Milliseconds since the load started, on the harness's clock.
+    pub at_ms: u64,
 }
 
 /// One `POST /api/orders`.
@@ -114,6 +198,39 @@ pub struct Snapshot {
     pub accounts: Vec<AccountBalance>,
     /// Not read through the API: the caller consumes the `*.dlq` topics and fills this in.
     pub dead_letters: Vec<DeadLetter>,
+    /// Whether `dead_letters` is every message of every dead-letter partition.
+    #[serde(default)]
+    pub dead_letters_read: Coverage,
+    /// The rows of the read model, listed apart from `orders` (whose `view` shows only the
+    /// views of orders that exist), so that a view without an order is found. Filled in by the
+    /// caller ([`read_model`](super::collect::read_model)).
+    #[serde(default)]
+    pub views: Vec<OrderView>,
+    /// Whether `views` is every row of the read model.
+    #[serde(default)]
+    pub views_read: Coverage,
+}
+
+/// Whether a list the checks read is known to be whole. A check never passes on a list that is
+/// not: each gap is a `could_not_verify` violation.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "coverage", rename_all = "snake_case")]
+pub enum Coverage {
+    /// Nobody read it.
+    #[default]
+    NotRead,
+    /// Read to its end.
+    Complete,
+    /// Read, with the parts that could not be.
+    Incomplete { gaps: Vec<Gap> },
+}
+
+/// A part of the evidence that could not be read: `what` names it (`payment.commands.dlq/0`),
+/// `details` says how far the reading got and why it stopped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gap {
+    pub what: String,
+    pub details: String,
 }
 
 /// The money side of one order: every payment record of the order merged (there should be one).
@@ -214,6 +331,29 @@ impl<'a> Index<'a> {
     pub fn reservations(&self, id: OrderId) -> &[&'a Reservation] {
         self.reservations.get(&id).map(Vec::as_slice).unwrap_or(&[])
     }
+}
+
+/// The lines the client sent for each acknowledged order (the first attempt that named it).
+pub(crate) fn sent_lines(history: &History) -> BTreeMap<OrderId, &[OrderLine]> {
+    let mut out = BTreeMap::new();
+    for a in &history.attempts {
+        if let Some(id) = a.outcome.acknowledged() {
+            out.entry(id).or_insert(a.lines.as_slice());
+        }
+    }
+    out
+}
+
+/// The lines a client sent for `order`: the acknowledged attempt's, or, for an order nobody
+/// acknowledged, its own (such an order is either explained by an unanswered attempt with exactly
+/// these lines, or reported `unexpected` by [`no_lost_orders`](super::no_lost_orders)).
+pub(crate) fn lines_of<'a>(
+    sent: &BTreeMap<OrderId, &'a [OrderLine]>,
+    order: &'a AdminOrder,
+) -> &'a [OrderLine] {
+    sent.get(&order.order.order_id)
+        .copied()
+        .unwrap_or(&order.order.items)
 }
 
 /// `key "k1"`, or `no key`.

@@ -1,26 +1,66 @@
-//! Exactly-once money: what the payment ledger holds for every order and customer.
+//! Exactly-once money: what the payment ledger holds for every order and customer, against the
+//! prices and credit limits the harness seeded and the lines its clients sent.
 
 use std::collections::BTreeMap;
 
 use contracts::domain::{CustomerId, OrderStatus};
-use contracts::http::LedgerEntryKind;
+use contracts::http::{LedgerEntry, LedgerEntryKind};
 
-use super::model::{Index, Snapshot};
-use super::{Invariant, InvariantVerdict, Violation};
+use super::model::{History, Index, Seeded, Snapshot, describe_lines, lines_of, sent_lines};
+use super::{Invariant, InvariantVerdict, Violation, seed_of};
 
-/// A CONFIRMED order has exactly one CAPTURED entry, for exactly its total, and nothing still
-/// held; every REJECTED or CANCELLED order nets to zero; no money moved for an order that does
-/// not exist; and each customer's balance equals the sum of their orders' ledgers (the
-/// event-sourced projection agrees with its events).
+/// A CONFIRMED order has exactly one CAPTURED entry, for exactly the total the harness computes
+/// from the seeded prices and the lines the client sent, and nothing still held; every order's
+/// own total is that figure too (`wrong_total`); every REJECTED or CANCELLED order nets to zero;
+/// no money moved for an order that does not exist; no customer's captured plus held money ever
+/// went beyond the credit limit the harness seeded, replaying their ledger in order
+/// (`over_credit_limit`); and each customer's balance equals the sum of their orders' ledgers
+/// (the event-sourced projection agrees with its events).
 ///
-/// Kinds: `not_captured`, `double_captured`, `wrong_amount`, `still_held`,
-/// `money_on_failed_order`, `money_without_order`, `account_mismatch`.
-pub fn exactly_once_money(snapshot: &Snapshot) -> InvariantVerdict {
+/// Kinds: `not_captured`, `double_captured`, `wrong_amount`, `wrong_total`, `still_held`,
+/// `money_on_failed_order`, `money_without_order`, `over_credit_limit`, `account_mismatch`,
+/// `could_not_verify` (the history has no seed).
+pub fn exactly_once_money(history: &History, snapshot: &Snapshot) -> InvariantVerdict {
+    let seed = match seed_of(history) {
+        Ok(seed) => seed,
+        Err(v) => {
+            let scope = "no seed to compare with";
+            return InvariantVerdict::new(Invariant::ExactlyOnceMoney, scope, vec![v], Vec::new());
+        }
+    };
     let index = Index::new(snapshot);
+    let sent = sent_lines(history);
     let mut violations = Vec::new();
     let (mut confirmed, mut failed, mut pending) = (0, 0, 0);
     for (id, o) in &index.orders {
         let money = index.money(*id);
+        let lines = lines_of(&sent, o);
+        let expected = seed.total(lines);
+        let described_expected = || match expected {
+            Some(t) => format!("{t} ({})", describe_lines(lines)),
+            None => format!(
+                "unknown ({}: a SKU that was not seeded)",
+                describe_lines(lines)
+            ),
+        };
+        let own_total = o.order.total_minor.map(|t| t.minor());
+        let total_wrong = match (own_total, o.order.status) {
+            (Some(t), _) => Some(t) != expected,
+            // Priced only once stock was reserved: a rejected or pending order may have none.
+            (None, status) => status == OrderStatus::Confirmed,
+        };
+        if total_wrong {
+            violations.push(Violation::for_order(
+                "wrong_total",
+                *id,
+                format!(
+                    "{} with total {}, but the seeded prices make it {}",
+                    o.order.status,
+                    own_total.map_or_else(|| "none".into(), |t| t.to_string()),
+                    described_expected()
+                ),
+            ));
+        }
         match o.order.status {
             OrderStatus::Pending => pending += 1,
             OrderStatus::Confirmed => {
@@ -41,16 +81,15 @@ pub fn exactly_once_money(snapshot: &Snapshot) -> InvariantVerdict {
                     )),
                     [amount] => {
                         let captured = money.map_or(0, |m| m.captured_minor);
-                        match o.order.total_minor.map(|t| t.minor()) {
-                            Some(total) if total == *amount && total == captured => {}
-                            total => violations.push(Violation::for_order(
+                        if expected != Some(*amount) || expected != Some(captured) {
+                            violations.push(Violation::for_order(
                                 "wrong_amount",
                                 *id,
                                 format!(
-                                    "total {}, but {described}",
-                                    total.map_or_else(|| "unknown".into(), |t| t.to_string())
+                                    "the seeded prices make it {}, but {described}",
+                                    described_expected()
                                 ),
-                            )),
+                            ));
                         }
                     }
                     more => violations.push(Violation::for_order(
@@ -90,6 +129,7 @@ pub fn exactly_once_money(snapshot: &Snapshot) -> InvariantVerdict {
             ));
         }
     }
+    violations.extend(over_credit_limit(seed, snapshot));
 
     let mut per_customer: BTreeMap<&CustomerId, (i64, i64)> = BTreeMap::new();
     for m in index.money.values() {
@@ -130,6 +170,72 @@ pub fn exactly_once_money(snapshot: &Snapshot) -> InvariantVerdict {
     InvariantVerdict::new(Invariant::ExactlyOnceMoney, scope, violations, Vec::new())
 }
 
+/// Each customer's ledger replayed in `seq` order (the ledger's own order across orders): the
+/// most that was ever captured plus held, and the balance now, against the seeded limit (a
+/// customer the harness did not seed has none).
+fn over_credit_limit(seed: &Seeded, snapshot: &Snapshot) -> Vec<Violation> {
+    let mut ledgers: BTreeMap<&CustomerId, Vec<&LedgerEntry>> = BTreeMap::new();
+    for p in &snapshot.payments {
+        ledgers
+            .entry(&p.customer_id)
+            .or_default()
+            .extend(&p.entries);
+    }
+    let mut out = Vec::new();
+    for (customer, mut entries) in ledgers {
+        entries.sort_by_key(|e| e.seq);
+        let (mut held, mut captured) = (0i64, 0i64);
+        let mut peak: (i64, Option<i64>) = (0, None);
+        for e in entries {
+            match e.kind {
+                LedgerEntryKind::Authorized => held = held.saturating_add(e.amount_minor),
+                LedgerEntryKind::Captured => {
+                    held = held.saturating_sub(e.amount_minor);
+                    captured = captured.saturating_add(e.amount_minor);
+                }
+                LedgerEntryKind::Voided => held = held.saturating_sub(e.amount_minor),
+                LedgerEntryKind::Declined => {}
+            }
+            let exposure = held.saturating_add(captured);
+            if exposure > peak.0 {
+                peak = (exposure, Some(e.seq));
+            }
+        }
+        let limit = seed.credit_limits.get(customer).copied();
+        if peak.0 > limit.unwrap_or(0) {
+            out.push(Violation::for_customer(
+                "over_credit_limit",
+                customer,
+                format!(
+                    "captured + held reached {} at ledger seq {}, the seeded limit is {}",
+                    peak.0,
+                    peak.1.unwrap_or_default(),
+                    limit.map_or_else(|| "none (not a seeded customer)".into(), |l| l.to_string())
+                ),
+            ));
+        }
+    }
+    for a in &snapshot.accounts {
+        let exposure = a.captured_minor.saturating_add(a.held_minor);
+        let limit = seed.credit_limits.get(&a.customer_id).copied().unwrap_or(0);
+        let already = out.iter().any(|v| {
+            matches!(&v.subject, super::Subject::Customer { customer_id } if *customer_id == a.customer_id)
+        });
+        if exposure > limit && !already {
+            out.push(Violation::for_customer(
+                "over_credit_limit",
+                &a.customer_id,
+                format!(
+                    "the balance says captured {} + held {} = {exposure}, the seeded limit is \
+                     {limit}",
+                    a.captured_minor, a.held_minor
+                ),
+            ));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use contracts::domain::{Money, OrderId};
@@ -161,7 +267,7 @@ mod tests {
         p.captured_minor = 1000;
         w.account_mut("cust-1").captured_minor = 1000;
 
-        let v = exactly_once_money(&w.snapshot);
+        let v = exactly_once_money(&w.history, &w.snapshot);
 
         assert!(!v.held);
         assert_eq!(ids(&v, "double_captured"), [id]);
@@ -181,27 +287,113 @@ mod tests {
         a.captured_minor = 0;
         a.held_minor = 500;
 
-        let v = exactly_once_money(&w.snapshot);
+        let v = exactly_once_money(&w.history, &w.snapshot);
 
         assert_eq!(ids(&v, "not_captured"), [id]);
         assert_eq!(ids(&v, "still_held"), [id]);
     }
 
     #[test]
-    fn a_capture_that_differs_from_the_total_is_the_wrong_amount() {
+    fn an_order_total_that_differs_from_the_seeded_prices_is_a_wrong_total() {
         let mut w = World::new();
         let id = w.confirmed("cust-1", "k1", &[("SKU-A", 2)]);
+        let clean = exactly_once_money(&w.history, &w.snapshot);
+        assert!(clean.held, "{:?}", clean.violations);
         w.order_mut(id).order.total_minor = Some(Money::from_minor(700).unwrap());
 
-        let v = exactly_once_money(&w.snapshot);
+        let v = exactly_once_money(&w.history, &w.snapshot);
+
+        assert_eq!(ids(&v, "wrong_total"), [id]);
+        assert_eq!(
+            v.violations.len(),
+            1,
+            "the capture is right: {:?}",
+            v.violations
+        );
+        assert_eq!(
+            v.violations[0].details,
+            "CONFIRMED with total 700, but the seeded prices make it 500 (SKU-A×2)"
+        );
+    }
+
+    #[test]
+    fn a_capture_the_services_agree_on_but_the_seeded_prices_do_not_is_the_wrong_amount() {
+        let mut w = World::new();
+        let id = w.confirmed("cust-1", "k1", &[("SKU-A", 2)]);
+        // Every figure of the system says 600: the order's total, the capture, the balance.
+        w.order_mut(id).order.total_minor = Some(Money::from_minor(600).unwrap());
+        w.order_mut(id).view.as_mut().unwrap().total_minor = Some(Money::from_minor(600).unwrap());
+        let p = w.payment_mut(id);
+        for e in &mut p.entries {
+            e.amount_minor = 600;
+        }
+        p.captured_minor = 600;
+        w.account_mut("cust-1").captured_minor = 600;
+
+        let v = exactly_once_money(&w.history, &w.snapshot);
 
         assert_eq!(ids(&v, "wrong_amount"), [id]);
+        assert_eq!(ids(&v, "wrong_total"), [id]);
+        let wrong = v.of_kind("wrong_amount").next().unwrap();
         assert!(
-            v.violations[0]
+            wrong
                 .details
-                .starts_with("total 700, but captured 500"),
+                .starts_with("the seeded prices make it 500 (SKU-A×2), but captured 600"),
             "{}",
-            v.violations[0].details
+            wrong.details
+        );
+    }
+
+    #[test]
+    fn a_customer_whose_captured_and_held_money_ever_exceeded_the_seeded_limit_is_reported() {
+        let mut w = World::new();
+        w.confirmed("cust-1", "k1", &[("SKU-B", 3)]);
+        w.timed_out_at_payment("cust-1", "k2", &[("SKU-B", 2)]);
+        let clean = exactly_once_money(&w.history, &w.snapshot);
+        assert!(clean.held, "{:?}", clean.violations);
+        // The system's own limit was raised behind the harness's back; the seed says 4500.
+        w.history
+            .seed
+            .as_mut()
+            .unwrap()
+            .credit_limits
+            .insert(customer("cust-1"), 4_500);
+
+        let v = exactly_once_money(&w.history, &w.snapshot);
+
+        let over: Vec<&Violation> = v.of_kind("over_credit_limit").collect();
+        assert_eq!(over.len(), 1, "{:?}", v.violations);
+        assert_eq!(
+            over[0].subject,
+            Subject::Customer {
+                customer_id: customer("cust-1")
+            }
+        );
+        // 3000 captured, then a 2000 hold before it was voided: 5000 at the peak, 3000 now.
+        assert!(
+            over[0].details.starts_with("captured + held reached 5000"),
+            "{}",
+            over[0].details
+        );
+        assert!(over[0].details.ends_with("the seeded limit is 4500"));
+        assert_eq!(v.violations.len(), 1);
+    }
+
+    #[test]
+    fn without_a_seed_the_money_cannot_be_verified() {
+        let mut w = World::new();
+        w.confirmed("cust-1", "k1", &[("SKU-A", 2)]);
+        w.history.seed = None;
+
+        let v = exactly_once_money(&w.history, &w.snapshot);
+
+        assert!(!v.held);
+        assert_eq!(v.violations[0].kind, "could_not_verify");
+        assert_eq!(
+            v.violations[0].subject,
+            Subject::Evidence {
+                what: "the seed".into()
+            }
         );
     }
 
@@ -214,7 +406,7 @@ mod tests {
         p.captured_minor = 1000;
         w.account_mut("cust-1").captured_minor = 1000;
 
-        let v = exactly_once_money(&w.snapshot);
+        let v = exactly_once_money(&w.history, &w.snapshot);
 
         assert_eq!(ids(&v, "money_on_failed_order"), [id]);
         assert!(
@@ -237,7 +429,7 @@ mod tests {
         });
         w.account_mut("cust-2").held_minor = 300;
 
-        let v = exactly_once_money(&w.snapshot);
+        let v = exactly_once_money(&w.history, &w.snapshot);
 
         assert_eq!(ids(&v, "money_without_order"), [ghost]);
         assert_eq!(v.violations.len(), 1);
@@ -249,7 +441,7 @@ mod tests {
         w.confirmed("cust-1", "k1", &[("SKU-A", 2)]);
         w.account_mut("cust-1").captured_minor = 750;
 
-        let v = exactly_once_money(&w.snapshot);
+        let v = exactly_once_money(&w.history, &w.snapshot);
 
         let m: Vec<&Violation> = v.of_kind("account_mismatch").collect();
         assert_eq!(m.len(), 1);

@@ -44,12 +44,15 @@
 
 pub mod arrivals;
 pub mod endpoint;
+pub mod history;
 mod journeys;
 mod recorder;
 pub use recorder::TracedSaga;
 pub mod roster;
+mod watch;
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -59,12 +62,13 @@ use goose::config::GooseConfiguration;
 use goose::goose::Scenario as GooseScenario;
 use goose::prelude::*;
 
-use crate::checks::model::History;
+use crate::checks::model::{History, Seeded, SeededProduct};
 use crate::environment::EnvInfo;
 use crate::metrics::{self, Measurements, PhaseSpan};
 use crate::scenario::{Journey, Scenario, ThinkTime};
 
 use self::arrivals::{Arrivals, Mix, Schedule};
+use self::history::HistoryLog;
 use self::recorder::Recorder;
 
 /// Where the load goes and who sends it.
@@ -75,6 +79,11 @@ pub struct LoadTarget {
     pub admin_token: String,
     pub customers: Vec<Customer>,
     pub skus: Vec<Sku>,
+    /// The prices, stock and credit limits the environment was seeded with; they go into the
+    /// [`History`] the checks compare the system with.
+    pub seed: Seeded,
+    /// Where to write the run's [`history`] (`history.jsonl`); `None` writes none.
+    pub history_file: Option<PathBuf>,
 }
 
 /// A seeded customer and a token issued for them.
@@ -106,11 +115,30 @@ impl LoadTarget {
             .iter()
             .map(|p| Sku::parse(p.sku.as_str()).with_context(|| format!("seeded SKU {:?}", p.sku)))
             .collect::<anyhow::Result<Vec<_>>>()?;
+        let seed = Seeded {
+            products: skus
+                .iter()
+                .zip(&info.products)
+                .map(|(sku, p)| {
+                    let seeded = SeededProduct {
+                        unit_price_minor: p.unit_price_minor,
+                        initial_stock: p.initial_stock,
+                    };
+                    (sku.clone(), seeded)
+                })
+                .collect(),
+            credit_limits: customers
+                .iter()
+                .map(|c| (c.id.clone(), c.credit_limit_minor))
+                .collect(),
+        };
         Ok(Self {
             gateway_url: info.gateway_url.clone(),
             admin_token: info.admin_token.clone(),
             customers,
             skus,
+            seed,
+            history_file: None,
         })
     }
 }
@@ -152,6 +180,8 @@ pub(crate) struct Ctx {
     /// User index (modulo its length) → index into `target.customers`.
     pub roster: Vec<usize>,
     pub recorder: Recorder,
+    /// Every operation, as a Jepsen-style history (`history.jsonl`).
+    pub history: HistoryLog,
     pub pace: Pace,
     /// The share of orders placed with a sampled trace context (`[environment] trace_sampling`).
     pub trace_sampling: f64,
@@ -217,10 +247,15 @@ pub async fn run(
         ),
     };
     let open = matches!(pace, Pace::Open { .. });
+    let history = match &target.history_file {
+        Some(path) => HistoryLog::create(path)?,
+        None => HistoryLog::off(),
+    };
     let ctx = Arc::new(Ctx {
         roster: roster::roster(&target.customers),
         target: target.clone(),
         recorder: Recorder::new(think_mean, spans),
+        history,
         pace,
         trace_sampling: *scenario.environment.trace_sampling.get_ref(),
     });
@@ -232,19 +267,34 @@ pub async fn run(
     let attack = attack(&target.gateway_url, &plan.to_goose(), shopper, open)?;
     silence_goose_log();
     ctx.recorder.start(started);
+    ctx.history.start(started);
+    let client = crate::client::ApiClient::new(&target.gateway_url)?;
+    let stop_watch = tokio_util::sync::CancellationToken::new();
+    let saga_watch = tokio::spawn(watch::sagas(
+        Arc::clone(&ctx),
+        client.clone(),
+        stop_watch.clone(),
+    ));
     // Goose's `Display` leaves out which option it refused; its `Debug` has the detail.
     let goose_metrics = attack
         .execute()
         .await
-        .map_err(|e| anyhow::anyhow!("running the goose load: {e:?}"))?;
+        .map_err(|e| anyhow::anyhow!("running the goose load: {e:?}"));
     let load_time = started.elapsed();
     if let Pace::Open { arrivals, .. } = &ctx.pace {
         ctx.recorder.dropped(&arrivals.unclaimed());
     }
 
-    let client = crate::client::ApiClient::new(&target.gateway_url)?;
     let settle = scenario.checks.convergence_timeout.get_ref().as_std();
-    journeys::follow_order::follow_pending(&ctx, &client, settle).await;
+    if goose_metrics.is_ok() {
+        journeys::follow_order::follow_pending(&ctx, &client, settle).await;
+    }
+    stop_watch.cancel();
+    if let Err(e) = saga_watch.await {
+        tracing::warn!("the saga watch stopped: {e}");
+    }
+    ctx.history.flush();
+    let goose_metrics = goose_metrics?;
 
     let mut goose_requests = BTreeMap::new();
     for aggregate in goose_metrics.requests.values() {
@@ -252,7 +302,8 @@ pub async fn run(
             (aggregate.success_count + aggregate.fail_count) as u64;
     }
     let traced = ctx.recorder.take_traced();
-    let (mut measurements, history) = ctx.recorder.finish(load_time);
+    let (mut measurements, mut history) = ctx.recorder.finish(load_time);
+    history.seed = Some(target.seed.clone());
     measurements.windows = std::iter::once(PhaseSpan {
         name: metrics::ALL.to_string(),
         start: Duration::ZERO,
@@ -361,9 +412,4 @@ fn shopper(
         );
     }
     Ok(scenario)
-}
-
-/// The server's time from accepting an order to its terminal status.
-pub(crate) fn saga_time(view: &contracts::http::OrderView) -> Duration {
-    Duration::from_millis(u64::try_from(view.updated_at_ms - view.created_at_ms).unwrap_or(0))
 }

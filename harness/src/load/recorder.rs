@@ -1,13 +1,13 @@
 //! The measurements and history every goose user writes into: one [`Recorder`] behind a
 //! mutex, held only for the few map updates of one sample, never across an await.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use contracts::domain::{OrderId, OrderStatus};
+use contracts::domain::{OrderId, OrderStatus, Sku};
 
-use crate::checks::model::{History, OrderAttempt};
+use crate::checks::model::{Completion, History, Observed, OrderAttempt, Restock};
 use crate::metrics::{self, Measurements, PhaseSpan};
 
 use super::endpoint::Endpoint;
@@ -22,6 +22,9 @@ pub struct Pending {
     pub accepted: Instant,
     /// A `follow_order` journey is polling it now.
     pub claimed: bool,
+    /// When the saga watch first saw it gone from the PENDING orders (the answer that showed
+    /// it), on the harness's clock.
+    pub left_pending: Option<Instant>,
 }
 
 pub struct Recorder {
@@ -48,6 +51,9 @@ struct Inner {
     trace_ids: BTreeMap<OrderId, String>,
     /// Orders seen terminal whose trace the load knows.
     traced: Vec<TracedSaga>,
+    /// The last terminal status clients were shown per order, so that only a first one and a
+    /// change go into the history.
+    shown: BTreeMap<OrderId, OrderStatus>,
 }
 
 /// An order seen terminal, with the trace its `POST /api/orders` started: what the hop
@@ -95,6 +101,7 @@ impl Recorder {
                 pending: BTreeMap::new(),
                 trace_ids: BTreeMap::new(),
                 traced: Vec::new(),
+                shown: BTreeMap::new(),
             }),
         }
     }
@@ -240,6 +247,7 @@ impl Recorder {
                 customer,
                 accepted: answered,
                 claimed: false,
+                left_pending: None,
             });
             if let Some(t) = trace_id {
                 inner.trace_ids.entry(id).or_insert_with(|| t.to_string());
@@ -270,6 +278,63 @@ impl Recorder {
         }
     }
 
+    /// Records a restock the load sent and how it ended.
+    pub fn restock(&self, sku: Sku, quantity: i64, outcome: Completion) {
+        self.lock().history.restocks.push(Restock {
+            sku,
+            quantity,
+            outcome,
+        });
+    }
+
+    /// A client was shown `status` for order `id` at `at`: recorded in the history when it is
+    /// the first terminal status shown for the order or differs from the last one.
+    pub fn shown(&self, id: OrderId, status: OrderStatus, at: Instant) {
+        if !status.is_terminal() {
+            return;
+        }
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        if inner.shown.insert(id, status) == Some(status) {
+            return;
+        }
+        let at_ms = at.saturating_duration_since(inner.started).as_millis();
+        inner.history.observed.push(Observed {
+            order_id: id,
+            status,
+            at_ms: u64::try_from(at_ms).unwrap_or(u64::MAX),
+        });
+    }
+
+    /// The saga watch listed the PENDING orders with a request sent at `asked` and answered at
+    /// `answered`: every order accepted before `asked` (so committed PENDING before the list was
+    /// read) and not in `still_pending` has left PENDING by `answered`. Returns those newly
+    /// seen gone.
+    pub fn pending_listed(
+        &self,
+        still_pending: &BTreeSet<OrderId>,
+        asked: Instant,
+        answered: Instant,
+    ) -> Vec<OrderId> {
+        let mut inner = self.lock();
+        let mut gone = Vec::new();
+        for (id, p) in inner.pending.iter_mut() {
+            if p.left_pending.is_none() && p.accepted <= asked && !still_pending.contains(id) {
+                p.left_pending = Some(answered);
+                gone.push(*id);
+            }
+        }
+        gone
+    }
+
+    /// Whether an order is pending that the saga watch has not seen leave PENDING yet.
+    pub fn watching(&self) -> bool {
+        self.lock()
+            .pending
+            .values()
+            .any(|p| p.left_pending.is_none())
+    }
+
     /// The orders not yet seen terminal.
     pub fn pending(&self) -> Vec<(OrderId, Pending)> {
         self.lock()
@@ -279,17 +344,20 @@ impl Recorder {
             .collect()
     }
 
-    /// An order seen terminal at `seen`, with `saga` the server's own time from accepting it to
-    /// its terminal status (`updated_at_ms - created_at_ms` of the order), so how late we looked
-    /// does not inflate the saga completion time. Records that time, the outcome, and the second
-    /// the saga finished in. An order not pending (already recorded) is ignored.
-    pub fn terminal(&self, id: OrderId, status: OrderStatus, seen: Instant, saga: Duration) {
+    /// An order seen terminal at `seen`. Records its saga completion time, the outcome, and the
+    /// second the saga finished in. The time is the harness's own: from the answer that
+    /// accepted the order to the first moment a client saw it finished, the earlier of `seen`
+    /// and the saga watch seeing it leave PENDING ([`Recorder::pending_listed`]); the system's
+    /// timestamps are not used, so a service with a wrong clock or a wrong `updated_at` cannot
+    /// make its sagas look fast. An order not pending (already recorded) is ignored.
+    pub fn terminal(&self, id: OrderId, status: OrderStatus, seen: Instant) {
         let mut guard = self.lock();
         let inner = &mut *guard;
         let Some(p) = inner.pending.remove(&id) else {
             return;
         };
-        let took = saga.min(seen.saturating_duration_since(p.accepted));
+        let finished = p.left_pending.map_or(seen, |left| left.min(seen));
+        let took = finished.saturating_duration_since(p.accepted);
         let accepted_at = p.accepted.saturating_duration_since(inner.started);
         let phases = phases_at(&inner.spans, accepted_at);
         for phase in &phases {
@@ -322,7 +390,6 @@ impl Recorder {
             .entry(status.as_str().to_string())
             .or_default() += 1;
         // The second the saga finished, not the (possibly much later) second we looked.
-        let finished = p.accepted + took;
         let second = finished.saturating_duration_since(inner.started).as_secs();
         let bucket = inner.measurements.bucket_mut(second);
         match status {
@@ -357,6 +424,7 @@ impl Recorder {
                 inner.measurements.bucket_mut(second as u64).p99_us = Some(p99);
             }
         }
+        inner.shown.clear();
         (
             std::mem::take(&mut inner.measurements),
             std::mem::take(&mut inner.history),
@@ -460,19 +528,26 @@ mod tests {
         r.release(id);
         assert!(r.claim(3, Duration::ZERO).is_some());
 
-        // Seen after 1.5 s, but the server finished it in 1.2 s: the server's time counts.
-        r.terminal(
-            id,
-            OrderStatus::Confirmed,
-            t0 + Duration::from_millis(1500),
-            Duration::from_millis(1200),
+        // The watch saw it leave PENDING in the answer at 1.2 s, a client saw it CONFIRMED at
+        // 1.5 s: the earlier of the two, both on the harness's clock.
+        let none = BTreeSet::new();
+        let gone = r.pending_listed(
+            &none,
+            t0 + Duration::from_millis(1100),
+            t0 + Duration::from_millis(1200),
         );
-        r.terminal(
-            id,
-            OrderStatus::Confirmed,
-            t0 + Duration::from_millis(1600),
-            Duration::from_millis(1300),
+        assert_eq!(gone, [id]);
+        assert!(
+            r.pending_listed(
+                &none,
+                t0 + Duration::from_millis(1300),
+                t0 + Duration::from_millis(1400)
+            )
+            .is_empty(),
+            "seen gone once"
         );
+        r.terminal(id, OrderStatus::Confirmed, t0 + Duration::from_millis(1500));
+        r.terminal(id, OrderStatus::Confirmed, t0 + Duration::from_millis(1600));
         let other = OrderId::new();
         r.attempt(
             OrderAttempt {
@@ -651,5 +726,87 @@ mod shed_and_arrival_tests {
         let per_second: Vec<(u64, u64)> =
             m.timeline.iter().map(|b| (b.arrivals, b.dropped)).collect();
         assert_eq!(per_second, [(2, 0), (2, 1), (2, 2)]);
+    }
+}
+
+#[cfg(test)]
+mod client_clock_tests {
+    use contracts::domain::{CustomerId, Sku};
+
+    use super::*;
+    use crate::checks::model::AttemptOutcome;
+
+    fn accept(r: &Recorder, at: Instant) -> OrderId {
+        let id = OrderId::new();
+        r.attempt(
+            OrderAttempt {
+                customer_id: CustomerId::parse("cust-0001").unwrap(),
+                idempotency_key: Some(id.to_string()),
+                lines: Vec::new(),
+                outcome: AttemptOutcome::Acknowledged {
+                    order_id: id,
+                    replayed: false,
+                },
+            },
+            0,
+            at,
+            None,
+        );
+        id
+    }
+
+    #[test]
+    fn saga_completion_is_the_clients_time_from_acceptance_to_seeing_it_finished() {
+        let r = Recorder::new(None, Vec::new());
+        let t0 = Instant::now();
+        r.start(t0);
+        let ms = Duration::from_millis;
+        let unwatched = accept(&r, t0);
+        let late = accept(&r, t0 + ms(500));
+        // Listed while `late` was not accepted yet: its absence says nothing.
+        let gone = r.pending_listed(&BTreeSet::from([unwatched]), t0 + ms(400), t0 + ms(450));
+        assert!(gone.is_empty(), "{gone:?}");
+        assert!(r.watching());
+
+        r.terminal(unwatched, OrderStatus::Rejected, t0 + ms(2_000));
+        r.terminal(late, OrderStatus::Confirmed, t0 + ms(2_500));
+
+        let (m, _) = r.finish(Duration::from_secs(3));
+        let saga = &m.saga_completion[metrics::ALL];
+        assert_eq!(saga.count(), 2);
+        let min = saga.quantile(0.0).unwrap().as_millis();
+        assert!((1_995..=2_005).contains(&min), "{min}");
+    }
+
+    #[test]
+    fn terminal_statuses_shown_go_into_the_history_once_and_again_when_they_change() {
+        let r = Recorder::new(None, Vec::new());
+        let t0 = Instant::now();
+        r.start(t0);
+        let id = OrderId::new();
+        let ms = Duration::from_millis;
+        r.shown(id, OrderStatus::Pending, t0 + ms(10));
+        r.shown(id, OrderStatus::Confirmed, t0 + ms(20));
+        r.shown(id, OrderStatus::Confirmed, t0 + ms(30));
+        r.shown(id, OrderStatus::Cancelled, t0 + ms(40));
+        let sku = Sku::parse("SKU-1001").unwrap();
+        r.restock(sku.clone(), 4, Completion::Info);
+
+        let (_, h) = r.finish(Duration::from_secs(1));
+
+        let shown: Vec<(OrderStatus, u64)> =
+            h.observed.iter().map(|o| (o.status, o.at_ms)).collect();
+        assert_eq!(
+            shown,
+            [(OrderStatus::Confirmed, 20), (OrderStatus::Cancelled, 40)]
+        );
+        assert_eq!(
+            h.restocks,
+            [Restock {
+                sku,
+                quantity: 4,
+                outcome: Completion::Info
+            }]
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! `admin_restock`: an administrator adds a few units of a well-stocked product. Scarce SKUs are
 //! left alone so that orders for them keep being rejected, which is what they are seeded for.
+//! Every restock goes into the history with how it ended, for stock conservation.
 
 use std::sync::Arc;
 
@@ -9,7 +10,7 @@ use goose::prelude::*;
 use rand::Rng;
 use rand::seq::IndexedRandom;
 
-use super::{JourneyFuture, send};
+use super::{JourneyFuture, Op, send};
 use crate::load::Ctx;
 use crate::load::endpoint::{Endpoint, restock_path};
 use crate::load::roster::is_scarce;
@@ -33,7 +34,7 @@ pub fn run(user: &mut GooseUser, ctx: Arc<Ctx>) -> JourneyFuture<'_> {
         };
         let path = restock_path(&sku);
         let admin = ctx.target.admin_token.clone();
-        send(
+        let reply = send(
             user,
             &ctx,
             Endpoint::Restock,
@@ -41,8 +42,14 @@ pub fn run(user: &mut GooseUser, ctx: Arc<Ctx>) -> JourneyFuture<'_> {
             &admin,
             Some(&body),
             &[],
+            Op::Restock {
+                sku: &sku,
+                quantity: units,
+            },
         )
         .await?;
+        // What stock conservation expects the inventory to have received.
+        ctx.recorder.restock(sku, units, reply.ended());
         Ok(())
     })
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use goose::prelude::*;
 
-use super::{JourneyFuture, me, send};
+use super::{JourneyFuture, Op, me, send};
 use crate::load::Ctx;
 use crate::load::endpoint::Endpoint;
 
@@ -19,6 +19,7 @@ pub fn run(user: &mut GooseUser, ctx: Arc<Ctx>) -> JourneyFuture<'_> {
             token,
             None,
             &[],
+            Op::Read,
         )
         .await?;
         Ok(())

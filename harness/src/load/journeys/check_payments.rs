@@ -8,7 +8,7 @@ use contracts::domain::OrderId;
 use goose::prelude::*;
 use rand::seq::IndexedRandom;
 
-use super::{JourneyFuture, send};
+use super::{JourneyFuture, Op, send};
 use crate::load::Ctx;
 use crate::load::endpoint::{Endpoint, payments_path};
 
@@ -30,6 +30,7 @@ pub fn run(user: &mut GooseUser, ctx: Arc<Ctx>) -> JourneyFuture<'_> {
             &admin,
             None,
             &[],
+            Op::Read,
         )
         .await?;
         Ok(())

@@ -8,9 +8,11 @@ use std::time::{Duration, Instant};
 use contracts::http::OrderView;
 use goose::prelude::*;
 
-use super::{JourneyFuture, me, send};
+use super::{JourneyFuture, Op, me, send};
+use crate::checks::model::Completion;
 use crate::client::ApiClient;
 use crate::load::endpoint::{Endpoint, order_path};
+use crate::load::history::{Learnt, Process, Shown};
 use crate::load::{Ctx, FOLLOW_AFTER, FOLLOW_TIMEOUT, POLL_INTERVAL};
 
 pub fn run(user: &mut GooseUser, ctx: Arc<Ctx>) -> JourneyFuture<'_> {
@@ -25,7 +27,8 @@ pub fn run(user: &mut GooseUser, ctx: Arc<Ctx>) -> JourneyFuture<'_> {
         let deadline = Instant::now() + FOLLOW_TIMEOUT;
         let max_polls = FOLLOW_TIMEOUT.as_millis() / POLL_INTERVAL.as_millis().max(1) + 1;
         for _ in 0..max_polls {
-            let reply = send::<()>(user, &ctx, Endpoint::GetOrder, &path, &token, None, &[]);
+            let op = Op::GetOrder { order_id: id };
+            let reply = send::<()>(user, &ctx, Endpoint::GetOrder, &path, &token, None, &[], op);
             let reply = match reply.await {
                 Ok(r) => r,
                 Err(e) => {
@@ -41,12 +44,8 @@ pub fn run(user: &mut GooseUser, ctx: Arc<Ctx>) -> JourneyFuture<'_> {
                 && let Ok(view) = serde_json::from_str::<OrderView>(&reply.body)
                 && view.status.is_terminal()
             {
-                ctx.recorder.terminal(
-                    id,
-                    view.status,
-                    reply.answered,
-                    super::super::saga_time(&view),
-                );
+                ctx.recorder.shown(id, view.status, reply.answered);
+                ctx.recorder.terminal(id, view.status, reply.answered);
                 return Ok(());
             }
             if Instant::now() + POLL_INTERVAL > deadline {
@@ -61,7 +60,8 @@ pub fn run(user: &mut GooseUser, ctx: Arc<Ctx>) -> JourneyFuture<'_> {
 
 /// Follows every pending order through the admin order list (the read model's copy, as
 /// `GET /api/orders/{id}` shows it) until all are terminal or `timeout` has passed. One
-/// request per round, however many orders are pending. Not recorded as load.
+/// request per round, however many orders are pending. Not recorded as load; in the history as
+/// the process `follower`, whose `admin_orders` reads list the orders it saw terminal first.
 pub async fn follow_pending(ctx: &Ctx, client: &ApiClient, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     let rounds = timeout.as_millis() / POLL_INTERVAL.as_millis().max(1) + 1;
@@ -70,23 +70,54 @@ pub async fn follow_pending(ctx: &Ctx, client: &ApiClient, timeout: Duration) {
         if pending.is_empty() {
             return;
         }
+        const F: &str = "admin_orders";
+        ctx.history
+            .invoke(Process::Follower, F, Instant::now(), Op::Read);
         match client.admin_orders(&ctx.target.admin_token).await {
             Ok(orders) => {
                 let seen = Instant::now();
+                let waiting: std::collections::BTreeSet<_> =
+                    pending.iter().map(|(id, _)| *id).collect();
+                let mut terminal = Vec::new();
                 for o in orders {
                     if let Some(view) = o.view
                         && view.status.is_terminal()
+                        && waiting.contains(&view.order_id)
                     {
-                        ctx.recorder.terminal(
-                            view.order_id,
-                            view.status,
-                            seen,
-                            super::super::saga_time(&view),
-                        );
+                        ctx.recorder.shown(view.order_id, view.status, seen);
+                        ctx.recorder.terminal(view.order_id, view.status, seen);
+                        terminal.push(Shown {
+                            order_id: view.order_id,
+                            status: view.status,
+                        });
                     }
                 }
+                let learnt = Learnt::Terminal {
+                    terminal: &terminal,
+                };
+                ctx.history.complete(
+                    Process::Follower,
+                    F,
+                    seen,
+                    Completion::Ok,
+                    learnt,
+                    200,
+                    None,
+                );
             }
-            Err(e) => tracing::warn!("following the pending orders: {e:#}"),
+            Err(e) => {
+                let error = format!("{e:#}");
+                ctx.history.complete(
+                    Process::Follower,
+                    F,
+                    Instant::now(),
+                    Completion::Info,
+                    Learnt::Nothing,
+                    0,
+                    Some(&error),
+                );
+                tracing::warn!("following the pending orders: {error}");
+            }
         }
         if Instant::now() + POLL_INTERVAL > deadline {
             return;

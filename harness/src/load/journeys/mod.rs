@@ -24,10 +24,14 @@ use goose::goose::GooseResponse;
 use goose::prelude::*;
 use serde::Serialize;
 
+use contracts::domain::{OrderId, OrderStatus};
+
 use super::arrivals::Turn;
 use super::endpoint::Endpoint;
+use super::history::{Learnt, Op, Process};
 use super::recorder::Sample;
 use super::{Ctx, MAX_RETRY_AFTER, Pace, roster};
+use crate::checks::model::Completion;
 use crate::scenario::Journey;
 
 /// Who a goose user is, set once when it starts.
@@ -38,6 +42,9 @@ pub struct Me {
     /// Closed model: the system shed a request of the journey running, and asked to come back
     /// after this long; the user waits it out before its next journey.
     pub back_off: Option<Duration>,
+    /// The user's process in the history: a new one after each operation whose outcome it
+    /// could not learn (`info`).
+    pub process: u64,
 }
 
 /// The goose transaction of a journey, in a closed model.
@@ -80,6 +87,7 @@ pub fn sign_in(ctx: &Arc<Ctx>) -> Transaction {
         user.set_session_data(Me {
             customer,
             back_off: None,
+            process: ctx.history.new_process(),
         });
         Box::pin(async { Ok(()) })
     }))
@@ -182,6 +190,16 @@ impl Reply {
         (200..300).contains(&self.status)
     }
 
+    /// How the request ended for the client, by its status: without an answer (or with a body
+    /// cut off) nobody knows.
+    pub fn ended(&self) -> Completion {
+        if self.error.is_some() {
+            Completion::Info
+        } else {
+            Completion::of_status(self.status)
+        }
+    }
+
     fn no_answer(error: String) -> Self {
         Self {
             status: 0,
@@ -194,8 +212,56 @@ impl Reply {
     }
 }
 
+/// The history's name of a request.
+fn op_name(endpoint: Endpoint) -> &'static str {
+    match endpoint {
+        Endpoint::ListProducts => "list_products",
+        Endpoint::GetProduct => "get_product",
+        Endpoint::PlaceOrder => "place_order",
+        Endpoint::GetOrder => "get_order",
+        Endpoint::ListOrders => "list_orders",
+        Endpoint::Restock => "restock",
+        Endpoint::Payments => "payments",
+    }
+}
+
+/// The fields of an order the history keeps; the rest of the body is skipped unparsed.
+#[derive(serde::Deserialize)]
+struct OrderHead {
+    order_id: OrderId,
+    status: OrderStatus,
+}
+
+/// How an operation ended and what it learnt, from its answer.
+fn completion<'a>(op: Op<'a>, reply: &Reply) -> (Completion, Learnt<'a>) {
+    let completion = reply.ended();
+    if completion != Completion::Ok {
+        return (completion, Learnt::Nothing);
+    }
+    match op {
+        Op::PlaceOrder { .. } | Op::GetOrder { .. } => {
+            match serde_json::from_str::<OrderHead>(&reply.body) {
+                Ok(o) => (
+                    Completion::Ok,
+                    Learnt::Order {
+                        order_id: o.order_id,
+                        status: o.status,
+                        replayed: matches!(op, Op::PlaceOrder { .. }).then_some(reply.replayed),
+                    },
+                ),
+                // A 2xx whose body cannot be read: whatever happened, the client does not know.
+                Err(_) => (Completion::Info, Learnt::Nothing),
+            }
+        }
+        Op::Restock { sku, quantity } => (Completion::Ok, Learnt::Restocked { sku, quantity }),
+        Op::Read => (Completion::Ok, Learnt::Nothing),
+    }
+}
+
 /// A request to the gateway through goose, named by `endpoint`, timed from just before it is
-/// sent to the last byte of the body, and recorded.
+/// sent to the last byte of the body, and recorded: measured, and as an invocation and its
+/// completion in the history (`op` says what it asks for).
+#[allow(clippy::too_many_arguments)] // the request's parts, each plain; a struct would only rename them
 pub async fn send<B: Serialize + ?Sized>(
     user: &mut GooseUser,
     ctx: &Ctx,
@@ -204,6 +270,7 @@ pub async fn send<B: Serialize + ?Sized>(
     token: &str,
     body: Option<&B>,
     headers: &[(&str, &str)],
+    op: Op<'_>,
 ) -> Result<Reply, Box<TransactionError>> {
     let method = match endpoint {
         Endpoint::PlaceOrder | Endpoint::Restock => GooseMethod::Post,
@@ -222,7 +289,10 @@ pub async fn send<B: Serialize + ?Sized>(
         .name(endpoint.name())
         .set_request_builder(builder)
         .build();
+    let process = Process::User(user.get_session_data::<Me>().map_or(0, |m| m.process));
+    let f = op_name(endpoint);
     let sent = Instant::now();
+    ctx.history.invoke(process, f, sent, op);
     let goose = user.request(request).await;
     let reply = match goose {
         Ok(GooseResponse {
@@ -265,6 +335,21 @@ pub async fn send<B: Serialize + ?Sized>(
         }) => Reply::no_answer(e.to_string()),
         Err(e) => Reply::no_answer(e.to_string()),
     };
+    let (ended, learnt) = completion(op, &reply);
+    ctx.history.complete(
+        process,
+        f,
+        reply.answered,
+        ended,
+        learnt,
+        reply.status,
+        reply.error.as_deref(),
+    );
+    if ended == Completion::Info
+        && let Some(me) = user.get_session_data_mut::<Me>()
+    {
+        me.process = ctx.history.new_process();
+    }
     ctx.recorder.request(Sample {
         endpoint,
         sent,

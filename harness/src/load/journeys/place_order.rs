@@ -11,7 +11,7 @@ use contracts::http::PlaceOrderRequest;
 use goose::prelude::*;
 use rand::Rng;
 
-use super::{JourneyFuture, Reply, me, send};
+use super::{JourneyFuture, Op, Reply, me, send};
 use crate::checks::model::{AttemptOutcome, OrderAttempt};
 use crate::load::endpoint::Endpoint;
 use crate::load::{Ctx, roster};
@@ -47,6 +47,7 @@ pub async fn place(
             items: lines.clone(),
         };
         let token = ctx.target.customers[customer].token.clone();
+        let customer_id = &ctx.target.customers[customer].id;
         // Our own trace context, so the report can find this order's saga among the spans the
         // services export (the gateway continues it); a replay belongs to the same trace. An
         // order left out of the sample says so in its flags, and the services record nothing.
@@ -66,10 +67,15 @@ pub async fn place(
                 &token,
                 Some(&body),
                 &headers,
+                Op::PlaceOrder {
+                    customer: customer_id,
+                    key: &key,
+                    lines: &lines,
+                },
             )
             .await?;
             let attempt = OrderAttempt {
-                customer_id: ctx.target.customers[customer].id.clone(),
+                customer_id: customer_id.clone(),
                 idempotency_key: Some(key.clone()),
                 lines: lines.clone(),
                 outcome: outcome(&reply),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use goose::prelude::*;
 use rand::seq::IndexedRandom;
 
-use super::{JourneyFuture, me, send};
+use super::{JourneyFuture, Op, me, send};
 use crate::load::Ctx;
 use crate::load::endpoint::{Endpoint, product_path};
 
@@ -23,6 +23,7 @@ pub fn run(user: &mut GooseUser, ctx: Arc<Ctx>) -> JourneyFuture<'_> {
             token,
             None,
             &[],
+            Op::Read,
         )
         .await?;
         Ok(())
