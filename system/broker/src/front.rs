@@ -17,6 +17,12 @@
 //!
 //! Every broker address is rewritten to the same ADVERTISED address, which is right for this
 //! single-node broker and would be wrong for a cluster.
+//!
+//! While a message-level fault ([`crate::faults`]) applies to a front, it also looks at Produce
+//! (api key 0) and Fetch (1) traffic: a Produce response may be dropped and the client's
+//! connection reset (`lost_ack`), and Fetch responses are decoded to hold one partition's batches
+//! back (`delay`) or to publish the batches they deliver again (`duplicate`, over a connection of
+//! the front's own to the broker). Without a fault, neither is decoded.
 
 use std::{
     collections::HashMap,
@@ -32,14 +38,25 @@ use std::{
 use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use tansu_sans_io::{
-    ApiKey as _, Body, DescribeClusterResponse, FindCoordinatorResponse, Frame, MetadataResponse,
+    ApiKey as _, Body, DescribeClusterResponse, FetchRequest, FindCoordinatorResponse, Frame,
+    MetadataResponse, ProduceRequest,
 };
 use tokio::{
     io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _},
-    net::{TcpListener, TcpStream},
+    net::{TcpListener, TcpStream, tcp::OwnedWriteHalf},
+    sync::mpsc,
     task::JoinSet,
+    time::Instant,
 };
 use tracing::{debug, info, warn};
+
+use crate::faults::{self, Copy, Faults, FirstSeen, MessageFault};
+
+/// How long a relay holds a Fetch response from which `delay` took every batch, as the broker's
+/// long poll would have: answering at once would have the client fetch again at once, in a loop.
+const HOLD_PAUSE: Duration = Duration::from_millis(100);
+/// Copies waiting to be published by a front; beyond this, a `duplicate` fault copies less.
+const COPY_QUEUE: usize = 1024;
 
 /// One `--front` value: the address clients are told to use, and where the front listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,16 +178,23 @@ impl Front {
         }
     }
 
-    /// Accepts and relays connections to `broker` until dropped; dropping it also drops every
-    /// open relay, which is what a stopping broker wants (its own connections close too).
-    pub(crate) async fn serve(self, broker: SocketAddr) {
+    /// Accepts and relays connections to `broker` until dropped, with the message faults in
+    /// `faults` that name this front; dropping it also drops every open relay, which is what a
+    /// stopping broker wants (its own connections close too).
+    pub(crate) async fn serve(self, broker: SocketAddr, faults: Arc<Faults>) {
         info!(advertised = %self.advertised, listen = %self.local, "front listening");
+        let (copies, queued) = mpsc::channel(COPY_QUEUE);
         let shared = Arc::new(Shared {
+            name: self.advertised.to_string(),
             advertised: self.advertised,
             broker,
             warned: AtomicBool::new(false),
+            faults: Arc::clone(&faults),
+            copies,
         });
         let mut relays = JoinSet::new();
+        // Aborted with the relays when the front is dropped.
+        relays.spawn(duplicator(broker, queued, faults, shared.name.clone()));
         loop {
             tokio::select! {
                 accepted = self.listener.accept() => match accepted {
@@ -191,9 +215,73 @@ impl Front {
 
 struct Shared {
     advertised: HostPort,
+    /// `advertised` as the control API names fronts.
+    name: String,
     broker: SocketAddr,
     /// Whether an undecodable response was already reported for this front.
     warned: AtomicBool,
+    faults: Arc<Faults>,
+    /// Batches for the [`duplicator`] to publish again.
+    copies: mpsc::Sender<Copy>,
+}
+
+/// What the relay does with the response to a request it forwarded.
+#[derive(Debug, Clone, PartialEq)]
+enum Expect {
+    /// Point the broker addresses in it at the front ([`rewrite_response`]).
+    Rewrite { api_key: i16, api_version: i16 },
+    /// Apply message faults to it ([`faults::rewrite_fetch`]).
+    Fetch {
+        api_version: i16,
+        faults: Vec<MessageFault>,
+    },
+    /// Drop it and reset the client's connection (`lost_ack`).
+    LoseAck,
+}
+
+/// What the relay expects of the response to the request `frame`, under `faults`.
+fn expect(
+    frame: &[u8],
+    faults: &[MessageFault],
+    chance: impl FnOnce(f64) -> bool,
+) -> Option<(i32, Expect)> {
+    let (api_key, api_version, correlation_id) = request_header(frame)?;
+    if names_brokers(api_key) {
+        return Some((
+            correlation_id,
+            Expect::Rewrite {
+                api_key,
+                api_version,
+            },
+        ));
+    }
+    if api_key == ProduceRequest::KEY {
+        let probability = faults
+            .iter()
+            .filter_map(|f| match f {
+                MessageFault::LostAck { probability } => Some(*probability),
+                _ => None,
+            })
+            .reduce(f64::max)?;
+        return chance(probability).then_some((correlation_id, Expect::LoseAck));
+    }
+    if api_key == FetchRequest::KEY {
+        let fetch_faults: Vec<MessageFault> = faults
+            .iter()
+            .filter(|f| !matches!(f, MessageFault::LostAck { .. }))
+            .cloned()
+            .collect();
+        if !fetch_faults.is_empty() {
+            return Some((
+                correlation_id,
+                Expect::Fetch {
+                    api_version,
+                    faults: fetch_faults,
+                },
+            ));
+        }
+    }
+    None
 }
 
 /// Api keys of the requests whose responses name brokers.
@@ -226,7 +314,7 @@ async fn relay(client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let pending = Mutex::new(HashMap::new());
     // Either side closing ends both loops; dropping the halves closes both connections.
     let outcome = tokio::select! {
-        outcome = requests(client_rd, broker_wr, &pending) => outcome,
+        outcome = requests(client_rd, broker_wr, &pending, &shared) => outcome,
         outcome = responses(broker_rd, client_wr, &pending, &shared) => outcome,
     };
     match outcome {
@@ -251,35 +339,40 @@ fn response_correlation_id(frame: &[u8]) -> Option<i32> {
     Some(i32::from_be_bytes([id[0], id[1], id[2], id[3]]))
 }
 
-type Pending = Mutex<HashMap<i32, (i16, i16)>>;
+type Pending = Mutex<HashMap<i32, Expect>>;
 
 async fn requests(
     mut client: impl AsyncRead + Unpin,
     mut broker: impl AsyncWrite + Unpin,
     pending: &Pending,
+    shared: &Shared,
 ) -> io::Result<()> {
     let mut buf = BytesMut::with_capacity(8 * 1024);
     while let Some(frame) = read_frame(&mut client, &mut buf).await? {
-        if let Some((api_key, api_version, correlation_id)) = request_header(&frame)
-            && names_brokers(api_key)
-        {
+        let faults = shared.faults.for_front(&shared.name);
+        if let Some((correlation_id, expect)) = expect(&frame, &faults, chance) {
             pending
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .insert(correlation_id, (api_key, api_version));
+                .insert(correlation_id, expect);
         }
         broker.write_all(&frame).await?;
     }
     Ok(())
 }
 
+fn chance(probability: f64) -> bool {
+    probability >= 1.0 || (probability > 0.0 && rand::random_bool(probability))
+}
+
 async fn responses(
     mut broker: impl AsyncRead + Unpin,
-    mut client: impl AsyncWrite + Unpin,
+    mut client: OwnedWriteHalf,
     pending: &Pending,
     shared: &Shared,
 ) -> io::Result<()> {
     let mut buf = BytesMut::with_capacity(8 * 1024);
+    let mut first_seen = FirstSeen::new();
     while let Some(frame) = read_frame(&mut broker, &mut buf).await? {
         let frame = frame.freeze();
         let request = response_correlation_id(&frame).and_then(|id| {
@@ -289,24 +382,135 @@ async fn responses(
                 .remove(&id)
         });
         let frame = match request {
-            Some((api_key, api_version)) => {
-                match rewrite_response(&frame, api_key, api_version, &shared.advertised) {
-                    Ok(rewritten) => rewritten,
-                    Err(err) => {
-                        if !shared.warned.swap(true, Ordering::Relaxed) {
-                            warn!(advertised = %shared.advertised, api_key, api_version,
-                                error = %err, "front cannot rewrite a response; passing it \
-                                through unchanged (reported once per front)");
-                        }
-                        frame
-                    }
+            Some(Expect::Rewrite {
+                api_key,
+                api_version,
+            }) => match rewrite_response(
+                &frame,
+                api_key,
+                api_version,
+                &shared.advertised,
+                &shared.faults,
+            ) {
+                Ok(rewritten) => rewritten,
+                Err(err) => {
+                    warn_once(shared, api_key, api_version, &err);
+                    frame
                 }
+            },
+            Some(Expect::LoseAck) => {
+                // The records are in the log; the producer will never know. A reset rather than
+                // a close, as a crashed or partitioned broker would leave it.
+                client.as_ref().set_zero_linger()?;
+                // Without the shutdown a dropped write half sends (a FIN before the RST).
+                client.forget();
+                debug!(advertised = %shared.advertised, "lost_ack: produce response dropped");
+                return Err(io::Error::new(
+                    io::ErrorKind::ConnectionReset,
+                    "lost_ack fault: produce response dropped",
+                ));
             }
+            Some(Expect::Fetch {
+                api_version,
+                faults,
+            }) => match faults::rewrite_fetch(
+                &frame,
+                api_version,
+                &faults,
+                &shared.faults,
+                &mut first_seen,
+                Instant::now(),
+                chance,
+            ) {
+                Ok(rewrite) => {
+                    for copy in rewrite.copies {
+                        if shared.copies.try_send(copy).is_err() {
+                            debug!(advertised = %shared.advertised,
+                                "duplicate: copy queue full, batch not copied");
+                        }
+                    }
+                    if rewrite.held_back_only {
+                        tokio::time::sleep(HOLD_PAUSE).await;
+                    }
+                    rewrite.frame.unwrap_or(frame)
+                }
+                Err(err) => {
+                    warn_once(shared, FetchRequest::KEY, api_version, &err);
+                    frame
+                }
+            },
             None => frame,
         };
         client.write_all(&frame).await?;
     }
     Ok(())
+}
+
+fn warn_once(shared: &Shared, api_key: i16, api_version: i16, err: &RewriteError) {
+    if !shared.warned.swap(true, Ordering::Relaxed) {
+        warn!(advertised = %shared.advertised, api_key, api_version, error = %err,
+            "front cannot rewrite a response; passing it through unchanged (reported once per \
+            front)");
+    }
+}
+
+/// Publishes the batches a `duplicate` fault copies, one at a time, over a connection of its own
+/// to the broker; records where each copy landed so that it is not copied again.
+async fn duplicator(
+    broker: SocketAddr,
+    mut queued: mpsc::Receiver<Copy>,
+    faults: Arc<Faults>,
+    front: String,
+) {
+    let mut conn: Option<(TcpStream, BytesMut)> = None;
+    let mut correlation_id: i32 = 0;
+    while let Some(copy) = queued.recv().await {
+        correlation_id = correlation_id.wrapping_add(1);
+        let published = tokio::time::timeout(
+            Duration::from_secs(5),
+            publish_copy(&mut conn, broker, &copy, correlation_id),
+        )
+        .await
+        .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "no answer in 5 s")));
+        match published {
+            Ok(Some(offset)) => {
+                faults.copy_written(&copy.topic, copy.partition, offset);
+                debug!(%front, topic = %copy.topic, partition = copy.partition,
+                    from = copy.batch.base_offset, to = offset, "duplicate: batch published again");
+            }
+            Ok(None) => debug!(%front, topic = %copy.topic, "duplicate: the broker refused a copy"),
+            Err(err) => {
+                conn = None;
+                debug!(%front, error = %err, "duplicate: cannot publish a copy");
+            }
+        }
+    }
+}
+
+async fn publish_copy(
+    conn: &mut Option<(TcpStream, BytesMut)>,
+    broker: SocketAddr,
+    copy: &Copy,
+    correlation_id: i32,
+) -> io::Result<Option<i64>> {
+    let request = faults::copy_request(copy, correlation_id)
+        .map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err.to_string()))?;
+    if conn.is_none() {
+        let stream = TcpStream::connect(broker).await?;
+        stream.set_nodelay(true)?;
+        *conn = Some((stream, BytesMut::with_capacity(1024)));
+    }
+    let Some((stream, buf)) = conn.as_mut() else {
+        return Ok(None);
+    };
+    stream.write_all(&request).await?;
+    let response = read_frame(stream, buf).await?.ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the broker closed the connection",
+        )
+    })?;
+    Ok(faults::copy_offset(&response))
 }
 
 /// Reads until `buf` holds a whole frame (4-byte big-endian size, then that many bytes) and
@@ -360,12 +564,14 @@ pub(crate) enum RewriteError {
 }
 
 /// Decodes a whole response frame (size included) of `api_key`/`api_version`, points every
-/// broker or coordinator address in it at `advertised`, and encodes it again.
+/// broker or coordinator address in it at `advertised`, and encodes it again. The topic ids a
+/// Metadata response names are remembered in `faults` (Fetch v13+ names topics by id only).
 pub(crate) fn rewrite_response(
     frame: &[u8],
     api_key: i16,
     api_version: i16,
     advertised: &HostPort,
+    faults: &Faults,
 ) -> Result<Bytes, RewriteError> {
     let Frame { header, body, .. } =
         Frame::response_from_bytes(frame, api_key, api_version).map_err(RewriteError::Decode)?;
@@ -373,6 +579,7 @@ pub(crate) fn rewrite_response(
     let port = i32::from(advertised.port);
     let body = match body {
         Body::MetadataResponse(mut response) => {
+            faults.learn_topics(&response);
             for broker in response.brokers.iter_mut().flatten() {
                 broker.host.clone_from(host);
                 broker.port = port;
@@ -493,7 +700,14 @@ mod tests {
     fn round_trip(body: Body, api_key: i16, api_version: i16) -> (Body, Body) {
         let header = Header::Response { correlation_id: 42 };
         let encoded = Frame::response(header.clone(), body, api_key, api_version).unwrap();
-        let rewritten = rewrite_response(&encoded, api_key, api_version, &advertised()).unwrap();
+        let rewritten = rewrite_response(
+            &encoded,
+            api_key,
+            api_version,
+            &advertised(),
+            &Faults::default(),
+        )
+        .unwrap();
         let decode = |bytes: &[u8]| {
             let frame = Frame::response_from_bytes(bytes, api_key, api_version).unwrap();
             assert_eq!(frame.header, header);
@@ -615,7 +829,16 @@ mod tests {
     #[test]
     fn undecodable_responses_are_reported() {
         let garbage = [0, 0, 0, 6, 0, 0, 0, 42, 0, 9];
-        assert!(rewrite_response(&garbage, MetadataResponse::KEY, 12, &advertised()).is_err());
+        assert!(
+            rewrite_response(
+                &garbage,
+                MetadataResponse::KEY,
+                12,
+                &advertised(),
+                &Faults::default()
+            )
+            .is_err()
+        );
     }
 
     fn request_frame(api_key: i16, api_version: i16, correlation_id: i32) -> Vec<u8> {
@@ -649,7 +872,7 @@ mod tests {
         .await
         .unwrap();
         let front_addr = front.local;
-        let serving = tokio::spawn(front.serve(broker_addr));
+        let serving = tokio::spawn(front.serve(broker_addr, Arc::new(Faults::default())));
 
         let metadata_response = Frame::response(
             Header::Response { correlation_id: 8 },
@@ -721,6 +944,103 @@ mod tests {
             0,
             "closed when the broker closed"
         );
+        serving.abort();
+    }
+
+    #[test]
+    fn only_produce_requests_lose_their_acknowledgement() {
+        let lost = [MessageFault::LostAck { probability: 1.0 }];
+        let expected = |api_key: i16| expect(&request_frame(api_key, 9, 5), &lost, |_| true);
+        assert_eq!(expected(0), Some((5, Expect::LoseAck)));
+        // Fetch, OffsetCommit, Heartbeat: untouched by lost_ack.
+        for api_key in [1, 8, 12] {
+            assert_eq!(expected(api_key), None, "api key {api_key}");
+        }
+        assert!(matches!(expected(3), Some((5, Expect::Rewrite { .. }))));
+        // Not this time (the probability said no), and not without a fault.
+        assert_eq!(expect(&request_frame(0, 9, 5), &lost, |_| false), None);
+        assert_eq!(expect(&request_frame(0, 9, 5), &[], |_| true), None);
+        // Fetch responses are decoded only while a fetch fault is set.
+        let delay = [MessageFault::Delay {
+            topic: "t".into(),
+            partition: 0,
+            delay_ms: 10,
+        }];
+        assert!(matches!(
+            expect(&request_frame(1, 16, 6), &delay, |_| true),
+            Some((
+                6,
+                Expect::Fetch {
+                    api_version: 16,
+                    ..
+                }
+            ))
+        ));
+        assert_eq!(expect(&request_frame(1, 16, 6), &lost, |_| true), None);
+    }
+
+    /// With lost_ack set on the front, the produce request reaches the broker, the response
+    /// before it arrives, and the produce response never does: the client's connection is reset.
+    #[tokio::test]
+    async fn lost_ack_forwards_the_produce_and_resets_the_client_instead_of_answering() {
+        let broker = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let broker_addr = broker.local_addr().unwrap();
+        let front = Front::bind(&FrontSpec {
+            advertised: advertised(),
+            listen: FrontSpec::DEFAULT_LISTEN,
+        })
+        .await
+        .unwrap();
+        let front_addr = front.local;
+        let faults = Arc::new(Faults::default());
+        faults.set(
+            "lost",
+            crate::faults::FaultSpec {
+                fronts: Some(vec![advertised().to_string()]),
+                fault: MessageFault::LostAck { probability: 1.0 },
+            },
+        );
+        let serving = tokio::spawn(front.serve(broker_addr, Arc::clone(&faults)));
+        let heartbeat_response = Bytes::from_static(&[0, 0, 0, 6, 0, 0, 0, 4, 0, 0]);
+        let produce_response = Bytes::from_static(&[0, 0, 0, 6, 0, 0, 0, 7, 1, 2]);
+        let scripted = {
+            let (heartbeat_response, produce_response) =
+                (heartbeat_response.clone(), produce_response.clone());
+            tokio::spawn(async move {
+                let (mut conn, _) = broker.accept().await.unwrap();
+                let mut buf = BytesMut::new();
+                assert_eq!(
+                    &read_whole_frame(&mut conn, &mut buf).await[..],
+                    request_frame(12, 4, 4)
+                );
+                assert_eq!(
+                    &read_whole_frame(&mut conn, &mut buf).await[..],
+                    request_frame(0, 9, 7),
+                    "the produce request reached the broker"
+                );
+                conn.write_all(&heartbeat_response).await.unwrap();
+                conn.write_all(&produce_response).await.unwrap();
+                conn
+            })
+        };
+        let mut client = TcpStream::connect(front_addr).await.unwrap();
+        client.write_all(&request_frame(12, 4, 4)).await.unwrap();
+        client.write_all(&request_frame(0, 9, 7)).await.unwrap();
+        let mut buf = BytesMut::new();
+        assert_eq!(
+            &read_whole_frame(&mut client, &mut buf).await[..],
+            &heartbeat_response[..]
+        );
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut rest))
+            .await
+            .expect("closed");
+        assert!(
+            matches!(&closed, Err(e) if e.kind() == io::ErrorKind::ConnectionReset),
+            "reset, not answered: {closed:?} after {rest:?}"
+        );
+        assert!(buf.is_empty() && rest.is_empty(), "no produce response");
+        drop(scripted.await.unwrap());
         serving.abort();
     }
 }

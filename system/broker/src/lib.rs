@@ -56,6 +56,13 @@
 //! `{"addr":..,"pid":..,"fronts":[{"advertised":"127.0.0.1:40001","listen":"127.0.0.1:39999"}]}`
 //! ([`FrontInfo`]). A bad `--front` value exits 64.
 //!
+//! # Message-level faults
+//!
+//! With `--control ADDR` (`EMBEDDED_BROKER_CONTROL`, e.g. `127.0.0.1:0`) the broker serves an
+//! HTTP API ([`control`]) through which a test harness makes its fronts lose produce
+//! acknowledgements, delay one partition's records, or deliver records again ([`faults`]). The
+//! ready file then says where it listens: `"control":"127.0.0.1:NNNN"`.
+//!
 //! # rdkafka settings for this broker
 //!
 //! Copy [`client_settings`] (rdkafka 0.39, librdkafka 2.12):
@@ -127,7 +134,9 @@
 //!
 //! [tansu]: https://docs.rs/tansu-broker
 
+pub mod control;
 pub mod coordinator;
+pub mod faults;
 pub mod fetch;
 pub mod front;
 pub mod log;
@@ -141,6 +150,7 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs as _},
     path::{Path, PathBuf},
     process::ExitCode,
+    sync::Arc,
     time::Duration,
 };
 
@@ -225,6 +235,11 @@ pub struct Opts {
         value_parser = parse_front
     )]
     pub fronts: Vec<FrontSpec>,
+
+    /// Serve the control API (message-level faults on the fronts, see the `control` module)
+    /// on this address, e.g. 127.0.0.1:0; the ready file says where it listens.
+    #[arg(long, env = "EMBEDDED_BROKER_CONTROL", value_parser = parse_socket_addr)]
+    pub control: Option<SocketAddr>,
 }
 
 impl Opts {
@@ -276,6 +291,9 @@ pub struct ReadyInfo {
     /// The `--front` listeners, in flag order; absent from the file without `--front`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fronts: Vec<FrontInfo>,
+    /// Where the control API listens (host:port); absent without `--control`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control: Option<String>,
 }
 
 /// Why [`run`] failed.
@@ -374,6 +392,20 @@ pub async fn run(opts: Opts) -> Result<(), Error> {
         fronts.push(front);
     }
     let front_infos: Vec<FrontInfo> = fronts.iter().map(front::Front::info).collect();
+    let faults = Arc::new(faults::Faults::default());
+    let control = match opts.control {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} for the control API"))?,
+        ),
+        None => None,
+    };
+    let control_addr = control
+        .as_ref()
+        .map(tokio::net::TcpListener::local_addr)
+        .transpose()
+        .context("the control API's address")?;
 
     info!(
         %listen,
@@ -397,10 +429,27 @@ pub async fn run(opts: Opts) -> Result<(), Error> {
     let shutdown = lifeline::stop_requested(opts.exit_on_stdin_eof);
     // Dropping the set (below) aborts the fronts and with them every relayed connection.
     let mut front_tasks = JoinSet::new();
-    for front in fronts {
-        front_tasks.spawn(front.serve(connectable(listen)));
+    if let Some(listener) = control {
+        let router = control::router(
+            Arc::clone(&faults),
+            front_infos.iter().map(|f| f.advertised.clone()).collect(),
+        );
+        front_tasks.spawn(async move {
+            if let Err(err) = axum::serve(listener, router).await {
+                warn!(error = %err, "the control API stopped");
+            }
+        });
     }
-    let ready = announce_ready(listen, front_infos, ready_file.clone(), started);
+    for front in fronts {
+        front_tasks.spawn(front.serve(connectable(listen), Arc::clone(&faults)));
+    }
+    let ready = announce_ready(
+        listen,
+        front_infos,
+        control_addr.map(|a| a.to_string()),
+        ready_file.clone(),
+        started,
+    );
 
     let outcome = tokio::select! {
         served = server::serve(listener, storage, opts.cluster_id.clone()) => match served {
@@ -546,6 +595,7 @@ async fn storage(
 async fn announce_ready(
     listen: SocketAddr,
     fronts: Vec<FrontInfo>,
+    control: Option<String>,
     ready_file: Option<PathBuf>,
     started: Instant,
 ) -> anyhow::Result<std::convert::Infallible> {
@@ -566,6 +616,7 @@ async fn announce_ready(
         addr: target.to_string(),
         pid: std::process::id(),
         fronts,
+        control,
     };
     if let Some(path) = &ready_file {
         write_atomically(path, &info)
@@ -739,6 +790,7 @@ mod tests {
             addr: "127.0.0.1:9092".into(),
             pid: 42,
             fronts: Vec::new(),
+            control: None,
         };
         let json = serde_json::to_string(&info).unwrap();
         assert_eq!(json, r#"{"addr":"127.0.0.1:9092","pid":42}"#);
@@ -756,6 +808,7 @@ mod tests {
                 advertised: "127.0.0.1:40001".into(),
                 listen: "127.0.0.1:39999".into(),
             }],
+            control: Some("127.0.0.1:39998".into()),
         };
         write_atomically(&path, &info).unwrap();
         write_atomically(&path, &info).unwrap();

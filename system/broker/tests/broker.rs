@@ -942,3 +942,182 @@ async fn clients_bootstrapped_through_a_front_stay_behind_its_proxy() {
     let direct = producer_with(broker.addr(), &[]);
     produce(&direct, topic, "direct", "direct").await;
 }
+
+/// The control API as the harness uses it: `PUT /faults/{id}`, `DELETE /faults`.
+async fn set_fault(control: &str, id: &str, spec: serde_json::Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .put(format!("http://{control}/faults/{id}"))
+        .json(&spec)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Every message of `topic` partition `partition` from the start, read directly (not through a
+/// front), until `n` arrived: (offset, key, payload).
+async fn read_partition(addr: &str, topic: &str, partition: i32, n: usize) -> Vec<(i64, String)> {
+    let reader = consumer(addr, &format!("reader-{}", unique()));
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Beginning)
+        .unwrap();
+    reader.assign(&tpl).unwrap();
+    recv_n(&reader, n)
+        .await
+        .into_iter()
+        .map(|(_, offset, key, _)| (offset, key))
+        .collect()
+}
+
+/// Message faults set through the control API act on the clients behind the front they name:
+/// lost acknowledgements make the producer write again, one partition's records arrive late,
+/// delivered records are delivered again; and clearing them ends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_faults_on_a_front_reach_rdkafka_clients_behind_it() {
+    let run_dir = tempfile::tempdir().unwrap();
+    let proxy_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_addr = proxy_listener.local_addr().unwrap().to_string();
+    let broker = BrokerProcess::start_with(
+        &run_dir.path().join("data"),
+        free_port(),
+        run_dir.path(),
+        &["--front", &proxy_addr, "--control", "127.0.0.1:0"],
+    );
+    let control = broker
+        .ready
+        .control
+        .clone()
+        .expect("control in the ready file");
+    let proxy = Forwarder::start(proxy_listener, broker.ready.fronts[0].listen.clone());
+
+    // Unknown fronts and bad faults are refused, saying why.
+    let refused = set_fault(
+        &control,
+        "x",
+        serde_json::json!({"fronts": ["127.0.0.1:1"], "fault": {"kind": "lost_ack", "probability": 1.0}}),
+    )
+    .await;
+    assert_eq!(refused.status(), 400);
+    assert!(refused.text().await.unwrap().contains(&proxy_addr));
+    let refused = set_fault(
+        &control,
+        "x",
+        serde_json::json!({"fault": {"kind": "lost_ack", "probability": 2.0}}),
+    )
+    .await;
+    assert_eq!(refused.status(), 400);
+
+    // lost_ack: every send is acknowledged in the end, and some were written more than once.
+    create_topic(broker.addr(), "acks", 1).await;
+    let lost = set_fault(
+        &control,
+        "lost",
+        serde_json::json!({"fronts": [&proxy_addr], "fault": {"kind": "lost_ack", "probability": 0.5}}),
+    )
+    .await;
+    assert_eq!(lost.status(), 204);
+    let retrying = producer_with(
+        &proxy.addr,
+        &[
+            ("reconnect.backoff.max.ms", "200"),
+            ("retry.backoff.ms", "20"),
+        ],
+    );
+    for i in 0..20 {
+        produce(&retrying, "acks", &format!("ack-{i}"), "x").await;
+    }
+    let cleared = reqwest::Client::new()
+        .delete(format!("http://{control}/faults"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cleared.status(), 204);
+    let written = reqwest::get(format!("http://{control}/faults"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(written, "{}");
+    // The records after the last send of the loop: read until the high watermark.
+    let (_, high) = {
+        let reader = consumer(broker.addr(), "watermarks");
+        reader
+            .fetch_watermarks("acks", 0, Duration::from_secs(10))
+            .unwrap()
+    };
+    let records = read_partition(broker.addr(), "acks", 0, usize::try_from(high).unwrap()).await;
+    let keys: BTreeSet<&str> = records.iter().map(|(_, k)| k.as_str()).collect();
+    assert_eq!(keys.len(), 20, "every message written");
+    assert!(
+        records.len() > 20,
+        "with half the acknowledgements lost, some retries wrote again: {} records",
+        records.len()
+    );
+    eprintln!("lost_ack: 20 sends wrote {} records", records.len());
+
+    // delay: partition 1's records reach the consumer behind the front 800 ms late; partition
+    // 0's, produced after them, come first.
+    create_topic(broker.addr(), "late", 2).await;
+    let delay = set_fault(
+        &control,
+        "late",
+        serde_json::json!({"fault": {"kind": "delay", "topic": "late", "partition": 1, "delay_ms": 800}}),
+    )
+    .await;
+    assert_eq!(delay.status(), 204);
+    let worker = consumer(&proxy.addr, "late-workers");
+    worker.subscribe(&["late"]).unwrap();
+    // Joined and fetching before the records exist, so their timing is the front's doing.
+    assert!(recv(&worker, Duration::from_secs(2)).await.is_none());
+    let direct = producer(broker.addr());
+    let send_to = |partition: i32, key: &'static str| {
+        direct.send(
+            FutureRecord::to("late")
+                .partition(partition)
+                .key(key)
+                .payload(key),
+            Duration::from_secs(10),
+        )
+    };
+    let produced = Instant::now();
+    send_to(1, "slow").await.unwrap();
+    send_to(0, "fast").await.unwrap();
+    let first = recv_n(&worker, 1).await;
+    assert_eq!(first[0].2, "fast", "partition 0 is not held back");
+    let second = recv_n(&worker, 1).await;
+    assert_eq!(second[0].2, "slow");
+    let late = produced.elapsed();
+    assert!(late >= Duration::from_millis(800), "arrived after {late:?}");
+    eprintln!("delay: partition 1 arrived after {late:?}");
+    drop(worker);
+
+    // duplicate: each delivered record is delivered again, at a later offset.
+    create_topic(broker.addr(), "twice", 1).await;
+    let duplicate = set_fault(
+        &control,
+        "twice",
+        serde_json::json!({"fronts": [&proxy_addr], "fault": {"kind": "duplicate", "topic": "twice", "probability": 1.0}}),
+    )
+    .await;
+    assert_eq!(duplicate.status(), 204);
+    for i in 0..5 {
+        produce(&direct, "twice", &format!("dup-{i}"), "x").await;
+    }
+    let worker = consumer(&proxy.addr, "twice-workers");
+    worker.subscribe(&["twice"]).unwrap();
+    let received = recv_n(&worker, 10).await;
+    let mut per_key: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for (_, offset, key, _) in received {
+        per_key.entry(key).or_default().push(offset);
+    }
+    assert_eq!(per_key.len(), 5);
+    for (key, offsets) in &per_key {
+        assert_eq!(offsets.len(), 2, "{key} delivered twice: {offsets:?}");
+        assert!(
+            offsets[0] < 5 && offsets[1] >= 5,
+            "{key}: the copy is later: {offsets:?}"
+        );
+    }
+    // Copies are not copied again.
+    assert!(recv(&worker, Duration::from_secs(1)).await.is_none());
+}
