@@ -40,8 +40,8 @@ fn an_unknown_scenario_exits_2_and_lists_the_known_ones() {
 }
 
 /// A whole short run against the local backend: the impossible SLO fails and is named, the
-/// others and the invariants hold, the four report files are written, and nothing is left
-/// running.
+/// others and the invariants hold, the four report files and the history are written, and
+/// nothing is left running.
 #[test]
 fn an_impossible_slo_exits_1_and_names_that_slo() {
     let dir = tempfile::tempdir().unwrap();
@@ -116,6 +116,55 @@ invariants = "all"
             .unwrap();
     assert_eq!(json["exit_code"], 1);
     assert_eq!(json["invariants"].as_array().unwrap().len(), 8);
+    history_holds_every_order_the_load_placed(&run_dir, &json);
+}
+
+/// `history.jsonl` parses, pairs every invocation with one completion of the same process, and
+/// has as many `place_order` invocations as the report counted `POST /api/orders`, each
+/// acknowledged one naming its order.
+fn history_holds_every_order_the_load_placed(
+    run_dir: &std::path::Path,
+    report: &serde_json::Value,
+) {
+    let history = harness::load::history::read(&run_dir.join("history.jsonl"))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let mut open: std::collections::BTreeMap<String, &str> = Default::default();
+    for e in &history {
+        let process = e.process.to_string();
+        match e.kind.as_str() {
+            "invoke" => assert!(
+                open.insert(process, &e.f).is_none(),
+                "two invocations of one process without a completion: {e:?}"
+            ),
+            "ok" | "fail" | "info" => assert_eq!(
+                open.remove(&process),
+                Some(e.f.as_str()),
+                "a completion without its invocation: {e:?}"
+            ),
+            other => panic!("type {other:?} in {e:?}"),
+        }
+    }
+    assert!(open.is_empty(), "invocations never completed: {open:?}");
+    let placed = history
+        .iter()
+        .filter(|e| e.kind == "invoke" && e.f == "place_order")
+        .count();
+    let posts = report["phases"]["all"]["endpoints"]["POST /api/orders"]["count"]
+        .as_u64()
+        .unwrap();
+    assert!(posts > 0);
+    assert_eq!(placed as u64, posts);
+    let acknowledged = history
+        .iter()
+        .filter(|e| e.kind == "ok" && e.f == "place_order");
+    for e in acknowledged {
+        assert!(e.value["order_id"].is_string(), "{e:?}");
+        assert!(e.value["status"].is_string(), "{e:?}");
+    }
+    assert!(
+        history.iter().any(|e| e.process == "watch"),
+        "the saga watch listed the PENDING orders"
+    );
 }
 
 /// Two variants of one short run, the second with the breaker off and not gated: each gets its
