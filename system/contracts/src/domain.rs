@@ -1,11 +1,37 @@
 //! Domain values. Each one validates when it is parsed or deserialized, so a handler that holds a
 //! `Quantity` never has to ask whether it is positive.
+//!
+//! Each also describes itself as a JSON Schema (utoipa's `ToSchema`, written by hand because the
+//! rules live in the parsers, not in the field types): the gateway's OpenAPI document states the
+//! same bounds the parsers enforce, so a client generated from it, or a fuzzer, knows them.
 
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaFormat, SchemaType, Type};
+use utoipa::openapi::{KnownFormat, RefOr};
 use uuid::Uuid;
+
+/// A schema of `type` with a description; the callers add the bounds.
+fn described(kind: Type, description: &str) -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::Type(kind))
+        .description(Some(description))
+}
+
+/// Implements `ToSchema` with the schema the given expression builds.
+macro_rules! schema {
+    ($name:ident, $schema:expr) => {
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> RefOr<Schema> {
+                RefOr::T(Schema::Object($schema.build()))
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
+    };
+}
 
 /// Why a value was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -22,6 +48,40 @@ impl InvalidValue {
             reason: reason.into(),
         }
     }
+}
+
+/// An integer from JSON. JSON Schema counts `3.0` as the integer 3 (a generator of valid data
+/// may send it, and a JavaScript client may well), so this does too, as long as the float is
+/// exact (at most 2^53); `3.5` and strings are refused.
+pub fn integer<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    struct Integer;
+
+    impl serde::de::Visitor<'_> for Integer {
+        type Value = i64;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an integer")
+        }
+
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<i64, E> {
+            Ok(v)
+        }
+
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<i64, E> {
+            i64::try_from(v).map_err(|_| E::custom(format!("{v} is too large for an integer")))
+        }
+
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<i64, E> {
+            const EXACT: f64 = 9_007_199_254_740_992.0;
+            if v.fract() == 0.0 && v.abs() <= EXACT {
+                Ok(v as i64)
+            } else {
+                Err(E::invalid_type(serde::de::Unexpected::Float(v), &self))
+            }
+        }
+    }
+
+    d.deserialize_any(Integer)
 }
 
 /// The id of an order: a UUID, created by the order service.
@@ -55,6 +115,12 @@ impl FromStr for OrderId {
             .map_err(|e| InvalidValue::new("order id", e.to_string()))
     }
 }
+
+schema!(
+    OrderId,
+    described(Type::String, "An order id (a UUID).")
+        .format(Some(SchemaFormat::Custom("uuid".into())))
+);
 
 fn validate_token(what: &'static str, s: &str, max: usize) -> Result<(), InvalidValue> {
     if s.is_empty() {
@@ -113,6 +179,18 @@ macro_rules! token_newtype {
                 Self::parse(s).map_err(serde::de::Error::custom)
             }
         }
+
+        schema!(
+            $name,
+            described(
+                Type::String,
+                concat!("A ", $what, ": 1 to ", $max, " letters, digits, '-', '_', '.' or ':'."),
+            )
+            .min_length(Some(1))
+            .max_length(Some($max))
+            // What `validate_token` allows (ASCII only, so bytes and characters agree).
+            .pattern(Some(concat!("^[A-Za-z0-9._:-]{1,", $max, "}$")))
+        );
     };
 }
 
@@ -158,9 +236,17 @@ impl Quantity {
     }
 }
 
+schema!(
+    Quantity,
+    described(Type::Integer, "A number of units: 1 to 10000.")
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int32)))
+        .minimum(Some(1))
+        .maximum(Some(Quantity::MAX))
+);
+
 impl<'de> Deserialize<'de> for Quantity {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let n = i64::deserialize(d)?;
+        let n = integer(d)?;
         Self::new(n).map_err(serde::de::Error::custom)
     }
 }
@@ -199,15 +285,26 @@ impl fmt::Display for Money {
     }
 }
 
+schema!(
+    Money,
+    described(
+        Type::Integer,
+        "An amount of money in minor units (cents); never negative.",
+    )
+    .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+    .minimum(Some(0))
+    .maximum(Some(i64::MAX))
+);
+
 impl<'de> Deserialize<'de> for Money {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let n = i64::deserialize(d)?;
+        let n = integer(d)?;
         Self::from_minor(n).map_err(serde::de::Error::custom)
     }
 }
 
 /// The roles a token can carry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Customer,
@@ -215,7 +312,7 @@ pub enum Role {
 }
 
 /// The status of an order as clients see it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum OrderStatus {
     Pending,
@@ -276,6 +373,27 @@ mod tests {
     #[test]
     fn quantity_deserialization_reports_the_reason() {
         let err = serde_json::from_str::<Quantity>("0")
+            .err()
+            .map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("not positive")));
+    }
+
+    #[test]
+    fn a_whole_float_is_an_integer_as_json_schema_says_and_anything_else_is_refused() {
+        assert_eq!(
+            serde_json::from_str::<Quantity>("2137.0")
+                .map(Quantity::get)
+                .ok(),
+            Some(2137)
+        );
+        assert_eq!(
+            serde_json::from_str::<Money>("1.0").map(Money::minor).ok(),
+            Some(1)
+        );
+        for bad in ["1.5", "\"7\"", "1e300", "-0.5", "18446744073709551615"] {
+            assert!(serde_json::from_str::<Money>(bad).is_err(), "{bad}");
+        }
+        let err = serde_json::from_str::<Quantity>("0.0")
             .err()
             .map(|e| e.to_string());
         assert!(err.is_some_and(|e| e.contains("not positive")));

@@ -19,18 +19,19 @@
 //! Every error is an [`ErrorBody`].
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::domain::{CustomerId, InvalidValue, Money, OrderId, OrderStatus, Quantity, Sku};
 
 /// One line of an order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct OrderLine {
     pub sku: Sku,
     pub quantity: Quantity,
 }
 
 /// A line with the price the inventory service charged for it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PricedLine {
     pub sku: Sku,
     pub quantity: Quantity,
@@ -38,9 +39,11 @@ pub struct PricedLine {
 }
 
 /// `POST /orders`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlaceOrderRequest {
+    /// Each SKU at most once.
+    #[schema(min_items = 1, max_items = 50)]
     pub items: Vec<OrderLine>,
 }
 
@@ -74,7 +77,7 @@ impl PlaceOrderRequest {
 }
 
 /// An order as customers see it (the CQRS read model serves this).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct OrderView {
     pub order_id: OrderId,
     pub customer_id: CustomerId,
@@ -89,7 +92,7 @@ pub struct OrderView {
 }
 
 /// The saga behind an order, for operators.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct SagaView {
     /// The step the saga waits on, e.g. `RESERVING_STOCK`, or `DONE`.
     pub step: String,
@@ -102,7 +105,7 @@ pub struct SagaView {
 }
 
 /// `GET /admin/orders`: the write model, its saga, and what the read model says.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct AdminOrder {
     pub order: OrderView,
     pub saga: SagaView,
@@ -111,7 +114,7 @@ pub struct AdminOrder {
 }
 
 /// A catalog entry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Product {
     pub sku: Sku,
     pub name: String,
@@ -120,17 +123,26 @@ pub struct Product {
 }
 
 /// `PUT /admin/products`: create a product or overwrite its name, price and available stock.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProductUpsert {
     pub sku: Sku,
+    /// Not blank, no control characters. The bounds are the inventory service's
+    /// (`catalog::validate_upserts`).
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub name: String,
     pub unit_price_minor: Money,
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_i64)]
+    #[serde(deserialize_with = "crate::domain::integer")]
     pub available: i64,
 }
 
 /// `POST /admin/products/{sku}/restock`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RestockRequest {
     pub quantity: Quantity,
@@ -138,7 +150,7 @@ pub struct RestockRequest {
 
 /// Stock of one SKU. `received` counts every unit that ever came in (seeding and restocks), so
 /// conservation reads `received == available + reserved + sold`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct StockLevel {
     pub sku: Sku,
     pub name: String,
@@ -150,7 +162,7 @@ pub struct StockLevel {
 }
 
 /// Status of a stock reservation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ReservationStatus {
     Reserved,
@@ -160,7 +172,7 @@ pub enum ReservationStatus {
 }
 
 /// `GET /admin/reservations`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Reservation {
     pub order_id: OrderId,
     pub status: ReservationStatus,
@@ -168,7 +180,7 @@ pub struct Reservation {
 }
 
 /// `PUT /admin/accounts`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AccountUpsert {
     pub customer_id: CustomerId,
@@ -176,7 +188,7 @@ pub struct AccountUpsert {
 }
 
 /// A customer's account: the projection of the payment ledger.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct AccountBalance {
     pub customer_id: CustomerId,
     pub credit_limit_minor: Money,
@@ -186,7 +198,7 @@ pub struct AccountBalance {
 }
 
 /// Kinds of payment ledger entries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum LedgerEntryKind {
     Authorized,
@@ -196,7 +208,7 @@ pub enum LedgerEntryKind {
 }
 
 /// One event of the append-only payment ledger.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct LedgerEntry {
     pub seq: i64,
     pub kind: LedgerEntryKind,
@@ -205,7 +217,7 @@ pub struct LedgerEntry {
 }
 
 /// The ledger of one order's payment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PaymentRecord {
     pub order_id: OrderId,
     pub customer_id: CustomerId,
@@ -218,7 +230,7 @@ pub struct PaymentRecord {
 
 /// `POST /admin/accounts/rebuild`: the balances replayed from the ledger, and whether they equal
 /// the projection that was there before.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct RebuildReport {
     pub identical: bool,
     pub events_replayed: i64,
@@ -226,12 +238,12 @@ pub struct RebuildReport {
 }
 
 /// The body of every error response.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorDetail {
     /// A stable machine-readable code, e.g. `validation`, `unauthorized`, `not_found`.
     pub code: String,

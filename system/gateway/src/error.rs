@@ -1,5 +1,5 @@
 //! The gateway's own error responses. All use the shared [`contracts::http::ErrorBody`]; the
-//! kinds a service also has go through [`ApiError`], the gateway-only ones (413, 429, 502, 503, 504) through
+//! kinds a service also has go through [`ApiError`], the gateway-only ones (405, 413, 429, 502, 503, 504) through
 //! [`platform::http::error_response`] with the same shape.
 
 use std::time::Duration;
@@ -19,6 +19,11 @@ pub enum GatewayError {
     Forbidden(&'static str),
     #[error("no route for {0}")]
     NotFound(String),
+    #[error("{path} does not serve {method}; the Allow header lists what it serves")]
+    MethodNotAllowed {
+        method: axum::http::Method,
+        path: String,
+    },
     #[error("{0}")]
     BadRequest(String),
     #[error("the request body is larger than {limit} bytes")]
@@ -81,6 +86,11 @@ impl IntoResponse for GatewayError {
             Self::NotFound(_) => ApiError::NotFound(message).into_response(),
             Self::BadRequest(why) => ApiError::BadRequest(why).into_response(),
             Self::Internal(e) => ApiError::Internal(e).into_response(),
+            Self::MethodNotAllowed { .. } => error_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                message,
+            ),
             Self::PayloadTooLarge { .. } => {
                 error_response(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
             }

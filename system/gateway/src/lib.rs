@@ -9,18 +9,20 @@
 //!
 //! # Layout
 //! - [`config`]: environment variables, validated before binding (exit 64 when bad).
-//! - [`routes`]: the route table, which service owns a path and who may call it.
+//! - [`routes`]: the route table, which service owns a path, its methods, and who may call it.
+//! - [`openapi`]: the OpenAPI 3.1 document of the routes, served at `/api/openapi.json`.
 //! - [`proxy`]: authentication at the edge, failover across instances, forwarding.
 //! - [`resilience`]: rate limit, bulkhead, circuit breaker, retry budget; each switchable.
 //! - [`upstream`]: the instances of each service, passive ejection, active health checks,
 //!   the instance list that can change at run time.
-//! - [`error`]: the gateway's error responses (401, 403, 404, 413, 502, 504).
+//! - [`error`]: the gateway's error responses (400, 401, 403, 404, 405, 413, 429, 502, 503, 504).
 //! - [`metrics`]: the `gateway_upstream_*` metrics (the platform adds `/metrics` and the HTTP ones).
 //! - [`router`] and [`Application`]: wiring and serving.
 
 pub mod config;
 pub mod error;
 pub mod metrics;
+pub mod openapi;
 pub mod proxy;
 pub mod resilience;
 pub mod routes;
@@ -33,8 +35,8 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::Uri;
-use axum::routing::any;
+use axum::http::{Method, Uri};
+use axum::routing::{get, on};
 use platform::http::{Server, health_routes, with_common_layers, write_ready_file};
 use tokio_util::sync::CancellationToken;
 
@@ -44,7 +46,8 @@ pub use proxy::AppState;
 
 use crate::routes::ROUTES;
 
-/// Every `/api` route of [`ROUTES`], the health routes, and a JSON 404 for everything else.
+/// Every `/api` route of [`ROUTES`] (a method a route does not serve is a JSON 405 with
+/// `Allow`), the OpenAPI document, the health routes, and a JSON 404 for everything else.
 pub fn router(state: AppState) -> Router {
     let api = ROUTES
         .iter()
@@ -52,11 +55,19 @@ pub fn router(state: AppState) -> Router {
         .fold(Router::new(), |router, route| {
             router.route(
                 route.path,
-                any(move |State(state): State<AppState>, req: Request| {
-                    proxy::forward(state, route, req)
-                }),
+                on(
+                    route.method_filter(),
+                    move |State(state): State<AppState>, req: Request| {
+                        proxy::forward(state, route, req)
+                    },
+                )
+                .fallback(method_not_allowed),
             )
         })
+        .route(
+            openapi::PATH,
+            get(openapi::serve).fallback(method_not_allowed),
+        )
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.max_body_bytes()))
         .with_state(state.clone());
@@ -69,6 +80,14 @@ pub fn router(state: AppState) -> Router {
 
 async fn not_found(uri: Uri) -> GatewayError {
     GatewayError::NotFound(uri.path().to_string())
+}
+
+/// axum adds the `Allow` header to this answer.
+async fn method_not_allowed(method: Method, uri: Uri) -> GatewayError {
+    GatewayError::MethodNotAllowed {
+        method,
+        path: uri.path().to_string(),
+    }
 }
 
 /// The gateway, bound and ready to serve.

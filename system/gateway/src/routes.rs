@@ -1,9 +1,12 @@
 //! The route table: which service owns each `/api` path and who may call it.
 //!
 //! Paths are the services' own (see `contracts::http`) with `/api` in front; the gateway strips
-//! the prefix and forwards the rest of the path and the query string unchanged.
+//! the prefix and forwards the rest of the path and the query string unchanged. Each route
+//! names its methods: any other answers 405 with `Allow` at the edge, and never reaches a
+//! service. The OpenAPI document ([`crate::openapi`]) is checked against this table.
 
 use axum::http::Method;
+use axum::routing::MethodFilter;
 use contracts::domain::Role;
 
 /// A service behind the gateway. Its name is the audience of the service tokens minted for it.
@@ -72,15 +75,40 @@ impl Access {
 pub struct Route {
     /// The gateway path as an axum pattern, `/api` included.
     pub path: &'static str,
+    /// The methods the service serves on it (`GET` includes `HEAD`).
+    pub methods: &'static [Method],
     pub service: Service,
     pub access: Access,
 }
 
+impl Route {
+    /// The methods as axum's filter.
+    pub fn method_filter(&self) -> MethodFilter {
+        self.methods
+            .iter()
+            .filter_map(|m| MethodFilter::try_from(m.clone()).ok())
+            .reduce(MethodFilter::or)
+            .unwrap_or(MethodFilter::GET)
+    }
+}
+
 pub const API_PREFIX: &str = "/api";
 
-const fn route(path: &'static str, service: Service, access: Access) -> Route {
+const GET: &[Method] = &[Method::GET];
+const POST: &[Method] = &[Method::POST];
+const PUT: &[Method] = &[Method::PUT];
+const GET_POST: &[Method] = &[Method::GET, Method::POST];
+const GET_PUT: &[Method] = &[Method::GET, Method::PUT];
+
+const fn route(
+    path: &'static str,
+    methods: &'static [Method],
+    service: Service,
+    access: Access,
+) -> Route {
     Route {
         path,
+        methods,
         service,
         access,
     }
@@ -88,30 +116,48 @@ const fn route(path: &'static str, service: Service, access: Access) -> Route {
 
 /// Every route the gateway forwards; anything else under `/api` is 404.
 pub const ROUTES: &[Route] = &[
-    route("/api/products", Service::Inventory, Access::PublicRead),
+    route("/api/products", GET, Service::Inventory, Access::PublicRead),
     route(
         "/api/products/{sku}",
+        GET,
         Service::Inventory,
         Access::PublicRead,
     ),
-    route("/api/admin/products", Service::Inventory, Access::Admin),
     route(
-        "/api/admin/products/{sku}/restock",
+        "/api/admin/products",
+        PUT,
         Service::Inventory,
         Access::Admin,
     ),
-    route("/api/admin/stock", Service::Inventory, Access::Admin),
-    route("/api/admin/reservations", Service::Inventory, Access::Admin),
-    route("/api/orders", Service::Order, Access::Customer),
-    route("/api/orders/{id}", Service::Order, Access::Customer),
-    route("/api/admin/orders", Service::Order, Access::Admin),
-    route("/api/admin/accounts", Service::Payment, Access::Admin),
     route(
-        "/api/admin/accounts/rebuild",
+        "/api/admin/products/{sku}/restock",
+        POST,
+        Service::Inventory,
+        Access::Admin,
+    ),
+    route("/api/admin/stock", GET, Service::Inventory, Access::Admin),
+    route(
+        "/api/admin/reservations",
+        GET,
+        Service::Inventory,
+        Access::Admin,
+    ),
+    route("/api/orders", GET_POST, Service::Order, Access::Customer),
+    route("/api/orders/{id}", GET, Service::Order, Access::Customer),
+    route("/api/admin/orders", GET, Service::Order, Access::Admin),
+    route(
+        "/api/admin/accounts",
+        GET_PUT,
         Service::Payment,
         Access::Admin,
     ),
-    route("/api/admin/payments", Service::Payment, Access::Admin),
+    route(
+        "/api/admin/accounts/rebuild",
+        POST,
+        Service::Payment,
+        Access::Admin,
+    ),
+    route("/api/admin/payments", GET, Service::Payment, Access::Admin),
 ];
 
 #[cfg(test)]

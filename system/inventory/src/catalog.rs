@@ -14,7 +14,8 @@ use sqlx::any::AnyRow;
 pub const MAX_UPSERT_BATCH: usize = 1_000;
 /// Upper bound of `available` in an upsert, far below where the counters could overflow.
 pub const MAX_AVAILABLE: i64 = 1_000_000_000_000;
-/// Longest product name, in bytes.
+/// Longest product name, in characters (what JSON Schema's `maxLength` counts: the OpenAPI
+/// document of `contracts::http::ProductUpsert` states these bounds too).
 pub const MAX_NAME_LEN: usize = 200;
 
 const STOCK_COLUMNS: &str = "sku, name, unit_price_minor, available, reserved, sold, received";
@@ -106,9 +107,17 @@ pub fn validate_upserts(items: &[ProductUpsert]) -> Result<(), String> {
         if p.name.trim().is_empty() {
             return Err(format!("sku {}: name must not be empty", p.sku));
         }
-        if p.name.len() > MAX_NAME_LEN {
+        if p.name.chars().count() > MAX_NAME_LEN {
             return Err(format!(
-                "sku {}: name is longer than {MAX_NAME_LEN} bytes",
+                "sku {}: name is longer than {MAX_NAME_LEN} characters",
+                p.sku
+            ));
+        }
+        // A NUL is refused by Postgres' text type (a 500 there), and no control character
+        // belongs in a name a page or a log line shows.
+        if let Some(c) = p.name.chars().find(|c| c.is_control()) {
+            return Err(format!(
+                "sku {}: name contains the control character {c:?}",
                 p.sku
             ));
         }
@@ -256,5 +265,18 @@ mod tests {
         assert!(negative.is_err_and(|e| e.contains("negative")));
         assert!(validate_upserts(&[item("A", "  ", 1)]).is_err());
         assert!(validate_upserts(&[item("A", "a", MAX_AVAILABLE + 1)]).is_err());
+    }
+
+    #[test]
+    fn a_name_is_measured_in_characters_and_has_no_control_characters() {
+        let long = "é".repeat(MAX_NAME_LEN);
+        assert!(
+            validate_upserts(&[item("A", &long, 1)]).is_ok(),
+            "400 bytes, 200 characters"
+        );
+        let longer = format!("{long}é");
+        assert!(validate_upserts(&[item("A", &longer, 1)]).is_err());
+        let nul = validate_upserts(&[item("A", "a\u{0}b", 1)]);
+        assert!(nul.is_err_and(|e| e.contains("control character")));
     }
 }

@@ -7,16 +7,17 @@
 //! | `GET /admin/stock`, `GET /admin/reservations` | admin |
 //! | `/health/live`, `/health/ready` | anyone (ready = the database answers) |
 //!
-//! A malformed SKU in the path is a 422; a well-formed one the catalog does not know is a 404.
+//! A malformed SKU in the path is a 422; a well-formed one the catalog does not know is a 404; a
+//! path that does not decode at all is a 400.
 
-use axum::extract::{FromRef, Path, State};
+use axum::extract::{FromRef, State};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use contracts::domain::Sku;
 use contracts::http::{Product, ProductUpsert, Reservation, RestockRequest, StockLevel};
 use platform::auth::{Admin, Caller, ServiceAuth};
 use platform::db::{Db, retry};
-use platform::http::{ApiError, ApiJson, health_routes, with_common_layers};
+use platform::http::{ApiError, ApiJson, ApiPath, health_routes, with_common_layers};
 
 use crate::{catalog, commands};
 
@@ -78,7 +79,7 @@ async fn list_products(
 async fn get_product(
     State(state): State<AppState>,
     _caller: Caller,
-    Path(raw): Path<String>,
+    ApiPath(raw): ApiPath<String>,
 ) -> Result<Json<Product>, ApiError> {
     let sku = parse_sku(raw)?;
     catalog::product(&state.db, &sku)
@@ -102,7 +103,7 @@ async fn upsert_products(
 async fn restock(
     State(state): State<AppState>,
     _admin: Admin,
-    Path(raw): Path<String>,
+    ApiPath(raw): ApiPath<String>,
     ApiJson(req): ApiJson<RestockRequest>,
 ) -> Result<Json<StockLevel>, ApiError> {
     let sku = parse_sku(raw)?;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{FromRef, FromRequestParts, Path, Query, State};
+use axum::extract::{FromRef, FromRequestParts, Query, State};
 use axum::http::header::{CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
@@ -23,7 +23,9 @@ use contracts::domain::{CustomerId, OrderId, OrderStatus};
 use contracts::http::{AdminOrder, OrderView, PlaceOrderRequest};
 use platform::auth::{Admin, Caller, ServiceAuth};
 use platform::db::Db;
-use platform::http::{ApiError, ApiJson, IDEMPOTENCY_KEY, health_routes, with_common_layers};
+use platform::http::{
+    ApiError, ApiJson, ApiPath, IDEMPOTENCY_KEY, health_routes, with_common_layers,
+};
 use serde::Deserialize;
 use tokio::sync::Notify;
 
@@ -188,7 +190,7 @@ fn viewer(caller: &Caller) -> Result<Option<CustomerId>, ApiError> {
 async fn get_order(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<ApiJson<OrderView>, ApiError> {
     let order_id: OrderId = id
         .parse()

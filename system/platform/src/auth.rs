@@ -213,16 +213,20 @@ impl ServiceAuth {
     }
 
     pub fn issue(&self, audience: &str, sub: &str, roles: &[Role]) -> Result<String, AuthError> {
-        let claims = ServiceClaims {
+        self.issue_claims(&ServiceClaims {
             sub: sub.into(),
             roles: roles.to_vec(),
             iss: SERVICE_TOKEN_ISSUER.into(),
             aud: audience.into(),
             exp: unix_now() + SERVICE_TOKEN_TTL.as_secs(),
-        };
+        })
+    }
+
+    /// Signs arbitrary claims; tests use it for expired or misaddressed tokens.
+    pub fn issue_claims(&self, claims: &ServiceClaims) -> Result<String, AuthError> {
         Ok(jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
-            &claims,
+            claims,
             &self.encoding,
         )?)
     }

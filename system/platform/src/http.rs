@@ -3,7 +3,7 @@
 //! - [`ApiError`]: the one error type handlers return. Client mistakes become 4xx with a message
 //!   saying what was wrong; internal failures become an opaque 500 and are logged once, here, with
 //!   their cause chain.
-//! - [`ApiJson`]: a JSON extractor whose rejections use the same error body.
+//! - [`ApiJson`] and [`ApiPath`]: extractors whose rejections use the same error body.
 //! - [`health_routes`]: `/health/live` and `/health/ready`.
 //! - [`serve`]: bind, announce the address (ready file), serve until shutdown, drain with a bound.
 
@@ -12,7 +12,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
 use axum::http::{HeaderName, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -120,6 +121,27 @@ where
                 other => ApiError::BadRequest(other.body_text()),
             }),
         }
+    }
+}
+
+/// `Path<T>` whose rejections are [`ApiError::BadRequest`] with the shared body: axum's own
+/// answer to, say, a `%FF` that does not decode to UTF-8 is a `text/plain` 400 no client can
+/// parse as an error.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiPath<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(value)| Self(value))
+            .map_err(|rejection| ApiError::BadRequest(rejection.body_text()))
     }
 }
 

@@ -132,7 +132,7 @@ async fn orders_need_the_customer_or_admin_role() {
 }
 
 #[tokio::test]
-async fn the_catalog_refuses_a_bad_token_and_writes_to_it_need_one() {
+async fn the_catalog_refuses_a_bad_token_and_a_method_no_service_serves_is_405_at_the_edge() {
     let world = spawn_world().await;
     let app = &world.app;
 
@@ -143,12 +143,22 @@ async fn the_catalog_refuses_a_bad_token_and_writes_to_it_need_one() {
         .await
         .unwrap();
     assert_unauthorized(response).await;
-    let response = app
-        .request(Method::POST, "/api/products")
-        .send()
-        .await
-        .unwrap();
-    assert_unauthorized(response).await;
+    for (method, path, allow) in [
+        (Method::POST, "/api/products", "GET,HEAD"),
+        (Method::DELETE, "/api/orders", "GET,HEAD,POST"),
+        (Method::PATCH, "/api/admin/accounts", "GET,HEAD,PUT"),
+    ] {
+        let response = app
+            .request(method.clone(), path)
+            .bearer_auth(app.admin())
+            .send()
+            .await
+            .unwrap();
+        let allowed = response.headers().get("allow").cloned();
+        let error = error_of(response, StatusCode::METHOD_NOT_ALLOWED).await;
+        assert_eq!(error.error.code, "method_not_allowed", "{method} {path}");
+        assert_eq!(allowed.unwrap(), allow, "{method} {path}");
+    }
     nothing_reached_a_service(&world);
 
     let response = app

@@ -37,26 +37,40 @@ async fn each_service_gets_its_own_paths() {
     let app = &world.app;
     let cases = [
         (
+            Method::POST,
             "/api/admin/products/SKU-1/restock",
             "/admin/products/SKU-1/restock",
             "inventory#1",
         ),
         (
+            Method::GET,
             "/api/admin/reservations",
             "/admin/reservations",
             "inventory#1",
         ),
-        ("/api/orders/o-1", "/orders/o-1", "order#"),
-        ("/api/admin/orders", "/admin/orders", "order#"),
+        (Method::GET, "/api/orders/o-1", "/orders/o-1", "order#"),
+        (Method::GET, "/api/admin/orders", "/admin/orders", "order#"),
         (
+            Method::POST,
             "/api/admin/accounts/rebuild",
             "/admin/accounts/rebuild",
             "payment#1",
         ),
-        ("/api/admin/payments", "/admin/payments", "payment#1"),
+        (
+            Method::GET,
+            "/api/admin/payments",
+            "/admin/payments",
+            "payment#1",
+        ),
     ];
-    for (path, upstream_path, instance) in cases {
-        let echo = echo_of(app.get(path).bearer_auth(app.admin()).send().await.unwrap()).await;
+    for (method, path, upstream_path, instance) in cases {
+        let response = app
+            .request(method, path)
+            .bearer_auth(app.admin())
+            .send()
+            .await
+            .unwrap();
+        let echo = echo_of(response).await;
         assert_eq!(echo.path, upstream_path);
         assert!(
             echo.instance.starts_with(instance),
