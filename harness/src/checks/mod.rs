@@ -11,7 +11,7 @@
 //! |---|---|
 //! | [`no_lost_orders`] | `lost`, `unexpected` (notes: `recovered`) |
 //! | [`sagas_terminal`] | `pending`, `terminal_status_changed` |
-//! | [`exactly_once_money`] | `not_captured`, `double_captured`, `wrong_amount`, `wrong_total`, `still_held`, `money_on_failed_order`, `money_without_order`, `over_credit_limit`, `account_mismatch`, `could_not_verify` |
+//! | [`exactly_once_money`] | `not_captured`, `double_captured`, `wrong_amount`, `wrong_total`, `wrong_customer`, `still_held`, `money_on_failed_order`, `money_without_order`, `over_credit_limit`, `account_mismatch`, `could_not_verify` |
 //! | [`stock_conservation`] | `not_conserved`, `oversold`, `sales_disagree`, `reservations_disagree`, `not_sold`, `sold_lines_differ`, `leaked`, `sold_for_failed_order`, `sold_without_order`, `could_not_verify` |
 //! | [`compensation`] | `not_cancelled`, `stock_not_released`, `money_not_returned` |
 //! | [`read_model_convergence`] | `missing_in_view`, `stale`, `view_without_order`, `could_not_verify` |
@@ -36,7 +36,8 @@
 //!   order's status in the write and read models.
 //! - [`exactly_once_money`]: the seeded unit prices times the lines the client sent (each
 //!   order's total and its capture must equal that, not the order's own total); the seeded credit
-//!   limits, against the ledger replayed in order (the most ever captured plus held).
+//!   limits, against the ledger replayed in order (the most ever captured plus held); the customer
+//!   who placed each order, against the account its payment was taken from.
 //! - [`stock_conservation`]: the seeded stock plus the restocks the load sent (by outcome: an
 //!   unanswered one may or may not count) against available + reserved + sold, instead of the
 //!   inventory's own `received` (the database's CHECK already ties those together, and forbids
@@ -47,7 +48,11 @@
 //! - [`read_model_convergence`]: the whole read model listed apart from the write model, so a
 //!   view without an order is found; a listing that could not be completed is a gap.
 //! - [`idempotency`]: the idempotency keys the load sent and the order ids each was answered
-//!   with.
+//!   with. Its `duplicate_order_row`, `duplicate_ledger_entry` and `duplicate_reservation` only
+//!   restate unique keys the databases already enforce (kept: cheap, and an external backend's
+//!   schema may lack them); the evidence of the harness's own that covers the same ground is
+//!   `duplicate_order_for_key` and `unexpected` (orders), `wrong_amount` and
+//!   `over_credit_limit` (money), `sales_disagree` (stock).
 //! - [`no_dead_letters`]: the dead-letter partitions' end offsets, read before consuming; the
 //!   reader must reach each one.
 //!

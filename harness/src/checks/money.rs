@@ -14,10 +14,12 @@ use super::{Invariant, InvariantVerdict, Violation, seed_of};
 /// own total is that figure too (`wrong_total`); every REJECTED or CANCELLED order nets to zero;
 /// no money moved for an order that does not exist; no customer's captured plus held money ever
 /// went beyond the credit limit the harness seeded, replaying their ledger in order
-/// (`over_credit_limit`); and each customer's balance equals the sum of their orders' ledgers
+/// (`over_credit_limit`); the money is the account of the customer who placed the order, as
+/// the client sent it (`wrong_customer`); and each customer's balance equals the sum of their orders' ledgers
 /// (the event-sourced projection agrees with its events).
 ///
-/// Kinds: `not_captured`, `double_captured`, `wrong_amount`, `wrong_total`, `still_held`,
+/// Kinds: `not_captured`, `double_captured`, `wrong_amount`, `wrong_total`, `wrong_customer`,
+/// `still_held`,
 /// `money_on_failed_order`, `money_without_order`, `over_credit_limit`, `account_mismatch`,
 /// `could_not_verify` (the history has no seed).
 pub fn exactly_once_money(history: &History, snapshot: &Snapshot) -> InvariantVerdict {
@@ -118,6 +120,27 @@ pub fn exactly_once_money(history: &History, snapshot: &Snapshot) -> InvariantVe
                     ));
                 }
             }
+        }
+    }
+    let placed_by: BTreeMap<_, &CustomerId> = history
+        .attempts
+        .iter()
+        .filter_map(|a| Some((a.outcome.acknowledged()?, &a.customer_id)))
+        .collect();
+    for p in &snapshot.payments {
+        let customer = placed_by
+            .get(&p.order_id)
+            .copied()
+            .or_else(|| index.orders.get(&p.order_id).map(|o| &o.order.customer_id));
+        if let Some(customer) = customer.filter(|c| **c != p.customer_id) {
+            violations.push(Violation::for_order(
+                "wrong_customer",
+                p.order_id,
+                format!(
+                    "placed by {customer}, but the payment is {}'s (captured {}, held {})",
+                    p.customer_id, p.captured_minor, p.held_minor
+                ),
+            ));
         }
     }
     for (id, m) in &index.money {
@@ -377,6 +400,25 @@ mod tests {
         );
         assert!(over[0].details.ends_with("the seeded limit is 4500"));
         assert_eq!(v.violations.len(), 1);
+    }
+
+    #[test]
+    fn money_taken_from_another_customer_than_the_one_who_ordered_is_reported() {
+        let mut w = World::new();
+        let id = w.confirmed("cust-1", "k1", &[("SKU-A", 2)]);
+        // The ledger and both balances agree: only the client knows who ordered.
+        w.payment_mut(id).customer_id = customer("cust-2");
+        w.account_mut("cust-1").captured_minor = 0;
+        w.account_mut("cust-2").captured_minor = 500;
+
+        let v = exactly_once_money(&w.history, &w.snapshot);
+
+        assert_eq!(ids(&v, "wrong_customer"), [id]);
+        assert_eq!(v.violations.len(), 1, "{:?}", v.violations);
+        assert_eq!(
+            v.violations[0].details,
+            "placed by cust-1, but the payment is cust-2's (captured 500, held 0)"
+        );
     }
 
     #[test]

@@ -399,7 +399,7 @@ impl RunReport {
                 self.invariants.len()
             )
         };
-        line + &knee
+        line + knee.as_str()
     }
 }
 
