@@ -26,6 +26,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use reqwest::Method;
 use tokio_util::sync::CancellationToken;
@@ -574,9 +575,14 @@ fn read_dead_letters(brokers: &str, bound: Duration) -> (Vec<DeadLetter>, Covera
             }
         };
         for t in meta.topics() {
-            if let Some(e) = t.error() {
-                gaps.push(gap(topic.clone(), format!("metadata error {e:?}")));
-                continue;
+            match t.error() {
+                None => {}
+                // The broker says the topic does not exist: nothing was ever dead-lettered there.
+                Some(RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) => continue,
+                Some(e) => {
+                    gaps.push(gap(topic.clone(), format!("metadata error {e:?}")));
+                    continue;
+                }
             }
             for p in t.partitions() {
                 let what = format!("{topic}/{}", p.id());
