@@ -8,7 +8,10 @@
 //! `POST /api/orders`, so goose's own counts are comparable), but what the harness reports
 //! comes from [`recorder::Recorder`]: latency with coordinated-omission correction, ok/errors
 //! by status, shed requests apart, one-second buckets, every `POST /api/orders` as an
-//! [`OrderAttempt`], and the time from an order accepted to it seen terminal.
+//! [`OrderAttempt`], every restock and terminal status shown (the [`History`] the checks read),
+//! and the time from an order accepted to it seen finished, on the harness's clock only (the
+//! saga watch, `watch`). Every request is also an invocation and a completion in
+//! `history.jsonl` ([`history`]).
 //!
 //! # Load models
 //!
@@ -38,6 +41,8 @@
 //! - [`endpoint`]: the request names.
 //! - [`roster`]: which customer each goose user is, and the order lines a user sends.
 //! - `recorder`: the shared measurements and history.
+//! - [`history`]: the Jepsen-style history file.
+//! - `watch`: the saga watch, listing the PENDING orders while the load runs.
 //! - `journeys`: one module per journey.
 //!
 //! [`OrderAttempt`]: crate::checks::model::OrderAttempt
