@@ -403,7 +403,9 @@ async fn experiment(
         &scenario.checks.invariants.selected(),
         &outcome.history,
         &snapshot,
-        &Policy::default(),
+        &Policy {
+            poison_injected: scenario.injects_poison(),
+        },
     );
 
     let (capacity, mut slos) = if scenario.load.get_ref().finds_knee() {

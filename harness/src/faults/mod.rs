@@ -5,8 +5,11 @@
 //! proxies of the links the target names ([`target`]); instance faults signal processes: `kill`
 //! (SIGKILL, restarted when the fault ends), `pause` (SIGSTOP, then SIGCONT), `stop` (SIGTERM,
 //! restarted when the fault ends); `scale` runs another number of instances of a service
-//! ([`Faultable::scale`]) and goes back to the count it had when the fault ends. Faults without
-//! `for` last until the load ends.
+//! ([`Faultable::scale`]) and goes back to the count it had when the fault ends. Message faults
+//! (`duplicate`, `lost_ack`, `delay`) are set on the embedded broker's fronts of the targeted
+//! links to the broker ([`Faultable::set_message_fault`]) and cleared when the fault ends;
+//! `poison` publishes malformed messages onto a topic when it starts ([`Faultable::publish_poison`]).
+//! Faults without `for` last until the load ends.
 //!
 //! Healing always happens, like Chaos Toolkit's rollbacks: each fault when its time is up, and
 //! everything at the end of the timeline ([`Faultable::heal_all`]: every proxy reset,
@@ -24,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chaos::{Stream, Toxic, ToxicAttributes};
+use serde::{Deserialize, Serialize};
 
 use crate::environment::{Instances, Service};
 use crate::metrics::PhaseSpan;
@@ -134,6 +138,29 @@ impl Schedule {
     }
 }
 
+/// A message-level fault as the embedded broker's control API takes it (its
+/// `embedded_broker::faults::MessageFault`, the same JSON). The harness keeps its own copy of the
+/// type: linking the broker's library would link tansu's SQLite next to sqlx's, and the two
+/// define the same C symbols.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum MessageFault {
+    /// Produce acknowledgements lost (and the connection reset) with `probability`.
+    LostAck { probability: f64 },
+    /// `topic`'s `partition` reaches consumers `delay_ms` late.
+    Delay {
+        topic: String,
+        partition: i32,
+        delay_ms: u64,
+    },
+    /// Fetched batches of `topic` (every topic when absent) published again with `probability`.
+    Duplicate {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        topic: Option<String>,
+        probability: f64,
+    },
+}
+
 /// What faults act on: a running environment's links (through a Toxiproxy API) and processes.
 /// Every [`crate::environment::Environment`] is one; `harness chaos` drives a `harness up`
 /// through its env file ([`crate::control::Remote`]).
@@ -159,6 +186,39 @@ pub trait Faultable: Send {
     /// started with the environment and join the gateway's rotation once ready; the
     /// highest-numbered leave the rotation first, then stop gracefully.
     async fn scale(&mut self, service: Service, count: usize) -> anyhow::Result<()>;
+
+    /// Sets the message-level fault `id` on the broker's fronts of `links` (links to the broker,
+    /// `order#1->kafka`), replacing one of the same id. Backends without the embedded broker's
+    /// fronts say they cannot.
+    async fn set_message_fault(
+        &mut self,
+        id: &str,
+        links: &[String],
+        fault: &MessageFault,
+    ) -> anyhow::Result<()> {
+        let _ = (id, links);
+        anyhow::bail!(
+            "{fault:?}: message faults are not supported on this backend yet; they need the \
+             embedded broker's fronts (backend = \"local\")"
+        )
+    }
+
+    /// Clears the message-level fault `id`.
+    async fn clear_message_fault(&mut self, id: &str) -> anyhow::Result<()> {
+        anyhow::bail!("{id}: message faults are not supported on this backend yet")
+    }
+
+    /// Publishes `messages` malformed messages onto `topic` (onto `partition`, or spread over
+    /// every partition); returns what it published, for the report.
+    async fn publish_poison(
+        &mut self,
+        topic: &str,
+        partition: Option<i32>,
+        messages: u64,
+    ) -> anyhow::Result<Vec<String>> {
+        let _ = (partition, messages);
+        anyhow::bail!("poison onto {topic}: not supported on this backend yet")
+    }
 
     /// How many instances of `service` there are (running or not: a killed one still counts).
     fn instance_count(&self, service: Service) -> usize {
@@ -193,6 +253,8 @@ pub struct Applied {
     processes: Vec<String>,
     /// A scaled service and the count it had, to go back to.
     scaled: Option<(Service, usize)>,
+    /// The id of a message fault set on the broker, to clear.
+    message_fault: Option<String>,
 }
 
 /// Runs the timeline against `env`, starting at `t0` (the start of the load), until every fault
@@ -281,9 +343,13 @@ pub async fn apply_fault(
         disabled: Vec::new(),
         processes: Vec::new(),
         scaled: None,
+        message_fault: None,
     };
     if fault == Fault::Scale {
         return scale(env, planned, applied).await;
+    }
+    if fault.on_messages() {
+        return messages(env, planned, index, applied).await;
     }
     if fault.on_instances() {
         let names = env.process_names();
@@ -361,6 +427,61 @@ async fn scale(
     Ok(applied)
 }
 
+/// A message fault: set on the fronts of the targeted links to the broker, or, for poison,
+/// published now.
+async fn messages(
+    env: &mut (impl Faultable + ?Sized),
+    planned: &Planned,
+    index: usize,
+    mut applied: Applied,
+) -> anyhow::Result<Applied> {
+    let e = &planned.entry;
+    let fault = *e.fault.get_ref();
+    let topic = e.topic.as_ref().map(|t| t.get_ref().clone());
+    let partition = e
+        .partition
+        .as_ref()
+        .map(|p| i32::try_from(*p.get_ref()).unwrap_or(i32::MAX));
+    if fault == Fault::Poison {
+        let topic = topic.with_context(|| format!("{}: poison needs a topic", planned.label))?;
+        let messages = e.messages.as_ref().map_or(1, |n| *n.get_ref());
+        applied.what = env.publish_poison(&topic, partition, messages).await?;
+        return Ok(applied);
+    }
+    let probability = e.probability.as_ref().map_or(1.0, |p| *p.get_ref());
+    let message_fault = match fault {
+        Fault::Duplicate => MessageFault::Duplicate { topic, probability },
+        Fault::LostAck => MessageFault::LostAck { probability },
+        Fault::Delay => MessageFault::Delay {
+            topic: topic.with_context(|| format!("{}: delay needs a topic", planned.label))?,
+            partition: partition
+                .with_context(|| format!("{}: delay needs a partition", planned.label))?,
+            delay_ms: e.delay.as_ref().map_or(0, |d| {
+                u64::try_from(d.get_ref().as_std().as_millis()).unwrap_or(u64::MAX)
+            }),
+        },
+        _ => unreachable!("message faults only"),
+    };
+    let names = env.link_names();
+    let links: Vec<String> = planned
+        .target
+        .links(names.iter().map(String::as_str))
+        .into_iter()
+        .filter(|l| l.ends_with("->kafka"))
+        .collect();
+    anyhow::ensure!(
+        !links.is_empty(),
+        "{}: no link to the broker matches {}",
+        planned.label,
+        e.target.get_ref()
+    );
+    let id = format!("chaos{index}-{}", fault.name());
+    env.set_message_fault(&id, &links, &message_fault).await?;
+    applied.what = links;
+    applied.message_fault = Some(id);
+    Ok(applied)
+}
+
 /// Heals one fault [`apply_fault`] applied.
 pub async fn heal_fault(
     env: &mut (impl Faultable + ?Sized),
@@ -369,6 +490,9 @@ pub async fn heal_fault(
 ) -> anyhow::Result<()> {
     if let Some((service, count)) = applied.scaled {
         env.scale(service, count).await?;
+    }
+    if let Some(id) = &applied.message_fault {
+        env.clear_message_fault(id).await?;
     }
     if !applied.toxics.is_empty() || !applied.disabled.is_empty() {
         let client = env.chaos_client()?;
@@ -428,7 +552,11 @@ fn toxics(planned: &Planned, index: usize) -> Vec<Toxic> {
         | Fault::Pause
         | Fault::Stop
         | Fault::Disconnect
-        | Fault::Scale => {
+        | Fault::Scale
+        | Fault::Duplicate
+        | Fault::LostAck
+        | Fault::Delay
+        | Fault::Poison => {
             return Vec::new();
         }
     };

@@ -781,6 +781,16 @@ pub struct ChaosEntry {
     pub toxicity: Option<Spanned<f64>>,
     /// `scale`: how many instances of the service run while the fault lasts.
     pub instances: Option<Spanned<u32>>,
+    /// `delay`, `poison` (required) and `duplicate` (default: every topic): the Kafka topic.
+    pub topic: Option<Spanned<String>>,
+    /// `delay` (required): the partition of `topic` whose records arrive late; `poison`: the
+    /// partition to publish onto (default: spread over every partition).
+    pub partition: Option<Spanned<u32>>,
+    /// `duplicate`, `lost_ack`: the share (0..1) of fetched batches copied, or of produce
+    /// acknowledgements lost; default 1.
+    pub probability: Option<Spanned<f64>>,
+    /// `poison`: how many malformed messages to publish; default 1.
+    pub messages: Option<Spanned<u64>>,
 }
 
 impl ChaosEntry {
@@ -824,10 +834,21 @@ pub enum Fault {
     /// Run `instances` instances of a service (added or removed while the load runs) until the
     /// fault ends, then as many as before.
     Scale,
+    /// Records already delivered are delivered again: the batches the targeted instances fetch
+    /// (of `topic`, or every topic) are published again onto their partition (`probability`).
+    Duplicate,
+    /// Produce requests of the targeted instances reach the broker, but the acknowledgement is
+    /// lost (`probability`) and the connection reset, so producers send again.
+    LostAck,
+    /// One partition's records (`topic`, `partition`) reach the targeted instances `delay` late.
+    Delay,
+    /// `messages` malformed messages are published onto `topic` when the fault starts; dead
+    /// letters are then expected, and listed as notes.
+    Poison,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 13] = [
+    pub const ALL: [Fault; 17] = [
         Self::Latency,
         Self::Bandwidth,
         Self::SlowClose,
@@ -841,6 +862,10 @@ impl Fault {
         Self::Stop,
         Self::Disconnect,
         Self::Scale,
+        Self::Duplicate,
+        Self::LostAck,
+        Self::Delay,
+        Self::Poison,
     ];
 
     pub fn name(self) -> &'static str {
@@ -858,7 +883,20 @@ impl Fault {
             Self::Stop => "stop",
             Self::Disconnect => "disconnect",
             Self::Scale => "scale",
+            Self::Duplicate => "duplicate",
+            Self::LostAck => "lost_ack",
+            Self::Delay => "delay",
+            Self::Poison => "poison",
         }
+    }
+
+    /// Whether the fault acts on Kafka messages (through the embedded broker's fronts, or by
+    /// publishing) rather than on links or processes.
+    pub fn on_messages(self) -> bool {
+        matches!(
+            self,
+            Self::Duplicate | Self::LostAck | Self::Delay | Self::Poison
+        )
     }
 
     /// Whether the fault acts on processes rather than links.
@@ -952,6 +990,13 @@ impl Scenario {
             .iter()
             .flat_map(|s| objectives_of(s.get_ref()))
             .collect()
+    }
+
+    /// Whether the chaos timeline publishes poison messages, so dead letters are expected.
+    pub fn injects_poison(&self) -> bool {
+        self.chaos
+            .iter()
+            .any(|c| *c.get_ref().fault.get_ref() == Fault::Poison)
     }
 
     /// Refuses backends that parse but cannot run yet.

@@ -1060,3 +1060,125 @@ fn a_scale_fault_is_checked_against_the_scenarios_own_counts_and_backend() {
     );
     parse(&format!("{base}{}{}", scale("1s", 2), scale("4s", 3))).unwrap();
 }
+
+#[test]
+fn message_faults_take_links_to_the_broker_and_their_own_attributes() {
+    let base = base();
+    // The entry starts on line 8; its target is on line 11, its fault on 12, what follows on 13.
+    let chaos = |body: &str| format!("{base}[[chaos]]\nat = \"1s\"\nfor = \"2s\"\n{body}\n");
+    let s = parse(&chaos(
+        "target = \"kafka\"\nfault = \"duplicate\"\nprobability = 0.5",
+    ))
+    .unwrap();
+    let e = s.chaos[0].get_ref();
+    assert_eq!(*e.fault.get_ref(), Fault::Duplicate);
+    assert_eq!(e.label(), "duplicate kafka");
+    assert!(!s.injects_poison());
+    parse(&chaos("target = \"payment->kafka\"\nfault = \"lost_ack\"")).unwrap();
+    parse(&chaos(
+        "target = \"order#1->kafka\"\nfault = \"delay\"\ntopic = \"payment.events\"\npartition = 2\ndelay = \"1500ms\"",
+    ))
+    .unwrap();
+    let s = parse(&chaos(
+        "target = \"kafka\"\nfault = \"poison\"\ntopic = \"payment.commands\"\nmessages = 3",
+    ))
+    .unwrap();
+    assert!(s.injects_poison());
+
+    for (body, line, says) in [
+        (
+            "target = \"gateway->order\"\nfault = \"duplicate\"",
+            11,
+            "duplicate acts on links to the broker, and \"gateway->order\" names none",
+        ),
+        (
+            "target = \"order#1\"\nfault = \"poison\"\ntopic = \"order.events\"",
+            11,
+            "poison publishes onto a topic of the broker, so its target is kafka",
+        ),
+        (
+            "target = \"kafka\"\nfault = \"delay\"\ntopic = \"order.events\"\npartition = 0",
+            12,
+            "fault delay needs delay",
+        ),
+        (
+            "target = \"kafka\"\nfault = \"delay\"\ndelay = \"1s\"\npartition = 0",
+            12,
+            "fault delay needs topic",
+        ),
+        (
+            "target = \"kafka\"\nfault = \"delay\"\ndelay = \"1s\"\ntopic = \"order.events\"",
+            12,
+            "fault delay needs partition",
+        ),
+        (
+            "target = \"kafka\"\nfault = \"duplicate\"\ntopic = \"orders\"",
+            13,
+            "unknown topic \"orders\": expected one of inventory.commands",
+        ),
+        (
+            "target = \"kafka\"\nfault = \"delay\"\ndelay = \"1s\"\ntopic = \"order.events\"\npartition = 3",
+            15,
+            "partition 3 does not exist: every topic has 3 (0 to 2)",
+        ),
+        (
+            "target = \"kafka\"\nfault = \"lost_ack\"\nprobability = 1.5",
+            13,
+            "probability is a fraction between 0 and 1",
+        ),
+        (
+            "target = \"kafka\"\nfault = \"lost_ack\"\nprobability = 0.0",
+            13,
+            "probability 0 would change nothing",
+        ),
+        (
+            "target = \"kafka\"\nfault = \"lost_ack\"\ntopic = \"order.events\"",
+            13,
+            "topic does not apply to fault lost_ack",
+        ),
+        (
+            "target = \"kafka\"\nfault = \"poison\"\ntopic = \"order.events\"\nmessages = 0",
+            14,
+            "messages must be at least 1",
+        ),
+        (
+            "target = \"kafka\"\nfault = \"duplicate\"\ntoxicity = 0.5",
+            13,
+            "toxicity does not apply to fault duplicate",
+        ),
+        (
+            "target = \"kafka\"\nfault = \"latency\"\nlatency = \"1s\"\nprobability = 0.5",
+            14,
+            "probability does not apply to fault latency",
+        ),
+    ] {
+        let e = error_on_line(&chaos(body), line);
+        assert!(e.contains(says), "{body}: {e}");
+    }
+}
+
+#[test]
+fn message_faults_need_the_local_backend() {
+    let e = error_on_line(
+        &format!(
+            "{}[environment]\nbackend = \"containers\"\n[[chaos]]\nat = \"1s\"\ntarget = \"kafka\"\nfault = \"lost_ack\"\n",
+            base()
+        ),
+        13,
+    );
+    assert!(
+        e.contains("lost_ack needs backend = \"local\": message faults act through the embedded broker's fronts"),
+        "{e}"
+    );
+}
+
+#[test]
+fn the_message_fault_scenarios_parse() {
+    for name in ["redelivery-storm", "payment-partition"] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../scenarios")
+            .join(format!("{name}.toml"));
+        let s = Scenario::load(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(!s.chaos.is_empty(), "{name}");
+    }
+}

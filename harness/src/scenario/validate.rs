@@ -366,6 +366,8 @@ impl Scenario {
         }
         if fault == Fault::Scale {
             self.validate_scale_target(e, &target, backend)?;
+        } else if fault.on_messages() {
+            self.validate_message_target(e, &target, backend, &instances)?;
         } else if fault.on_instances() {
             let names = processes_of(backend, &instances);
             if target
@@ -418,7 +420,7 @@ impl Scenario {
             self.fraction(t, "toxicity")?;
         }
         // Which attributes each fault takes: (name, given, required).
-        let attrs: [AttributeRule<'_>; 10] = [
+        let attrs: [AttributeRule<'_>; 14] = [
             (
                 "latency",
                 e.latency.as_ref().map(Spanned::span),
@@ -440,8 +442,8 @@ impl Scenario {
             (
                 "delay",
                 e.delay.as_ref().map(Spanned::span),
-                &[Fault::SlowClose, Fault::Slicer],
-                &[Fault::SlowClose],
+                &[Fault::SlowClose, Fault::Slicer, Fault::Delay],
+                &[Fault::SlowClose, Fault::Delay],
             ),
             (
                 "timeout",
@@ -479,6 +481,30 @@ impl Scenario {
                 &[Fault::Scale],
                 &[Fault::Scale],
             ),
+            (
+                "topic",
+                e.topic.as_ref().map(Spanned::span),
+                &[Fault::Duplicate, Fault::Delay, Fault::Poison],
+                &[Fault::Delay, Fault::Poison],
+            ),
+            (
+                "partition",
+                e.partition.as_ref().map(Spanned::span),
+                &[Fault::Delay, Fault::Poison],
+                &[Fault::Delay],
+            ),
+            (
+                "probability",
+                e.probability.as_ref().map(Spanned::span),
+                &[Fault::Duplicate, Fault::LostAck],
+                &[],
+            ),
+            (
+                "messages",
+                e.messages.as_ref().map(Spanned::span),
+                &[Fault::Poison],
+                &[],
+            ),
         ];
         for (attr, given, takes, needs) in attrs {
             match given {
@@ -513,6 +539,111 @@ impl Scenario {
         }
         if let Some(n) = &e.instances {
             self.validate_scale_count(e, n)?;
+        }
+        self.validate_message_attributes(e)?;
+        Ok(())
+    }
+
+    /// Message faults act through the embedded broker's fronts (so on the local backend), on
+    /// the links of service instances to the broker; `poison` publishes onto the broker itself.
+    fn validate_message_target(
+        &self,
+        e: &ChaosEntry,
+        target: &Target,
+        backend: Backend,
+        instances: &Instances,
+    ) -> Result<(), ScenarioError> {
+        let fault = *e.fault.get_ref();
+        if backend != Backend::Local {
+            return Err(self.error(
+                e.fault.span(),
+                format!(
+                    "{} needs backend = \"local\": message faults act through the embedded \
+                     broker's fronts, which the {} backend does not have yet",
+                    fault.name(),
+                    backend.name()
+                ),
+            ));
+        }
+        let named = e.target.get_ref();
+        if fault == Fault::Poison {
+            return match target {
+                Target::Node(node) if node.name == "kafka" => Ok(()),
+                _ => Err(self.error(
+                    e.target.span(),
+                    format!(
+                        "poison publishes onto a topic of the broker, so its target is kafka (or \
+                         broker), not {named:?}; name the topic with topic = \"...\""
+                    ),
+                )),
+            };
+        }
+        let links = links_of(backend, instances);
+        let to_broker = target
+            .links(links.iter().map(String::as_str))
+            .into_iter()
+            .any(|l| l.ends_with("->kafka"));
+        if !to_broker {
+            return Err(self.error(
+                e.target.span(),
+                format!(
+                    "{} acts on links to the broker, and {named:?} names none; use kafka (every \
+                     instance's link), a service such as payment->kafka, or one instance such as \
+                     order#1->kafka",
+                    fault.name()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `topic` one of the system's topics, `partition` one of its partitions, `probability` a
+    /// fraction, `messages` at least 1, `delay` more than nothing.
+    fn validate_message_attributes(&self, e: &ChaosEntry) -> Result<(), ScenarioError> {
+        if let Some(topic) = &e.topic {
+            let known = contracts::messages::topics::all();
+            if !known.contains(topic.get_ref()) {
+                return Err(self.error(
+                    topic.span(),
+                    format!(
+                        "unknown topic {:?}: expected one of {}",
+                        topic.get_ref(),
+                        known.join(", ")
+                    ),
+                ));
+            }
+        }
+        if let Some(partition) = &e.partition {
+            let count = platform::messaging::kafka::PARTITIONS;
+            if i64::from(*partition.get_ref()) >= i64::from(count) {
+                return Err(self.error(
+                    partition.span(),
+                    format!(
+                        "partition {} does not exist: every topic has {count} (0 to {})",
+                        partition.get_ref(),
+                        count - 1
+                    ),
+                ));
+            }
+        }
+        if let Some(p) = &e.probability {
+            self.fraction(p, "probability")?;
+            if *p.get_ref() == 0.0 {
+                return Err(self.error(
+                    p.span(),
+                    "probability 0 would change nothing; use a share above 0",
+                ));
+            }
+        }
+        if let Some(n) = &e.messages
+            && *n.get_ref() == 0
+        {
+            return Err(self.error(n.span(), "messages must be at least 1"));
+        }
+        if *e.fault.get_ref() == Fault::Delay
+            && let Some(d) = &e.delay
+        {
+            self.positive(d, "delay")?;
         }
         Ok(())
     }

@@ -76,7 +76,9 @@ async fn set(
 
 async fn clear(State(control): State<Control>, Path(id): Path<String>) -> Response {
     if control.faults.clear(&id) {
-        tracing::info!(%id, "message fault cleared");
+        let (acks_lost, fetches_held, copies_written) = control.faults.effects();
+        tracing::info!(%id, acks_lost, fetches_held, copies_written,
+            "message fault cleared (what every fault did since the broker started)");
         StatusCode::NO_CONTENT.into_response()
     } else {
         (
@@ -89,7 +91,13 @@ async fn clear(State(control): State<Control>, Path(id): Path<String>) -> Respon
 
 async fn clear_all(State(control): State<Control>) -> StatusCode {
     control.faults.clear_all();
-    tracing::info!("every message fault cleared");
+    let (acks_lost, fetches_held, copies_written) = control.faults.effects();
+    tracing::info!(
+        acks_lost,
+        fetches_held,
+        copies_written,
+        "every message fault cleared"
+    );
     StatusCode::NO_CONTENT
 }
 

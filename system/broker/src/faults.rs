@@ -34,7 +34,7 @@ use std::{
     collections::{BTreeMap, HashMap, HashSet},
     sync::{
         Arc, Mutex, PoisonError, RwLock,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -130,6 +130,10 @@ pub struct Faults {
     topic_names: RwLock<HashMap<[u8; 16], String>>,
     /// Batches already copied, and the copies: (topic, partition, base offset).
     copied: Mutex<HashSet<(String, i32, i64)>>,
+    /// What the fronts did, for the log line of each cleared fault.
+    pub(crate) acks_lost: AtomicU64,
+    pub(crate) batches_held: AtomicU64,
+    pub(crate) copies_written: AtomicU64,
 }
 
 impl Faults {
@@ -232,7 +236,18 @@ impl Faults {
 
     /// Records that a copy was written at `base_offset`, so that it is not copied in turn.
     pub(crate) fn copy_written(&self, topic: &str, partition: i32, base_offset: i64) {
+        self.copies_written.fetch_add(1, Ordering::Relaxed);
         self.claim_copy(topic, partition, base_offset);
+    }
+
+    /// What the fronts have done since the broker started: (produce acknowledgements lost,
+    /// fetch responses whose batches were held back, copies written).
+    pub fn effects(&self) -> (u64, u64, u64) {
+        (
+            self.acks_lost.load(Ordering::Relaxed),
+            self.batches_held.load(Ordering::Relaxed),
+            self.copies_written.load(Ordering::Relaxed),
+        )
     }
 }
 
@@ -333,6 +348,7 @@ pub(crate) fn rewrite_fetch(
                     .count();
                 if ready < records.batches.len() {
                     records.batches.truncate(ready);
+                    registry.batches_held.fetch_add(1, Ordering::Relaxed);
                     held = true;
                 }
             }

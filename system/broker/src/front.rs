@@ -404,6 +404,7 @@ async fn responses(
                 client.as_ref().set_zero_linger()?;
                 // Without the shutdown a dropped write half sends (a FIN before the RST).
                 client.forget();
+                shared.faults.acks_lost.fetch_add(1, Ordering::Relaxed);
                 debug!(advertised = %shared.advertised, "lost_ack: produce response dropped");
                 return Err(io::Error::new(
                     io::ErrorKind::ConnectionReset,

@@ -12,6 +12,7 @@
 
 pub mod binaries;
 pub mod links;
+pub mod messages;
 pub mod process;
 pub mod scale;
 
@@ -235,6 +236,9 @@ impl LocalEnvironment {
                 "--exit-on-stdin-eof".into(),
                 "--ready-file".into(),
                 dir.join("ready/broker.json").display().to_string(),
+                // Message faults (duplicate, lost_ack, delay) are set through it.
+                "--control".into(),
+                "127.0.0.1:0".into(),
             ];
             for (_, listen) in kafka_links.values() {
                 args.push("--front".into());
@@ -503,6 +507,16 @@ impl LocalEnvironment {
         Ok(at)
     }
 
+    /// The broker's control API, from its ready file (a restarted broker has another port).
+    fn broker_control(&self) -> anyhow::Result<String> {
+        let broker = self
+            .processes
+            .iter()
+            .find(|p| p.spec.name == "broker")
+            .context("no broker process")?;
+        messages::control_url(&broker.spec.ready_file)
+    }
+
     /// The chaos-proxy's Toxiproxy API.
     pub fn chaos_url(&self) -> &str {
         &self.chaos_url
@@ -579,11 +593,52 @@ impl Faultable for LocalEnvironment {
     /// stopped process restarted. Tries all of it even when a step fails, and reports the first
     /// failure.
     async fn heal_all(&mut self) -> anyhow::Result<()> {
-        super::heal_everything(self).await
+        let healed = super::heal_everything(self).await;
+        // After the processes: a broker restarted by the heal is up again (and has no faults).
+        let cleared = match self.broker_control() {
+            Ok(control) => messages::clear_all(&control)
+                .await
+                .context("clearing the message faults"),
+            Err(e) => Err(e),
+        };
+        healed.and(cleared)
     }
 
     async fn scale(&mut self, service: Service, count: usize) -> anyhow::Result<()> {
         self.scale_service(service, count).await
+    }
+
+    /// On the fronts the broker opened for the links' proxies.
+    async fn set_message_fault(
+        &mut self,
+        id: &str,
+        links: &[String],
+        fault: &crate::faults::MessageFault,
+    ) -> anyhow::Result<()> {
+        let fronts = links
+            .iter()
+            .map(|link| {
+                self.kafka_links
+                    .values()
+                    .find(|l| l.name == *link)
+                    .map(|l| l.listen.clone())
+                    .with_context(|| format!("{link} is not a link to the broker"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        messages::set(&self.broker_control()?, id, fronts, fault).await
+    }
+
+    async fn clear_message_fault(&mut self, id: &str) -> anyhow::Result<()> {
+        messages::clear(&self.broker_control()?, id).await
+    }
+
+    async fn publish_poison(
+        &mut self,
+        topic: &str,
+        partition: Option<i32>,
+        messages: u64,
+    ) -> anyhow::Result<Vec<String>> {
+        messages::publish_poison(&self.kafka_brokers, topic, partition, messages).await
     }
 }
 
