@@ -8,7 +8,8 @@
 //! service deduplicates. Anything else may have been acted on (a retried `POST /orders` without a
 //! key could place two orders), so it fails with 502. A request safe to repeat also moves on
 //! when an attempt gets no answer within `ATTEMPT_TIMEOUT_MS` (a frozen instance holds requests
-//! without failing them); other requests wait for the whole `UPSTREAM_TIMEOUT_MS`.
+//! without failing them): the next instance is tried *alongside* the slow attempt, and the first
+//! useful answer wins (see [`attempts`]); other requests wait for the whole `UPSTREAM_TIMEOUT_MS`.
 //!
 //! Which instances, in which order, and when they leave the rotation: [`crate::upstream`]. The
 //! bulkhead, circuit breaker, retry budget and rate limit around this: [`crate::resilience`].
@@ -331,8 +332,25 @@ fn forwarded_headers(incoming: &HeaderMap, token: &str) -> Result<HeaderMap, Gat
     Ok(headers)
 }
 
+/// One attempt under way: where it went, and what closes its span.
+struct Launched {
+    instance: Arc<Instance>,
+    span: tracing::Span,
+    started: Instant,
+    finished: bool,
+}
+
 /// The failover loop to one service: instances in the order [`Upstream::attempt_order`] gives,
-/// each retry under the service's retry budget after a full-jitter backoff.
+/// each retry under the service's retry budget.
+///
+/// A failed attempt (connect error; for a request safe to repeat, a connection broken before the
+/// answer) is followed by the next instance after a full-jitter backoff. A request safe to repeat
+/// whose attempt has not answered within `ATTEMPT_TIMEOUT_MS` is *hedged*: the next instance is
+/// tried while the first attempt keeps running, and the first useful answer wins. The slow
+/// attempt is not abandoned, because an overloaded instance that is merely slow will still
+/// answer (cancelling it wasted the work and, for a `POST`, left the client with a 504 when the
+/// other instance refused the retry), while a frozen instance is left behind by the hedge. A
+/// refusal (503, 429) is passed on only when no other attempt can still answer.
 async fn attempts(
     core: &Core,
     service: Service,
@@ -354,108 +372,173 @@ async fn attempts(
         order.truncate(1);
     }
     policy.deposit();
-    let attempts = order.len();
+    let mut untried = order.into_iter().peekable();
+    let mut launched: Vec<Launched> = Vec::new();
+    let mut in_flight = futures::stream::FuturesUnordered::new();
     let mut failure = GatewayError::Unreachable(service);
-    // An earlier attempt may have been acted on (it timed out or broke after sending).
+    // An attempt broke after sending: it may have been acted on.
     let mut ambiguous = false;
-    for (n, instance) in order.into_iter().enumerate() {
-        if n > 0 {
-            if !policy.withdraw() {
-                tracing::warn!(%service, "retry budget spent; not trying another instance");
-                return Err(failure);
+    // A refusal kept while another attempt may still answer.
+    let mut refusal: Option<reqwest::Response> = None;
+    // When the next instance is tried: at once for the first.
+    let mut next_at = Some(Instant::now());
+    let outcome = loop {
+        if next_at.is_some_and(|at| at <= Instant::now()) {
+            next_at = None;
+            if let Some(instance) = untried.next() {
+                let n = launched.len();
+                if n > 0 && !policy.withdraw() {
+                    tracing::warn!(%service, "retry budget spent; not trying another instance");
+                    untried = Vec::new().into_iter().peekable();
+                } else {
+                    let remaining = deadline.saturating_duration_since(Instant::now());
+                    if remaining.is_zero() {
+                        break Err(GatewayError::Timeout(service));
+                    }
+                    let url = format!("{}{path_and_query}", instance.url);
+                    let span = attempt_span(service, &method, &url, n);
+                    let mut headers = headers.clone();
+                    if platform::telemetry::exporting() {
+                        platform::telemetry::inject_http(&span.context(), &mut headers);
+                    }
+                    if n > 0 {
+                        metrics::counter!(crate::metrics::UPSTREAM_RETRIES, "service" => service.name())
+                            .increment(1);
+                    }
+                    let request = core
+                        .client
+                        .request(method.clone(), url)
+                        .headers(headers)
+                        .body(body.clone())
+                        .timeout(remaining)
+                        .send()
+                        .instrument(span.clone());
+                    in_flight.push(async move { (n, request.await) });
+                    launched.push(Launched {
+                        instance,
+                        span,
+                        started: Instant::now(),
+                        finished: false,
+                    });
+                    if repeatable && untried.peek().is_some() {
+                        next_at = Some(Instant::now() + core.attempt_timeout);
+                    }
+                }
             }
-            let pause = policy.backoff(u32::try_from(n).unwrap_or(u32::MAX));
-            tokio::time::sleep_until((Instant::now() + pause).min(deadline)).await;
         }
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        if remaining.is_zero() {
-            return Err(GatewayError::Timeout(service));
+        if in_flight.is_empty() && next_at.is_none() {
+            break match refusal.take() {
+                Some(response) => Ok(response),
+                None => Err(failure),
+            };
         }
-        // A frozen or overloaded instance holds a request without failing it: a request safe to
-        // repeat moves on after one attempt's share, except at the last instance.
-        let last = n + 1 == attempts;
-        let attempt = if repeatable && !last {
-            remaining.min(core.attempt_timeout)
-        } else {
-            remaining
+        let wake = next_at.unwrap_or(deadline).min(deadline);
+        let (n, sent) = tokio::select! {
+            Some(done) = futures::StreamExt::next(&mut in_flight) => done,
+            () = tokio::time::sleep_until(wake) => {
+                if Instant::now() >= deadline {
+                    break Err(GatewayError::Timeout(service));
+                }
+                // A hedge: the latest attempt has had its share without an answer. An instance
+                // that answers nobody (frozen, or its link cut silently) is tried last for a
+                // while; one that answers others is only slow, and stays in turn.
+                if let Some(latest) = launched.last().filter(|l| !l.finished) {
+                    upstream.eject_if_silent(&latest.instance, 2 * core.attempt_timeout);
+                    tracing::warn!(upstream = %latest.instance.url,
+                        "no answer within the attempt timeout; the request is safe to repeat, also trying the next instance");
+                }
+                continue;
+            }
         };
-        let base = instance.url.as_str();
-        let url = format!("{base}{path_and_query}");
-        let span = attempt_span(service, &method, &url, n);
-        let mut headers = headers.clone();
-        if platform::telemetry::exporting() {
-            platform::telemetry::inject_http(&span.context(), &mut headers);
-        }
-        if n > 0 {
-            metrics::counter!(crate::metrics::UPSTREAM_RETRIES, "service" => service.name())
-                .increment(1);
-        }
-        let started = Instant::now();
-        let sent = core
-            .client
-            .request(method.clone(), url)
-            .headers(headers)
-            .body(body.clone())
-            .timeout(attempt)
-            .send()
-            .instrument(span.clone())
-            .await;
+        let attempt = &mut launched[n];
+        attempt.finished = true;
         let outcome = match &sent {
             Ok(r) => r.status().as_str().to_string(),
             Err(e) if e.is_connect() => "connect_error".into(),
             Err(e) if e.is_timeout() => "timeout".into(),
             Err(_) => "error".into(),
         };
-        record_attempt(upstream, &instance, &span, &outcome, started.elapsed());
+        record_attempt(
+            upstream,
+            &attempt.instance,
+            &attempt.span,
+            &outcome,
+            attempt.started.elapsed(),
+        );
+        let instance = attempt.instance.clone();
+        let base = instance.url.as_str();
         match sent {
             Ok(response) => {
+                upstream.note_answer(&instance);
+                if !matches!(response.status().as_u16(), 503 | 429) {
+                    tracing::Span::current().record("upstream", base);
+                    break Ok(response);
+                }
+                // Shed (503 or 429): another attempt still under way may yet do the work.
                 tracing::Span::current().record("upstream", base);
-                // A later instance refusing the request (shed: 503 or 429) says nothing about
-                // whether the earlier attempt placed it; passing the refusal on would tell the
-                // client it was not done. Only the timeout is true.
-                let refused = matches!(response.status().as_u16(), 503 | 429);
-                if ambiguous && refused && !matches!(method, Method::GET | Method::HEAD) {
+                refusal.get_or_insert(response);
+                if !in_flight.is_empty() {
+                    continue;
+                }
+                // A refusal says nothing about whether an attempt that broke after sending placed
+                // the request; passing it on would tell the client it was not done. Only the
+                // timeout is true.
+                if ambiguous && !matches!(method, Method::GET | Method::HEAD) {
                     tracing::warn!(
                         upstream = base,
                         "an earlier attempt may have been acted on and this one was refused; answering 504"
                     );
-                    return Err(GatewayError::Timeout(service));
+                    break Err(GatewayError::Timeout(service));
                 }
-                return relay(service, response, deadline).await;
+                next_at = None;
             }
             // Checked before `is_timeout`: a connect timeout is both, and it is safe to go on.
             Err(e) if e.is_connect() => {
                 upstream.eject(&instance);
                 failure = GatewayError::Unreachable(service);
                 tracing::warn!(upstream = base, error = %chain(&e), "cannot connect; trying the next instance");
-            }
-            Err(e) if e.is_timeout() && attempt < remaining => {
-                upstream.eject(&instance);
-                ambiguous = true;
-                failure = GatewayError::Timeout(service);
-                tracing::warn!(
-                    upstream = base,
-                    "no answer within the attempt timeout; the request is safe to repeat, trying the next instance"
-                );
+                if untried.peek().is_some() {
+                    next_at = Some(Instant::now() + policy.backoff(attempt_number(launched.len())));
+                }
             }
             Err(e) if e.is_timeout() => {
                 tracing::warn!(upstream = base, "upstream timed out");
-                return Err(GatewayError::Timeout(service));
+                failure = GatewayError::Timeout(service);
             }
             Err(e) if repeatable => {
                 upstream.eject(&instance);
                 ambiguous = true;
                 failure = GatewayError::BadUpstream(service);
                 tracing::warn!(upstream = base, error = %chain(&e), "upstream call failed; the request is safe to repeat, trying the next instance");
+                if untried.peek().is_some() {
+                    next_at = Some(Instant::now() + policy.backoff(attempt_number(launched.len())));
+                }
             }
             Err(e) => {
                 upstream.eject(&instance);
                 tracing::warn!(upstream = base, error = %chain(&e), "upstream call failed");
-                return Err(GatewayError::BadUpstream(service));
+                break Err(GatewayError::BadUpstream(service));
             }
         }
+    };
+    // Attempts still under way are cancelled by dropping them; they are counted as such.
+    for attempt in launched.iter().filter(|a| !a.finished) {
+        record_attempt(
+            upstream,
+            &attempt.instance,
+            &attempt.span,
+            "cancelled",
+            attempt.started.elapsed(),
+        );
     }
-    Err(failure)
+    match outcome {
+        Ok(response) => relay(service, response, deadline).await,
+        Err(err) => Err(err),
+    }
+}
+
+fn attempt_number(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 /// The client span of one attempt, named and attributed as the semantic conventions say.

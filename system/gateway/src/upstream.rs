@@ -4,6 +4,9 @@
 //! - **Round-robin**: each request starts one instance further and tries each at most once.
 //! - **Passive ejection**: an instance whose connection failed is tried last for [`EJECTION`],
 //!   so a dead instance costs one failed attempt every few seconds, not one per request in turn.
+//!   One that did not answer in time is ejected only when it answered nothing else recently
+//!   ([`Upstream::eject_if_silent`]): under overload every instance is slow, and ejecting the
+//!   slow ones in turn sent the whole load to one instance at a time.
 //! - **Active health checks** (`HEALTH_CHECK_INTERVAL_MS`): every instance's `/health/ready` is
 //!   probed; after [`UNHEALTHY_AFTER`] failed probes in a row it leaves the rotation (tried only
 //!   when every other instance failed, so a wrong verdict never makes a service unreachable), after
@@ -45,6 +48,9 @@ pub struct Instance {
     healthy: AtomicBool,
     /// Probes in a row that disagreed with `healthy`.
     streak: AtomicU32,
+    /// When it last answered a request or a probe (any status), in ms since the upstream's
+    /// epoch, plus 1 (0: never).
+    answered_at: AtomicU64,
 }
 
 impl Instance {
@@ -63,6 +69,7 @@ impl Instance {
             ejected_until: AtomicU64::new(0),
             healthy: AtomicBool::new(true),
             streak: AtomicU32::new(0),
+            answered_at: AtomicU64::new(0),
         }
     }
 
@@ -149,6 +156,30 @@ impl Upstream {
             "upstream" => instance.label.clone(),
         )
         .increment(1);
+    }
+
+    /// `instance` answered (whatever it said): it is alive, if perhaps slow.
+    pub fn note_answer(&self, instance: &Instance) {
+        instance
+            .answered_at
+            .store(self.now_ms().saturating_add(1), Ordering::Relaxed);
+    }
+
+    /// Whether `instance` answered anything within the last `window`.
+    pub fn answered_within(&self, instance: &Instance, window: Duration) -> bool {
+        let at = instance.answered_at.load(Ordering::Relaxed);
+        let window = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+        at != 0 && self.now_ms().saturating_add(1).saturating_sub(at) <= window
+    }
+
+    /// A request got no answer from `instance` in time. It is tried last for a while only if it
+    /// has answered nothing else within `window` either: an instance that is slow because it is
+    /// busy keeps its turn (ejecting it would pile its share onto the others and make them slow
+    /// in turn), one that answers nobody does not.
+    pub fn eject_if_silent(&self, instance: &Instance, window: Duration) {
+        if !self.answered_within(instance, window) {
+            self.eject(instance);
+        }
     }
 
     /// Takes this instance list, keeping the state of instances already known by URL.
@@ -243,12 +274,26 @@ pub fn spawn_health_checks(
                     let client = client.clone();
                     let upstream = upstream.clone();
                     probes.push(async move {
-                        let passed = client
+                        let probe = client
                             .get(format!("{}/health/ready", instance.url))
                             .timeout(timeout)
                             .send()
-                            .await
-                            .is_ok_and(|r| r.status().is_success());
+                            .await;
+                        let passed = match probe {
+                            Ok(response) => {
+                                upstream.note_answer(&instance);
+                                response.status().is_success()
+                            }
+                            // A probe that timed out while the instance kept answering
+                            // requests says it is busy, not that it is gone: it does not count.
+                            Err(e)
+                                if e.is_timeout()
+                                    && upstream.answered_within(&instance, interval + timeout) =>
+                            {
+                                return;
+                            }
+                            Err(_) => false,
+                        };
                         upstream.record_probe(&instance, passed);
                     });
                 }

@@ -187,7 +187,8 @@ pub fn with_common_layers(router: Router) -> Router {
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(server_span)
-                .on_response(record_status),
+                .on_response(record_status)
+                .on_failure(log_failure),
         )
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
 }
@@ -230,6 +231,32 @@ fn record_status<B>(response: &axum::http::Response<B>, _latency: Duration, span
     span.record("http.response.status_code", status.as_u16());
     if status.is_server_error() {
         span.record("otel.status_code", "ERROR");
+    }
+}
+
+/// Logs a failed request, except a 503: under overload an instance sheds hundreds of requests a
+/// second on purpose, and tower-http's default (an error line for each) buried the real failures
+/// in 30,000 lines a minute. Shed requests are counted in the request metrics by status instead,
+/// and their spans keep the status.
+fn log_failure(
+    class: tower_http::classify::ServerErrorsFailureClass,
+    latency: Duration,
+    _span: &tracing::Span,
+) {
+    use tower_http::classify::ServerErrorsFailureClass;
+    match class {
+        ServerErrorsFailureClass::StatusCode(status)
+            if status == StatusCode::SERVICE_UNAVAILABLE => {}
+        ServerErrorsFailureClass::StatusCode(status) => {
+            tracing::error!(
+                status = status.as_u16(),
+                latency = ?latency,
+                "response failed"
+            );
+        }
+        ServerErrorsFailureClass::Error(error) => {
+            tracing::error!(%error, latency = ?latency, "response failed");
+        }
     }
 }
 

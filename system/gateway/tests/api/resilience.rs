@@ -279,33 +279,144 @@ async fn with_retries_off_a_request_that_meets_a_dead_instance_fails() {
     );
 }
 
-/// A POST with an Idempotency-Key whose first attempt timed out (the first instance may have
-/// placed the order) and whose retry was shed by the second instance: the client must hear
-/// 504 (unknown), not the 503 that would tell it nothing was placed.
-#[tokio::test]
-async fn a_refused_retry_after_a_timed_out_attempt_is_answered_504_not_503() {
-    async fn serve(app: axum::Router) -> String {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        format!("http://{addr}")
-    }
-    let slow = serve(axum::Router::new().fallback(|| async {
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        "placed"
-    }))
-    .await;
-    let shedding = serve(axum::Router::new().fallback(|| async {
+async fn serve(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+fn shedding() -> axum::Router {
+    axum::Router::new().fallback(|| async {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             [("retry-after", "1")],
             "busy",
         )
+    })
+}
+
+/// A POST with an Idempotency-Key whose first attempt is slow (past the attempt timeout) is
+/// hedged to the second instance, which sheds it: the refusal is not passed on while the first
+/// attempt can still answer, and its answer is what the client gets. Before hedging the first
+/// attempt was abandoned, and the client heard 504 for an order that had been placed.
+#[tokio::test]
+async fn a_slow_attempt_is_hedged_and_its_answer_wins_over_the_hedges_refusal() {
+    let slow = serve(axum::Router::new().fallback(|| async {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        (StatusCode::CREATED, "placed")
     }))
     .await;
+    let shedding = serve(shedding()).await;
     let other = FakeUpstream::spawn("inventory", "inventory#1").await;
     let app = spawn_app(
         vec![slow, shedding],
+        vec![other.url.clone()],
+        vec![other.url.clone()],
+        |_| {},
+    )
+    .await;
+    let r = app
+        .request(Method::POST, "/api/orders")
+        .bearer_auth(app.customer())
+        .header("idempotency-key", "k-slow")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(r.text().await.unwrap(), "placed");
+}
+
+/// A slow instance that keeps answering stays in turn (it is busy, not gone): requests still
+/// reach it after one of its answers came late. A silent one (frozen) is left behind by the
+/// hedge and tried last for a while.
+#[tokio::test]
+async fn a_slow_but_answering_instance_keeps_its_turn_and_a_silent_one_is_ejected() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    fn counting(delay_from: usize, hits: Arc<AtomicUsize>, name: &'static str) -> axum::Router {
+        axum::Router::new().fallback(move || {
+            let n = hits.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if n >= delay_from {
+                    tokio::time::sleep(Duration::from_millis(1300)).await;
+                }
+                name
+            }
+        })
+    }
+    async fn get(app: &crate::helpers::TestApp) -> String {
+        let r = app
+            .get("/api/orders")
+            .bearer_auth(app.customer())
+            .send()
+            .await
+            .unwrap();
+        r.text().await.unwrap()
+    }
+    let other = FakeUpstream::spawn("inventory", "inventory#1").await;
+
+    // Answers its first request at once and the second late.
+    let busy_hits = Arc::new(AtomicUsize::new(0));
+    let busy = serve(counting(1, busy_hits.clone(), "busy")).await;
+    let quick = serve(counting(usize::MAX, Arc::default(), "quick")).await;
+    let app = spawn_app(
+        vec![busy, quick.clone()],
+        vec![other.url.clone()],
+        vec![other.url.clone()],
+        |_| {},
+    )
+    .await;
+    assert_eq!(get(&app).await, "busy");
+    assert_eq!(get(&app).await, "quick");
+    // Its turn again: late, so hedged to the quick one, which answers first.
+    assert_eq!(get(&app).await, "quick");
+    assert_eq!(get(&app).await, "quick");
+    // It answered a moment ago: not ejected, so the round-robin comes back to it.
+    get(&app).await;
+    assert_eq!(busy_hits.load(Ordering::SeqCst), 3);
+
+    // Never answers anything.
+    let frozen_hits = Arc::new(AtomicUsize::new(0));
+    let frozen = serve(counting(0, frozen_hits.clone(), "frozen")).await;
+    let app = spawn_app(
+        vec![frozen, quick],
+        vec![other.url.clone()],
+        vec![other.url.clone()],
+        |_| {},
+    )
+    .await;
+    for _ in 0..3 {
+        assert_eq!(get(&app).await, "quick");
+    }
+    // Hedged away from once, then tried last: it never got another request.
+    assert_eq!(frozen_hits.load(Ordering::SeqCst), 1);
+}
+
+/// A POST with an Idempotency-Key whose first attempt broke after the request was sent (the
+/// first instance may have placed the order) and whose retry was shed by the second instance:
+/// the client must hear 504 (unknown), not the 503 that would tell it nothing was placed.
+#[tokio::test]
+async fn a_refused_retry_after_a_broken_attempt_is_answered_504_not_503() {
+    // Reads the request, then closes the connection without an answer.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let breaking = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let mut buf = [0u8; 4096];
+            let _ = socket.read(&mut buf).await;
+            drop(socket);
+        }
+    });
+    let shedding = serve(shedding()).await;
+    let other = FakeUpstream::spawn("inventory", "inventory#1").await;
+    let app = spawn_app(
+        vec![breaking, shedding],
         vec![other.url.clone()],
         vec![other.url.clone()],
         |_| {},
