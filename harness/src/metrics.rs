@@ -243,6 +243,9 @@ pub struct Measurements {
     pub outcomes: BTreeMap<String, u64>,
     pub timeline: Vec<SecondBucket>,
     pub duration: Duration,
+    /// When measuring ended, from the load's start: the load and the follow-up of the orders it
+    /// left pending, so the end of the `after` phase. Zero when not recorded.
+    pub measured_until: Duration,
     /// phase → hop → how long each of the phase's sagas spent in that hop, from the traces
     /// (see `telemetry::hops`); empty when the run collected no traces.
     pub hops: BTreeMap<String, BTreeMap<String, Latency>>,

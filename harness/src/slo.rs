@@ -246,18 +246,35 @@ fn hops(phase: Phase, hop: &str, m: &Measurements) -> Latency {
 }
 
 /// The windows of time of a phase: `all` is the whole load unless a window says otherwise.
+/// A window ends at the latest where measuring ended: `after` is open-ended in the chaos
+/// schedule (`faults::Schedule::phases`, to the end of the follow-up), and a rate over it must
+/// not be divided by the time to `Duration::MAX`.
 fn windows(phase: Phase, m: &Measurements) -> Vec<(f64, f64)> {
+    let end = measured_end(m);
     let named: Vec<(f64, f64)> = m
         .windows
         .iter()
         .filter(|w| in_phase(phase, &w.name))
-        .map(|w| (w.start.as_secs_f64(), w.end.as_secs_f64()))
+        .map(|w| (w.start.as_secs_f64(), w.end.as_secs_f64().min(end)))
         .collect();
     if named.is_empty() && phase == Phase::All {
         vec![(0.0, m.duration.as_secs_f64())]
     } else {
         named
     }
+}
+
+/// Where measuring ended, in seconds from the load's start: the recorded end of the follow-up;
+/// without one, the end of the `all` window (a capacity step's view), else the load's duration.
+fn measured_end(m: &Measurements) -> f64 {
+    if !m.measured_until.is_zero() {
+        return m.measured_until.max(m.duration).as_secs_f64();
+    }
+    m.windows
+        .iter()
+        .find(|w| w.name == crate::metrics::ALL)
+        .map_or(m.duration, |w| w.end)
+        .as_secs_f64()
 }
 
 /// Judges a metric objective: its extreme value over the scrapes inside the phase's windows
@@ -785,6 +802,29 @@ mod tests {
         assert_eq!((during.measured, during.samples), (Some(10.0), 20));
         let after = one(goodput(Phase::After, 1.0), &m);
         assert!(!after.held && after.measured.is_none(), "{after}");
+    }
+
+    #[test]
+    fn goodput_after_the_last_fault_is_over_the_time_to_the_end_of_the_follow_up() {
+        let mut m = measurements();
+        for second in 0..12 {
+            m.bucket_mut(second).orders_confirmed = 10;
+        }
+        // The load ran 10 s, the follow-up of its pending orders 2 s more.
+        m.measured_until = Duration::from_secs(12);
+        // As `faults::Schedule::phases` defines it: from the last heal on, open-ended.
+        m.windows = vec![PhaseSpan {
+            name: "after".into(),
+            start: Duration::from_secs(6),
+            end: Duration::MAX,
+        }];
+        let after = one(goodput(Phase::After, 10.0), &m);
+        assert!(after.held, "{after}");
+        assert_eq!((after.measured, after.samples), (Some(10.0), 60));
+        assert!(
+            after.detail.starts_with("60 orders confirmed in 6.0s"),
+            "{after}"
+        );
     }
 
     fn saga(max: &str) -> Objective {

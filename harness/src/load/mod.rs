@@ -309,6 +309,7 @@ pub async fn run(
     let traced = ctx.recorder.take_traced();
     let (mut measurements, mut history) = ctx.recorder.finish(load_time);
     history.seed = Some(target.seed.clone());
+    measurements.measured_until = started.elapsed();
     measurements.windows = std::iter::once(PhaseSpan {
         name: metrics::ALL.to_string(),
         start: Duration::ZERO,
