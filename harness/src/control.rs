@@ -149,15 +149,13 @@ async fn process_action(
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))
 }
 
+/// Heals everything; the env file is written again, as healing may scale services back.
 async fn heal(State(control): State<Control>) -> Result<StatusCode, ApiError> {
-    control
-        .env
-        .lock()
-        .await
-        .heal_all()
-        .await
-        .map(|()| StatusCode::NO_CONTENT)
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))
+    let internal = |e: anyhow::Error| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}"));
+    let mut env = control.env.lock().await;
+    let healed = env.heal_all().await;
+    publish(env.as_ref(), &control).map_err(internal)?;
+    healed.map(|()| StatusCode::NO_CONTENT).map_err(internal)
 }
 
 async fn scale(

@@ -13,8 +13,8 @@
 //!
 //! Healing always happens, like Chaos Toolkit's rollbacks: each fault when its time is up, and
 //! everything at the end of the timeline ([`Faultable::heal_all`]: every proxy reset,
-//! every paused process resumed, every stopped one restarted), whether the timeline completed or
-//! failed half-way. An interrupted run (Ctrl-C) tears the whole environment down instead, which
+//! every paused process resumed, every stopped one restarted, every service back at the
+//! instance count it started with), whether the timeline completed or failed half-way. An interrupted run (Ctrl-C) tears the whole environment down instead, which
 //! ends every fault with it.
 //!
 //! # Layout
@@ -180,7 +180,8 @@ pub trait Faultable: Send {
     async fn disconnect(&mut self, name: &str) -> anyhow::Result<()>;
     /// Connects a disconnected instance again.
     async fn reconnect(&mut self, name: &str) -> anyhow::Result<()>;
-    /// Every proxy reset, every process running and not paused.
+    /// Every proxy reset, every process running and not paused, every service back at the
+    /// instance count the environment started with ([`restore_instances`]).
     async fn heal_all(&mut self) -> anyhow::Result<()>;
     /// Runs `count` instances of `service` (1 to [`Instances::MAX`]): new ones start like those
     /// started with the environment and join the gateway's rotation once ready; the
@@ -237,6 +238,28 @@ pub trait Faultable: Send {
         }
         counts
     }
+}
+
+/// Scales every service whose instance count is not `started` back to it: the part of
+/// [`Faultable::heal_all`] that undoes scale faults (also one whose own heal never ran, the
+/// timeline having failed half-way, or a `harness chaos scale` of a game day). Tries every
+/// service even when one fails, and reports the first failure.
+pub async fn restore_instances(
+    env: &mut (impl Faultable + ?Sized),
+    started: Instances,
+) -> anyhow::Result<()> {
+    let mut first_error = None;
+    for service in Service::ALL {
+        let (now, then) = (env.instance_count(service), started.of(service));
+        if now != then
+            && let Err(e) = env.scale(service, then).await
+        {
+            first_error.get_or_insert(e.context(format!(
+                "scaling {service} back from {now} to the {then} instances it started with"
+            )));
+        }
+    }
+    first_error.map_or(Ok(()), Err)
 }
 
 /// What one fault did: what to heal, and what the report says.
@@ -621,8 +644,15 @@ mod tests {
         assert_eq!(spans[4].start, Duration::from_secs(60));
     }
 
-    /// Instances only, counted per service; every other action is refused.
-    struct Counts(Instances);
+    /// Instances only, counted per service (now, and as the environment started); every other
+    /// action is refused.
+    struct Counts(Instances, Instances);
+
+    impl Counts {
+        fn started(instances: Instances) -> Self {
+            Self(instances, instances)
+        }
+    }
 
     #[async_trait::async_trait]
     impl Faultable for Counts {
@@ -660,7 +690,8 @@ mod tests {
             anyhow::bail!("no")
         }
         async fn heal_all(&mut self) -> anyhow::Result<()> {
-            Ok(())
+            let started = self.1;
+            restore_instances(self, started).await
         }
         async fn scale(&mut self, service: Service, count: usize) -> anyhow::Result<()> {
             self.0.set(service, count);
@@ -675,7 +706,7 @@ mod tests {
         );
         let schedule = Schedule::of(&s).unwrap();
         let planned = &schedule.faults[0];
-        let mut env = Counts(s.environment.instances.to_instances());
+        let mut env = Counts::started(s.environment.instances.to_instances());
         assert_eq!(env.instance_count(Service::Order), 2);
         let applied = apply_fault(&mut env, planned, 0, Duration::ZERO)
             .await
@@ -684,6 +715,24 @@ mod tests {
         assert_eq!(applied.what, ["order#3", "order#4"]);
         heal_fault(&mut env, planned, &applied).await.unwrap();
         assert_eq!(env.instances(), s.environment.instances.to_instances());
+    }
+
+    #[tokio::test]
+    async fn heal_all_scales_every_service_back_to_the_count_it_started_with() {
+        // Scaled up by a fault whose own heal never ran, and down by hand during a game day.
+        let s = scenario(
+            "[[chaos]]\nat = \"1s\"\nfor = \"5s\"\ntarget = \"order\"\nfault = \"scale\"\ninstances = 4\n",
+        );
+        let schedule = Schedule::of(&s).unwrap();
+        let started = s.environment.instances.to_instances();
+        let mut env = Counts::started(started);
+        apply_fault(&mut env, &schedule.faults[0], 0, Duration::ZERO)
+            .await
+            .unwrap();
+        env.scale(Service::Payment, 1).await.unwrap();
+        assert_ne!(env.instances(), started);
+        env.heal_all().await.unwrap();
+        assert_eq!(env.instances(), started);
     }
 
     #[test]

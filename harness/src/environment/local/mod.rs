@@ -590,10 +590,14 @@ impl Faultable for LocalEnvironment {
     }
 
     /// Every proxy re-enabled without toxics, every paused process resumed, every killed or
-    /// stopped process restarted. Tries all of it even when a step fails, and reports the first
-    /// failure.
+    /// stopped process restarted, every service back at the instance count it started with.
+    /// Tries all of it even when a step fails, and reports the first failure.
     async fn heal_all(&mut self) -> anyhow::Result<()> {
         let healed = super::heal_everything(self).await;
+        // After the processes: an added instance that was killed is restarted, then stopped
+        // gracefully like any instance scaled away.
+        let started = self.options.instances;
+        let healed = healed.and(crate::faults::restore_instances(self, started).await);
         // After the processes: a broker restarted by the heal is up again (and has no faults).
         let cleared = match self.broker_control() {
             Ok(control) => messages::clear_all(&control)
