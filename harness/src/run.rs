@@ -357,7 +357,7 @@ async fn experiment(
     println!("load: {}", scenario.load.get_ref().describe());
     let schedule = faults::Schedule::of(scenario)?;
     let load_started = Instant::now();
-    let scraper = Scraper::start(env.metrics_targets(), SCRAPE_INTERVAL, load_started);
+    let scraper = Scraper::watching(env.watch_metrics_targets(), SCRAPE_INTERVAL, load_started);
     let (outcome, chaos_windows) = if schedule.is_empty() {
         let outcome = load::run(scenario, &target, Vec::new(), load_started).await;
         (outcome, Ok(Vec::new()))

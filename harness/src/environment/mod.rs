@@ -71,6 +71,13 @@ pub trait Environment: Faultable + Send {
     /// not through the links: a fault on a link must not blind the observer).
     fn metrics_targets(&self) -> Vec<scrape::Target>;
 
+    /// [`Self::metrics_targets`] now and as they change while the environment runs (instances
+    /// added or removed by [`Faultable::scale`]), for [`scrape::Scraper::watching`]. A backend
+    /// whose processes are fixed hands the list it has.
+    fn watch_metrics_targets(&self) -> tokio::sync::watch::Receiver<Vec<scrape::Target>> {
+        tokio::sync::watch::channel(self.metrics_targets()).1
+    }
+
     /// Toxiproxy's HTTP API, as the harness reaches it.
     fn toxiproxy_url(&self) -> &str;
 

@@ -8,6 +8,10 @@
 //!   one tick gets the same time, so series of different processes line up when summed.
 //!   [`Scraper::stop`] ends the task and hands back the [`Series`] and the [`ScrapeStats`]
 //!   (scrapes and failures per process); dropping the scraper ends the task too.
+//! - [`Scraper::watching`] takes the targets from a `watch` channel instead, read again at every
+//!   tick: an instance added while the run goes on (`harness chaos scale`, a `scale` fault) is
+//!   scraped from the first tick after it was published, one removed is no longer scraped (its
+//!   series keep the points scraped while it ran).
 //! - [`Scraper::scrape_once`] reads one target now, for the CLI.
 //! - [`Selector`] (`outbox_pending_messages{service="order"}`, exact matches only) picks series;
 //!   [`Series::select`] sums them per scrape, [`Series::select_rate`] sums their per-second rates.
@@ -54,6 +58,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use futures::future::join_all;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
@@ -671,16 +676,27 @@ struct Store {
 
 impl Store {
     fn new(limits: Limits, targets: &[Target]) -> Self {
-        let mut stats = ScrapeStats::default();
-        // Every target listed from the start, so a report shows "0 failures" rather than nothing.
-        for target in targets {
-            stats.scrapes.insert(target.process.clone(), 0);
-            stats.failures.insert(target.process.clone(), 0);
-        }
-        Self {
+        let mut store = Self {
             limits,
             series: HashMap::new(),
-            stats,
+            stats: ScrapeStats::default(),
+        };
+        store.list(targets);
+        store
+    }
+
+    /// Every target listed from when it is known, so a report shows "0 failures" rather than
+    /// nothing.
+    fn list(&mut self, targets: &[Target]) {
+        for target in targets {
+            self.stats
+                .scrapes
+                .entry(target.process.clone())
+                .or_insert(0);
+            self.stats
+                .failures
+                .entry(target.process.clone())
+                .or_insert(0);
         }
     }
 
@@ -783,7 +799,29 @@ impl Scraper {
         origin: Instant,
         limits: Limits,
     ) -> Scraper {
-        let store = Arc::new(Mutex::new(Store::new(limits, &targets)));
+        // The sender goes: the receiver keeps the list it last saw.
+        let (_, targets) = watch::channel(targets);
+        Self::watching_with_limits(targets, interval, origin, limits)
+    }
+
+    /// Scrapes the targets `targets` holds at each tick: added ones from the first tick after
+    /// they were sent, removed ones no more.
+    pub fn watching(
+        targets: watch::Receiver<Vec<Target>>,
+        interval: Duration,
+        origin: Instant,
+    ) -> Scraper {
+        Self::watching_with_limits(targets, interval, origin, Limits::default())
+    }
+
+    /// [`Scraper::watching`] with other bounds.
+    pub fn watching_with_limits(
+        targets: watch::Receiver<Vec<Target>>,
+        interval: Duration,
+        origin: Instant,
+        limits: Limits,
+    ) -> Scraper {
+        let store = Arc::new(Mutex::new(Store::new(limits, &targets.borrow())));
         let stop = CancellationToken::new();
         let task = tokio::spawn(scrape_loop(
             targets,
@@ -839,7 +877,7 @@ impl Drop for Scraper {
 }
 
 async fn scrape_loop(
-    targets: Vec<Target>,
+    watched: watch::Receiver<Vec<Target>>,
     interval: Duration,
     origin: Instant,
     store: Arc<Mutex<Store>>,
@@ -853,7 +891,7 @@ async fn scrape_loop(
             let error = format!("{e:#}");
             tracing::error!(error = %error, "the scraper cannot start");
             let mut store = lock(&store);
-            for target in &targets {
+            for target in watched.borrow().iter() {
                 store.ingest(0.0, &target.process, Err(error.clone()));
             }
             return;
@@ -867,6 +905,8 @@ async fn scrape_loop(
             () = stop.cancelled() => return,
             _ = ticks.tick() => {}
         }
+        let targets = watched.borrow().clone();
+        lock(&store).list(&targets);
         // One time for the whole tick, so that series of different targets sum point by point.
         let t = Instant::now()
             .saturating_duration_since(origin)
@@ -1310,6 +1350,63 @@ msdos_file_access_time_seconds{path="C:\\DIR\\FILE.TXT",error="Cannot find file:
         assert!(stats.last_errors["payment#1"].contains("500"), "{stats:?}");
         assert!(stats.last_errors["inventory#1"].contains("GET http://127.0.0.1:"));
         assert_eq!(stats.dropped_samples, 0);
+    }
+
+    #[tokio::test]
+    async fn a_watching_scraper_scrapes_instances_added_while_it_runs_and_drops_removed_ones() {
+        let addr = spawn_metrics_server().await;
+        let url = format!("http://{addr}/metrics");
+        let (publish, watched) = watch::channel(vec![target("order#1", "order", url.clone())]);
+        let scraper = Scraper::watching(watched, Duration::from_millis(50), Instant::now());
+        let of = |process: &str| Selector::new("requests_total").with_label("process", process);
+        eventually("order#1 scraped", || {
+            scraper.select(&of("order#1")).len() >= 2
+        })
+        .await;
+        assert!(scraper.select(&of("order#2")).is_empty());
+
+        // Scaled up: order#2 joins.
+        publish.send_replace(vec![
+            target("order#1", "order", url.clone()),
+            target("order#2", "order", url.clone()),
+        ]);
+        eventually("order#2 scraped", || {
+            scraper.select(&of("order#2")).len() >= 2
+        })
+        .await;
+
+        // Scaled down: order#1 leaves, and is not scraped (nor failing) any more.
+        publish.send_replace(vec![target("order#2", "order", url)]);
+        let order_2_then = scraper.select(&of("order#2")).len();
+        eventually("two more ticks", || {
+            scraper.select(&of("order#2")).len() >= order_2_then + 2
+        })
+        .await;
+        let order_1_left = scraper.stats().scrapes["order#1"];
+        let order_2_now = scraper.select(&of("order#2")).len();
+        eventually("two ticks after that", || {
+            scraper.select(&of("order#2")).len() >= order_2_now + 2
+        })
+        .await;
+        let collected = scraper.stop().await;
+        assert_eq!(collected.stats.scrapes["order#1"], order_1_left);
+        assert_eq!(collected.stats.failures["order#1"], 0);
+        assert_eq!(collected.stats.failures["order#2"], 0);
+        // Both keep their series: order#1's up to when it left, order#2's from when it came.
+        let points = |process: &str| {
+            collected
+                .series
+                .iter()
+                .find(|s| s.labels.get(PROCESS_LABEL).map(String::as_str) == Some(process))
+                .map(|s| s.points.clone())
+                .unwrap()
+        };
+        let (one, two) = (points("order#1"), points("order#2"));
+        assert!(two[0].0 > one[0].0, "{one:?} {two:?}");
+        assert!(
+            one.last().unwrap().0 < two.last().unwrap().0,
+            "{one:?} {two:?}"
+        );
     }
 
     #[tokio::test]

@@ -87,6 +87,9 @@ pub struct LocalEnvironment {
     kafka_links: BTreeMap<String, LinkInfo>,
     /// The logs of instances scaled away, by instance name, so reports still keep them.
     retired_logs: BTreeMap<String, PathBuf>,
+    /// [`Environment::metrics_targets`] for scrapers watching them, sent again whenever
+    /// instances are added or removed.
+    scrape_targets: tokio::sync::watch::Sender<Vec<scrape::Target>>,
     run_dir: RunDir,
 }
 
@@ -143,6 +146,7 @@ impl LocalEnvironment {
             options,
             kafka_links: BTreeMap::new(),
             retired_logs: BTreeMap::new(),
+            scrape_targets: tokio::sync::watch::Sender::new(Vec::new()),
             run_dir,
         };
         // On error `env` drops here, which kills whatever was started.
@@ -710,6 +714,11 @@ impl Environment for LocalEnvironment {
             url: format!("{}/metrics", self.chaos_url),
         });
         targets
+    }
+
+    fn watch_metrics_targets(&self) -> tokio::sync::watch::Receiver<Vec<scrape::Target>> {
+        self.publish_metrics_targets();
+        self.scrape_targets.subscribe()
     }
 
     fn toxiproxy_url(&self) -> &str {

@@ -114,6 +114,13 @@ impl LocalEnvironment {
         Ok(())
     }
 
+    /// Sends the processes to scrape to whoever watches them: an instance added is scraped
+    /// from when it is ready, one removed no more once it leaves.
+    pub(super) fn publish_metrics_targets(&self) {
+        self.scrape_targets
+            .send_replace(crate::environment::Environment::metrics_targets(self));
+    }
+
     /// [`Faultable::scale`] on this backend; see the module documentation.
     pub(super) async fn scale_service(
         &mut self,
@@ -157,6 +164,7 @@ impl LocalEnvironment {
                 self.links.push(kafka);
             }
             self.sort_links();
+            self.publish_metrics_targets();
             self.publish_upstreams()
         }
         .await;
@@ -186,6 +194,7 @@ impl LocalEnvironment {
                 .into_iter()
                 .partition(|p| names.contains(&p.spec.name));
         self.processes = staying;
+        self.publish_metrics_targets();
         futures::future::join_all(leaving.iter_mut().map(|p| p.stop(STOP_GRACE))).await;
         for p in &leaving {
             self.retired_logs
