@@ -1,6 +1,6 @@
 //! `report.html`: one self-contained page (inline CSS, inline SVG drawn here, no script, no
 //! font, no link) so it opens from a CI artifact without network access. Charts: latency over
-//! time (mean, p99 and max per second, the breakers' transitions as dashed lines), throughput and
+//! time (mean, p99 and max per second, the gateway's events as dashed lines), throughput and
 //! errors per second, saga outcomes per second and in total; per phase, the hops' p50 and p99
 //! stacked into one bar each; one chart per scraped metric. Every time chart shades the report's
 //! chaos windows.
@@ -11,9 +11,10 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
+use super::gateway_events::{EventKind, GatewayEvent};
 use super::sections::{
-    ARRIVALS_NOTE, BREAKER_NOTE, Section, VIOLATIONS_SHOWN, arrival_phases, hops_by_p99, sections,
-    top_hops, trace_phases, trace_summary,
+    ARRIVALS_NOTE, GATEWAY_EVENTS_NOTE, Section, VIOLATIONS_SHOWN, arrival_phases, hops_by_p99,
+    sections, top_hops, trace_phases, trace_summary,
 };
 use super::{ChaosWindow, LatencyReport, RunReport, TimelineSecond};
 use crate::slo::format_micros;
@@ -117,16 +118,46 @@ pub(super) fn breaker_color(to: &str) -> &'static str {
     }
 }
 
-/// Marks of a report's breaker transitions.
-fn breaker_marks(r: &RunReport) -> Vec<Mark> {
-    r.breaker_transitions
+/// The colour of a gateway event: the breaker's as [`breaker_color`]; an instance out of
+/// rotation purple and back in teal; a bulkhead full orange and refusing no more blue.
+pub(super) fn event_color(kind: EventKind) -> &'static str {
+    match kind {
+        EventKind::BreakerOpened => breaker_color("open"),
+        EventKind::BreakerHalfOpen => breaker_color("half_open"),
+        EventKind::BreakerClosed => breaker_color("closed"),
+        EventKind::OutOfRotation => "#8250df",
+        EventKind::BackInRotation => "#1b7c83",
+        EventKind::BulkheadFull => "#d4610a",
+        EventKind::BulkheadFree => "#0969da",
+    }
+}
+
+/// What the colours of the gateway events' marks and swatches mean.
+pub(super) const EVENT_COLORS: &str = "breaker: red opened, amber half-open, green closed; \
+     health checks: purple out of rotation, teal back in; bulkhead: orange full, blue refusing \
+     no more.";
+
+/// A gateway event as a mark on a time chart; `prefix` goes before its tooltip (a variant).
+pub(super) fn event_mark(e: &GatewayEvent, prefix: &str) -> Mark {
+    Mark {
+        at_s: e.at_s,
+        label: e.label.clone(),
+        title: format!(
+            "{prefix}{:.0}s: {} ({}, {})",
+            e.at_s,
+            e.describe(),
+            e.kind.pattern(),
+            e.process
+        ),
+        color: event_color(e.kind),
+    }
+}
+
+/// Marks of a report's gateway events.
+fn event_marks(r: &RunReport) -> Vec<Mark> {
+    r.gateway_events()
         .iter()
-        .map(|t| Mark {
-            at_s: t.at_s,
-            label: format!("{} {}", t.service, t.verb()),
-            title: format!("{:.0}s: {} ({})", t.at_s, t.describe(), t.process),
-            color: breaker_color(&t.to),
-        })
+        .map(|e| event_mark(e, ""))
         .collect()
 }
 
@@ -417,7 +448,7 @@ pub(super) fn render(r: &RunReport) -> String {
             Section::Slos => slos(&mut s, r),
             Section::Capacity => capacity(&mut s, r),
             Section::ChaosTimeline => chaos_timeline(&mut s, r),
-            Section::BreakerTransitions => breaker_transitions(&mut s, r),
+            Section::GatewayEvents => gateway_events(&mut s, r),
             Section::Invariants => invariants(&mut s, r),
             Section::Arrivals => arrivals(&mut s, r),
             Section::OverTime => over_time(&mut s, r),
@@ -567,24 +598,24 @@ fn chaos_timeline(s: &mut String, r: &RunReport) {
     s.push_str("</table>");
 }
 
-/// The breakers' transitions, coloured as their marks on the latency chart.
-fn breaker_transitions(s: &mut String, r: &RunReport) {
+/// The gateway's events, coloured as their marks on the latency chart.
+fn gateway_events(s: &mut String, r: &RunReport) {
     let _ = write!(
         s,
-        "<h2>Breaker transitions</h2><p class=\"meta\">{} Dashed on the latency chart: red \
-         opened, amber half-open, green closed.</p><table><tr><th>at</th><th>service</th>\
-         <th>transition</th><th>gateway</th></tr>",
-        escape(BREAKER_NOTE)
+        "<h2>Gateway events</h2><p class=\"meta\">{} Dashed on the latency chart: {}</p>\
+         <table><tr><th>at</th><th>service</th><th>event</th><th>gateway</th></tr>",
+        escape(GATEWAY_EVENTS_NOTE),
+        escape(EVENT_COLORS)
     );
-    for t in &r.breaker_transitions {
+    for e in r.gateway_events() {
         let _ = write!(
             s,
             r#"<tr><td>{:.0}s</td><td>{}</td><td><span class="sw" style="background:{}"></span>{}</td><td>{}</td></tr>"#,
-            t.at_s,
-            escape(&t.service),
-            breaker_color(&t.to),
-            escape(&t.change()),
-            escape(&t.process)
+            e.at_s,
+            escape(&e.service),
+            event_color(e.kind),
+            escape(&e.change),
+            escape(&e.process)
         );
     }
     s.push_str("</table>");
@@ -711,17 +742,18 @@ fn latency_chart(r: &RunReport) -> String {
             .map(|b| (at(b), b.p99_us.map(|v| v as f64 / 1_000.0)))
             .collect(),
     };
-    let title = if r.breaker_transitions.is_empty() {
+    let marks = event_marks(r);
+    let title = if marks.is_empty() {
         "Latency per second (all served requests)"
     } else {
-        "Latency per second (all served requests), breaker transitions dashed"
+        "Latency per second (all served requests), gateway events dashed"
     };
     marked_time_chart(
         title,
         x_max(r),
         &[mean, p99, max],
         &r.chaos_windows,
-        &breaker_marks(r),
+        &marks,
         |v| format_micros(v * 1_000.0),
     )
 }

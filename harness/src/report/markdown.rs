@@ -6,7 +6,7 @@ use std::fmt::Write;
 
 use super::RunReport;
 use super::sections::{
-    ARRIVALS_NOTE, BREAKER_NOTE, Section, VIOLATIONS_SHOWN, arrival_phases, hops_by_p99,
+    ARRIVALS_NOTE, GATEWAY_EVENTS_NOTE, Section, VIOLATIONS_SHOWN, arrival_phases, hops_by_p99,
     metric_value, sections, top_hops, trace_phases, trace_summary,
 };
 use crate::checks::Violation;
@@ -33,7 +33,7 @@ pub(super) fn render(r: &RunReport) -> String {
             Section::Slos => slos(&mut s, r),
             Section::Capacity => capacity(&mut s, r),
             Section::ChaosTimeline => chaos_timeline(&mut s, r),
-            Section::BreakerTransitions => breaker_transitions(&mut s, r),
+            Section::GatewayEvents => gateway_events(&mut s, r),
             Section::Invariants => invariants(&mut s, r),
             Section::Arrivals => arrivals(&mut s, r),
             // Charts need the HTML page; a PR comment gets the totals under Outcomes instead.
@@ -147,19 +147,19 @@ fn chaos_timeline(s: &mut String, r: &RunReport) {
     }
 }
 
-fn breaker_transitions(s: &mut String, r: &RunReport) {
-    let _ = writeln!(s, "\n### Breaker transitions\n");
-    let _ = writeln!(s, "{BREAKER_NOTE}\n");
-    let _ = writeln!(s, "| at | service | transition | gateway |");
+fn gateway_events(s: &mut String, r: &RunReport) {
+    let _ = writeln!(s, "\n### Gateway events\n");
+    let _ = writeln!(s, "{GATEWAY_EVENTS_NOTE}\n");
+    let _ = writeln!(s, "| at | service | event | gateway |");
     let _ = writeln!(s, "|---|---|---|---|");
-    for t in &r.breaker_transitions {
+    for e in r.gateway_events() {
         let _ = writeln!(
             s,
             "| {:.0}s | {} | {} | {} |",
-            t.at_s,
-            cell(&t.service),
-            cell(&t.change()),
-            cell(&t.process)
+            e.at_s,
+            cell(&e.service),
+            cell(&e.change),
+            cell(&e.process)
         );
     }
 }

@@ -7,6 +7,8 @@
 //! - this module: [`RunReport`] and how it is built from a run, [`write_all`], [`read`].
 //! - [`histogram`]: the V2+deflate+base64 encoding of histograms in `report.json`.
 //! - [`breaker`]: the gateway's circuit breaker transitions, read from the scraped metrics.
+//! - [`gateway_events`]: its health checks' rotation changes and its bulkheads' saturations,
+//!   and every gateway event as one list for the charts and tables.
 //! - `markdown`, `html`, `junit`: the other three files; `sections` decides which sections
 //!   `report.md` and `report.html` have and in what order.
 //! - [`compare`](mod@compare): deltas against a baseline report and the regression gate.
@@ -14,6 +16,7 @@
 
 pub mod breaker;
 pub mod compare;
+pub mod gateway_events;
 pub mod histogram;
 mod html;
 mod junit;
@@ -41,6 +44,7 @@ use crate::telemetry::hops::TraceReport;
 
 pub use breaker::BreakerTransition;
 pub use compare::{Comparison, Delta, Tolerance, compare};
+pub use gateway_events::{BulkheadSaturation, GatewayEvent, RotationChange};
 
 /// The version of `report.json`'s schema; raised when a field changes meaning or goes away.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -91,6 +95,14 @@ pub struct RunReport {
     /// when there was none, or nothing was scraped.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub breaker_transitions: Vec<BreakerTransition>,
+    /// The gateway's active health checks taking instances out of rotation and back (see
+    /// [`gateway_events`]); absent when there was none, or nothing was scraped.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rotation_changes: Vec<RotationChange>,
+    /// The gateway's bulkheads refusing calls, scrape after scrape (see [`gateway_events`]);
+    /// absent when there was none, or nothing was scraped.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bulkhead_saturations: Vec<BulkheadSaturation>,
     /// In a run of a scenario's `[[variant]]`s: the variant this report is of.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
@@ -321,6 +333,8 @@ impl RunReport {
             traces: input.traces,
             metrics: input.metrics,
             breaker_transitions: breaker::transitions(&m.scraped),
+            rotation_changes: gateway_events::rotation_changes(&m.scraped),
+            bulkhead_saturations: gateway_events::bulkhead_saturations(&m.scraped),
             variant: None,
             verdict: if held {
                 Verdict::Passed
@@ -333,6 +347,15 @@ impl RunReport {
 
     pub fn passed(&self) -> bool {
         self.verdict == Verdict::Passed
+    }
+
+    /// The breaker transitions, rotation changes and bulkhead saturations, in time order.
+    pub fn gateway_events(&self) -> Vec<GatewayEvent> {
+        gateway_events::events(
+            &self.breaker_transitions,
+            &self.rotation_changes,
+            &self.bulkhead_saturations,
+        )
     }
 
     pub fn failed_slos(&self) -> impl Iterator<Item = &SloVerdict> {

@@ -25,8 +25,9 @@ pub(super) enum Section {
     Capacity,
     /// The faults as they were applied and healed.
     ChaosTimeline,
-    /// The gateway's circuit breakers opening, half-opening and closing.
-    BreakerTransitions,
+    /// The gateway's circuit breakers opening, half-opening and closing, its health checks taking
+    /// instances out of rotation and back, its bulkheads refusing calls.
+    GatewayEvents,
     /// Every invariant with its verdict and first violations.
     Invariants,
     /// Open model: the journeys due, started and dropped per phase.
@@ -55,10 +56,7 @@ pub(super) fn sections(report: &RunReport) -> Vec<Section> {
         (Section::Slos, true),
         (Section::Capacity, report.capacity.is_some()),
         (Section::ChaosTimeline, !report.chaos_windows.is_empty()),
-        (
-            Section::BreakerTransitions,
-            !report.breaker_transitions.is_empty(),
-        ),
+        (Section::GatewayEvents, !report.gateway_events().is_empty()),
         (Section::Invariants, true),
         (Section::Arrivals, report.arrivals.is_some()),
         (Section::OverTime, true),
@@ -87,10 +85,12 @@ pub(super) const ARRIVALS_NOTE: &str = "Open model: journeys start on the arriva
      whatever the system does; a journey due while every user was busy is dropped, not run late. \
      Counted by when each journey was due.";
 
-/// What a breaker transitions table says about the times in it.
-pub(super) const BREAKER_NOTE: &str = "From the gateway's scraped \
-     gateway_breaker_transitions_total: each change is placed at the scrape that first showed it, \
-     so it happened within one scrape interval before.";
+/// What a gateway events table says about the times in it.
+pub(super) const GATEWAY_EVENTS_NOTE: &str = "From the gateway's scraped metrics \
+     (gateway_breaker_transitions_total, gateway_upstream_healthy with \
+     gateway_health_check_ejections_total, gateway_bulkhead_rejected_total): each event is placed \
+     at the scrape that first showed it, so it happened within one scrape interval before; a \
+     bulkhead is full from the first scrape that showed refusals to the first that showed none.";
 
 /// The hops of a slow saga listed next to it: its biggest few.
 pub(super) const TOP_HOPS_SHOWN: usize = 3;
@@ -160,7 +160,7 @@ mod tests {
         assert!(!plain.contains(&Section::Capacity), "{plain:?}");
         assert!(!plain.contains(&Section::Arrivals), "{plain:?}");
         assert!(!plain.contains(&Section::ChaosTimeline), "{plain:?}");
-        assert!(!plain.contains(&Section::BreakerTransitions), "{plain:?}");
+        assert!(!plain.contains(&Section::GatewayEvents), "{plain:?}");
 
         report.capacity = Some(Capacity {
             steps: vec![],
@@ -185,7 +185,7 @@ mod tests {
                 Section::Slos,
                 Section::Capacity,
                 Section::ChaosTimeline,
-                Section::BreakerTransitions,
+                Section::GatewayEvents,
                 Section::Invariants,
                 Section::Arrivals,
                 Section::OverTime,

@@ -779,3 +779,102 @@ fn a_closed_model_report_has_no_arrivals_and_reads_reports_written_before_sheddi
     let back: RunReport = serde_json::from_value(json).unwrap();
     assert_eq!(back, report);
 }
+
+/// The gateway's events of a run where payment's breaker opened, order#2 left the rotation and
+/// came back, and payment's bulkhead was full for a while.
+pub(crate) fn with_gateway_events(mut report: RunReport) -> RunReport {
+    report.breaker_transitions.push(BreakerTransition {
+        at_s: 4.0,
+        service: "payment".into(),
+        from: "closed".into(),
+        to: "open".into(),
+        count: 1,
+        process: "gateway#1".into(),
+    });
+    report.rotation_changes = vec![
+        RotationChange {
+            at_s: 5.0,
+            service: "order".into(),
+            upstream: "order#2".into(),
+            in_rotation: false,
+            ejections: 1,
+            process: "gateway#1".into(),
+        },
+        RotationChange {
+            at_s: 8.0,
+            service: "order".into(),
+            upstream: "order#2".into(),
+            in_rotation: true,
+            ejections: 0,
+            process: "gateway#1".into(),
+        },
+    ];
+    report.bulkhead_saturations = vec![BulkheadSaturation {
+        service: "payment".into(),
+        from_s: 3.0,
+        until_s: Some(7.0),
+        rejected: 37,
+        process: "gateway#1".into(),
+    }];
+    report
+}
+
+#[test]
+fn rotation_changes_and_bulkhead_saturations_are_gateway_events_in_every_file() {
+    let report = with_gateway_events(sample_report());
+    let md = markdown::render(&report);
+    assert!(md.contains("### Gateway events"), "{md}");
+    for row in [
+        "| 3s | payment | bulkhead full (37 calls refused until 7s) | gateway#1 |",
+        "| 4s | payment | breaker closed → open | gateway#1 |",
+        "| 5s | order | order#2 out of rotation | gateway#1 |",
+        "| 7s | payment | bulkhead refusing no more | gateway#1 |",
+        "| 8s | order | order#2 back in rotation | gateway#1 |",
+    ] {
+        assert!(md.contains(row), "{row} missing from\n{md}");
+    }
+
+    let page = html::render(&report);
+    assert!(page.contains("<h2>Gateway events</h2>"), "{page}");
+    assert!(page.contains("gateway events dashed"), "{page}");
+    // One dashed mark per event on the latency chart, each in its kind's colour.
+    assert_eq!(page.matches(r#"<g class="mark">"#).count(), 5, "{page}");
+    for (color, title) in [
+        (
+            "#d4610a",
+            "3s: payment bulkhead full (37 calls refused until 7s) (bulkhead, gateway#1)",
+        ),
+        (
+            "#cf222e",
+            "4s: payment breaker closed → open (breaker, gateway#1)",
+        ),
+        (
+            "#8250df",
+            "5s: order order#2 out of rotation (health check, gateway#1)",
+        ),
+        (
+            "#0969da",
+            "7s: payment bulkhead refusing no more (bulkhead, gateway#1)",
+        ),
+        (
+            "#1b7c83",
+            "8s: order order#2 back in rotation (health check, gateway#1)",
+        ),
+    ] {
+        assert!(
+            page.contains(&format!(r#"stroke="{color}""#)) && page.contains(&html::escape(title)),
+            "{color} {title}"
+        );
+    }
+
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["rotation_changes"][0]["upstream"], "order#2");
+    assert_eq!(json["rotation_changes"][1]["in_rotation"], true);
+    assert_eq!(json["bulkhead_saturations"][0]["rejected"], 37);
+    assert_eq!(json["bulkhead_saturations"][0]["until_s"], 7.0);
+    let back: RunReport = serde_json::from_value(json).unwrap();
+    assert_eq!(back, report);
+    // Reports written before these events read back without them.
+    let plain = serde_json::to_value(sample_report()).unwrap();
+    assert!(plain.get("rotation_changes").is_none() && plain.get("bulkhead_saturations").is_none());
+}

@@ -1,17 +1,18 @@
 //! The comparison's `report.html`: one self-contained page like a run's, with the variants'
 //! per-second p99, errors and confirmed orders drawn over each other (the chaos windows shaded,
-//! the breakers' transitions dashed), then the tables of `report.md`.
+//! the gateway's events dashed: breaker transitions, rotation changes, bulkheads full), then the
+//! tables of `report.md`.
 
 use std::fmt::Write;
 
 use super::{
-    PHASE_NOTE, VariantRun, VariantsReport, breaker_rows, confirmed_cell, endpoint_names,
-    errors_cell, gate_text, invariant_names, latencies_cell, phase_title, recovery_note, slo_cell,
+    PHASE_NOTE, VariantRun, VariantsReport, confirmed_cell, endpoint_names, errors_cell,
+    event_rows, gate_text, invariant_names, latencies_cell, phase_title, recovery_note, slo_cell,
     slo_names, verdict_text,
 };
 use crate::report::html::{
-    Mark, STYLE, Series, at, breaker_color, escape, marked_time_chart, num, palette, time_chart,
-    x_max,
+    EVENT_COLORS, Mark, STYLE, Series, at, escape, event_color, event_mark, marked_time_chart, num,
+    palette, time_chart, x_max,
 };
 use crate::report::{ChaosWindow, TimelineSecond, Verdict};
 use crate::slo::format_micros;
@@ -30,7 +31,7 @@ pub(super) fn render(r: &VariantsReport, runs: &[VariantRun]) -> String {
     charts(&mut s, runs);
     phases(&mut s, r);
     recovery(&mut s, r);
-    breaker_transitions(&mut s, r);
+    gateway_events(&mut s, r);
     slos(&mut s, r);
     invariants(&mut s, r);
     s.push_str("</body></html>\n");
@@ -139,17 +140,17 @@ fn lines<'a>(
         .collect()
 }
 
-/// Every variant's breaker transitions, labelled with the variant.
+/// Every variant's gateway events, labelled with the variant.
 fn marks(runs: &[VariantRun]) -> Vec<Mark> {
     let mut marks: Vec<Mark> = runs
         .iter()
         .flat_map(|run| {
-            run.report.breaker_transitions.iter().map(|t| Mark {
-                at_s: t.at_s,
-                label: format!("{} {}", t.service, t.verb()),
-                title: format!("{}, {:.0}s: {}", run.name, t.at_s, t.describe()),
-                color: breaker_color(&t.to),
-            })
+            let prefix = format!("{}, ", run.name);
+            run.report
+                .gateway_events()
+                .iter()
+                .map(|e| event_mark(e, &prefix))
+                .collect::<Vec<_>>()
         })
         .collect();
     marks.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
@@ -167,7 +168,7 @@ fn charts(s: &mut String, runs: &[VariantRun]) {
     let title = if marks.is_empty() {
         "p99 latency per second (served requests)"
     } else {
-        "p99 latency per second (served requests), breaker transitions dashed"
+        "p99 latency per second (served requests), gateway events dashed"
     };
     s.push_str(&marked_time_chart(
         title,
@@ -287,23 +288,26 @@ fn recovery(s: &mut String, r: &VariantsReport) {
     s.push_str("</table>");
 }
 
-fn breaker_transitions(s: &mut String, r: &VariantsReport) {
-    let rows = breaker_rows(r);
+fn gateway_events(s: &mut String, r: &VariantsReport) {
+    let rows = event_rows(r);
     if rows.is_empty() {
         return;
     }
-    s.push_str(
-        "<h2>Breaker transitions</h2><table><tr><th>variant</th><th>at</th><th>service</th><th>transition</th></tr>",
+    let _ = write!(
+        s,
+        "<h2>Gateway events</h2><p class=\"meta\">{}</p><table><tr><th>variant</th><th>at</th>\
+         <th>service</th><th>event</th></tr>",
+        escape(EVENT_COLORS)
     );
-    for (variant, t) in rows {
+    for (variant, e) in rows {
         let _ = write!(
             s,
             r#"<tr><td>{}</td><td>{:.0}s</td><td>{}</td><td><span class="sw" style="background:{}"></span>{}</td></tr>"#,
             escape(variant),
-            t.at_s,
-            escape(&t.service),
-            breaker_color(&t.to),
-            escape(&t.change())
+            e.at_s,
+            escape(&e.service),
+            event_color(e.kind),
+            escape(&e.change)
         );
     }
     s.push_str("</table>");

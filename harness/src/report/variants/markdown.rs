@@ -4,11 +4,9 @@
 use std::fmt::Write;
 
 use super::{
-    PHASE_NOTE, VariantsReport, breaker_rows, confirmed_cell, endpoint_names, errors_cell,
-    gate_text, invariant_names, latencies_cell, phase_title, recovery_note, slo_cell, slo_names,
-    verdict_text,
+    PHASE_NOTE, VariantsReport, confirmed_cell, endpoint_names, errors_cell, event_rows, gate_text,
+    invariant_names, latencies_cell, phase_title, recovery_note, slo_cell, slo_names, verdict_text,
 };
-use crate::report::breaker::state_name;
 use crate::report::markdown::cell;
 
 /// The sections, in order.
@@ -18,7 +16,7 @@ pub(super) fn render(r: &VariantsReport) -> String {
     variants(&mut s, r);
     phases(&mut s, r);
     recovery(&mut s, r);
-    breaker_transitions(&mut s, r);
+    gateway_events(&mut s, r);
     slos(&mut s, r);
     invariants(&mut s, r);
     s
@@ -153,28 +151,22 @@ fn recovery(s: &mut String, r: &VariantsReport) {
     }
 }
 
-fn breaker_transitions(s: &mut String, r: &VariantsReport) {
-    let rows = breaker_rows(r);
+fn gateway_events(s: &mut String, r: &VariantsReport) {
+    let rows = event_rows(r);
     if rows.is_empty() {
         return;
     }
-    let _ = writeln!(s, "\n### Breaker transitions\n");
-    let _ = writeln!(s, "| variant | at | service | transition |");
+    let _ = writeln!(s, "\n### Gateway events\n");
+    let _ = writeln!(s, "| variant | at | service | event |");
     let _ = writeln!(s, "|---|---|---|---|");
-    for (variant, t) in rows {
+    for (variant, e) in rows {
         let _ = writeln!(
             s,
-            "| {} | {:.0}s | {} | {} → {}{} |",
+            "| {} | {:.0}s | {} | {} |",
             cell(variant),
-            t.at_s,
-            cell(&t.service),
-            state_name(&t.from),
-            state_name(&t.to),
-            if t.count > 1 {
-                format!(" (×{})", t.count)
-            } else {
-                String::new()
-            }
+            e.at_s,
+            cell(&e.service),
+            cell(&e.change)
         );
     }
 }

@@ -37,9 +37,10 @@ use std::path::Path;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+use super::gateway_events::{self, GatewayEvent};
 use super::{
-    BreakerTransition, EXIT_FAILED, EXIT_PASSED, Paths, RunReport, ScenarioInfo, TimelineSecond,
-    Verdict,
+    BreakerTransition, BulkheadSaturation, EXIT_FAILED, EXIT_PASSED, Paths, RotationChange,
+    RunReport, ScenarioInfo, TimelineSecond, Verdict,
 };
 use crate::faults::{AFTER, BEFORE, during};
 use crate::metrics::ALL;
@@ -116,6 +117,12 @@ pub struct VariantSummary {
     pub slos: Vec<SloVerdict>,
     pub invariants: Vec<InvariantSummary>,
     pub breaker_transitions: Vec<BreakerTransition>,
+    /// Its gateway's health checks taking instances out of rotation and back.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rotation_changes: Vec<RotationChange>,
+    /// Its gateway's bulkheads refusing calls.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bulkhead_saturations: Vec<BulkheadSaturation>,
     pub outcomes: BTreeMap<String, u64>,
     /// Its own: `passed` when every SLO and invariant held.
     pub verdict: Verdict,
@@ -408,6 +415,8 @@ fn summary(run: &VariantRun, own: &Resilience) -> VariantSummary {
             })
             .collect(),
         breaker_transitions: r.breaker_transitions.clone(),
+        rotation_changes: r.rotation_changes.clone(),
+        bulkhead_saturations: r.bulkhead_saturations.clone(),
         outcomes: r.outcomes.clone(),
         verdict: verdict(slos_held && invariants_held),
         gated_verdict: verdict(gated),
@@ -756,11 +765,20 @@ fn slo_cell(v: &VariantSummary, name: &str) -> Option<(bool, String)> {
     Some((s.held, format!("{}{note}", s.measured_display())))
 }
 
-/// Every variant's breaker transitions, in time order within each variant.
-fn breaker_rows(r: &VariantsReport) -> Vec<(&str, &BreakerTransition)> {
+/// Every variant's gateway events (breaker transitions, rotation changes, bulkhead
+/// saturations), in time order within each variant.
+fn event_rows(r: &VariantsReport) -> Vec<(&str, GatewayEvent)> {
     r.variants
         .iter()
-        .flat_map(|v| v.breaker_transitions.iter().map(|t| (v.name.as_str(), t)))
+        .flat_map(|v| {
+            gateway_events::events(
+                &v.breaker_transitions,
+                &v.rotation_changes,
+                &v.bulkhead_saturations,
+            )
+            .into_iter()
+            .map(|e| (v.name.as_str(), e))
+        })
         .collect()
 }
 

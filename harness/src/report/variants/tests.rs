@@ -350,3 +350,38 @@ fn the_comparison_is_written_beside_the_variants_and_refused_as_a_baseline() {
         assert!(std::fs::metadata(path).unwrap().len() > 0);
     }
 }
+
+#[test]
+fn each_variant_s_gateway_events_are_in_the_comparison_s_table_and_on_its_chart() {
+    let mut runs = runs();
+    runs[1].report = crate::report::tests::with_gateway_events(runs[1].report.clone());
+    let r = compared(&runs);
+    assert_eq!(r.variants[1].rotation_changes.len(), 2);
+    assert_eq!(r.variants[1].bulkhead_saturations.len(), 1);
+    assert!(r.variants[0].rotation_changes.is_empty());
+
+    let md = markdown::render(&r);
+    assert!(md.contains("### Gateway events"), "{md}");
+    for row in [
+        "| without | 3s | payment | bulkhead full (37 calls refused until 7s) |",
+        "| without | 4s | payment | breaker closed → open |",
+        "| without | 5s | order | order#2 out of rotation |",
+        "| without | 8s | order | order#2 back in rotation |",
+    ] {
+        assert!(md.contains(row), "{row} missing from\n{md}");
+    }
+    let page = html::render(&r, &runs);
+    assert!(page.contains("<h2>Gateway events</h2>"), "{page}");
+    assert!(page.contains("gateway events dashed"), "{page}");
+    assert!(
+        page.contains(&crate::report::html::escape(
+            "without, 5s: order order#2 out of rotation (health check, gateway#1)"
+        )),
+        "{page}"
+    );
+    let json = serde_json::to_value(&r).unwrap();
+    assert_eq!(
+        json["variants"][1]["rotation_changes"][0]["upstream"],
+        "order#2"
+    );
+}
