@@ -9,7 +9,7 @@
 //!
 //! | invariant | violation kinds |
 //! |---|---|
-//! | [`no_lost_orders`] | `lost`, `unexpected` (notes: `recovered`) |
+//! | [`no_lost_orders`] | `lost`, `altered`, `unexpected` (notes: `recovered`) |
 //! | [`sagas_terminal`] | `pending`, `terminal_status_changed` |
 //! | [`exactly_once_money`] | `not_captured`, `double_captured`, `wrong_amount`, `wrong_total`, `wrong_customer`, `still_held`, `money_on_failed_order`, `money_without_order`, `over_credit_limit`, `account_mismatch`, `could_not_verify` |
 //! | [`stock_conservation`] | `not_conserved`, `oversold`, `sales_disagree`, `reservations_disagree`, `not_sold`, `sold_lines_differ`, `leaked`, `sold_for_failed_order`, `sold_without_order`, `could_not_verify` |
@@ -29,8 +29,10 @@
 //! itself, the system is compared with that, not with another of its own figures. What each
 //! invariant uses besides the system's word:
 //!
-//! - [`no_lost_orders`]: the order ids the gateway acknowledged to the load, and the attempts
-//!   without a definite answer with their customer and lines.
+//! - [`no_lost_orders`]: the order ids the gateway acknowledged to the load, each with the
+//!   customer and lines the client sent (an acknowledged order the write model holds for another
+//!   customer or other lines is `altered`), and the attempts without a definite answer with their
+//!   customer and lines.
 //! - [`sagas_terminal`]: the terminal statuses clients were shown (`GET /api/orders/{id}`, and
 //!   the read model while following the pending orders after the load); each must still be the
 //!   order's status in the write and read models.

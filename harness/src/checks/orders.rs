@@ -97,6 +97,9 @@ struct Classification<'a> {
     /// Acknowledged order ids, with the attempt that first acknowledged each.
     acknowledged: BTreeMap<OrderId, &'a OrderAttempt>,
     lost: Vec<(OrderId, &'a OrderAttempt)>,
+    /// Acknowledged orders whose customer or lines in the write model are not what the client
+    /// sent with the attempt that was acknowledged.
+    altered: Vec<(&'a AdminOrder, &'a OrderAttempt)>,
     /// Existing orders nobody acknowledged and no unanswered sequence explains.
     unexpected: Vec<&'a AdminOrder>,
     /// Existing orders nobody acknowledged, each with the unanswered sequence that explains it.
@@ -117,6 +120,13 @@ fn classify<'a>(history: &'a History, snapshot: &'a Snapshot) -> Classification<
         .iter()
         .filter(|(id, _)| !index.orders.contains_key(id))
         .map(|(id, a)| (*id, *a))
+        .collect();
+    let altered = acknowledged
+        .iter()
+        .filter_map(|(id, a)| Some((*index.orders.get(id)?, *a)))
+        .filter(|(o, a)| {
+            signature(&o.order.customer_id, &o.order.items) != signature(&a.customer_id, &a.lines)
+        })
         .collect();
 
     let mut pool: BTreeMap<Signature, VecDeque<usize>> = BTreeMap::new();
@@ -149,6 +159,7 @@ fn classify<'a>(history: &'a History, snapshot: &'a Snapshot) -> Classification<
         sequences,
         acknowledged,
         lost,
+        altered,
         unexpected,
         recovered,
         unanswered,
@@ -170,6 +181,19 @@ pub fn no_lost_orders(history: &History, snapshot: &Snapshot) -> InvariantVerdic
                 a.customer_id,
                 describe_key(a.idempotency_key.as_deref()),
                 describe_lines(&a.lines)
+            ),
+        ));
+    }
+    for (o, a) in &c.altered {
+        violations.push(Violation::for_order(
+            "altered",
+            o.order.order_id,
+            format!(
+                "acknowledged to {} for {}, but the write model holds an order of {} for {}",
+                a.customer_id,
+                describe_lines(&a.lines),
+                o.order.customer_id,
+                describe_lines(&o.order.items)
             ),
         ));
     }
@@ -380,6 +404,39 @@ mod tests {
         assert!(!v.held);
         assert_eq!(ids(&v, "lost"), [gone]);
         assert!(v.summary.contains("lost 1"), "{}", v.summary);
+    }
+
+    #[test]
+    fn an_acknowledged_order_with_other_lines_or_another_customer_is_reported_altered() {
+        let mut w = World::new();
+        let fine = w.confirmed("cust-1", "k1", &[("SKU-A", 1), ("SKU-B", 2)]);
+        let more = w.confirmed("cust-1", "k2", &[("SKU-A", 2)]);
+        let moved = w.confirmed("cust-2", "k3", &[("SKU-B", 1)]);
+        for o in &mut w.snapshot.orders {
+            if o.order.order_id == more {
+                o.order.items[0].quantity = contracts::domain::Quantity::new(5).unwrap();
+            } else if o.order.order_id == moved {
+                o.order.customer_id = customer("cust-3");
+            }
+        }
+
+        let v = no_lost_orders(&w.history, &w.snapshot);
+
+        assert!(!v.held);
+        let mut altered = ids(&v, "altered");
+        altered.sort();
+        let mut expected = vec![more, moved];
+        expected.sort();
+        assert_eq!(altered, expected);
+        assert!(!altered.contains(&fine));
+        let described = v
+            .of_kind("altered")
+            .map(|x| x.details.clone())
+            .collect::<Vec<_>>();
+        assert!(
+            described.iter().any(|d| d.contains("cust-3")),
+            "{described:?}"
+        );
     }
 
     #[test]
