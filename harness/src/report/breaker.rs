@@ -177,19 +177,11 @@ fn from_states(series: &[Series]) -> Vec<BreakerTransition> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
 
     use super::*;
 
     fn series(name: &str, labels: &[(&str, &str)], points: &[(f64, f64)]) -> Series {
-        Series {
-            name: name.into(),
-            labels: labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect::<BTreeMap<_, _>>(),
-            points: points.to_vec(),
-        }
+        Series::of(name, labels, points)
     }
 
     fn counter(from: &str, to: &str, points: &[(f64, f64)]) -> Series {

@@ -323,14 +323,7 @@ mod tests {
     use super::*;
 
     fn series(name: &str, labels: &[(&str, &str)], points: &[(f64, f64)]) -> Series {
-        Series {
-            name: name.into(),
-            labels: labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            points: points.to_vec(),
-        }
+        Series::of(name, labels, points)
     }
 
     fn of_instance(name: &str, upstream: &str, points: &[(f64, f64)]) -> Series {

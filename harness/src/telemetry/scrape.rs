@@ -566,6 +566,19 @@ pub struct Series {
 }
 
 impl Series {
+    /// A series of `name` with these labels and points (for tests).
+    #[cfg(test)]
+    pub(crate) fn of(name: &str, labels: &[(&str, &str)], points: &[(f64, f64)]) -> Self {
+        Self {
+            name: name.into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            points: points.to_vec(),
+        }
+    }
+
     /// The series `selector` picks, summed per scrape time. A scrape time where a picked series
     /// has no point (its target failed that tick) sums the others only.
     pub fn select(all: &[Series], selector: &Selector) -> Vec<(f64, f64)> {
