@@ -201,6 +201,48 @@ async fn health_checks_take_a_not_ready_instance_out_of_rotation_and_bring_it_ba
     assert_eq!(world.order[0].hits(), 3, "back in rotation");
 }
 
+/// An instance too busy to answer its readiness probe in time while it keeps answering requests
+/// stays in rotation: taking it out would pile its share onto the others.
+#[tokio::test]
+async fn a_probe_that_times_out_while_the_instance_keeps_answering_does_not_count() {
+    let busy = serve(
+        axum::Router::new()
+            .route(
+                "/health/ready",
+                axum::routing::get(|| async {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    "ready"
+                }),
+            )
+            .fallback(|| async { "busy" }),
+    )
+    .await;
+    let other = FakeUpstream::spawn("order", "order#2").await;
+    let inventory = FakeUpstream::spawn("inventory", "inventory#1").await;
+    let app = spawn_app(
+        vec![busy, other.url.clone()],
+        vec![inventory.url.clone()],
+        vec![inventory.url.clone()],
+        |c| c.resilience.health_check_interval = Some(Duration::from_millis(50)),
+    )
+    .await;
+    let mut busy_answers = 0;
+    for _ in 0..40 {
+        let r = app
+            .get("/api/orders")
+            .bearer_auth(app.customer())
+            .send()
+            .await
+            .unwrap();
+        if r.text().await.unwrap() == "busy" {
+            busy_answers += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    }
+    // Every probe of it timed out (50 ms) from the first; counted, two would have taken it out.
+    assert_eq!(busy_answers, 20);
+}
+
 #[tokio::test]
 async fn an_instance_added_to_the_list_file_gets_traffic_without_a_restart() {
     let first = FakeUpstream::spawn("order", "order#1").await;
