@@ -377,12 +377,7 @@ async fn experiment(
         .context("reading the system's state after the load")?;
     let mut snapshot = converged.snapshot;
     (snapshot.dead_letters, snapshot.dead_letters_read) = dead_letters(env.kafka_brokers()).await;
-    let customers: Vec<(String, String)> = info
-        .customers
-        .iter()
-        .map(|c| (c.customer_id.clone(), c.token.clone()))
-        .collect();
-    (snapshot.views, snapshot.views_read) = read_model(&api, &admin, &customers).await;
+    (snapshot.views, snapshot.views_read) = read_model(&api, &admin).await;
     let scraped = scraper.stop().await;
     let traces = match env.spans() {
         Some(store) => {

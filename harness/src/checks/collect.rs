@@ -64,46 +64,42 @@ pub async fn snapshot(client: &ApiClient, admin_token: &str) -> anyhow::Result<S
 /// The most rows one `GET /api/orders` returns (the order service's `MAX_LIST_LIMIT`).
 pub const MAX_LIST: usize = 1_000;
 
-/// Every row of the read model, as `GET /api/orders` lists it, and whether that is all of them.
-///
-/// The admin's list shows every customer's views, newest first, but at most [`MAX_LIST`]; when
-/// it is full, each customer's own list (with their token, `customers` as `(id, token)`) is read
-/// too, and a customer whose list is full as well is a gap (`could_not_verify`). A view of a
-/// customer the harness did not seed, older than the newest [`MAX_LIST`] of all, cannot be
-/// listed at all: the API has no cursor.
-pub async fn read_model(
-    client: &ApiClient,
-    admin_token: &str,
-    customers: &[(String, String)],
-) -> (Vec<OrderView>, Coverage) {
+/// The most pages [`read_model`] reads (a million rows) before it calls the rest a gap.
+const MAX_PAGES: usize = 1_000;
+
+/// Every row of the read model, as the admin's `GET /api/orders` lists it (every customer's,
+/// newest first), page after page (`before` = the last order of the page before), and whether
+/// that is all of them: a page that could not be read, or more than [`MAX_PAGES`], is a gap
+/// (`could_not_verify`).
+pub async fn read_model(client: &ApiClient, admin_token: &str) -> (Vec<OrderView>, Coverage) {
     let mut views: BTreeMap<OrderId, OrderView> = BTreeMap::new();
     let mut gaps = Vec::new();
-    match list_views(client, admin_token).await {
-        Ok(all) if all.len() < MAX_LIST => {
-            views.extend(all.into_iter().map(|v| (v.order_id, v)));
+    let mut before: Option<OrderId> = None;
+    for page in 0.. {
+        if page == MAX_PAGES {
+            gaps.push(Gap {
+                what: "the read model".into(),
+                details: format!("more than {MAX_PAGES} pages of {MAX_LIST} rows"),
+            });
+            break;
         }
-        Ok(newest) => {
-            views.extend(newest.into_iter().map(|v| (v.order_id, v)));
-            for (customer, token) in customers {
-                match list_views(client, token).await {
-                    Ok(theirs) if theirs.len() < MAX_LIST => {
-                        views.extend(theirs.into_iter().map(|v| (v.order_id, v)));
-                    }
-                    Ok(_) => gaps.push(Gap {
-                        what: format!("the read model of {customer}"),
-                        details: format!("{MAX_LIST} rows, the most one list returns"),
-                    }),
-                    Err(e) => gaps.push(Gap {
-                        what: format!("the read model of {customer}"),
-                        details: format!("{e:#}"),
-                    }),
+        match list_views(client, admin_token, before).await {
+            Ok(rows) => {
+                let full = rows.len() >= MAX_LIST;
+                before = rows.last().map(|v| v.order_id);
+                views.extend(rows.into_iter().map(|v| (v.order_id, v)));
+                if !full {
+                    break;
                 }
             }
+            Err(e) => {
+                gaps.push(Gap {
+                    what: "the read model".into(),
+                    details: format!("page {} after {} rows: {e:#}", page + 1, views.len()),
+                });
+                break;
+            }
         }
-        Err(e) => gaps.push(Gap {
-            what: "the read model".into(),
-            details: format!("{e:#}"),
-        }),
     }
     let coverage = if gaps.is_empty() {
         Coverage::Complete
@@ -113,9 +109,17 @@ pub async fn read_model(
     (views.into_values().collect(), coverage)
 }
 
-/// One `GET /api/orders?limit=MAX_LIST`, retried for a while when shed or failed.
-async fn list_views(client: &ApiClient, token: &str) -> anyhow::Result<Vec<OrderView>> {
-    let path = format!("/api/orders?limit={MAX_LIST}");
+/// One page of `GET /api/orders?limit=MAX_LIST[&before=ID]`, retried for a while when shed or
+/// failed.
+async fn list_views(
+    client: &ApiClient,
+    token: &str,
+    before: Option<OrderId>,
+) -> anyhow::Result<Vec<OrderView>> {
+    let path = match before {
+        Some(id) => format!("/api/orders?limit={MAX_LIST}&before={id}"),
+        None => format!("/api/orders?limit={MAX_LIST}"),
+    };
     let mut last = None;
     for pause in [100, 300, 1_000, 0] {
         match client

@@ -234,7 +234,9 @@ mod operations {
     #[utoipa::path(
         get, path = "/api/orders", tag = "orders", operation_id = "listOrders",
         params(("limit" = Option<i64>, Query, description = "At most this many (default 100)",
-            minimum = 1, maximum = 1000)),
+            minimum = 1, maximum = 1000),
+            ("before" = Option<OrderId>, Query,
+            description = "The last order of the previous page: list the ones after it")),
         responses(
             (status = 200, description = "The orders", body = Vec<OrderView>),
             (status = 400, description = "The query string is invalid", body = ErrorBody),

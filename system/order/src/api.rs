@@ -210,6 +210,8 @@ async fn get_order(
 #[serde(deny_unknown_fields)]
 struct ListParams {
     limit: Option<i64>,
+    /// The last order of the previous page.
+    before: Option<String>,
 }
 
 async fn list_orders(
@@ -229,9 +231,21 @@ async fn list_orders(
         Ok(c) => Some(c),
         Err(_) => viewer(&caller)?,
     };
-    Ok(ApiJson(
-        store::views(&state.db, owner.as_ref(), limit).await?,
-    ))
+    let before = params
+        .before
+        .as_deref()
+        .map(|b| {
+            b.parse::<OrderId>()
+                .map_err(|_| ApiError::BadRequest(format!("before: {b:?} is not an order id")))
+        })
+        .transpose()?;
+    match store::views(&state.db, owner.as_ref(), before, limit).await? {
+        Some(views) => Ok(ApiJson(views)),
+        None => Err(ApiError::BadRequest(format!(
+            "before: no order {} to list after",
+            params.before.unwrap_or_default()
+        ))),
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -403,34 +403,48 @@ pub async fn view(db: &Db, order_id: OrderId) -> Result<Option<OrderView>, DbErr
         .transpose()
 }
 
-/// The read model's orders of one customer (or of everyone), newest first.
+/// The read model's orders of one customer (or of everyone), newest first; with `before`, only
+/// those listed after that order (the next page: pass the last order of a page). `Ok(None)` when
+/// `before` names no order of the read model.
 pub async fn views(
     db: &Db,
     customer: Option<&CustomerId>,
+    before: Option<OrderId>,
     limit: i64,
-) -> Result<Vec<OrderView>, DbError> {
-    let rows =
-        match customer {
-            Some(c) => {
-                sqlx::query(
-                    "SELECT body FROM order_view WHERE customer_id = $1 \
-                 ORDER BY created_at_ms DESC, order_id DESC LIMIT $2",
-                )
-                .bind(c.as_str())
-                .bind(limit)
-                .fetch_all(db.pool())
-                .await?
-            }
-            None => sqlx::query(
-                "SELECT body FROM order_view ORDER BY created_at_ms DESC, order_id DESC LIMIT $1",
-            )
-            .bind(limit)
-            .fetch_all(db.pool())
-            .await?,
-        };
+) -> Result<Option<Vec<OrderView>>, DbError> {
+    let mut sql = String::from("SELECT v.body FROM order_view v WHERE 1 = 1");
+    let mut n = 0;
+    if customer.is_some() {
+        n += 1;
+        sql.push_str(&format!(" AND v.customer_id = ${n}"));
+    }
+    if let Some(before) = before {
+        if view(db, before).await?.is_none() {
+            return Ok(None);
+        }
+        n += 1;
+        // A row value compare: the same order as the ORDER BY, so pages neither skip nor repeat.
+        sql.push_str(&format!(
+            " AND (v.created_at_ms, v.order_id) < \
+             (SELECT b.created_at_ms, b.order_id FROM order_view b WHERE b.order_id = ${n})"
+        ));
+    }
+    n += 1;
+    sql.push_str(&format!(
+        " ORDER BY v.created_at_ms DESC, v.order_id DESC LIMIT ${n}"
+    ));
+    let mut query = sqlx::query(&sql);
+    if let Some(c) = customer {
+        query = query.bind(c.as_str());
+    }
+    if let Some(before) = before {
+        query = query.bind(before.to_string());
+    }
+    let rows = query.bind(limit).fetch_all(db.pool()).await?;
     rows.iter()
         .map(|r| parse_view(&r.try_get::<String, _>("body")?))
-        .collect()
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
 }
 
 fn parse_view(body: &str) -> Result<OrderView, DbError> {

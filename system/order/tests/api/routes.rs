@@ -354,6 +354,33 @@ async fn a_customer_lists_their_own_orders_newest_first() {
             .await
             .json();
         assert_eq!(two.len(), 2);
+
+        // Page after page with `before`: every order once, in the same order.
+        let mut paged = Vec::new();
+        let mut path = "/orders?limit=2".to_string();
+        loop {
+            let page: Vec<OrderView> = send(&app, "GET", &path, Some(&t), &[], None).await.json();
+            paged.extend(page.iter().map(|v| v.order_id));
+            match page.last() {
+                Some(last) if page.len() == 2 => {
+                    path = format!("/orders?limit=2&before={}", last.order_id);
+                }
+                _ => break,
+            }
+        }
+        assert_eq!(paged, ids);
+        for bad in ["nope", "01a24520-a232-7497-91bd-6aab1ed16c83"] {
+            let r = send(
+                &app,
+                "GET",
+                &format!("/orders?before={bad}"),
+                Some(&t),
+                &[],
+                None,
+            )
+            .await;
+            assert_eq!(r.status, StatusCode::BAD_REQUEST, "before={bad}");
+        }
     }
 }
 
