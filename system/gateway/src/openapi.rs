@@ -240,6 +240,7 @@ mod operations {
         responses(
             (status = 200, description = "The orders", body = Vec<OrderView>),
             (status = 400, description = "The query string is invalid", body = ErrorBody),
+            (status = 404, description = "`before` names no order", body = ErrorBody),
         ),
     )]
     fn list_orders() {}

@@ -241,7 +241,7 @@ async fn list_orders(
         .transpose()?;
     match store::views(&state.db, owner.as_ref(), before, limit).await? {
         Some(views) => Ok(ApiJson(views)),
-        None => Err(ApiError::BadRequest(format!(
+        None => Err(ApiError::NotFound(format!(
             "before: no order {} to list after",
             params.before.unwrap_or_default()
         ))),
