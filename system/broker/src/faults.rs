@@ -21,7 +21,10 @@
 //! its own to the broker (a Produce request carrying the fetched batch unchanged; the broker
 //! numbers it anew). Every consumer group of the topic then sees the copy, as it would in
 //! production. Each batch is copied at most once, whichever fronts fetch it, and copies are never
-//! copied again ([`Faults::claim_copy`]), so a storm stays bounded.
+//! copied again ([`Faults::claim_copy`]), so a storm stays bounded. A batch is known by its
+//! records (their bytes and count), not by its offset: the copy carries the same records at
+//! another offset, and a consumer may fetch it before the broker's answer to the copy's Produce
+//! request has even reached the front, so no offset is known yet that could mark it a copy.
 //!
 //! # What the producers do about a lost acknowledgement
 //!
@@ -32,6 +35,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
+    hash::{DefaultHasher, Hash, Hasher},
     sync::{
         Arc, Mutex, PoisonError, RwLock,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -128,8 +132,9 @@ pub struct Faults {
     /// Topic ids to names, learnt from the Metadata responses the fronts relay (Fetch v13+
     /// names topics by id only).
     topic_names: RwLock<HashMap<[u8; 16], String>>,
-    /// Batches already copied, and the copies: (topic, partition, base offset).
-    copied: Mutex<HashSet<(String, i32, i64)>>,
+    /// Batches already copied, which are also their copies: (topic, partition, records'
+    /// fingerprint, [`records_key`]).
+    copied: Mutex<HashSet<(String, i32, u64)>>,
     /// What the fronts did, for the log line of each cleared fault.
     pub(crate) acks_lost: AtomicU64,
     pub(crate) batches_held: AtomicU64,
@@ -225,19 +230,19 @@ impl Faults {
             .cloned()
     }
 
-    /// Whether the batch at `base_offset` may be copied: neither copied before nor a copy
-    /// itself. Claims it when it may.
-    fn claim_copy(&self, topic: &str, partition: i32, base_offset: i64) -> bool {
+    /// Whether `batch` may be copied: neither copied before nor a copy itself (a copy holds the
+    /// same records as the batch it copies, so claiming the one claims the other). Claims it
+    /// when it may.
+    fn claim_copy(&self, topic: &str, partition: i32, batch: &Batch) -> bool {
         self.copied
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert((topic.to_owned(), partition, base_offset))
+            .insert((topic.to_owned(), partition, records_key(batch)))
     }
 
-    /// Records that a copy was written at `base_offset`, so that it is not copied in turn.
-    pub(crate) fn copy_written(&self, topic: &str, partition: i32, base_offset: i64) {
+    /// Counts a copy the broker wrote.
+    pub(crate) fn copy_written(&self) {
         self.copies_written.fetch_add(1, Ordering::Relaxed);
-        self.claim_copy(topic, partition, base_offset);
     }
 
     /// What the fronts have done since the broker started: (produce acknowledgements lost,
@@ -249,6 +254,16 @@ impl Faults {
             self.copies_written.load(Ordering::Relaxed),
         )
     }
+}
+
+/// A fingerprint of a batch's records (their encoded bytes and count), the same for a batch and
+/// its copy whatever offsets the broker gave them. Two different batches with the same
+/// fingerprint would only mean that one of them is not duplicated.
+fn records_key(batch: &Batch) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    batch.record_count.hash(&mut hasher);
+    batch.record_data.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// A batch to publish again onto its topic-partition.
@@ -366,7 +381,7 @@ pub(crate) fn rewrite_fetch(
                         if batch.is_control() || !chance(*probability) {
                             continue;
                         }
-                        if registry.claim_copy(&name, index, batch.base_offset) {
+                        if registry.claim_copy(&name, index, batch) {
                             outcome.copies.push(Copy {
                                 topic: name.clone(),
                                 partition: index,
@@ -721,7 +736,6 @@ mod tests {
             ]
         );
         // Fetched again (another group, a refetch): not copied twice.
-        registry.copy_written("payment.commands", 0, 11);
         let again = rewrite_fetch(
             &frame,
             16,
@@ -733,7 +747,13 @@ mod tests {
         )
         .unwrap();
         assert!(again.copies.is_empty());
-        assert!(!registry.claim_copy("payment.commands", 0, 11), "a copy");
+        // The copy, at whatever offset the broker numbers it, is never copied in turn, even
+        // when it is fetched before the front has heard where it was written.
+        let mut copy = rewrite.copies[0].batch.clone();
+        copy.base_offset = 11;
+        assert!(!registry.claim_copy("payment.commands", 0, &copy), "a copy");
+        // Another batch of the same partition still may be.
+        assert!(registry.claim_copy("payment.commands", 0, &batch(12, "other")));
 
         // The copy is the fetched batch, unchanged, in a Produce request for its partition.
         let request = copy_request(&rewrite.copies[1], 9).unwrap();
@@ -774,10 +794,10 @@ mod tests {
             }),
         );
         registry.set("ack", spec(MessageFault::LostAck { probability: 0.1 }));
-        assert!(registry.claim_copy("t", 0, 1));
+        assert!(registry.claim_copy("t", 0, &batch(1, "v")));
         assert!(registry.clear("dup"));
         assert!(!registry.clear("dup"));
-        assert!(registry.claim_copy("t", 0, 1), "forgotten");
+        assert!(registry.claim_copy("t", 0, &batch(1, "v")), "forgotten");
         assert_eq!(registry.for_front("127.0.0.1:1").len(), 1);
         registry.clear_all();
         assert!(registry.for_front("127.0.0.1:1").is_empty());

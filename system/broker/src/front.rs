@@ -475,7 +475,7 @@ async fn duplicator(
         .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "no answer in 5 s")));
         match published {
             Ok(Some(offset)) => {
-                faults.copy_written(&copy.topic, copy.partition, offset);
+                faults.copy_written();
                 debug!(%front, topic = %copy.topic, partition = copy.partition,
                     from = copy.batch.base_offset, to = offset, "duplicate: batch published again");
             }
