@@ -29,6 +29,10 @@ pub enum Command {
     Run(RunArgs),
     /// Manual chaos for game days, against a running `harness up` (reads its env file).
     Chaos(ChaosArgs),
+    /// The game-day console: a live view of a running `harness up` (throughput, latency,
+    /// errors, sagas, lag, breakers, every process and link) with keys to inject and heal
+    /// faults. Needs a terminal; `?` lists the keys.
+    Console(ConsoleArgs),
     /// Print one order's trace (every span of its saga, across the services) as a tree, from a
     /// running `harness up`'s collector (reads its env file).
     Trace(TraceArgs),
@@ -145,6 +149,13 @@ pub struct TraceArgs {
     /// Show every database span instead of folding them into their parent's line.
     #[arg(long)]
     pub db: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ConsoleArgs {
+    /// The env file `harness up --env-file` wrote.
+    #[arg(long, default_value = "env.json")]
+    pub env_file: PathBuf,
 }
 
 #[derive(Debug, Args)]

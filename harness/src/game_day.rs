@@ -64,11 +64,15 @@ async fn links(remote: &Remote) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The fault as a one-entry scenario, so the command line is checked like a scenario file.
-fn parse_fault(remote: &Remote, a: &InjectArgs) -> anyhow::Result<Planned> {
+/// The fault as a one-entry scenario, so the command line is checked like a scenario file, for
+/// an environment on `backend` running `processes` (also the console's fault menu).
+pub fn parse_fault(
+    backend: crate::scenario::Backend,
+    processes: &[String],
+    a: &InjectArgs,
+) -> anyhow::Result<Planned> {
     let count = |service: &str| {
-        remote
-            .processes
+        processes
             .iter()
             .filter(|p| p.starts_with(&format!("{service}#")))
             .count()
@@ -96,7 +100,7 @@ fn parse_fault(remote: &Remote, a: &InjectArgs) -> anyhow::Result<Planned> {
     }
     let text = format!(
         "description = \"harness chaos inject\"\n[environment]\nbackend = \"{}\"\ninstances = {{ order = {}, inventory = {}, payment = {} }}\n[load]\nusers = 1\nduration = \"1440m\"\n[[load.journeys]]\nname = \"browse_catalog\"\nweight = 1\n{entry}",
-        remote.backend.name(),
+        backend.name(),
         count("order"),
         count("inventory"),
         count("payment"),
@@ -124,7 +128,7 @@ fn parse_fault(remote: &Remote, a: &InjectArgs) -> anyhow::Result<Planned> {
 }
 
 async fn inject(remote: &mut Remote, a: InjectArgs) -> anyhow::Result<()> {
-    let planned = parse_fault(remote, &a)?;
+    let planned = parse_fault(remote.backend, &remote.processes, &a)?;
     // Unique toxic names, so faults injected one after the other can be healed one by one.
     let index = usize::try_from(
         std::time::SystemTime::now()
@@ -179,6 +183,14 @@ async fn heal(remote: &mut Remote, a: HealArgs) -> anyhow::Result<()> {
         println!("healed everything: every proxy enabled without toxics, every process running");
         return Ok(());
     };
+    let healed = heal_target(remote, &target).await?;
+    println!("healed {}", healed.join(", "));
+    Ok(())
+}
+
+/// Heals what `target` names: its links' toxics removed and proxies enabled, its processes
+/// resumed or restarted. Returns the links and processes healed (also the console's heal key).
+pub async fn heal_target(remote: &mut Remote, target: &str) -> anyhow::Result<Vec<String>> {
     let parsed: Target = target.parse().map_err(|m: String| anyhow::anyhow!(m))?;
     let client = remote.chaos_client()?;
     let links = parsed.links(remote.links.iter().map(|l| l.name.as_str()));
@@ -195,14 +207,5 @@ async fn heal(remote: &mut Remote, a: HealArgs) -> anyhow::Result<()> {
     if links.is_empty() && processes.is_empty() {
         anyhow::bail!("{target} names no link or process of this environment");
     }
-    println!(
-        "healed {}",
-        links
-            .iter()
-            .chain(processes.iter())
-            .cloned()
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    Ok(())
+    Ok(links.into_iter().chain(processes).collect())
 }

@@ -18,6 +18,7 @@ pub mod capacity;
 pub mod checks;
 pub mod cli;
 pub mod client;
+pub mod console;
 pub mod control;
 pub mod environment;
 pub mod faults;
@@ -58,6 +59,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::List(args) => scenario::catalog::list(&args),
             Command::Run(args) => run::run(args).await,
             Command::Chaos(args) => game_day::run(args).await,
+            Command::Console(args) => console::run(args).await,
             Command::Trace(args) => trace::run(args).await,
             Command::Bench(args) => bench::run(args).await,
         }
