@@ -8,6 +8,7 @@ pub const BACKEND: harness::scenario::Backend = harness::scenario::Backend::Loca
 
 mod auth;
 mod chaos;
+mod console;
 mod edge;
 mod helpers;
 mod observability;
