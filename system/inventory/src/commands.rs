@@ -30,9 +30,11 @@ use contracts::messages::{
 };
 use platform::db::{Db, DbError, Tx, retry};
 use platform::messaging::consumer::{Delivery, HandleError, Handler};
-use platform::messaging::{inbox, outbox};
+use platform::messaging::inbox;
+use platform::messaging::outbox::{self, OutboxRow};
 use sqlx::Row;
 use tokio::sync::Notify;
+use uuid::Uuid;
 
 use crate::catalog::{corrupt, parse_sku};
 
@@ -88,7 +90,9 @@ pub async fn handle_command(
 }
 
 /// Applies commands that arrived together in one transaction, in order; returns whether any
-/// was new (and so announced an event).
+/// was new (and so announced an event). One inbox insert records all of them and one outbox
+/// insert announces what they did: on SQLite each statement is a hand-off to the connection's
+/// worker thread and back (docs/performance.md).
 ///
 /// Not retried here: wrap it in [`platform::db::retry`] (the consumer does).
 pub async fn handle_commands(
@@ -96,12 +100,22 @@ pub async fn handle_commands(
     envs: &[Envelope<InventoryCommand>],
 ) -> Result<bool, DbError> {
     let mut tx = db.begin().await?;
-    let mut handled = false;
-    for env in envs {
-        handled |= apply_command(db, &mut tx, env).await? == Processed::Handled;
+    let ids: Vec<Uuid> = envs.iter().map(|env| env.message_id).collect();
+    let first = inbox::first_deliveries(&mut tx, CONSUMER, &ids).await?;
+    let mut rows = Vec::new();
+    for (env, first) in envs.iter().zip(&first) {
+        if !first {
+            tracing::debug!(message_id = %env.message_id, "duplicate delivery ignored");
+            continue;
+        }
+        if let Some(event) = effect(db, &mut tx, env).await? {
+            let envelope = Envelope::new(event, platform::now_ms());
+            rows.push(OutboxRow::new(topics::INVENTORY_EVENTS, &envelope)?);
+        }
     }
+    outbox::enqueue_rows(&mut tx, &rows).await?;
     tx.commit().await?;
-    Ok(handled)
+    Ok(first.contains(&true))
 }
 
 /// Applies one command inside the caller's transaction.
@@ -114,6 +128,19 @@ async fn apply_command(
         tracing::debug!("duplicate delivery ignored");
         return Ok(Processed::Duplicate);
     }
+    if let Some(event) = effect(db, tx, env).await? {
+        let envelope = Envelope::new(event, platform::now_ms());
+        outbox::enqueue(tx, topics::INVENTORY_EVENTS, &envelope).await?;
+    }
+    Ok(Processed::Handled)
+}
+
+/// What a new command does inside the caller's transaction, and the event it announces.
+async fn effect(
+    db: &Db,
+    tx: &mut Tx,
+    env: &Envelope<InventoryCommand>,
+) -> Result<Option<InventoryEvent>, DbError> {
     let event = match &env.body {
         InventoryCommand::ReserveStock { order_id, items } => {
             Some(reserve(db, tx, *order_id, items).await?)
@@ -121,11 +148,7 @@ async fn apply_command(
         InventoryCommand::ReleaseStock { order_id } => Some(release(db, tx, *order_id).await?),
         InventoryCommand::CommitStock { order_id } => commit(db, tx, *order_id).await?,
     };
-    if let Some(event) = event {
-        let envelope = Envelope::new(event, platform::now_ms());
-        outbox::enqueue(tx, topics::INVENTORY_EVENTS, &envelope).await?;
-    }
-    Ok(Processed::Handled)
+    Ok(event)
 }
 
 struct Stored {

@@ -3,7 +3,8 @@
 //! Each input is one transaction: record the message in the inbox (events only), load the order
 //! and its saga (locked on Postgres), ask [`crate::saga::decide`], then write the order, the saga
 //! (both with a version check), the commands and, when the order changed, an `OrderChanged` for
-//! the read model. The outbox relay publishes after commit; callers wake it.
+//! the read model. Events that arrive together share one transaction and its statements
+//! ([`handle_all`]). The outbox relay publishes after commit; callers wake it.
 //!
 //! The timeout pass runs in every instance. Instances may pick the same due saga; whichever
 //! commits first advances it, and the other either finds the deadline moved (nothing to do) or
@@ -11,6 +12,7 @@
 //! flight when an instance is killed resumes in any instance: the relay publishes what was
 //! committed but not yet sent, and the deadline fires for whatever was lost.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +21,7 @@ use contracts::messages::{Envelope, InventoryEvent, MessageKind, PaymentEvent, d
 use platform::db::{Db, DbError, Tx};
 use platform::messaging::consumer::{Delivery, HandleError, Handler};
 use platform::messaging::inbox;
+use platform::messaging::outbox::{self, OutboxRow};
 use sqlx::AnyConnection;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -137,31 +140,125 @@ async fn apply(
     };
     let now = platform::now_ms();
     let decision = decide(&saga.state, &order.state, input, now, policy);
-    write_decision(tx, &order, &saga, &decision, now, cause(input)).await
+    let planned = plan(&order, &saga, &decision, now, cause(input))?;
+    write(
+        tx,
+        &Loaded::of(&order, &saga),
+        planned.order.as_ref(),
+        planned.saga.as_ref(),
+    )
+    .await?;
+    outbox::enqueue_rows(tx, &planned.outbox).await?;
+    Ok((planned.handled, planned.transition))
+}
+
+/// An order and its saga as a batch holds them: loaded once, changed in memory by each event
+/// in turn, written once at the end.
+struct Current {
+    loaded: Loaded,
+    order: OrderRecord,
+    saga: SagaRecord,
+    order_changed: bool,
+    saga_changed: bool,
+}
+
+/// The versions an order and its saga had when read: the writes' version checks.
+struct Loaded {
+    order_version: i64,
+    saga_version: i64,
+}
+
+impl Loaded {
+    fn of(order: &OrderRecord, saga: &SagaRecord) -> Self {
+        Self {
+            order_version: order.version,
+            saga_version: saga.version,
+        }
+    }
 }
 
 /// Applies events that arrived together in one transaction, in order; returns whether any
 /// changed something (so the relay has commands or events to send).
+///
+/// Each event is decided exactly as on its own (an order's later event sees what its earlier
+/// one did), but the statements are shared: one inbox insert for all of them, one read of all
+/// their orders and sagas, one write per order and saga that changed (whatever number of events
+/// changed it), and one outbox insert. On SQLite every statement is a hand-off to the
+/// connection's worker thread and back, which was most of the order service's time
+/// (docs/performance.md).
 pub async fn handle_all(
     db: &Db,
     policy: &SagaPolicy,
     events: &[(Uuid, OrderId, SagaInput)],
 ) -> Result<bool, DbError> {
-    let transitions = platform::db::retry(5, || async {
+    let (applied, transitions) = platform::db::retry(5, || async {
         let mut tx = db.begin().await?;
+        let ids: Vec<Uuid> = events.iter().map(|(id, _, _)| *id).collect();
+        let first = inbox::first_deliveries(&mut tx, CONSUMER, &ids).await?;
+        let mut wanted: Vec<OrderId> = events
+            .iter()
+            .zip(&first)
+            .filter(|(_, first)| **first)
+            .map(|((_, order_id, _), _)| *order_id)
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let mut current: BTreeMap<OrderId, Current> =
+            store::load_orders_and_sagas(&mut tx, db.for_update(), &wanted)
+                .await?
+                .into_iter()
+                .map(|(order_id, (order, saga))| {
+                    let current = Current {
+                        loaded: Loaded::of(&order, &saga),
+                        order,
+                        saga,
+                        order_changed: false,
+                        saga_changed: false,
+                    };
+                    (order_id, current)
+                })
+                .collect();
+        let mut rows = Vec::new();
         let mut transitions = Vec::with_capacity(events.len());
         let mut applied = false;
-        for (message_id, order_id, input) in events {
-            let (handled, transition) =
-                apply(&mut tx, db, policy, *message_id, *order_id, input).await?;
-            applied |= matches!(handled, Handled::Applied { .. });
-            transitions.push(transition);
+        for ((message_id, order_id, input), first) in events.iter().zip(first) {
+            if !first {
+                tracing::debug!(%order_id, %message_id, "duplicate delivery; nothing to do");
+                continue;
+            }
+            let Some(cur) = current.get_mut(order_id) else {
+                tracing::warn!(%order_id, %message_id, "event for an unknown order; ignoring it");
+                continue;
+            };
+            let now = platform::now_ms();
+            let decision = decide(&cur.saga.state, &cur.order.state, input, now, policy);
+            let planned = plan(&cur.order, &cur.saga, &decision, now, cause(input))?;
+            applied |= matches!(planned.handled, Handled::Applied { .. });
+            if let Some(order) = planned.order {
+                cur.order = order;
+                cur.order_changed = true;
+            }
+            if let Some(saga) = planned.saga {
+                cur.saga = saga;
+                cur.saga_changed = true;
+            }
+            rows.extend(planned.outbox);
+            transitions.push(planned.transition);
         }
+        for cur in current.values() {
+            write(
+                &mut tx,
+                &cur.loaded,
+                cur.order_changed.then_some(&cur.order),
+                cur.saga_changed.then_some(&cur.saga),
+            )
+            .await?;
+        }
+        outbox::enqueue_rows(&mut tx, &rows).await?;
         tx.commit().await?;
         Ok((applied, transitions))
     })
     .await?;
-    let (applied, transitions) = transitions;
     for transition in transitions {
         transition.record();
     }
@@ -178,25 +275,43 @@ fn cause(input: &SagaInput) -> &'static str {
     }
 }
 
-/// Writes what `decide` said: order (+ `OrderChanged`), saga, commands; returns what changed, to
-/// be counted once the transaction commits. `cause` is the input's reason class.
-async fn write_decision(
-    conn: &mut AnyConnection,
+/// What `decide` said, as rows to write: the order and the saga where they changed (with
+/// their versions moved on), the outbox's messages in the order they are to be sent, what
+/// handling the input did, and what to count once the transaction commits.
+struct Planned {
+    handled: Handled,
+    transition: Transition,
+    order: Option<OrderRecord>,
+    saga: Option<SagaRecord>,
+    outbox: Vec<OutboxRow>,
+}
+
+/// Turns a decision about `order` and `saga` into [`Planned`] rows: order (+ `OrderChanged`),
+/// saga, commands. `cause` is the input's reason class.
+fn plan(
     order: &OrderRecord,
     saga: &SagaRecord,
     decision: &Decision,
     now_ms: i64,
     cause: &'static str,
-) -> Result<(Handled, Transition), DbError> {
-    let mut transition = Transition::default();
+) -> Result<Planned, DbError> {
+    let order_id = order.state.order_id;
+    let mut planned = Planned {
+        handled: Handled::Unchanged,
+        transition: Transition::default(),
+        order: None,
+        saga: None,
+        outbox: Vec::new(),
+    };
     if !decision.changes(&saga.state, &order.state) {
         if let Some(note) = decision.note {
-            tracing::info!(step = %saga.state.step, note, "event changes nothing");
+            tracing::info!(%order_id, step = %saga.state.step, note, "event changes nothing");
         }
-        return Ok((Handled::Unchanged, transition));
+        return Ok(planned);
     }
+    let transition = &mut planned.transition;
     if let Some(note) = decision.note {
-        tracing::info!(step = %saga.state.step, note, "compensating a late event");
+        tracing::info!(%order_id, step = %saga.state.step, note, "compensating a late event");
         if !decision.commands.is_empty() {
             transition.compensation = Some("late_success");
         }
@@ -211,10 +326,10 @@ async fn write_decision(
             updated_at_ms: now_ms.max(order.updated_at_ms),
             version: order.version + 1,
         };
-        store::update_order(conn, &new, order.version).await?;
-        store::enqueue_order_changed(conn, &new, now_ms).await?;
+        planned.outbox.push(store::order_changed_row(&new, now_ms)?);
         if new.state.status != order.state.status {
             tracing::info!(
+                %order_id,
                 from = %order.state.status,
                 to = %new.state.status,
                 reason = new.state.reason.as_deref().unwrap_or(""),
@@ -224,6 +339,7 @@ async fn write_decision(
                 transition.terminal = Some((new.state.status, cause, now_ms - order.created_at_ms));
             }
         }
+        planned.order = Some(new);
     }
     if decision.saga != saga.state {
         let new = SagaRecord {
@@ -232,28 +348,43 @@ async fn write_decision(
             version: saga.version + 1,
             updated_at_ms: now_ms,
         };
-        store::update_saga(conn, &new, saga.version).await?;
         if new.state.step != saga.state.step {
-            tracing::info!(from = %saga.state.step, to = %new.state.step, "saga step changed");
+            tracing::info!(%order_id, from = %saga.state.step, to = %new.state.step, "saga step changed");
             transition.step_left = Some((saga.state.step, now_ms - saga.updated_at_ms));
             if new.state.step == SagaStep::Compensating {
                 transition.compensation = Some(cause);
             }
         }
+        planned.saga = Some(new);
     }
     for command in &decision.commands {
-        store::enqueue_command(conn, command, now_ms).await?;
+        planned.outbox.push(store::command_row(command, now_ms)?);
     }
     if !decision.commands.is_empty() {
         let kinds: Vec<&str> = decision.commands.iter().map(|c| c.kind()).collect();
-        tracing::info!(commands = ?kinds, "saga sends commands");
+        tracing::info!(%order_id, commands = ?kinds, "saga sends commands");
     }
-    Ok((
-        Handled::Applied {
-            commands: decision.commands.len(),
-        },
-        transition,
-    ))
+    planned.handled = Handled::Applied {
+        commands: decision.commands.len(),
+    };
+    Ok(planned)
+}
+
+/// Writes an order and a saga that changed since they were read at `loaded`'s versions (a row
+/// that moved on meanwhile is a [`DbError::Conflict`], and the transaction is retried).
+async fn write(
+    conn: &mut AnyConnection,
+    loaded: &Loaded,
+    order: Option<&OrderRecord>,
+    saga: Option<&SagaRecord>,
+) -> Result<(), DbError> {
+    if let Some(order) = order {
+        store::update_order(conn, order, loaded.order_version).await?;
+    }
+    if let Some(saga) = saga {
+        store::update_saga(conn, saga, loaded.saga_version).await?;
+    }
+    Ok(())
 }
 
 /// What one timeout pass did.
@@ -333,10 +464,17 @@ async fn time_out(
         attempts = saga.state.attempts,
         "saga step timed out"
     );
-    let (_, transition) =
-        write_decision(&mut tx, &order, &saga, &decision, now_ms, "step_timeout").await?;
+    let planned = plan(&order, &saga, &decision, now_ms, "step_timeout")?;
+    write(
+        &mut tx,
+        &Loaded::of(&order, &saga),
+        planned.order.as_ref(),
+        planned.saga.as_ref(),
+    )
+    .await?;
+    outbox::enqueue_rows(&mut tx, &planned.outbox).await?;
     tx.commit().await?;
-    transition.record();
+    planned.transition.record();
     Ok(true)
 }
 

@@ -15,6 +15,7 @@ use contracts::domain::{CustomerId, OrderId, OrderStatus};
 use contracts::http::{OrderView, PlaceOrderRequest};
 use contracts::messages::InventoryCommand;
 use platform::db::{Db, DbError};
+use platform::messaging::outbox;
 
 use crate::saga::{OrderState, Outgoing, SagaPolicy, SagaState};
 use crate::store::{self, OrderRecord, SagaRecord, StoredResponse};
@@ -179,8 +180,14 @@ async fn place_once(
         order_id,
         items: request.items.clone(),
     });
-    store::enqueue_command(&mut tx, &reserve, now).await?;
-    store::enqueue_order_changed(&mut tx, &order, now).await?;
+    outbox::enqueue_rows(
+        &mut tx,
+        &[
+            store::command_row(&reserve, now)?,
+            store::order_changed_row(&order, now)?,
+        ],
+    )
+    .await?;
     tx.commit().await?;
     Ok(Ok(placed))
 }

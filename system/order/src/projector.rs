@@ -7,6 +7,10 @@
 //! (`GET /orders...`) is served from this table alone, so it lags the write model by the relay
 //! and consumer latency: a just-placed order may answer 404 for a moment.
 
+use std::collections::BTreeMap;
+
+use contracts::domain::OrderId;
+use contracts::http::OrderView;
 use contracts::messages::{Envelope, MessageKind, OrderEvent, decode, topics};
 use platform::db::{Db, DbError, Tx};
 use platform::messaging::consumer::{Delivery, HandleError, Handler};
@@ -55,15 +59,33 @@ async fn project_in(tx: &mut Tx, env: &Envelope<OrderEvent>) -> Result<Projected
     }
 }
 
-/// Projects events that arrived together in one transaction (the inbox and the version check
-/// make each one behave as on its own).
+/// Projects events that arrived together in one transaction, as each would on its own: one
+/// inbox insert for all of them, then of each order's new events only the newest version is
+/// written (the version check would keep only that one anyway), all in one upsert.
 pub async fn project_all(db: &Db, envs: &[Envelope<OrderEvent>]) -> Result<(), DbError> {
     platform::db::retry(5, || async {
         let mut tx = db.begin().await?;
-        for env in envs {
-            project_in(&mut tx, env).await?;
+        let ids: Vec<_> = envs.iter().map(|env| env.message_id).collect();
+        let first = inbox::first_deliveries(&mut tx, CONSUMER, &ids).await?;
+        let mut newest: BTreeMap<OrderId, (&OrderView, i64)> = BTreeMap::new();
+        for (env, first) in envs.iter().zip(first) {
+            if !first {
+                continue;
+            }
+            let OrderEvent::OrderChanged {
+                order_id,
+                version,
+                order,
+            } = &env.body;
+            let slot = newest.entry(*order_id).or_insert((order, *version));
+            if *version > slot.1 {
+                *slot = (order, *version);
+            }
         }
+        let views: Vec<(&OrderView, i64)> = newest.into_values().collect();
+        let applied = store::upsert_views(&mut tx, &views).await?;
         tx.commit().await?;
+        tracing::debug!(events = envs.len(), applied, "read model updated");
         Ok(())
     })
     .await

@@ -5,11 +5,13 @@
 //! the update touch nothing, which becomes [`DbError::Conflict`] and the whole transaction is
 //! retried (or, for the timeout pass, skipped: another instance already advanced the saga).
 
+use std::collections::HashMap;
+
 use contracts::domain::{CustomerId, Money, OrderId, OrderStatus};
 use contracts::http::{AdminOrder, OrderLine, OrderView, SagaView};
 use contracts::messages::{Envelope, OrderEvent, topics};
 use platform::db::{Db, DbError};
-use platform::messaging::outbox;
+use platform::messaging::outbox::OutboxRow;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
@@ -136,6 +138,38 @@ pub async fn load_order_and_saga(
         .transpose()
 }
 
+/// Loads the orders `order_ids` name with their sagas, in one statement, locking them on
+/// Postgres (`lock` is [`Db::for_update`]; rows are locked in order id order, so two instances
+/// locking overlapping sets cannot deadlock). Ids without an order are simply absent.
+pub async fn load_orders_and_sagas(
+    conn: &mut AnyConnection,
+    lock: &str,
+    order_ids: &[OrderId],
+) -> Result<HashMap<OrderId, (OrderRecord, SagaRecord)>, DbError> {
+    let mut found = HashMap::with_capacity(order_ids.len());
+    for chunk in order_ids.chunks(LOAD_CHUNK) {
+        let params: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT {ORDER_COLUMNS}, {SAGA_COLUMNS} FROM orders o JOIN sagas s ON s.order_id = o.order_id \
+             WHERE o.order_id IN ({}) ORDER BY o.order_id{lock}",
+            params.join(", ")
+        );
+        let mut query = sqlx::query(&sql);
+        for id in chunk {
+            query = query.bind(id.to_string());
+        }
+        for row in query.fetch_all(&mut *conn).await? {
+            let order = order_from_row(&row)?;
+            let saga = saga_from_row(order.state.order_id, &row)?;
+            found.insert(order.state.order_id, (order, saga));
+        }
+    }
+    Ok(found)
+}
+
+/// The most order ids one statement of [`load_orders_and_sagas`] names.
+const LOAD_CHUNK: usize = 256;
+
 pub async fn insert_order(conn: &mut AnyConnection, order: &OrderRecord) -> Result<(), DbError> {
     let s = &order.state;
     let items = serde_json::to_string(&s.items).map_err(|e| corrupt("order items", e))?;
@@ -242,32 +276,23 @@ pub async fn update_saga(
     Ok(())
 }
 
-/// Announces the order's current state to the read model (`order.events`).
-pub async fn enqueue_order_changed(
-    conn: &mut AnyConnection,
-    order: &OrderRecord,
-    now_ms: i64,
-) -> Result<(), DbError> {
+/// The message announcing the order's current state to the read model (`order.events`).
+pub fn order_changed_row(order: &OrderRecord, now_ms: i64) -> Result<OutboxRow, DbError> {
     let event = OrderEvent::OrderChanged {
         order_id: order.state.order_id,
         version: order.version,
         order: order.view(),
     };
-    outbox::enqueue(conn, topics::ORDER_EVENTS, &Envelope::new(event, now_ms)).await
+    OutboxRow::new(topics::ORDER_EVENTS, &Envelope::new(event, now_ms))
 }
 
-pub async fn enqueue_command(
-    conn: &mut AnyConnection,
-    command: &Outgoing,
-    now_ms: i64,
-) -> Result<(), DbError> {
+/// The message carrying a saga's command to inventory or payment.
+pub fn command_row(command: &Outgoing, now_ms: i64) -> Result<OutboxRow, DbError> {
     match command {
         Outgoing::Inventory(c) => {
-            outbox::enqueue(conn, command.topic(), &Envelope::new(c.clone(), now_ms)).await
+            OutboxRow::new(command.topic(), &Envelope::new(c.clone(), now_ms))
         }
-        Outgoing::Payment(c) => {
-            outbox::enqueue(conn, command.topic(), &Envelope::new(c.clone(), now_ms)).await
-        }
+        Outgoing::Payment(c) => OutboxRow::new(command.topic(), &Envelope::new(c.clone(), now_ms)),
     }
 }
 
@@ -476,6 +501,56 @@ pub async fn upsert_view(
     .await?;
     Ok(done.rows_affected() == 1)
 }
+
+/// Stores each view whose version is newer than the stored one (or that is not stored yet), in
+/// one statement per [`VIEWS_PER_STATEMENT`]; returns how many were stored. Each order appears
+/// at most once in `views` (one statement cannot upsert a row twice on Postgres).
+pub async fn upsert_views(
+    conn: &mut AnyConnection,
+    views: &[(&OrderView, i64)],
+) -> Result<u64, DbError> {
+    let mut stored = 0;
+    for chunk in views.chunks(VIEWS_PER_STATEMENT) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                let p = 6 * i;
+                format!(
+                    "(${}, ${}, ${}, ${}, ${}, ${})",
+                    p + 1,
+                    p + 2,
+                    p + 3,
+                    p + 4,
+                    p + 5,
+                    p + 6
+                )
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO order_view (order_id, customer_id, status, body, version, created_at_ms) \
+             VALUES {} \
+             ON CONFLICT (order_id) DO UPDATE SET customer_id = excluded.customer_id, \
+             status = excluded.status, body = excluded.body, version = excluded.version \
+             WHERE order_view.version < excluded.version",
+            values.join(", ")
+        );
+        let mut query = sqlx::query(&sql);
+        for (view, version) in chunk {
+            let body = serde_json::to_string(view).map_err(|e| corrupt("order view", e))?;
+            query = query
+                .bind(view.order_id.to_string())
+                .bind(view.customer_id.as_str().to_owned())
+                .bind(view.status.as_str())
+                .bind(body)
+                .bind(*version)
+                .bind(view.created_at_ms);
+        }
+        stored += query.execute(&mut *conn).await?.rows_affected();
+    }
+    Ok(stored)
+}
+
+/// The most views one statement of [`upsert_views`] writes (6 parameters each).
+const VIEWS_PER_STATEMENT: usize = 128;
 
 /// The version of the read model's copy, if any.
 pub async fn view_version(db: &Db, order_id: OrderId) -> Result<Option<i64>, DbError> {

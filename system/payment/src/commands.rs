@@ -25,7 +25,8 @@ use contracts::http::LedgerEntryKind;
 use contracts::messages::{Envelope, MessageKind, PaymentCommand, PaymentEvent, decode, topics};
 use platform::db::{Db, DbError, Tx, retry};
 use platform::messaging::consumer::{Delivery, HandleError, Handler};
-use platform::messaging::{inbox, outbox};
+use platform::messaging::inbox;
+use platform::messaging::outbox::{self, OutboxRow};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -67,17 +68,29 @@ pub async fn handle_command(db: &Db, env: &Envelope<PaymentCommand>) -> Result<P
 }
 
 /// Applies commands that arrived together in one transaction, in order; returns whether any
-/// was new (and so announced an event).
+/// was new (and so announced an event). One inbox insert records all of them and one outbox
+/// insert announces what they did: on SQLite each statement is a hand-off to the connection's
+/// worker thread and back (docs/performance.md).
 ///
 /// Not retried here: wrap it in [`platform::db::retry`] (the consumer does).
 pub async fn handle_commands(db: &Db, envs: &[Envelope<PaymentCommand>]) -> Result<bool, DbError> {
     let mut tx = db.begin().await?;
-    let mut handled = false;
-    for env in envs {
-        handled |= apply_command(db, &mut tx, env).await? == Processed::Handled;
+    let ids: Vec<Uuid> = envs.iter().map(|env| env.message_id).collect();
+    let first = inbox::first_deliveries(&mut tx, CONSUMER, &ids).await?;
+    let mut rows = Vec::new();
+    for (env, first) in envs.iter().zip(&first) {
+        if !first {
+            tracing::debug!(message_id = %env.message_id, "duplicate delivery ignored");
+            continue;
+        }
+        if let Some(event) = effect(db, &mut tx, env).await? {
+            let envelope = Envelope::new(event, platform::now_ms());
+            rows.push(OutboxRow::new(topics::PAYMENT_EVENTS, &envelope)?);
+        }
     }
+    outbox::enqueue_rows(&mut tx, &rows).await?;
     tx.commit().await?;
-    Ok(handled)
+    Ok(first.contains(&true))
 }
 
 /// Applies one command inside the caller's transaction.
@@ -90,6 +103,19 @@ async fn apply_command(
         tracing::debug!("duplicate delivery ignored");
         return Ok(Processed::Duplicate);
     }
+    if let Some(event) = effect(db, tx, env).await? {
+        let envelope = Envelope::new(event, platform::now_ms());
+        outbox::enqueue(tx, topics::PAYMENT_EVENTS, &envelope).await?;
+    }
+    Ok(Processed::Handled)
+}
+
+/// What a new command does inside the caller's transaction, and the event it announces.
+async fn effect(
+    db: &Db,
+    tx: &mut Tx,
+    env: &Envelope<PaymentCommand>,
+) -> Result<Option<PaymentEvent>, DbError> {
     let order_id = env.body.order_id();
     store::lock_order(db, tx, order_id).await?;
     let state = OrderPayment::of(&store::order_events(tx, order_id).await?);
@@ -107,11 +133,7 @@ async fn apply_command(
         PaymentCommand::CapturePayment { .. } => cmd.capture(tx, state).await?,
         PaymentCommand::VoidPayment { .. } => cmd.void(tx, state).await?,
     };
-    if let Some(event) = event {
-        let envelope = Envelope::new(event, platform::now_ms());
-        outbox::enqueue(tx, topics::PAYMENT_EVENTS, &envelope).await?;
-    }
-    Ok(Processed::Handled)
+    Ok(event)
 }
 
 struct Command<'a> {

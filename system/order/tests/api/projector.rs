@@ -120,12 +120,26 @@ async fn events_projected_together_leave_the_newest_version_whatever_their_order
         projector::project_all(db, &batch).await.unwrap();
         assert_eq!(
             store::view(db, placed.order_id).await.unwrap(),
-            Some(confirmed)
+            Some(confirmed.clone())
         );
         assert_eq!(
             store::view_version(db, placed.order_id).await.unwrap(),
             Some(2)
         );
         assert_eq!(store::view(db, other.order_id).await.unwrap(), Some(other));
+        // A later batch holding only an older version than the stored one changes nothing.
+        let mut stale = placed.clone();
+        stale.reason = Some("stale".into());
+        projector::project_all(db, &[changed(&stale, 1)])
+            .await
+            .unwrap();
+        assert_eq!(
+            store::view_version(db, placed.order_id).await.unwrap(),
+            Some(2)
+        );
+        assert_eq!(
+            store::view(db, placed.order_id).await.unwrap(),
+            Some(confirmed)
+        );
     }
 }

@@ -309,6 +309,9 @@ async fn events_that_arrive_together_are_applied_in_one_transaction_as_one_by_on
             order_id: second,
             reason: "SKU-1 is out of stock".into(),
         });
+        let unknown = inventory(InventoryEvent::StockReleased {
+            order_id: OrderId(uuid::Uuid::new_v4()),
+        });
         let batch = [
             (
                 reserved_first.message_id,
@@ -331,11 +334,45 @@ async fn events_that_arrive_together_are_applied_in_one_transaction_as_one_by_on
                 first,
                 SagaInput::Payment(authorized_first.body.clone()),
             ),
+            // An event for an order this service never placed is ignored, not an error.
+            (
+                unknown.message_id,
+                unknown.body.order_id(),
+                SagaInput::Inventory(unknown.body.clone()),
+            ),
         ];
         assert!(
             order_service::events::handle_all(db, &policy(), &batch)
                 .await
                 .unwrap()
+        );
+        // Two changes of one order in one batch: written once, but announced as two versions,
+        // in order, each with the state it had then.
+        let (order, saga) = load(db, first).await;
+        assert_eq!((order.version, saga.version), (3, 3));
+        let announced: Vec<(i64, OrderStatus)> = order_events(db, first)
+            .await
+            .iter()
+            .map(|env| {
+                let OrderEvent::OrderChanged { version, order, .. } = &env.body;
+                (*version, order.status)
+            })
+            .collect();
+        assert_eq!(
+            announced,
+            vec![
+                (1, OrderStatus::Pending),
+                (2, OrderStatus::Pending),
+                (3, OrderStatus::Confirmed),
+            ]
+        );
+        project_all(db).await;
+        assert_eq!(
+            order_service::store::view(db, first)
+                .await
+                .unwrap()
+                .map(|v| v.status),
+            Some(OrderStatus::Confirmed)
         );
         assert_eq!(
             status_and_step(db, first).await,

@@ -1,8 +1,9 @@
 //! The inbox: processed message ids per consumer.
 //!
-//! A handler calls [`first_delivery`] inside the transaction that applies the message. On a
-//! redelivery the insert finds the row, the handler does nothing, and the offset moves on. The
-//! row and the state change commit together, so a crash between them cannot half-apply anything.
+//! A handler calls [`first_delivery`] inside the transaction that applies the message (or
+//! [`first_deliveries`] for messages that arrived together, in one statement). On a redelivery
+//! the insert finds the row, the handler does nothing, and the offset moves on. The row and the
+//! state change commit together, so a crash between them cannot half-apply anything.
 //!
 //! Rows are deleted after [`INBOX_RETENTION`] by [`prune`]. That keeps the guarantee as long as
 //! no message is delivered again later than that after it was first processed: redeliveries come
@@ -10,9 +11,10 @@
 //! ran out (under a minute, see `outbox::SendLimits`) or a broker restart (seconds), all far
 //! inside an hour.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
-use sqlx::AnyConnection;
+use sqlx::{AnyConnection, Row};
 use uuid::Uuid;
 
 use crate::db::{Db, DbError};
@@ -37,6 +39,51 @@ pub async fn first_delivery(
     .await?;
     Ok(done.rows_affected() == 1)
 }
+
+/// Records the ids of messages that arrived together for `consumer`, in one statement per
+/// [`ROWS_PER_STATEMENT`] ids; for each of `message_ids`, in order, whether this is its first
+/// delivery. An id repeated within `message_ids` is a first delivery at its first place only.
+///
+/// One statement instead of one per message: on SQLite each statement is a hand-off to the
+/// connection's worker thread and back, which was most of a busy consumer's time.
+pub async fn first_deliveries(
+    conn: &mut AnyConnection,
+    consumer: &str,
+    message_ids: &[Uuid],
+) -> Result<Vec<bool>, DbError> {
+    let mut distinct: Vec<Uuid> = message_ids.to_vec();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let now = crate::now_ms();
+    let mut inserted: HashSet<Uuid> = HashSet::with_capacity(distinct.len());
+    for chunk in distinct.chunks(ROWS_PER_STATEMENT) {
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|i| format!("(${}, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3))
+            .collect();
+        let sql = format!(
+            "INSERT INTO inbox (consumer, message_id, processed_at_ms) VALUES {} \
+             ON CONFLICT DO NOTHING RETURNING message_id",
+            rows.join(", ")
+        );
+        let mut query = sqlx::query(&sql);
+        for id in chunk {
+            query = query.bind(consumer).bind(id.to_string()).bind(now);
+        }
+        for row in query.fetch_all(&mut *conn).await? {
+            let id: String = row.try_get("message_id")?;
+            let id = id
+                .parse()
+                .map_err(|e| DbError::Corrupt(format!("inbox message id {id:?}: {e}")))?;
+            inserted.insert(id);
+        }
+    }
+    // The first place of each inserted id takes it; later places are repeats.
+    Ok(message_ids.iter().map(|id| inserted.remove(id)).collect())
+}
+
+/// The most rows one multi-row `INSERT` of [`first_deliveries`] carries (3 parameters each,
+/// far inside SQLite's and Postgres's limits on parameters).
+pub const ROWS_PER_STATEMENT: usize = 256;
 
 /// Forgets message ids processed more than `retention` ago, at most `batch` at a time; returns
 /// how many.

@@ -51,23 +51,92 @@ pub async fn enqueue<T>(
 where
     T: Serialize + MessageKind,
 {
-    let payload = serde_json::to_string(envelope)
-        .map_err(|e| DbError::Corrupt(format!("cannot serialize message: {e}")))?;
-    sqlx::query(
-        "INSERT INTO outbox (message_id, topic, msg_key, kind, payload, traceparent, created_at_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(envelope.message_id.to_string())
-    .bind(topic)
-    .bind(envelope.body.order_id().to_string())
-    .bind(envelope.body.kind())
-    .bind(payload)
-    .bind(crate::telemetry::current_traceparent())
-    .bind(crate::now_ms())
-    .execute(conn)
-    .await?;
+    enqueue_rows(conn, &[OutboxRow::new(topic, envelope)?]).await
+}
+
+/// A message ready to be written into the outbox: serialized, with the trace context current
+/// when it was made (not when it is written), so messages decided one by one and written
+/// together each keep their own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxRow {
+    message_id: String,
+    topic: String,
+    msg_key: String,
+    kind: &'static str,
+    payload: String,
+    traceparent: Option<String>,
+}
+
+impl OutboxRow {
+    pub fn new<T>(topic: &str, envelope: &Envelope<T>) -> Result<Self, DbError>
+    where
+        T: Serialize + MessageKind,
+    {
+        Ok(Self {
+            message_id: envelope.message_id.to_string(),
+            topic: topic.to_owned(),
+            msg_key: envelope.body.order_id().to_string(),
+            kind: envelope.body.kind(),
+            payload: serde_json::to_string(envelope)
+                .map_err(|e| DbError::Corrupt(format!("cannot serialize message: {e}")))?,
+            traceparent: crate::telemetry::current_traceparent(),
+        })
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    pub fn kind(&self) -> &'static str {
+        self.kind
+    }
+}
+
+/// Writes `rows` into the outbox, in their order (the relay publishes in that order), as part
+/// of the caller's transaction: one multi-row `INSERT` per [`ROWS_PER_STATEMENT`] rows, so a
+/// handler that decided many messages pays one round trip to the database, not one each.
+pub async fn enqueue_rows(conn: &mut AnyConnection, rows: &[OutboxRow]) -> Result<(), DbError> {
+    let now = crate::now_ms();
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                let p = 7 * i;
+                format!(
+                    "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                    p + 1,
+                    p + 2,
+                    p + 3,
+                    p + 4,
+                    p + 5,
+                    p + 6,
+                    p + 7
+                )
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO outbox (message_id, topic, msg_key, kind, payload, traceparent, \
+             created_at_ms) VALUES {}",
+            values.join(", ")
+        );
+        let mut query = sqlx::query(&sql);
+        for row in chunk {
+            query = query
+                .bind(row.message_id.as_str())
+                .bind(row.topic.as_str())
+                .bind(row.msg_key.as_str())
+                .bind(row.kind)
+                .bind(row.payload.as_str())
+                .bind(row.traceparent.as_deref())
+                .bind(now);
+        }
+        query.execute(&mut *conn).await?;
+    }
     Ok(())
 }
+
+/// The most rows one `INSERT` of [`enqueue_rows`] carries (7 parameters each: 896 at most,
+/// inside every SQLite build's and Postgres's limits).
+pub const ROWS_PER_STATEMENT: usize = 128;
 
 /// Counts of the outbox, for readiness and operators.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
