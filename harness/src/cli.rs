@@ -25,7 +25,9 @@ pub enum Command {
     /// List the scenarios in scenarios/ with their one-line descriptions.
     List(ListArgs),
     /// Run a scenario: start its environment, drive the load, check SLOs and invariants, write
-    /// reports/<run-id>/. Exit 0 all held, 1 something failed, 2 the run could not happen.
+    /// reports/<run-id>/. Exit 0 all held, 1 something failed, 2 the run could not happen,
+    /// 130 interrupted (Ctrl-C, SIGTERM: the reports say how far it got; Ctrl-C again only tears
+    /// down).
     Run(RunArgs),
     /// Manual chaos for game days, against a running `harness up` (reads its env file).
     Chaos(ChaosArgs),

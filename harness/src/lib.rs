@@ -11,7 +11,8 @@
 //! - [`seed`]: the data every environment starts with, and the identity provider issuing tokens.
 //! - [`client`]: a typed client of the gateway's API.
 //!
-//! Exit codes: 0 success, 1 a check failed, 2 the run itself could not happen.
+//! Exit codes: 0 success, 1 a check failed, 2 the run itself could not happen, 130 the run was
+//! interrupted ([`interrupt`]).
 
 pub mod bench;
 pub mod capacity;
@@ -23,6 +24,7 @@ pub mod control;
 pub mod environment;
 pub mod faults;
 pub mod game_day;
+pub mod interrupt;
 pub mod load;
 pub mod metrics;
 pub mod report;

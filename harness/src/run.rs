@@ -17,6 +17,19 @@
 //! ([`crate::report::variants`]) into `reports/<run-id>/`. It exits 0 when every gated verdict
 //! held (every variant's invariants, and the SLOs of those that gate), 1 otherwise, 2 when a
 //! variant could not run (the reports of the variants before it stay).
+//!
+//! # Interrupted
+//!
+//! Ctrl-C, SIGTERM or the caller's [`Interrupt`] (the console's `q`) stop the load and the chaos
+//! timeline at once; the active faults are healed; the checks run with a convergence bound of
+//! at most [`INTERRUPTED_CONVERGENCE`] (no wait for the last traces); the reports are written
+//! with the verdict `interrupted` and how far the run got ([`report::Interruption`]), whatever
+//! the checks say; the environment is torn down; the exit code is 130. A second interruption
+//! skips the checks and the reports: the environment is torn down and nothing is written or
+//! kept. Interrupted before the load started (start-up, the steady-state probe), there is
+//! nothing to report: the run tears down, says so and exits 130. In a run of variants the
+//! interrupted variant's report is written, the variants after it do not run and no comparison
+//! is written.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -29,12 +42,12 @@ use rdkafka::message::Headers;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use reqwest::Method;
-use tokio_util::sync::CancellationToken;
 
 use crate::checks::collect::{converge, read_model};
 use crate::checks::{Coverage, DeadLetter, Gap, Policy, check_selected};
 use crate::cli::RunArgs;
 use crate::environment::{self, EnvOptions, Environment};
+use crate::interrupt::{EXIT_INTERRUPTED, Interrupt};
 use crate::report::variants::{VariantRun, VariantsReport};
 use crate::report::{self, EnvironmentSummary, RunInput, RunReport};
 use crate::scenario::Scenario;
@@ -47,7 +60,19 @@ use crate::{EXIT_CANNOT_RUN, capacity, faults, load, slo};
 
 const EXIT_FAILED: u8 = 1;
 
+/// The longest the checks of an interrupted run wait for the system to converge.
+pub const INTERRUPTED_CONVERGENCE: Duration = Duration::from_secs(10);
+
+/// `harness run`, interrupted by Ctrl-C and SIGTERM.
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    // Installed before goose starts, so Ctrl-C is ours: we stop, report and tear down.
+    let interrupt = Interrupt::install();
+    run_interruptible(args, &interrupt).await
+}
+
+/// `harness run` that `interrupt` ends early, as Ctrl-C does: a caller with its own way of
+/// asking (the console's `q`) calls [`Interrupt::interrupt`] on a clone.
+pub async fn run_interruptible(args: RunArgs, interrupt: &Interrupt) -> anyhow::Result<ExitCode> {
     let scenario = match open(&args) {
         Ok(s) => s,
         Err(e) => {
@@ -73,8 +98,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         },
         None => None,
     };
-    // Installed before goose starts, so Ctrl-C is ours: we stop and tear down.
-    let shutdown = platform::shutdown::install(false);
+    tokio::spawn(announce(interrupt.clone()));
 
     println!(
         "scenario {}: {}",
@@ -82,10 +106,22 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         scenario.description.get_ref()
     );
     if scenario.variants.is_empty() {
-        single(&args, &scenario, baseline, &shutdown).await
+        single(&args, &scenario, baseline, interrupt).await
     } else {
-        variants(&args, &scenario, &shutdown).await
+        variants(&args, &scenario, interrupt).await
     }
+}
+
+/// Says on stderr what an interruption does, when it happens.
+async fn announce(interrupt: Interrupt) {
+    interrupt.stopped().cancelled().await;
+    eprintln!(
+        "interrupted ({}): stopping the load and the faults, healing, then reporting how far \
+         the run got and tearing down; interrupt again to skip the checks and the reports",
+        interrupt.by().unwrap_or_default()
+    );
+    interrupt.abandoned().cancelled().await;
+    eprintln!("interrupted again: skipping the checks and the reports, only tearing down");
 }
 
 /// The scenario `args` names, with `--backend` over the file's (the report names the backend
@@ -105,17 +141,21 @@ async fn single(
     args: &RunArgs,
     scenario: &Scenario,
     baseline: Option<RunReport>,
-    shutdown: &CancellationToken,
+    interrupt: &Interrupt,
 ) -> anyhow::Result<ExitCode> {
-    let Some(done) = run_one(scenario, args, shutdown).await else {
-        return Ok(ExitCode::from(EXIT_CANNOT_RUN));
+    let done = match run_one(scenario, args, interrupt).await {
+        Ran::Finished(done) => *done,
+        Ran::CouldNotRun => return Ok(ExitCode::from(EXIT_CANNOT_RUN)),
+        Ran::Interrupted => return Ok(ExitCode::from(EXIT_INTERRUPTED)),
     };
     let dir = report::run_dir(&args.reports_dir, &done.report.run_id)?;
     let report = done.write(&dir)?;
     print_summary(&report);
     println!("reports: {}", dir.display());
     let mut code = report.exit_code;
-    if let Some(baseline) = baseline {
+    if baseline.is_some() && report.interruption.is_some() {
+        println!("not compared with the baseline: the run was interrupted");
+    } else if let Some(baseline) = baseline {
         let comparison = report::compare(&report, &baseline, args.tolerance());
         println!("{comparison}");
         if comparison.regressed() {
@@ -130,7 +170,7 @@ async fn single(
 async fn variants(
     args: &RunArgs,
     scenario: &Scenario,
-    shutdown: &CancellationToken,
+    interrupt: &Interrupt,
 ) -> anyhow::Result<ExitCode> {
     let run_id = report::new_run_id(&scenario.name, SystemTime::now());
     let dir = report::run_dir(&args.reports_dir, &run_id)?;
@@ -150,26 +190,54 @@ async fn variants(
                 "; SLOs reported, not gated"
             }
         );
-        let done = if shutdown.is_cancelled() {
-            None
+        let done = if interrupt.is_interrupted() {
+            Ran::Interrupted
         } else {
-            run_one(&variant_scenario, args, shutdown).await
+            run_one(&variant_scenario, args, interrupt).await
         };
-        let Some(mut done) = done else {
-            eprintln!(
-                "error: the variant {name} could not run, so the variants cannot be compared{}",
-                if runs.is_empty() {
-                    String::new()
-                } else {
-                    format!("; the reports of those before it are in {}", dir.display())
-                }
-            );
-            return Ok(ExitCode::from(EXIT_CANNOT_RUN));
+        let before = if runs.is_empty() {
+            String::new()
+        } else {
+            format!("; the reports of those before it are in {}", dir.display())
+        };
+        let mut done = match done {
+            Ran::Finished(done) => *done,
+            Ran::Interrupted => {
+                eprintln!(
+                    "interrupted: the variant {name} and those after it did not run, and no \
+                     comparison was written{before}"
+                );
+                return Ok(ExitCode::from(EXIT_INTERRUPTED));
+            }
+            Ran::CouldNotRun => {
+                eprintln!(
+                    "error: the variant {name} could not run, so the variants cannot be \
+                     compared{before}"
+                );
+                return Ok(ExitCode::from(EXIT_CANNOT_RUN));
+            }
         };
         done.report.variant = Some(name.clone());
         done.report.run_id = format!("{run_id}/variants/{name}");
         let report = done.write(&dir.join("variants").join(&name))?;
         print_summary(&report);
+        if report.interruption.is_some() {
+            let after: Vec<String> = scenario.variants[i + 1..]
+                .iter()
+                .map(|v| v.get_ref().name().to_string())
+                .collect();
+            let not_run = if after.is_empty() {
+                String::new()
+            } else {
+                format!(", the variants after it did not run ({})", after.join(", "))
+            };
+            println!(
+                "interrupted in the variant {name}{not_run}; no comparison was written; \
+                 reports: {}",
+                dir.display()
+            );
+            return Ok(ExitCode::from(EXIT_INTERRUPTED));
+        }
         runs.push(VariantRun {
             name,
             gate: variant.gate,
@@ -214,14 +282,20 @@ impl Finished {
     }
 }
 
+/// How [`run_one`] ended.
+enum Ran {
+    /// With a report: passed, failed, or interrupted once the load had started.
+    Finished(Box<Finished>),
+    /// It could not happen; why is on stderr, and the logs are kept where it says.
+    CouldNotRun,
+    /// Interrupted before the load started, or twice: torn down, nothing written or kept, and
+    /// said so on stderr.
+    Interrupted,
+}
+
 /// One scenario (a variant's, for a run of variants) on a fresh environment: started, the
-/// experiment run, the logs saved, the environment stopped in every case. `None` when the run
-/// could not happen; why is on stderr, and the logs are kept where it says.
-async fn run_one(
-    scenario: &Scenario,
-    args: &RunArgs,
-    shutdown: &CancellationToken,
-) -> Option<Finished> {
+/// experiment run, the logs saved, the environment stopped in every case.
+async fn run_one(scenario: &Scenario, args: &RunArgs, interrupt: &Interrupt) -> Ran {
     let history = match tempfile::Builder::new()
         .prefix("harness-history-")
         .tempdir()
@@ -229,7 +303,7 @@ async fn run_one(
         Ok(dir) => dir,
         Err(e) => {
             eprintln!("error: no directory for the history: {e}");
-            return None;
+            return Ran::CouldNotRun;
         }
     };
     let backend = *scenario.environment.backend.get_ref();
@@ -245,12 +319,14 @@ async fn run_one(
             Ok(env) => env,
             Err(e) => {
                 eprintln!("error: the environment did not start: {e:#}");
-                return None;
+                return Ran::CouldNotRun;
             }
         },
-        _ = shutdown.cancelled() => {
-            eprintln!("interrupted during start-up; everything started so far was stopped");
-            return None;
+        () = interrupt.stopped().cancelled() => {
+            eprintln!(
+                "interrupted during start-up: everything started so far was stopped; no report"
+            );
+            return Ran::Interrupted;
         }
     };
     println!(
@@ -258,33 +334,48 @@ async fn run_one(
         env.startup_time().as_secs_f64(),
         env.gateway_url()
     );
+    crate::console::live::environment(&env.info());
 
     let history_file = history.path().join(load::history::FILE_NAME);
     let mut env = env;
     let outcome = tokio::select! {
-        r = experiment(scenario, env.as_mut(), history_file) => r,
+        r = experiment(scenario, env.as_mut(), history_file, interrupt) => Some(r),
         // Dropping the experiment stops its chaos timeline; stopping the environment below
         // heals what it left (paused processes are resumed before they are stopped, and the
         // proxies go with the chaos-proxy).
-        _ = shutdown.cancelled() => Err(anyhow::anyhow!("interrupted")),
+        () = interrupt.abandoned().cancelled() => None,
     };
-    let logs = save_logs(env.as_ref()).await;
+    let (outcome, logs) = match outcome {
+        Some(Ok(Experiment::InterruptedBeforeLoad)) | None => (None, None),
+        Some(outcome) => (Some(outcome), save_logs(env.as_ref()).await),
+    };
     env.stop().await;
     match outcome {
-        Ok(Experiment::Done(report)) => Some(Finished {
+        Some(Ok(Experiment::Done(report))) => Ran::Finished(Box::new(Finished {
             report: *report,
             logs,
             history,
-        }),
-        Ok(Experiment::NotSteady(why)) => {
+        })),
+        Some(Ok(Experiment::NotSteady(why))) => {
             eprintln!("error: the steady-state hypothesis did not hold before the load: {why}");
             keep_logs(logs);
-            None
+            Ran::CouldNotRun
         }
-        Err(e) => {
+        Some(Err(e)) => {
             eprintln!("error: the run could not complete: {e:#}");
             keep_logs(logs);
-            None
+            Ran::CouldNotRun
+        }
+        Some(Ok(Experiment::InterruptedBeforeLoad)) | None => {
+            eprintln!(
+                "interrupted {}: the environment was torn down; no report",
+                if interrupt.abandoned().is_cancelled() {
+                    "twice"
+                } else {
+                    "before the load started"
+                }
+            );
+            Ran::Interrupted
         }
     }
 }
@@ -327,21 +418,29 @@ fn move_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
 }
 
 enum Experiment {
+    /// Its report; an interrupted one's says so.
     Done(Box<RunReport>),
     NotSteady(String),
+    /// Interrupted before the load started: nothing to report.
+    InterruptedBeforeLoad,
 }
 
 async fn experiment(
     scenario: &Scenario,
     env: &mut dyn Environment,
     history_file: std::path::PathBuf,
+    interrupt: &Interrupt,
 ) -> anyhow::Result<Experiment> {
     let info = env.info();
     let api = env.client()?;
     let admin = env.identity().admin_token()?;
+    let stop = interrupt.stopped();
 
     if let Some(steady) = &scenario.steady_state {
-        let (rate, n) = probe(&api, *steady.probe_requests.get_ref()).await?;
+        let (rate, n) = tokio::select! {
+            p = probe(&api, *steady.probe_requests.get_ref()) => p?,
+            () = stop.cancelled() => return Ok(Experiment::InterruptedBeforeLoad),
+        };
         if rate > *steady.max_error_rate.get_ref() {
             return Ok(Experiment::NotSteady(format!(
                 "{:.1}% of {n} probes failed, the hypothesis allows {:.1}%",
@@ -351,6 +450,9 @@ async fn experiment(
         }
     }
 
+    if stop.is_cancelled() {
+        return Ok(Experiment::InterruptedBeforeLoad);
+    }
     let mut target = load::LoadTarget::from_env(&info)?;
     target.history_file = Some(history_file);
     let started_at = SystemTime::now();
@@ -359,29 +461,47 @@ async fn experiment(
     let load_started = Instant::now();
     let scraper = Scraper::watching(env.watch_metrics_targets(), SCRAPE_INTERVAL, load_started);
     let (outcome, chaos_windows) = if schedule.is_empty() {
-        let outcome = load::run(scenario, &target, Vec::new(), load_started).await;
+        let outcome = load::run_until(scenario, &target, Vec::new(), load_started, stop).await;
         (outcome, Ok(Vec::new()))
     } else {
         tokio::join!(
-            load::run(scenario, &target, schedule.phases(), load_started),
-            faults::run(&schedule, env, load_started)
+            load::run_until(scenario, &target, schedule.phases(), load_started, stop),
+            faults::run_until(&schedule, env, load_started, stop)
         )
     };
     let mut outcome = outcome.context("driving the load")?;
     let chaos_windows = chaos_windows.context("running the chaos timeline")?;
-    println!("load done in {:.1} s", load_started.elapsed().as_secs_f64());
+    if stop.is_cancelled() {
+        println!(
+            "load stopped after {:.1} s of {:.1} s (interrupted)",
+            outcome.measurements.duration.as_secs_f64(),
+            schedule.load_end.as_secs_f64()
+        );
+    } else {
+        println!("load done in {:.1} s", load_started.elapsed().as_secs_f64());
+    }
 
     let timeout = Duration::from(*scenario.checks.convergence_timeout.get_ref());
-    let converged = converge(&api, &admin, timeout)
-        .await
-        .context("reading the system's state after the load")?;
+    let short = timeout.min(INTERRUPTED_CONVERGENCE);
+    let converged = if stop.is_cancelled() {
+        converge(&api, &admin, short).await
+    } else {
+        tokio::select! {
+            c = converge(&api, &admin, timeout) => c,
+            // Interrupted while converging: start again with the short bound.
+            () = stop.cancelled() => converge(&api, &admin, short).await,
+        }
+    }
+    .context("reading the system's state after the load")?;
     let mut snapshot = converged.snapshot;
     (snapshot.dead_letters, snapshot.dead_letters_read) = dead_letters(env.kafka_brokers()).await;
     (snapshot.views, snapshot.views_read) = read_model(&api, &admin).await;
     let scraped = scraper.stop().await;
     let traces = match env.spans() {
         Some(store) => {
-            settle(&store).await;
+            if !stop.is_cancelled() {
+                settle(&store).await;
+            }
             let breakdown = hop_breakdown(&outcome.traced, &store);
             outcome.measurements.hops = breakdown.histograms();
             Some(breakdown.report(&store).context("summarising the traces")?)
@@ -431,7 +551,7 @@ async fn experiment(
         });
     }
 
-    let report = RunReport::build(RunInput {
+    let mut report = RunReport::build(RunInput {
         run_id: report::new_run_id(&scenario.name, started_at),
         scenario,
         started_at,
@@ -439,12 +559,70 @@ async fn experiment(
         measurements: &outcome.measurements,
         slos,
         invariants,
-        chaos_windows,
+        // With those injected by hand from the console (`--tui`), marked manual.
+        chaos_windows: [chaos_windows, crate::console::live::manual_windows()].concat(),
         capacity,
         traces,
         metrics: Some(metrics),
     })?;
+    if let Some(at) = interrupt.at() {
+        let interruption = interruption(
+            scenario,
+            &schedule,
+            &report,
+            interrupt.by().unwrap_or_default(),
+            at.saturating_duration_since(load_started),
+            &outcome.measurements,
+            short,
+        );
+        report = report.interrupted(interruption);
+    }
     Ok(Experiment::Done(Box::new(report)))
+}
+
+/// How far an interrupted run got, the interruption coming `at` after the load started.
+fn interruption(
+    scenario: &Scenario,
+    schedule: &faults::Schedule,
+    report: &RunReport,
+    by: String,
+    at: Duration,
+    measured: &crate::metrics::Measurements,
+    convergence_bound: Duration,
+) -> report::Interruption {
+    let load = scenario.load.get_ref();
+    // The load's own end, not the follow-up's: goose stops within a moment of the interruption.
+    let stage = if at <= measured.duration {
+        "load"
+    } else if at <= measured.measured_until {
+        "follow-up"
+    } else {
+        "checks"
+    };
+    let mut spans = schedule.phases();
+    if load.finds_knee() {
+        spans.extend(load.steps().iter().map(|s| crate::metrics::PhaseSpan {
+            name: crate::metrics::step_phase(s.index),
+            start: s.start,
+            end: s.end,
+        }));
+    }
+    let at_load = at.min(measured.duration);
+    // A fault's window over the step or the before and after around it.
+    let phase = spans
+        .iter()
+        .find(|s| s.name.starts_with("during:") && s.contains(at_load))
+        .or_else(|| spans.iter().find(|s| s.contains(at_load)))
+        .map_or(crate::metrics::ALL.to_string(), |s| s.name.clone());
+    report::Interruption {
+        by,
+        stage: stage.into(),
+        phase,
+        load_s: measured.duration.as_secs_f64(),
+        planned_s: schedule.load_end.as_secs_f64(),
+        requests: report.request_totals().0,
+        convergence_bound_s: convergence_bound.as_secs_f64(),
+    }
 }
 
 /// How often every process's `/metrics` is scraped during a run.

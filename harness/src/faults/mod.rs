@@ -14,8 +14,9 @@
 //! Healing always happens, like Chaos Toolkit's rollbacks: each fault when its time is up, and
 //! everything at the end of the timeline ([`Faultable::heal_all`]: every proxy reset,
 //! every paused process resumed, every stopped one restarted, every service back at the
-//! instance count it started with), whether the timeline completed or failed half-way. An interrupted run (Ctrl-C) tears the whole environment down instead, which
-//! ends every fault with it.
+//! instance count it started with), whether the timeline completed or failed half-way. An
+//! interrupted run (Ctrl-C, [`run_until`]) applies nothing more and heals what is active at
+//! once, before its checks and its teardown.
 //!
 //! # Layout
 //! - this module: the [`Schedule`], the phases it defines, and [`run`].
@@ -288,7 +289,24 @@ pub async fn run(
     env: &mut (impl Faultable + ?Sized),
     t0: Instant,
 ) -> anyhow::Result<Vec<ChaosWindow>> {
-    let result = timeline(schedule, env, t0).await;
+    run_until(
+        schedule,
+        env,
+        t0,
+        &tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+}
+
+/// [`run`], cut short when `stop` is cancelled (an interrupted run): no fault is applied after
+/// it, the active ones are healed at once (their windows end then), then everything is.
+pub async fn run_until(
+    schedule: &Schedule,
+    env: &mut (impl Faultable + ?Sized),
+    t0: Instant,
+    stop: &tokio_util::sync::CancellationToken,
+) -> anyhow::Result<Vec<ChaosWindow>> {
+    let result = timeline(schedule, env, t0, stop).await;
     let healed = env.heal_all().await;
     let windows = result?;
     healed?;
@@ -299,6 +317,7 @@ async fn timeline(
     schedule: &Schedule,
     env: &mut (impl Faultable + ?Sized),
     t0: Instant,
+    stop: &tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<Vec<ChaosWindow>> {
     // Events in time order: (when, planned index, apply?). Heals sort before applies at the
     // same instant, so back-to-back faults on one target do not overlap.
@@ -311,7 +330,10 @@ async fn timeline(
     let mut active: Vec<Applied> = Vec::new();
     let mut windows = Vec::new();
     for (at, i, apply) in events {
-        tokio::time::sleep_until((t0 + at).into()).await;
+        tokio::select! {
+            () = tokio::time::sleep_until((t0 + at).into()) => {}
+            () = stop.cancelled() => break,
+        }
         let planned = &schedule.faults[i];
         if apply {
             let applied = apply_fault(env, planned, i, t0.elapsed()).await?;
@@ -333,6 +355,18 @@ async fn timeline(
             );
             windows.push(window(planned, &applied, healed));
         }
+    }
+    // Interrupted: what is still active heals now.
+    for applied in std::mem::take(&mut active) {
+        let planned = &schedule.faults[applied.planned];
+        heal_fault(env, planned, &applied).await?;
+        let healed = t0.elapsed();
+        println!(
+            "chaos: {:>6.1}s healed  {} (interrupted)",
+            healed.as_secs_f64(),
+            planned.label
+        );
+        windows.push(window(planned, &applied, healed));
     }
     Ok(windows)
 }

@@ -216,6 +216,21 @@ pub async fn run(
     phases: Vec<PhaseSpan>,
     started: Instant,
 ) -> anyhow::Result<LoadOutcome> {
+    let never = tokio_util::sync::CancellationToken::new();
+    run_until(scenario, target, phases, started, &never).await
+}
+
+/// [`run`], stopped early when `stop` is cancelled (an interrupted run): goose stops its users
+/// at once (each finishes the journey it is in), the pending orders are followed no further,
+/// and what was measured until then is returned, `measurements.duration` the load's real
+/// length.
+pub async fn run_until(
+    scenario: &Scenario,
+    target: &LoadTarget,
+    phases: Vec<PhaseSpan>,
+    started: Instant,
+    stop: &tokio_util::sync::CancellationToken,
+) -> anyhow::Result<LoadOutcome> {
     anyhow::ensure!(
         !target.customers.is_empty(),
         "the load needs at least one customer"
@@ -280,11 +295,13 @@ pub async fn run(
         client.clone(),
         stop_watch.clone(),
     ));
+    let killswitch = tokio::spawn(stop_goose_when(stop.clone()));
     // Goose's `Display` leaves out which option it refused; its `Debug` has the detail.
     let goose_metrics = attack
         .execute()
         .await
         .map_err(|e| anyhow::anyhow!("running the goose load: {e:?}"));
+    killswitch.abort();
     let load_time = started.elapsed();
     if let Pace::Open { arrivals, .. } = &ctx.pace {
         ctx.recorder.dropped(&arrivals.unclaimed());
@@ -292,7 +309,11 @@ pub async fn run(
 
     let settle = scenario.checks.convergence_timeout.get_ref().as_std();
     if goose_metrics.is_ok() {
-        journeys::follow_order::follow_pending(&ctx, &client, settle).await;
+        tokio::select! {
+            () = journeys::follow_order::follow_pending(&ctx, &client, settle) => {}
+            // What was followed so far stays measured; the rest count as `UNFINISHED`.
+            () = stop.cancelled() => {}
+        }
     }
     stop_watch.cancel();
     if let Err(e) = saga_watch.await {
@@ -323,6 +344,17 @@ pub async fn run(
         goose_requests,
         traced,
     })
+}
+
+/// Once `stop` is cancelled, goose's killswitch, which stops the load as its own Ctrl-C would.
+/// Pulled again and again until the load is over: goose clears it when a load starts, so one
+/// pull just before would be lost.
+async fn stop_goose_when(stop: tokio_util::sync::CancellationToken) {
+    stop.cancelled().await;
+    loop {
+        goose::trigger_killswitch("the run was interrupted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Goose installs a logger printing a warning on stdout for every failed request, and the

@@ -16,7 +16,7 @@ use super::sections::{
     ARRIVALS_NOTE, GATEWAY_EVENTS_NOTE, Section, VIOLATIONS_SHOWN, arrival_phases, hops_by_p99,
     sections, top_hops, trace_phases, trace_summary,
 };
-use super::{ChaosWindow, LatencyReport, RunReport, TimelineSecond};
+use super::{ChaosWindow, LatencyReport, RunReport, TimelineSecond, Verdict};
 use crate::slo::format_micros;
 use crate::telemetry::charts::{MetricChart, MetricsReport};
 use crate::telemetry::hops::TraceReport;
@@ -30,7 +30,7 @@ const BOTTOM: f64 = 36.0;
 
 pub(super) const STYLE: &str = "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:2em auto;max-width:960px;color:#222}\
 h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em}\
-.passed{color:#1a7f37}.failed{color:#cf222e}\
+.passed{color:#1a7f37}.failed{color:#cf222e}.interrupted{color:#9a6700}\
 table{border-collapse:collapse;width:100%;font-size:.9em}th,td{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}\
 th{background:#f3f3f3}tr.bad td{background:#fff0f0}tr.knee td{background:#eaf7ee;font-weight:600}code{font-size:.9em}\
 svg{display:block;margin:1em 0;background:#fff}svg text{font-size:11px;fill:#444}\
@@ -476,7 +476,11 @@ fn head(s: &mut String, r: &RunReport) {
 }
 
 fn summary(s: &mut String, r: &RunReport) {
-    let status = if r.passed() { "passed" } else { "failed" };
+    let status = match r.verdict {
+        Verdict::Passed => "passed",
+        Verdict::Failed => "failed",
+        Verdict::Interrupted => "interrupted",
+    };
     let _ = write!(
         s,
         r#"<h1 class="{status}">{}</h1><p class="meta">{}</p><p class="meta">Run <code>{}</code>, started {}, load {:.1}s, {} backend ({}){}.</p>"#,
@@ -503,6 +507,13 @@ fn summary(s: &mut String, r: &RunReport) {
         r#"<p class="meta">Load: {}.</p>"#,
         escape(&r.load_summary())
     );
+    if let Some(i) = &r.interruption {
+        let _ = write!(
+            s,
+            r#"<p class="interrupted"><strong>Interrupted</strong>: {}.</p>"#,
+            escape(&super::sections::interruption_note(i))
+        );
+    }
 }
 
 fn arrivals(s: &mut String, r: &RunReport) {

@@ -2,10 +2,16 @@
 //! `<failure>` on each that did not hold, so CI systems show them as tests. [`Suites`] writes
 //! them, for a run's report and for the comparison of a run's variants (a suite pair per
 //! variant).
+//!
+//! An interrupted run proves nothing either way, and a CI job that was cancelled must not read
+//! as a pass: its `junit.xml` has a suite `run` whose one test case, `completed`, is an
+//! `<error>` saying how far the run got, and its SLOs and invariants are `<skipped>`, each with
+//! what it measured (not judged).
 
 use std::fmt::Write;
 
-use super::RunReport;
+use super::sections::interruption_note;
+use super::{Interruption, RunReport};
 use crate::checks::InvariantVerdict;
 use crate::slo::SloVerdict;
 
@@ -35,6 +41,40 @@ pub(super) fn escape(text: &str) -> String {
 
 pub(super) fn render(r: &RunReport) -> String {
     let mut suites = Suites::default();
+    if let Some(i) = &r.interruption {
+        suites.interrupted(&r.scenario.name, i, &r.started_at);
+        suites.not_judged(
+            "slo",
+            &format!("{}.slo", r.scenario.name),
+            r.slos.iter().map(|v| {
+                let held = if v.held { "held" } else { "did not hold" };
+                let message = format!(
+                    "{}: measured {} against {}, {held}",
+                    v.name,
+                    v.measured_display(),
+                    v.target_display()
+                );
+                (v.name.clone(), message)
+            }),
+            &r.started_at,
+        );
+        suites.not_judged(
+            "invariants",
+            &format!("{}.invariant", r.scenario.name),
+            r.invariants.iter().map(|v| {
+                let held = if v.held { "held" } else { "did not hold" };
+                (
+                    v.name.to_string(),
+                    format!("{}: {held}: {}", v.name, v.summary),
+                )
+            }),
+            &r.started_at,
+        );
+        return suites.render(
+            &format!("harness {} {}", r.scenario.name, r.run_id),
+            r.duration_s,
+        );
+    }
     suites.slos("slo", &r.scenario.name, &r.slos, true, &r.started_at);
     suites.invariants("invariants", &r.scenario.name, &r.invariants, &r.started_at);
     suites.render(
@@ -49,6 +89,7 @@ pub(super) struct Suites {
     body: String,
     tests: usize,
     failures: usize,
+    errors: usize,
     skipped: usize,
 }
 
@@ -59,15 +100,70 @@ impl Suites {
         let _ = writeln!(s, r#"<?xml version="1.0" encoding="UTF-8"?>"#);
         let _ = writeln!(
             s,
-            r#"<testsuites name="{}" tests="{}" failures="{}" skipped="{}" time="{time_s:.3}">"#,
+            r#"<testsuites name="{}" tests="{}" failures="{}" errors="{}" skipped="{}" time="{time_s:.3}">"#,
             escape(name),
             self.tests,
             self.failures,
+            self.errors,
             self.skipped,
         );
         s.push_str(&self.body);
         let _ = writeln!(s, "</testsuites>");
         s
+    }
+
+    /// The suite `run` of an interrupted run: one test case, `completed`, in error.
+    fn interrupted(&mut self, prefix: &str, i: &Interruption, timestamp: &str) {
+        let s = &mut self.body;
+        let _ = writeln!(
+            s,
+            r#"  <testsuite name="run" tests="1" failures="0" errors="1" skipped="0" timestamp="{}">"#,
+            escape(timestamp)
+        );
+        let _ = writeln!(
+            s,
+            r#"    <testcase classname="{}.run" name="completed" time="{:.3}"><error message="{}" type="interrupted">{}</error></testcase>"#,
+            escape(prefix),
+            i.load_s,
+            escape(&format!("the run was interrupted: {}", i.describe())),
+            escape(&interruption_note(i))
+        );
+        let _ = writeln!(s, "  </testsuite>");
+        self.tests += 1;
+        self.errors += 1;
+    }
+
+    /// One skipped test case per `(name, what it measured)`, in the suite `suite`: the verdicts
+    /// of an interrupted run, reported and not judged.
+    fn not_judged(
+        &mut self,
+        suite: &str,
+        classname: &str,
+        cases: impl Iterator<Item = (String, String)>,
+        timestamp: &str,
+    ) {
+        let mut body = String::new();
+        let mut n = 0;
+        for (name, message) in cases {
+            let _ = writeln!(
+                body,
+                r#"    <testcase classname="{}" name="{}" time="0"><skipped message="{}"/></testcase>"#,
+                escape(classname),
+                escape(&name),
+                escape(&format!("not judged, the run was interrupted: {message}"))
+            );
+            n += 1;
+        }
+        let _ = writeln!(
+            self.body,
+            r#"  <testsuite name="{}" tests="{n}" failures="0" errors="0" skipped="{n}" timestamp="{}">"#,
+            escape(suite),
+            escape(timestamp)
+        );
+        self.body.push_str(&body);
+        let _ = writeln!(self.body, "  </testsuite>");
+        self.tests += n;
+        self.skipped += n;
     }
 
     /// One test case per SLO, in the suite `suite`, classname `<prefix>.slo`. With `gated`

@@ -4,11 +4,11 @@
 
 use std::fmt::Write;
 
-use super::RunReport;
 use super::sections::{
     ARRIVALS_NOTE, GATEWAY_EVENTS_NOTE, Section, VIOLATIONS_SHOWN, arrival_phases, hops_by_p99,
-    metric_value, sections, top_hops, trace_phases, trace_summary,
+    interruption_note, metric_value, sections, top_hops, trace_phases, trace_summary,
 };
+use super::{RunReport, Verdict};
 use crate::checks::Violation;
 use crate::metrics::ALL;
 use crate::slo::format_micros;
@@ -50,7 +50,11 @@ pub(super) fn render(r: &RunReport) -> String {
 // Writing to a String cannot fail, hence the `let _ = writeln!` throughout.
 
 fn summary(s: &mut String, r: &RunReport) {
-    let mark = if r.passed() { "✅" } else { "❌" };
+    let mark = match r.verdict {
+        Verdict::Passed => "✅",
+        Verdict::Failed => "❌",
+        Verdict::Interrupted => "⏹️",
+    };
     let _ = writeln!(s, "## {mark} {}", cell(&r.headline()));
     let _ = writeln!(s);
     let _ = writeln!(
@@ -69,6 +73,10 @@ fn summary(s: &mut String, r: &RunReport) {
     );
     let _ = writeln!(s);
     let _ = writeln!(s, "Load: {}.", r.load_summary());
+    if let Some(i) = &r.interruption {
+        let _ = writeln!(s);
+        let _ = writeln!(s, "**Interrupted**: {}.", interruption_note(i));
+    }
     if !r.scenario.description.is_empty() {
         let _ = writeln!(s);
         let _ = writeln!(s, "> {}", cell(&r.scenario.description));

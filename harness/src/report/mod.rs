@@ -53,6 +53,8 @@ pub const SCHEMA_VERSION: u32 = 1;
 pub const EXIT_PASSED: u8 = 0;
 /// Exit code of a run where an SLO or an invariant failed.
 pub const EXIT_FAILED: u8 = 1;
+/// Exit code of a run that was interrupted (Ctrl-C, SIGTERM, the console's `q`).
+pub use crate::interrupt::EXIT_INTERRUPTED;
 
 /// Everything a run measured and proved; `report.json` is this, serialized.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -106,9 +108,56 @@ pub struct RunReport {
     /// In a run of a scenario's `[[variant]]`s: the variant this report is of.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
+    /// A run that was interrupted: how far it got. Its verdict is `interrupted` whatever its
+    /// SLOs and invariants say; absent for a run that went its full course.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interruption: Option<Interruption>,
     pub verdict: Verdict,
-    /// What `harness run` exits with: 0 passed, 1 failed.
+    /// What `harness run` exits with: 0 passed, 1 failed, 130 interrupted.
     pub exit_code: u8,
+}
+
+/// How far an interrupted run got.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Interruption {
+    /// What interrupted it: `SIGINT`, `SIGTERM`, or a caller's reason (`console`).
+    pub by: String,
+    /// What the run was doing: `load` (the load was cut short), `follow-up` (the load had run its
+    /// plan; the orders still pending were being followed) or `checks` (converging and checking).
+    pub stage: String,
+    /// The load's phase at the interruption (`before`, `during:<fault>`, `after`, `step:<i>`),
+    /// `all` for a load without phases.
+    pub phase: String,
+    /// Seconds the load ran, and the seconds its plan has.
+    pub load_s: f64,
+    pub planned_s: f64,
+    /// Requests the load sent.
+    pub requests: u64,
+    /// The bound the checks' convergence had after the interruption, in seconds: they ran after
+    /// the heal, are reported, and are not judged.
+    pub convergence_bound_s: f64,
+}
+
+impl Interruption {
+    /// `SIGINT 12.3 s into 22.0 s of load (56%), phase before`, or `SIGINT during the checks,
+    /// after 22.0 s of load`.
+    pub fn describe(&self) -> String {
+        let share = if self.planned_s > 0.0 {
+            format!(" ({:.0}%)", 100.0 * self.load_s / self.planned_s)
+        } else {
+            String::new()
+        };
+        match self.stage.as_str() {
+            "load" => format!(
+                "{} {:.1} s into {:.1} s of load{share}, phase {}",
+                self.by, self.load_s, self.planned_s, self.phase
+            ),
+            stage => format!(
+                "{} during the {stage}, after {:.1} s of {:.1} s of load",
+                self.by, self.load_s, self.planned_s
+            ),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -265,6 +314,8 @@ impl LatencyReport {
 pub enum Verdict {
     Passed,
     Failed,
+    /// The run was interrupted: it did not run its course, so it proves nothing either way.
+    Interrupted,
 }
 
 /// What a run hands over to become a report.
@@ -336,6 +387,7 @@ impl RunReport {
             rotation_changes: gateway_events::rotation_changes(&m.scraped),
             bulkhead_saturations: gateway_events::bulkhead_saturations(&m.scraped),
             variant: None,
+            interruption: None,
             verdict: if held {
                 Verdict::Passed
             } else {
@@ -347,6 +399,15 @@ impl RunReport {
 
     pub fn passed(&self) -> bool {
         self.verdict == Verdict::Passed
+    }
+
+    /// Marks the report of an interrupted run: verdict `interrupted`, exit code 130, whatever
+    /// its SLOs and invariants say (they are kept, reported and not judged).
+    pub fn interrupted(mut self, interruption: Interruption) -> Self {
+        self.interruption = Some(interruption);
+        self.verdict = Verdict::Interrupted;
+        self.exit_code = EXIT_INTERRUPTED;
+        self
     }
 
     /// The breaker transitions, rotation changes and bulkhead saturations, in time order.
@@ -409,7 +470,14 @@ impl RunReport {
             .capacity
             .as_ref()
             .map_or(String::new(), |c| format!("; {}", c.summary()));
-        let line = if self.passed() {
+        let line = if let Some(i) = &self.interruption {
+            format!(
+                "{name} interrupted ({}); {} requests made; SLOs and invariants reported, not \
+                 judged",
+                i.describe(),
+                i.requests
+            )
+        } else if self.passed() {
             format!(
                 "{name} passed: {} SLOs and {} invariants held",
                 self.slos.len(),

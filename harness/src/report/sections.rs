@@ -9,10 +9,24 @@
 //! What both renderers read the same way (which hops come first, how a metric's value reads)
 //! is here too, so the two files agree on it.
 
-use super::{LatencyReport, RunReport};
+use super::{Interruption, LatencyReport, RunReport};
 use crate::metrics::ALL;
 use crate::slo::{format_micros, format_number};
 use crate::telemetry::hops::{PhaseHops, SlowSaga, TraceReport};
+
+/// What an interrupted run's report says under its headline: how far it got and what its
+/// verdicts are worth.
+pub(super) fn interruption_note(i: &Interruption) -> String {
+    format!(
+        "{}; {} requests made. After the heal, the checks ran with a {:.0} s convergence \
+         bound: the SLOs and invariants below are reported, not judged, and the run \
+         exits with {}",
+        i.describe(),
+        i.requests,
+        i.convergence_bound_s,
+        super::EXIT_INTERRUPTED
+    )
+}
 
 /// One part of a rendered report, in the order [`sections`] lists them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

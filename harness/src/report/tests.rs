@@ -878,3 +878,138 @@ fn rotation_changes_and_bulkhead_saturations_are_gateway_events_in_every_file() 
     let plain = serde_json::to_value(sample_report()).unwrap();
     assert!(plain.get("rotation_changes").is_none() && plain.get("bulkhead_saturations").is_none());
 }
+
+fn interrupted_report() -> RunReport {
+    sample_report().interrupted(Interruption {
+        by: "SIGINT".into(),
+        stage: "load".into(),
+        phase: "during:kill order#1".into(),
+        load_s: 12.3,
+        planned_s: 22.0,
+        requests: 328,
+        convergence_bound_s: 10.0,
+    })
+}
+
+#[test]
+fn an_interrupted_run_is_interrupted_whatever_its_checks_say_and_exits_130() {
+    let r = interrupted_report();
+    assert_eq!(r.verdict, Verdict::Interrupted);
+    assert_eq!(r.exit_code, 130);
+    assert!(!r.passed());
+    // Its failed SLO and invariant are kept, reported.
+    assert_eq!(r.failed_slos().count(), 1);
+    assert_eq!(r.failed_invariants().count(), 1);
+    assert_eq!(
+        r.headline(),
+        "synthetic interrupted (SIGINT 12.3 s into 22.0 s of load (56%), phase during:kill \
+         order#1); 328 requests made; SLOs and invariants reported, not judged"
+    );
+
+    let json = serde_json::to_value(&r).unwrap();
+    assert_eq!(json["verdict"], "interrupted");
+    assert_eq!(json["exit_code"], 130);
+    assert_eq!(json["interruption"]["by"], "SIGINT");
+    assert_eq!(json["interruption"]["stage"], "load");
+    assert_eq!(json["interruption"]["load_s"], 12.3);
+    assert_eq!(json["interruption"]["planned_s"], 22.0);
+    assert_eq!(json["interruption"]["requests"], 328);
+    let back: RunReport = serde_json::from_value(json).unwrap();
+    assert_eq!(back, r);
+    // A run that went its course has no `interruption`.
+    let plain = serde_json::to_value(sample_report()).unwrap();
+    assert!(plain.get("interruption").is_none());
+}
+
+#[test]
+fn an_interrupted_run_says_so_and_how_far_it_got_in_markdown_and_html() {
+    let r = interrupted_report();
+    let md = markdown::render(&r);
+    assert!(
+        md.starts_with("## ⏹️ synthetic interrupted (SIGINT 12.3 s into 22.0 s of load"),
+        "{md}"
+    );
+    assert!(
+        md.contains(
+            "**Interrupted**: SIGINT 12.3 s into 22.0 s of load (56%), phase during:kill \
+             order#1; 328 requests made. After the heal, the checks ran with a 10 s convergence \
+             bound: the SLOs and invariants below are reported, not judged, and the run exits \
+             with 130."
+        ),
+        "{md}"
+    );
+
+    let page = html::render(&r);
+    assert!(
+        page.contains(r#"<h1 class="interrupted">synthetic interrupted"#),
+        "{page}"
+    );
+    assert!(
+        page.contains(r#"<p class="interrupted"><strong>Interrupted</strong>: SIGINT 12.3 s"#),
+        "{page}"
+    );
+}
+
+#[test]
+fn an_interrupted_run_is_no_pass_for_ci_its_junit_has_an_error_and_skips_the_checks() {
+    let r = interrupted_report();
+    let xml = junit::render(&r);
+    let slos = r.slos.len();
+    let invariants = r.invariants.len();
+    assert!(
+        xml.contains(&format!(
+            r#"tests="{}" failures="0" errors="1" skipped="{}""#,
+            1 + slos + invariants,
+            slos + invariants
+        )),
+        "{xml}"
+    );
+    assert!(
+        xml.contains(
+            r#"<testcase classname="synthetic.run" name="completed" time="12.300"><error message="the run was interrupted: SIGINT 12.3 s into 22.0 s of load (56%), phase during:kill order#1" type="interrupted">"#
+        ),
+        "{xml}"
+    );
+    assert!(!xml.contains("<failure"), "checks are not judged: {xml}");
+    assert_eq!(
+        xml.matches("<skipped message=\"not judged, the run was interrupted: ")
+            .count(),
+        slos + invariants,
+        "{xml}"
+    );
+    assert!(
+        xml.contains(&junit::escape(&format!(
+            "{IMPOSSIBLE}: measured {} against {}, did not hold",
+            r.slos
+                .iter()
+                .find(|s| s.name == IMPOSSIBLE)
+                .unwrap()
+                .measured_display(),
+            r.slos
+                .iter()
+                .find(|s| s.name == IMPOSSIBLE)
+                .unwrap()
+                .target_display()
+        ))),
+        "{xml}"
+    );
+    // A run that went its course has no `run` suite.
+    assert!(!junit::render(&sample_report()).contains(r#"name="run""#));
+}
+
+#[test]
+fn an_interruption_during_the_checks_says_the_load_had_run() {
+    let i = Interruption {
+        by: "SIGTERM".into(),
+        stage: "checks".into(),
+        phase: "all".into(),
+        load_s: 22.0,
+        planned_s: 22.0,
+        requests: 900,
+        convergence_bound_s: 10.0,
+    };
+    assert_eq!(
+        i.describe(),
+        "SIGTERM during the checks, after 22.0 s of 22.0 s of load"
+    );
+}

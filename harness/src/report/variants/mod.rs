@@ -692,6 +692,7 @@ fn verdict_text(v: &VariantSummary) -> String {
         }
         Verdict::Passed => "passed".into(),
         Verdict::Failed => "failed".into(),
+        Verdict::Interrupted => "interrupted".into(),
     }
 }
 
