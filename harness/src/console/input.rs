@@ -266,7 +266,7 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::console::state::{FaultRequest, Header, TargetRow, TargetState, Update};
+    use crate::console::state::{FaultRequest, Header, TargetKind, TargetRow, TargetState, Update};
 
     fn key(code: KeyCode) -> KeyEvent {
         KeyEvent::new(code, KeyModifiers::NONE)
