@@ -9,8 +9,11 @@
 //!   reports about itself ([`EnvInfo`], written to `--env-file`).
 //! - [`local`]: child processes on 127.0.0.1, SQLite files, the embedded broker, `chaos-proxy`.
 //! - [`containers`]: Docker containers on a network of the run's own, Postgres, Kafka, Toxiproxy.
+//! - [`discovery`]: what both backends share to scale a service at run time: the gateway's
+//!   upstreams file and the plan of which instances come and go.
 
 pub mod containers;
+pub mod discovery;
 pub mod local;
 
 pub use self::local::LinkInfo;

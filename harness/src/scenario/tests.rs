@@ -1037,14 +1037,15 @@ fn a_scale_fault_is_checked_against_the_scenarios_own_counts_and_backend() {
     parse(&payment(1)).unwrap();
     let e = error_on_line(&payment(3), 14);
     assert!(e.contains("instances = 3 is the number of payment"), "{e}");
-    let e = error_on_line(
-        &format!(
-            "{base}[environment]\nbackend = \"containers\"\n[[chaos]]\nat = \"1s\"\ntarget = \"order\"\nfault = \"scale\"\ninstances = 2\n"
-        ),
-        13,
-    );
+    let on = |backend: &str| {
+        format!(
+            "{base}[environment]\nbackend = \"{backend}\"\n[[chaos]]\nat = \"1s\"\ntarget = \"order\"\nfault = \"scale\"\ninstances = 2\n"
+        )
+    };
+    parse(&on("containers")).unwrap();
+    let e = error_on_line(&on("external"), 13);
     assert!(
-        e.contains("scaling at run time is not supported on the containers backend yet"),
+        e.contains("scaling at run time is not supported on the external backend yet"),
         "{e}"
     );
     // Two scale faults on one service at once would leave it at whichever healed last.

@@ -648,19 +648,20 @@ impl Scenario {
         Ok(())
     }
 
-    /// A scale fault acts on a service as a whole (`"order"`), on the local backend.
+    /// A scale fault acts on a service as a whole (`"order"`), on a backend that starts the
+    /// instances itself (`local`, `containers`).
     fn validate_scale_target(
         &self,
         e: &ChaosEntry,
         target: &Target,
         backend: Backend,
     ) -> Result<(), ScenarioError> {
-        if backend != Backend::Local {
+        if !matches!(backend, Backend::Local | Backend::Containers) {
             return Err(self.error(
                 e.fault.span(),
                 format!(
-                    "scale needs backend = \"local\": scaling at run time is not supported on \
-                     the {} backend yet",
+                    "scale needs backend = \"local\" or \"containers\": scaling at run time is \
+                     not supported on the {} backend yet",
                     backend.name()
                 ),
             ));

@@ -21,3 +21,4 @@ mod recovery;
 mod redelivery;
 #[path = "../system_local/saga.rs"]
 mod saga;
+mod scale;

@@ -51,6 +51,8 @@ pub struct ContainerSpec {
     pub aliases: Vec<String>,
     /// Container port to the host port it is published on, on 127.0.0.1 only.
     pub ports: Vec<(u16, u16)>,
+    /// Host directories mounted into it, as the engine takes them: `/host/dir:/in/container:ro`.
+    pub binds: Vec<String>,
 }
 
 /// What state a container is in.
@@ -174,6 +176,7 @@ impl Docker {
             exposed_ports: Some(spec.ports.iter().map(|(c, _)| format!("{c}/tcp")).collect()),
             host_config: Some(HostConfig {
                 port_bindings: Some(port_bindings),
+                binds: (!spec.binds.is_empty()).then(|| spec.binds.clone()),
                 network_mode: Some(network.to_string()),
                 init: Some(true),
                 ..Default::default()
@@ -229,6 +232,22 @@ impl Docker {
             .stop_container(name, Some(options))
             .await
             .with_context(|| format!("stopping the container {name}"))
+    }
+
+    /// Removes the container (and its anonymous volumes), running or not; one that is not
+    /// there is no error.
+    pub async fn remove(&self, name: &str) -> anyhow::Result<()> {
+        let options = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        match self.api.remove_container(name, Some(options)).await {
+            Ok(())
+            | Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("removing the container {name}")),
+        }
     }
 
     pub async fn pause(&self, name: &str) -> anyhow::Result<()> {

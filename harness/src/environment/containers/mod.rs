@@ -11,12 +11,21 @@
 //! | `inventory#1`, `payment#1`, `order#1`, ... | the services image | through `gateway->{service}#{n}` |
 //! | `gateway#1` | the services image | through `client->gateway` |
 //!
-//! The broker has one listener per instance, advertising that instance's proxy, so all of an
-//! instance's Kafka traffic takes its own link (the local backend's "fronts", here Kafka's own
-//! named listeners), and one for the harness on a port published on 127.0.0.1. The harness
+//! The broker has one listener per instance there may ever be ([`Instances::MAX`] per service),
+//! each advertising that instance's proxy, so all of an instance's Kafka traffic takes its own
+//! link (the local backend's "fronts", here Kafka's own named listeners), and one for the harness
+//! on a port published on 127.0.0.1. Every instance there may be has its own ports for its links
+//! inside Toxiproxy's container ([`Slot`]), so an instance added at run time finds its broker
+//! listener waiting, and its links are created through Toxiproxy's API when it comes. The harness
 //! reaches the gateway (through `client->gateway`), Toxiproxy's API, each service's `/metrics`
 //! and the broker only on ports published on 127.0.0.1; the services reach the harness's OTLP
 //! collector at the host's address on the run's network.
+//!
+//! The gateway finds its instances in the upstreams file ([`super::discovery`]), which the
+//! harness writes into a directory of the run's temporary directory that is mounted read-only
+//! into the gateway's container (so the engine must share the harness's file system, as it
+//! already must to publish ports on the harness's 127.0.0.1). Instances are added and removed
+//! while the environment runs by [`scale`].
 //!
 //! Faults on an instance are the engine's: `kill` is `docker kill` (started again by `restart`
 //! or a heal), `pause` is `docker pause`, `stop` is `docker stop`. Everything the run makes
@@ -25,9 +34,10 @@
 
 pub mod docker;
 pub mod images;
+pub mod scale;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,9 +45,11 @@ use anyhow::{Context, bail};
 
 use self::docker::{ContainerSpec, Docker, State};
 use self::images::Images;
+use super::discovery::{self, UPSTREAMS_FILE_NAME, UPSTREAMS_FILE_VAR};
 use super::local::process::free_port;
 use super::{
-    EnvOptions, Environment, Faultable, LinkInfo, MAX_SPANS, ProcessInfo, Service, Traces,
+    EnvOptions, Environment, Faultable, Instances, LinkInfo, MAX_SPANS, ProcessInfo, Service,
+    Traces,
 };
 use crate::scenario::Backend;
 use crate::seed::{IdentityProvider, Seed};
@@ -63,6 +75,10 @@ const KAFKA_INSTANCES_BASE: u16 = 19000;
 const SERVICE_PORT: u16 = 8080;
 const POSTGRES_PORT: u16 = 5432;
 const POSTGRES_USER: &str = "app";
+/// Where the gateway's container sees the run's discovery directory (read-only).
+const GATEWAY_DISCOVERY_DIR: &str = "/run/harness-discovery";
+/// The one gateway.
+const GATEWAY: &str = "gateway#1";
 
 /// How a member is known to be ready.
 #[derive(Debug, Clone)]
@@ -112,6 +128,16 @@ pub struct ContainersEnvironment {
     trace_sampling: f64,
     /// What the gateway signs its service tokens with (HS256), shared by every service.
     service_secret: String,
+    /// The databases' password, for instances started later too.
+    db_password: String,
+    /// What the environment was started with: what an instance added later starts with, and
+    /// the instance counts a heal goes back to.
+    options: EnvOptions,
+    /// The logs of instances scaled away (their containers are gone), by instance name.
+    retired_logs: BTreeMap<String, PathBuf>,
+    /// [`Environment::metrics_targets`] for scrapers watching them, sent again whenever
+    /// instances are added or removed.
+    scrape_targets: tokio::sync::watch::Sender<Vec<scrape::Target>>,
     run_dir: tempfile::TempDir,
     /// Set once everything of the run is removed, so `Drop` has nothing left to do.
     removed: bool,
@@ -123,6 +149,80 @@ struct PlannedLink {
     name: String,
     port: u16,
     upstream: String,
+}
+
+/// Instance `n` of a service, one of every instance there may ever be, with the ports of its
+/// links and its broker listener: its own, whichever other instances run, so instances come and
+/// go at run time without moving anyone else's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Slot {
+    service: Service,
+    n: usize,
+}
+
+impl Slot {
+    /// Every instance there may be: [`Instances::MAX`] of each service.
+    fn every() -> impl Iterator<Item = Slot> {
+        Service::ALL
+            .into_iter()
+            .flat_map(|service| (1..=Instances::MAX).map(move |n| Slot { service, n }))
+    }
+
+    /// The instances an environment with `instances` runs, in start order.
+    fn of(instances: &Instances) -> Vec<Slot> {
+        Service::ALL
+            .into_iter()
+            .flat_map(|service| (1..=instances.of(service)).map(move |n| Slot { service, n }))
+            .collect()
+    }
+
+    /// `order#2`.
+    fn name(self) -> String {
+        format!("{}#{}", self.service.name(), self.n)
+    }
+
+    /// `order-2`: its container's alias (a `#` is no host name).
+    fn alias(self) -> String {
+        format!("{}-{}", self.service.name(), self.n)
+    }
+
+    /// Its place among [`Self::every`], from 1, as the offset of each of its ports.
+    fn offset(self) -> u16 {
+        let service = Service::ALL
+            .iter()
+            .position(|s| *s == self.service)
+            .unwrap_or_default();
+        u16::try_from(service * Instances::MAX + self.n).unwrap_or(u16::MAX)
+    }
+
+    /// The broker's listener for this instance, inside the broker's container.
+    fn kafka_listener(self) -> u16 {
+        KAFKA_INSTANCES_BASE + self.offset()
+    }
+
+    fn db_link(self) -> PlannedLink {
+        PlannedLink {
+            name: format!("{}->db", self.name()),
+            port: DB_LINKS_BASE + self.offset(),
+            upstream: format!("{}-db:{POSTGRES_PORT}", self.service.name()),
+        }
+    }
+
+    fn kafka_link(self) -> PlannedLink {
+        PlannedLink {
+            name: format!("{}->kafka", self.name()),
+            port: KAFKA_LINKS_BASE + self.offset(),
+            upstream: format!("broker:{}", self.kafka_listener()),
+        }
+    }
+
+    fn gateway_link(self) -> PlannedLink {
+        PlannedLink {
+            name: format!("gateway->{}", self.name()),
+            port: GATEWAY_LINKS_BASE + self.offset(),
+            upstream: format!("{}:{SERVICE_PORT}", self.alias()),
+        }
+    }
 }
 
 impl ContainersEnvironment {
@@ -162,40 +262,40 @@ impl ContainersEnvironment {
             startup_time: Duration::ZERO,
             trace_sampling: options.trace_sampling,
             service_secret: hex_secret(),
+            db_password: hex_secret(),
+            options,
+            retired_logs: BTreeMap::new(),
+            scrape_targets: tokio::sync::watch::Sender::new(Vec::new()),
             run_dir,
             removed: false,
         };
         // On error `env` drops here, which removes whatever was made.
-        env.boot(&options).await?;
+        env.boot().await?;
         env.startup_time = started.elapsed();
         Ok(env)
     }
 
     /// The start-up steps, in order.
-    async fn boot(&mut self, options: &EnvOptions) -> anyhow::Result<()> {
+    async fn boot(&mut self) -> anyhow::Result<()> {
         self.host_ip = self
             .docker
             .create_network(&self.network, &self.run_id)
             .await?;
-        self.start_collector(options).await?;
+        self.create_discovery_dir()?;
+        self.start_collector().await?;
         self.start_toxiproxy().await?;
         let proxies = self.chaos_client()?;
-        let instances = instance_names(options);
-        let db_links = plan_db_links(&instances);
-        let kafka_links = plan_kafka_links(&instances);
-        let password = hex_secret();
-        self.start_databases(&password).await?;
-        self.start_broker(&kafka_links).await?;
-        self.create_links(&proxies, db_links.iter().chain(&kafka_links))
-            .await?;
+        let slots = Slot::of(&self.options.instances);
+        self.start_databases().await?;
+        self.start_broker().await?;
+        self.create_links(&proxies, &own_links(&slots)).await?;
         self.wait_for(|m| matches!(m.readiness, Readiness::Postgres | Readiness::Kafka))
             .await?;
-        let secret = self.service_secret.clone();
-        self.start_services(options, &instances, &secret, &password)
-            .await?;
-        let gateway_links = plan_gateway_links(&instances);
+        self.start_services(&slots).await?;
+        let gateway_links: Vec<PlannedLink> = slots.iter().map(|s| s.gateway_link()).collect();
         self.create_links(&proxies, &gateway_links).await?;
-        self.start_gateway(&secret, &gateway_links, options).await?;
+        self.publish_upstreams()?;
+        self.start_gateway().await?;
         let client = PlannedLink {
             name: super::local::links::CLIENT_LINK.into(),
             port: CLIENT_LINK_PORT,
@@ -203,13 +303,23 @@ impl ContainersEnvironment {
         };
         self.create_links(&proxies, std::slice::from_ref(&client))
             .await?;
-        self.sort_links(options);
+        self.sort_links();
         self.seed_data().await
     }
 
+    /// The directory the gateway's container mounts to read the upstreams file: readable by
+    /// whichever user the gateway runs as (the run directory around it need not be).
+    fn create_discovery_dir(&self) -> anyhow::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = self.discovery_dir();
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("making {} readable", dir.display()))
+    }
+
     /// The OTLP collector, reachable from the containers at the host's address on the network.
-    async fn start_collector(&mut self, options: &EnvOptions) -> anyhow::Result<()> {
-        if let Traces::Collect { forward_to } = &options.traces {
+    async fn start_collector(&mut self) -> anyhow::Result<()> {
+        if let Traces::Collect { forward_to } = &self.options.traces {
             let ip = self
                 .host_ip
                 .parse()
@@ -235,13 +345,23 @@ impl ContainersEnvironment {
         readiness: Readiness,
         http_port: Option<u16>,
     ) -> anyhow::Result<()> {
-        self.members.push(Member {
-            name: name.to_string(),
-            container: spec.name.clone(),
-            aliases: spec.aliases.clone(),
-            readiness,
-            http_port,
-        });
+        // The gateway stays last, so that [`Environment::stop`] (in reverse order) stops it
+        // before the instances it sends to, also those added while it runs.
+        let at = self
+            .members
+            .iter()
+            .position(|m| m.name == GATEWAY)
+            .unwrap_or(self.members.len());
+        self.members.insert(
+            at,
+            Member {
+                name: name.to_string(),
+                container: spec.name.clone(),
+                aliases: spec.aliases.clone(),
+                readiness,
+                http_port,
+            },
+        );
         self.docker.run(&spec, &self.network, &self.run_id).await
     }
 
@@ -267,12 +387,12 @@ impl ContainersEnvironment {
         self.wait_for(|m| m.name == "chaos-proxy").await
     }
 
-    async fn start_databases(&mut self, password: &str) -> anyhow::Result<()> {
+    async fn start_databases(&mut self) -> anyhow::Result<()> {
         for service in Service::ALL {
             let alias = format!("{}-db", service.name());
             let env = BTreeMap::from([
                 ("POSTGRES_USER".to_string(), POSTGRES_USER.to_string()),
-                ("POSTGRES_PASSWORD".to_string(), password.to_string()),
+                ("POSTGRES_PASSWORD".to_string(), self.db_password.clone()),
                 ("POSTGRES_DB".to_string(), service.name().to_string()),
             ]);
             let spec = ContainerSpec {
@@ -288,9 +408,9 @@ impl ContainersEnvironment {
     }
 
     /// The broker, with Kafka's own listener settings (so `apache/kafka` runs as it is): one
-    /// listener inside the network, one for the harness, one per instance advertising that
-    /// instance's proxy.
-    async fn start_broker(&mut self, kafka_links: &[PlannedLink]) -> anyhow::Result<()> {
+    /// listener inside the network, one for the harness, one per instance there may ever be
+    /// advertising that instance's proxy (listeners are fixed when the broker starts).
+    async fn start_broker(&mut self) -> anyhow::Result<()> {
         let harness_port = free_port()?;
         self.kafka_brokers = format!("127.0.0.1:{harness_port}");
         let mut listeners = vec![
@@ -307,13 +427,10 @@ impl ContainersEnvironment {
             "CONTROLLER:PLAINTEXT".to_string(),
             "HARNESS:PLAINTEXT".to_string(),
         ];
-        for (k, link) in kafka_links.iter().enumerate() {
-            let name = format!("INSTANCE{}", k + 1);
-            listeners.push(format!(
-                "{name}://:{}",
-                KAFKA_INSTANCES_BASE + port_offset(k)
-            ));
-            advertised.push(format!("{name}://toxiproxy:{}", link.port));
+        for slot in Slot::every() {
+            let name = format!("INSTANCE{}", slot.offset());
+            listeners.push(format!("{name}://:{}", slot.kafka_listener()));
+            advertised.push(format!("{name}://toxiproxy:{}", slot.kafka_link().port));
             protocols.push(format!("{name}:PLAINTEXT"));
         }
         let env = BTreeMap::from([
@@ -393,71 +510,76 @@ impl ContainersEnvironment {
 
     /// The service instances: all of them at once (each service's first instance migrates
     /// its database; Postgres lets the others wait on the migration lock).
-    async fn start_services(
-        &mut self,
-        options: &EnvOptions,
-        instances: &[(Service, String)],
-        secret: &str,
-        password: &str,
-    ) -> anyhow::Result<()> {
-        let otel = self.container_otlp_endpoint();
-        for (k, (service, name)) in instances.iter().enumerate() {
-            let alias = name.replace('#', "-");
-            let port = free_port()?;
-            let mut env = BTreeMap::new();
-            env.insert("BIND_ADDR".into(), format!("0.0.0.0:{SERVICE_PORT}"));
-            env.insert("INSTANCE_ID".into(), name.clone());
-            env.insert("SERVICE_TOKEN_SECRET".into(), secret.to_string());
-            env.insert(
-                "DATABASE_URL".into(),
-                format!(
-                    "postgres://{POSTGRES_USER}:{password}@toxiproxy:{}/{}",
-                    DB_LINKS_BASE + port_offset(k),
-                    service.name()
-                ),
-            );
-            env.insert(
-                "KAFKA_BROKERS".into(),
-                format!("toxiproxy:{}", KAFKA_LINKS_BASE + port_offset(k)),
-            );
-            if *service == Service::Order {
-                env.insert(
-                    "SAGA_STEP_TIMEOUT_MS".into(),
-                    options.saga_step_timeout_ms.to_string(),
-                );
-                env.insert(
-                    "ADMISSION".into(),
-                    if options.admission { "on" } else { "off" }.into(),
-                );
-            }
-            env.extend(super::otel_env(otel.as_deref(), self.trace_sampling));
-            env.extend(options.resilience.service_env());
-            let spec = ContainerSpec {
-                name: self.container_name(&alias),
-                image: self.images.services.clone(),
-                cmd: vec![super::local::binaries::of(*service).to_string()],
-                env,
-                aliases: vec![alias],
-                ports: vec![(SERVICE_PORT, port)],
-            };
-            let ready = format!("http://127.0.0.1:{port}/health/ready");
-            self.launch(name, spec, Readiness::Http(ready), Some(port))
-                .await?;
+    async fn start_services(&mut self, slots: &[Slot]) -> anyhow::Result<()> {
+        for slot in slots {
+            self.launch_instance(*slot).await?;
         }
         self.wait_for(|m| m.name.contains('#')).await
     }
 
-    async fn start_gateway(
-        &mut self,
-        secret: &str,
-        links: &[PlannedLink],
-        options: &EnvOptions,
-    ) -> anyhow::Result<()> {
+    /// Runs the container of instance `slot`, at boot or added later, without waiting for it:
+    /// through its own links to its database and the broker, with the options the environment
+    /// was started with.
+    async fn launch_instance(&mut self, slot: Slot) -> anyhow::Result<()> {
+        let options = &self.options;
+        let service = slot.service;
+        let name = slot.name();
         let port = free_port()?;
         let mut env = BTreeMap::new();
         env.insert("BIND_ADDR".into(), format!("0.0.0.0:{SERVICE_PORT}"));
-        env.insert("INSTANCE_ID".into(), "gateway#1".into());
-        env.insert("SERVICE_TOKEN_SECRET".into(), secret.to_string());
+        env.insert("INSTANCE_ID".into(), name.clone());
+        env.insert("SERVICE_TOKEN_SECRET".into(), self.service_secret.clone());
+        env.insert(
+            "DATABASE_URL".into(),
+            format!(
+                "postgres://{POSTGRES_USER}:{}@toxiproxy:{}/{}",
+                self.db_password,
+                slot.db_link().port,
+                service.name()
+            ),
+        );
+        env.insert(
+            "KAFKA_BROKERS".into(),
+            format!("toxiproxy:{}", slot.kafka_link().port),
+        );
+        if service == Service::Order {
+            env.insert(
+                "SAGA_STEP_TIMEOUT_MS".into(),
+                options.saga_step_timeout_ms.to_string(),
+            );
+            env.insert(
+                "ADMISSION".into(),
+                if options.admission { "on" } else { "off" }.into(),
+            );
+        }
+        env.extend(super::otel_env(
+            self.container_otlp_endpoint().as_deref(),
+            self.trace_sampling,
+        ));
+        env.extend(options.resilience.service_env());
+        let spec = ContainerSpec {
+            name: self.container_name(&slot.alias()),
+            image: self.images.services.clone(),
+            cmd: vec![super::local::binaries::of(service).to_string()],
+            env,
+            aliases: vec![slot.alias()],
+            ports: vec![(SERVICE_PORT, port)],
+            binds: Vec::new(),
+        };
+        let ready = format!("http://127.0.0.1:{port}/health/ready");
+        self.launch(&name, spec, Readiness::Http(ready), Some(port))
+            .await
+    }
+
+    /// The gateway. It finds its instances in the upstreams file, on a read-only mount of the
+    /// run's discovery directory, which it reads again whenever the file changes; the same lists
+    /// in its variables let it route before its first read.
+    async fn start_gateway(&mut self) -> anyhow::Result<()> {
+        let port = free_port()?;
+        let mut env = BTreeMap::new();
+        env.insert("BIND_ADDR".into(), format!("0.0.0.0:{SERVICE_PORT}"));
+        env.insert("INSTANCE_ID".into(), GATEWAY.into());
+        env.insert("SERVICE_TOKEN_SECRET".into(), self.service_secret.clone());
         env.insert(
             "JWT_PUBLIC_KEY_PEM".into(),
             self.idp.public_key_pem().to_string(),
@@ -468,20 +590,12 @@ impl ContainersEnvironment {
             self.container_otlp_endpoint().as_deref(),
             self.trace_sampling,
         ));
-        for (service, var) in [
-            (Service::Order, "ORDER_URLS"),
-            (Service::Inventory, "INVENTORY_URLS"),
-            (Service::Payment, "PAYMENT_URLS"),
-        ] {
-            let prefix = format!("gateway->{}#", service.name());
-            let urls: Vec<String> = links
-                .iter()
-                .filter(|l| l.name.starts_with(&prefix))
-                .map(|l| format!("http://toxiproxy:{}", l.port))
-                .collect();
-            env.insert(var.into(), urls.join(","));
-        }
-        env.extend(options.resilience.gateway_env());
+        discovery::set_upstream_vars(&mut env, &discovery::upstream_lists(&self.links));
+        env.insert(
+            UPSTREAMS_FILE_VAR.into(),
+            format!("{GATEWAY_DISCOVERY_DIR}/{UPSTREAMS_FILE_NAME}"),
+        );
+        env.extend(self.options.resilience.gateway_env());
         let spec = ContainerSpec {
             name: self.container_name("gateway-1"),
             image: self.images.services.clone(),
@@ -489,16 +603,21 @@ impl ContainersEnvironment {
             env,
             aliases: vec!["gateway-1".into()],
             ports: vec![(SERVICE_PORT, port)],
+            binds: vec![format!(
+                "{}:{GATEWAY_DISCOVERY_DIR}:ro",
+                self.discovery_dir().display()
+            )],
         };
         let ready = format!("http://127.0.0.1:{port}/health/ready");
-        self.launch("gateway#1", spec, Readiness::Http(ready), Some(port))
+        self.launch(GATEWAY, spec, Readiness::Http(ready), Some(port))
             .await?;
-        self.wait_for(|m| m.name == "gateway#1").await
+        self.wait_for(|m| m.name == GATEWAY).await
     }
 
     /// Listed as the local backend lists them, the database links last.
-    fn sort_links(&mut self, options: &EnvOptions) {
-        let order = crate::faults::target::links_of(Backend::Containers, &options.instances);
+    fn sort_links(&mut self) {
+        let order =
+            crate::faults::target::links_of(Backend::Containers, &Faultable::instances(self));
         self.links.sort_by_key(|l| {
             order
                 .iter()
@@ -705,18 +824,19 @@ impl Faultable for ContainersEnvironment {
             .await
     }
 
+    /// Every proxy reset, every container running, connected and not paused, every service
+    /// back at the instance count it started with. Tries all of it even when a step fails, and
+    /// reports the first failure.
     async fn heal_all(&mut self) -> anyhow::Result<()> {
-        super::heal_everything(self).await
+        let healed = super::heal_everything(self).await;
+        // After the containers: an added instance that was killed is started again, then
+        // stopped gracefully like any instance scaled away.
+        let started = self.options.instances;
+        healed.and(crate::faults::restore_instances(self, started).await)
     }
 
-    /// Not yet: the broker's listeners (one per instance, each advertising the instance's
-    /// proxy) and Toxiproxy's published ports are fixed when they start, and the gateway's
-    /// container would need the upstreams file on a volume of its own.
     async fn scale(&mut self, service: Service, count: usize) -> anyhow::Result<()> {
-        bail!(
-            "scaling {service} to {count}: scaling at run time is not supported on the containers \
-             backend yet; use the local backend, or start with the instances you need"
-        )
+        self.scale_service(service, count).await
     }
 }
 
@@ -777,6 +897,11 @@ impl Environment for ContainersEnvironment {
             .collect()
     }
 
+    fn watch_metrics_targets(&self) -> tokio::sync::watch::Receiver<Vec<scrape::Target>> {
+        self.publish_metrics_targets();
+        self.scrape_targets.subscribe()
+    }
+
     fn toxiproxy_url(&self) -> &str {
         &self.chaos_url
     }
@@ -820,13 +945,26 @@ impl Environment for ContainersEnvironment {
         }
     }
 
+    /// Also the logs of instances scaled away, saved when they left.
     async fn save_logs(&self, dest: &Path) -> anyhow::Result<usize> {
         std::fs::create_dir_all(dest).with_context(|| format!("creating {}", dest.display()))?;
+        let mut saved = 0;
+        for (name, log) in &self.retired_logs {
+            if self.members.iter().any(|m| m.name == *name) {
+                // Added again since: its running container's log is saved below.
+                continue;
+            }
+            let to = dest.join(super::log_file_name(name));
+            std::fs::copy(log, &to)
+                .with_context(|| format!("copying {} to {}", log.display(), to.display()))?;
+            saved += 1;
+        }
         for m in &self.members {
             let to = dest.join(super::log_file_name(&m.name));
             self.docker.logs_to_file(&m.container, &to).await?;
+            saved += 1;
         }
-        Ok(self.members.len())
+        Ok(saved)
     }
 
     /// The gateway first, then the services, the broker, the databases and Toxiproxy; then
@@ -847,53 +985,12 @@ impl Environment for ContainersEnvironment {
     }
 }
 
-/// Every service instance's process name, with its service, in start order.
-fn instance_names(options: &EnvOptions) -> Vec<(Service, String)> {
-    Service::ALL
-        .into_iter()
-        .flat_map(|s| (1..=options.instances.of(s)).map(move |n| (s, format!("{}#{n}", s.name()))))
-        .collect()
-}
-
-fn plan_db_links(instances: &[(Service, String)]) -> Vec<PlannedLink> {
-    instances
+/// The links an instance needs before it starts: to its database and to the broker.
+fn own_links(slots: &[Slot]) -> Vec<PlannedLink> {
+    slots
         .iter()
-        .enumerate()
-        .map(|(k, (service, name))| PlannedLink {
-            name: format!("{name}->db"),
-            port: DB_LINKS_BASE + port_offset(k),
-            upstream: format!("{}-db:{POSTGRES_PORT}", service.name()),
-        })
+        .flat_map(|s| [s.db_link(), s.kafka_link()])
         .collect()
-}
-
-fn plan_kafka_links(instances: &[(Service, String)]) -> Vec<PlannedLink> {
-    instances
-        .iter()
-        .enumerate()
-        .map(|(k, (_, name))| PlannedLink {
-            name: format!("{name}->kafka"),
-            port: KAFKA_LINKS_BASE + port_offset(k),
-            upstream: format!("broker:{}", KAFKA_INSTANCES_BASE + port_offset(k)),
-        })
-        .collect()
-}
-
-fn plan_gateway_links(instances: &[(Service, String)]) -> Vec<PlannedLink> {
-    instances
-        .iter()
-        .enumerate()
-        .map(|(k, (_, name))| PlannedLink {
-            name: format!("gateway->{name}"),
-            port: GATEWAY_LINKS_BASE + port_offset(k),
-            upstream: format!("{}:{SERVICE_PORT}", name.replace('#', "-")),
-        })
-        .collect()
-}
-
-/// The `k`-th instance's port offset (1-based, so no two ranges touch).
-fn port_offset(k: usize) -> u16 {
-    u16::try_from(k + 1).unwrap_or(u16::MAX)
 }
 
 const READY_LINE: &str = "database system is ready to accept connections";
@@ -957,24 +1054,43 @@ mod tests {
     }
 
     #[test]
-    fn links_and_listeners_get_ports_that_never_collide() {
-        let options = EnvOptions {
-            instances: super::super::Instances::parse("order=2,inventory=1,payment=3").unwrap(),
-            ..Default::default()
-        };
-        let instances = instance_names(&options);
-        assert_eq!(instances.len(), 6);
-        let kafka = plan_kafka_links(&instances);
-        let gateway = plan_gateway_links(&instances);
-        let mut ports: Vec<u16> = kafka.iter().chain(&gateway).map(|l| l.port).collect();
+    fn every_instance_there_may_be_has_ports_of_its_own() {
+        let slots: Vec<Slot> = Slot::every().collect();
+        assert_eq!(slots.len(), 3 * Instances::MAX);
+        let mut ports: Vec<u16> = slots
+            .iter()
+            .flat_map(|s| {
+                [
+                    s.db_link().port,
+                    s.kafka_link().port,
+                    s.gateway_link().port,
+                    s.kafka_listener(),
+                ]
+            })
+            .collect();
         ports.push(CLIENT_LINK_PORT);
         let n = ports.len();
         ports.sort_unstable();
         ports.dedup();
-        assert_eq!(ports.len(), n);
-        assert_eq!(kafka[0].name, "inventory#1->kafka");
-        assert_eq!(kafka[0].upstream, "broker:19001");
-        assert_eq!(gateway[5].name, "gateway->order#2");
-        assert_eq!(gateway[5].upstream, "order-2:8080");
+        assert_eq!(ports.len(), n, "two ports collide");
+        // An instance's ports do not depend on how many others run.
+        let few = Slot::of(&Instances::parse("order=2").unwrap());
+        let many = Slot::of(&Instances::parse("order=2,inventory=3,payment=8").unwrap());
+        let order2 = Slot {
+            service: Service::Order,
+            n: 2,
+        };
+        assert_eq!(few.last(), Some(&order2));
+        assert_eq!(many.last(), Some(&order2));
+        assert_eq!(order2.name(), "order#2");
+        assert_eq!(order2.gateway_link().upstream, "order-2:8080");
+        assert_eq!(order2.db_link().name, "order#2->db");
+        assert_eq!(order2.db_link().upstream, "order-db:5432");
+        let inventory1 = Slot {
+            service: Service::Inventory,
+            n: 1,
+        };
+        assert_eq!(inventory1.kafka_link().upstream, "broker:19001");
+        assert_eq!(inventory1.kafka_link().name, "inventory#1->kafka");
     }
 }

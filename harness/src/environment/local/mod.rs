@@ -442,9 +442,9 @@ impl LocalEnvironment {
             self.trace_sampling,
         ));
         env.insert("JWT_AUDIENCE".into(), crate::seed::AUDIENCE.into());
-        scale::set_upstream_vars(&mut env, &self.upstream_lists());
+        super::discovery::set_upstream_vars(&mut env, &self.upstream_lists());
         env.insert(
-            scale::UPSTREAMS_FILE_VAR.into(),
+            super::discovery::UPSTREAMS_FILE_VAR.into(),
             self.upstreams_file().display().to_string(),
         );
         env.extend(self.options.resilience.gateway_env());

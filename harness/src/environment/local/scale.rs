@@ -1,13 +1,9 @@
-//! Instances added and removed while the local environment runs, and the file that tells the
-//! gateway which instances there are.
+//! Instances added and removed while the local environment runs.
 //!
-//! The gateway reads its instance lists from `<run dir>/upstreams.json` (`UPSTREAMS_FILE`), a
-//! file it looks at every 500 ms and takes again whenever it changed:
-//! `{"inventory": ["http://127.0.0.1:P"], "order": [...], "payment": [...]}`, each URL where
-//! the instance's `gateway-><instance>` link listens. The file is replaced in one rename, so the
-//! gateway never reads half of it.
+//! The gateway reads its instance lists from `<run dir>/upstreams.json` ([`discovery`]), each
+//! URL where the instance's `gateway-><instance>` link listens on 127.0.0.1.
 //!
-//! Scaling up starts instances `#n+1..=#count` as they start at boot
+//! Scaling up ([`ScalePlan`]) starts instances `#n+1..=#count` as they start at boot
 //! ([`LocalEnvironment::instance_spec`]), waits until each is ready, links it (its
 //! `gateway-><instance>` link is created, its `<instance>->kafka` link was reserved at boot) and
 //! only then writes it into the file, so the gateway never sends to an instance that cannot
@@ -24,86 +20,28 @@ use anyhow::Context;
 
 use super::process::Supervised;
 use super::{LocalEnvironment, STOP_GRACE};
-use crate::environment::{Faultable, Instances, Service};
-
-/// The gateway's variable naming the file of instance lists.
-pub const UPSTREAMS_FILE_VAR: &str = "UPSTREAMS_FILE";
-
-/// The gateway's variables with the instance lists it starts with.
-const URL_VARS: [(Service, &str); 3] = [
-    (Service::Order, "ORDER_URLS"),
-    (Service::Inventory, "INVENTORY_URLS"),
-    (Service::Payment, "PAYMENT_URLS"),
-];
-
-/// How long an instance taken out of the upstreams file keeps running: the gateway looks at
-/// the file every 500 ms, so three looks later it sends nothing new there.
-pub const DISCOVERY_GRACE: Duration = Duration::from_millis(1500);
-
-/// Sets the gateway's start-up variables (`ORDER_URLS`, ...) to `lists`.
-pub fn set_upstream_vars(
-    env: &mut BTreeMap<String, String>,
-    lists: &BTreeMap<Service, Vec<String>>,
-) {
-    for (service, var) in URL_VARS {
-        env.insert(
-            var.into(),
-            lists.get(&service).map(|u| u.join(",")).unwrap_or_default(),
-        );
-    }
-}
-
-/// The upstreams file's text: each service by name with its URLs.
-pub fn upstreams_json(lists: &BTreeMap<Service, Vec<String>>) -> String {
-    let by_name: BTreeMap<&str, &Vec<String>> =
-        lists.iter().map(|(s, urls)| (s.name(), urls)).collect();
-    serde_json::json!(by_name).to_string()
-}
+use crate::environment::discovery::{
+    self, DISCOVERY_GRACE, ScalePlan, UPSTREAMS_FILE_NAME, set_upstream_vars,
+};
+use crate::environment::{Faultable, Service};
 
 impl LocalEnvironment {
     /// Where the gateway finds its instance lists.
     pub fn upstreams_file(&self) -> PathBuf {
-        self.run_dir.path().join("upstreams.json")
+        self.run_dir.path().join(UPSTREAMS_FILE_NAME)
     }
 
     /// Each service's instances as the gateway reaches them (through their `gateway->...`
     /// links), in instance order.
     pub(super) fn upstream_lists(&self) -> BTreeMap<Service, Vec<String>> {
-        let mut lists: BTreeMap<Service, Vec<(u32, String)>> = BTreeMap::new();
-        for link in &self.links {
-            let Some((service, n)) = link
-                .name
-                .strip_prefix("gateway->")
-                .and_then(|instance| instance.split_once('#'))
-            else {
-                continue;
-            };
-            if let (Ok(service), Ok(n)) = (Service::parse(service), n.parse::<u32>()) {
-                lists
-                    .entry(service)
-                    .or_default()
-                    .push((n, format!("http://{}", link.listen)));
-            }
-        }
-        lists
-            .into_iter()
-            .map(|(service, mut urls)| {
-                urls.sort();
-                (service, urls.into_iter().map(|(_, url)| url).collect())
-            })
-            .collect()
+        discovery::upstream_lists(&self.links)
     }
 
     /// Writes the instance lists into the upstreams file, and into the gateway's variables so
     /// that a restarted gateway starts with them too.
     pub(super) fn publish_upstreams(&mut self) -> anyhow::Result<()> {
         let lists = self.upstream_lists();
-        let path = self.upstreams_file();
-        let temp = path.with_extension("json.tmp");
-        std::fs::write(&temp, upstreams_json(&lists))
-            .with_context(|| format!("writing {}", temp.display()))?;
-        std::fs::rename(&temp, &path)
-            .with_context(|| format!("renaming {} to {}", temp.display(), path.display()))?;
+        discovery::write_upstreams_file(&self.upstreams_file(), &lists)?;
         if let Some(gateway) = self
             .processes
             .iter_mut()
@@ -127,18 +65,10 @@ impl LocalEnvironment {
         service: Service,
         count: usize,
     ) -> anyhow::Result<()> {
-        Instances::check_count(count).map_err(|e| anyhow::anyhow!("scaling {service}: {e}"))?;
-        let now = self.instance_count(service);
-        if count > now {
-            self.scale_up(service, now + 1..=count).await
-        } else if count < now {
-            let leaving: Vec<String> = (count + 1..=now)
-                .rev()
-                .map(|n| format!("{service}#{n}"))
-                .collect();
-            self.remove_instances(&leaving, DISCOVERY_GRACE).await
-        } else {
-            Ok(())
+        match ScalePlan::new(service, self.instance_count(service), count)? {
+            ScalePlan::Up(numbers) => self.scale_up(service, numbers).await,
+            ScalePlan::Down(leaving) => self.remove_instances(&leaving, DISCOVERY_GRACE).await,
+            ScalePlan::Stay => Ok(()),
         }
     }
 
@@ -184,9 +114,8 @@ impl LocalEnvironment {
     /// [`Self::links`], for when they are added again).
     async fn remove_instances(&mut self, names: &[String], grace: Duration) -> anyhow::Result<()> {
         let gateway_links: Vec<String> = names.iter().map(|n| format!("gateway->{n}")).collect();
-        let kafka_links: Vec<String> = names.iter().map(|n| format!("{n}->kafka")).collect();
-        self.links
-            .retain(|l| !gateway_links.contains(&l.name) && !kafka_links.contains(&l.name));
+        let their_links = discovery::links_of_instances(names);
+        self.links.retain(|l| !their_links.contains(&l.name));
         self.publish_upstreams()?;
         tokio::time::sleep(grace).await;
         let (mut leaving, staying): (Vec<Supervised>, Vec<Supervised>) =
@@ -212,37 +141,5 @@ impl LocalEnvironment {
         }
         tracing::info!(removed = ?names, "scaled down");
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_upstreams_file_names_each_service_with_its_urls() {
-        let lists = BTreeMap::from([
-            (Service::Order, vec!["http://127.0.0.1:1".to_string()]),
-            (
-                Service::Payment,
-                vec![
-                    "http://127.0.0.1:2".to_string(),
-                    "http://127.0.0.1:3".into(),
-                ],
-            ),
-        ]);
-        let json: serde_json::Value = serde_json::from_str(&upstreams_json(&lists)).unwrap();
-        assert_eq!(
-            json,
-            serde_json::json!({
-                "order": ["http://127.0.0.1:1"],
-                "payment": ["http://127.0.0.1:2", "http://127.0.0.1:3"],
-            })
-        );
-        let mut env = BTreeMap::new();
-        set_upstream_vars(&mut env, &lists);
-        assert_eq!(env["ORDER_URLS"], "http://127.0.0.1:1");
-        assert_eq!(env["PAYMENT_URLS"], "http://127.0.0.1:2,http://127.0.0.1:3");
-        assert_eq!(env["INVENTORY_URLS"], "");
     }
 }
