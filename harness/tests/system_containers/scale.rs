@@ -317,3 +317,54 @@ async fn an_order_container_added_under_load_takes_requests_and_leaves_without_a
     }
     assert!(!run_dir.exists(), "{} is still there", run_dir.display());
 }
+
+/// An instance that cannot start (its database is off the network, so it exits) is not added:
+/// scaling fails saying which instance did not become ready, the gateway never hears of it,
+/// its container and links are gone, and once healed the same instance can be added and
+/// removed again.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_order_container_that_cannot_start_is_not_added_and_leaves_nothing_of_itself() {
+    let Some(mut t) = TestEnv::start().await else {
+        return;
+    };
+    let docker = engine().await;
+    let run = run_label(&t, &docker).await;
+    t.env.disconnect("order-db").await.unwrap();
+
+    let e = t.env.scale(Service::Order, 2).await.unwrap_err();
+    let e = format!("{e:#}");
+    assert!(e.contains("adding order#2"), "{e}");
+    assert!(e.contains("did not become ready"), "{e}");
+    assert_eq!(t.env.instance_count(Service::Order), 1);
+    assert_eq!(order_urls(&t).len(), 1);
+    let links = t.env.link_names();
+    assert!(!links.iter().any(|l| l.contains("order#2")), "{links:?}");
+    let proxies: Vec<String> = t
+        .env
+        .chaos_client()
+        .unwrap()
+        .proxies()
+        .await
+        .unwrap()
+        .into_keys()
+        .collect();
+    assert!(
+        !proxies.iter().any(|p| p.contains("order#2")),
+        "order#2's proxies are still in Toxiproxy: {proxies:?}"
+    );
+    let containers = containers_of(&docker, &run).await;
+    assert!(
+        !containers.keys().any(|name| name.ends_with("-order-2")),
+        "order#2's container is still there: {containers:?}"
+    );
+
+    t.env.heal_all().await.unwrap();
+    t.env.scale(Service::Order, 2).await.unwrap();
+    t.env.scale(Service::Order, 1).await.unwrap();
+    let token = t.customer(GOOD_CUSTOMER);
+    let placed = t.place(&token, &[("SKU-1002", 1)]).await;
+    assert_eq!(
+        t.terminal(&token, placed.order_id).await.status,
+        OrderStatus::Confirmed
+    );
+}
