@@ -142,21 +142,32 @@ impl ContainersEnvironment {
     }
 
     /// Keeps the log of a stopped instance's container in the run directory, then removes the
-    /// container.
+    /// container (also when its log could not be kept).
     async fn retire(&mut self, m: &Member) -> anyhow::Result<()> {
+        let kept = self.keep_log(m).await;
+        let removed = self
+            .docker
+            .remove(&m.container)
+            .await
+            .with_context(|| format!("removing {} ({})", m.name, m.container));
+        removed.and(kept)
+    }
+
+    async fn keep_log(&mut self, m: &Member) -> anyhow::Result<()> {
         let dir = self.run_dir.path().join("retired");
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let log = dir.join(crate::environment::log_file_name(&m.name));
-        match self.docker.logs_to_file(&m.container, &log).await {
-            Ok(()) => {
-                self.retired_logs.insert(m.name.clone(), log);
-            }
+        // Written aside first: an instance added again that never started must not empty the
+        // log its earlier run left.
+        let part = log.with_extension("log.part");
+        if let Err(e) = self.docker.logs_to_file(&m.container, &part).await {
             // A container that was never created has no log.
-            Err(e) => tracing::debug!(error = %format!("{e:#}"), "saving the log of {}", m.name),
+            tracing::debug!(error = %format!("{e:#}"), "saving the log of {}", m.name);
+            return Ok(());
         }
-        self.docker
-            .remove(&m.container)
-            .await
-            .with_context(|| format!("removing {} ({})", m.name, m.container))
+        std::fs::rename(&part, &log)
+            .with_context(|| format!("renaming {} to {}", part.display(), log.display()))?;
+        self.retired_logs.insert(m.name.clone(), log);
+        Ok(())
     }
 }
