@@ -284,6 +284,12 @@ pub struct RunArgs {
     /// OpenTelemetry Collector at http://127.0.0.1:4318); the harness keeps its own copy.
     #[arg(long, value_parser = http_url)]
     pub otlp_endpoint: Option<String>,
+
+    /// Show the run live in the game-day console (throughput, latency, errors, sagas, the chaos
+    /// timeline, SLOs so far; keys inject and heal link faults, `q` interrupts). Without a
+    /// terminal on stdout the usual lines are printed instead.
+    #[arg(long)]
+    pub tui: bool,
 }
 
 #[derive(Debug, Args)]

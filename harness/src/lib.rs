@@ -59,6 +59,7 @@ pub fn run(cli: Cli) -> ExitCode {
         match cli.command {
             Command::Up(args) => up(args).await,
             Command::List(args) => scenario::catalog::list(&args),
+            Command::Run(args) if args.tui => console::live::run(args).await,
             Command::Run(args) => run::run(args).await,
             Command::Chaos(args) => game_day::run(args).await,
             Command::Console(args) => console::run(args).await,

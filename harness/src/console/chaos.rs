@@ -22,6 +22,11 @@ use crate::scenario::{Backend, HumanDuration};
 #[async_trait::async_trait]
 pub trait Hands: Faultable {
     fn backend(&self) -> Backend;
+    /// Whether the heal keys heal only the faults injected here (during a run, whose timeline
+    /// heals its own), or everything the target names.
+    fn own_faults_only(&self) -> bool {
+        false
+    }
     /// Heals the links and processes `target` names; returns what it healed.
     async fn heal_target(&mut self, target: &str) -> anyhow::Result<Vec<String>>;
 }
@@ -125,6 +130,13 @@ impl Worker {
                     .await;
                 }
             }
+            Command::Heal(target) if hands.own_faults_only() => {
+                self.heal_own(hands, |a| {
+                    a.planned.entry.target.get_ref() == &target || a.applied.what.contains(&target)
+                })
+                .await;
+            }
+            Command::HealAll if hands.own_faults_only() => self.heal_own(hands, |_| true).await,
             Command::Heal(target) => match hands.heal_target(&target).await {
                 Ok(healed) => {
                     self.forget(|a| {
@@ -201,6 +213,24 @@ impl Worker {
         Ok(())
     }
 
+    /// Heals the faults injected here that `which` picks.
+    async fn heal_own(&mut self, hands: &mut impl Hands, which: impl Fn(&Active) -> bool) {
+        let (picked, rest): (Vec<Active>, Vec<Active>) = std::mem::take(&mut self.active)
+            .into_iter()
+            .partition(|a| which(a));
+        self.active = rest;
+        if picked.is_empty() {
+            self.notice(
+                "no fault injected from the console there; the scenario's heal on time".into(),
+                false,
+            )
+            .await;
+        }
+        for active in picked {
+            self.heal(hands, active).await;
+        }
+    }
+
     async fn heal_due(&mut self, hands: &mut impl Hands) {
         let now = Instant::now();
         let (due, rest): (Vec<Active>, Vec<Active>) = std::mem::take(&mut self.active)
@@ -248,7 +278,7 @@ impl Worker {
         self.windows.push(ChaosWindow {
             start_s: active.start_s,
             end_s,
-            label: active.planned.label.clone(),
+            label: format!("{} (manual)", active.planned.label),
             fault: entry.fault.get_ref().name().to_string(),
             target: entry.target.get_ref().clone(),
             affected: active.applied.what.clone(),

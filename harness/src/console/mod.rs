@@ -14,6 +14,7 @@
 //! - [`widgets`]: the layout for the terminal's size and one function per panel.
 //! - [`source`]: what an attached console polls (env file, `/metrics`, the Toxiproxy API).
 //! - [`chaos`]: the fault task (inject from the menu, heal on time, heal keys).
+//! - [`live`]: the view of a run (`harness run --tui`) and the tap the run feeds it through.
 //! - [`terminal`]: raw mode and the alternate screen, restored on exit, panic and signals.
 //!
 //! Quitting heals the faults injected from the console that are still active (a game day's
@@ -22,6 +23,7 @@
 
 pub mod chaos;
 pub mod input;
+pub mod live;
 pub mod source;
 pub mod state;
 pub mod terminal;

@@ -88,13 +88,24 @@ enum Scraped {
     Paused,
 }
 
-/// Polls the environment described by `env_file` until `stop`, sending what it sees to `tx`;
-/// `traffic` off leaves requests and latency to another source (a run's own load).
+/// Polls the environment described by `env_file` until `stop`, sending what it sees to `tx`.
 pub async fn poll(
     env_file: PathBuf,
     tx: mpsc::Sender<Update>,
     origin: Instant,
     stop: CancellationToken,
+) {
+    poll_with(env_file, tx, origin, stop, true).await;
+}
+
+/// [`poll`]; `traffic` off leaves requests and latency to another source (a run's own load,
+/// which sees what clients see).
+pub async fn poll_with(
+    env_file: PathBuf,
+    tx: mpsc::Sender<Update>,
+    origin: Instant,
+    stop: CancellationToken,
+    traffic: bool,
 ) {
     let client = match reqwest::Client::builder()
         .timeout(INTERVAL.mul_f64(0.8))
@@ -142,6 +153,9 @@ pub async fn poll(
             () = stop.cancelled() => return,
             u = observe(&client, env, &mut counters, t, interval_s) => u,
         };
+        let updates = updates
+            .into_iter()
+            .filter(|u| traffic || !matches!(u, Update::Traffic(_)));
         for update in updates {
             if tx.send(update).await.is_err() {
                 return;
@@ -246,12 +260,12 @@ fn target_rows(
     proxies: &Result<BTreeMap<String, chaos::Proxy>, String>,
 ) -> Vec<TargetRow> {
     let state_of = |name: &str| states.get(name).cloned().unwrap_or(TargetState::Unknown);
-    let mut services: Vec<String> = env
-        .processes
-        .iter()
-        .filter_map(|p| p.name.split_once('#').map(|(s, _)| s.to_string()))
-        .collect();
-    services.dedup();
+    let mut services: Vec<String> = Vec::new();
+    for (service, _) in env.processes.iter().filter_map(|p| p.name.split_once('#')) {
+        if !services.iter().any(|s| s == service) {
+            services.push(service.to_string());
+        }
+    }
     let mut rows: Vec<TargetRow> = services
         .into_iter()
         .map(|service| {

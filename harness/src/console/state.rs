@@ -357,6 +357,7 @@ impl State {
             Update::Targets(rows) => self.set_targets(rows),
             Update::Chaos(event) => self.chaos(event),
             Update::Phase(phase) => self.header.phase = phase,
+            Update::Slos(slos) if slos.is_empty() => {}
             Update::Slos(slos) => {
                 self.header.verdict = if slos.iter().all(|s| s.held) {
                     "holding".into()

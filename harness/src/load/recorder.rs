@@ -116,12 +116,14 @@ impl Recorder {
     /// Seconds of the timeline count from here.
     pub fn start(&self, at: Instant) {
         self.lock().started = at;
+        crate::console::live::load_started(at);
     }
 
     /// Records one request: ok, error (by status) or shed, and its one-second bucket; unless it
     /// was shed, its latency, corrected in a closed model for coordinated omission with the
     /// user's expected cadence (the endpoint's mean latency so far plus the mean think time).
     pub fn request(&self, s: Sample) {
+        crate::console::live::request(s.endpoint.name(), s.status, s.took);
         let mut guard = self.lock();
         let inner = &mut *guard;
         let expected = if s.shed {
@@ -407,6 +409,7 @@ impl Recorder {
 
     /// Ends the run: orders still pending count as [`UNFINISHED`].
     pub fn finish(&self, load_time: Duration) -> (Measurements, History) {
+        crate::console::live::load_finished();
         let mut inner = self.lock();
         let unfinished = inner.pending.len() as u64;
         inner.pending.clear();
