@@ -183,7 +183,8 @@ pub enum ChaosCommand {
     Reset,
     /// Run another number of instances of a service now: `order=3`, or several at once
     /// (`order=3,payment=2`). New instances take traffic once ready; removed ones (the
-    /// highest-numbered) leave the gateway's rotation first, then stop gracefully. Local backend.
+    /// highest-numbered) leave the gateway's rotation first, then stop gracefully. Local and
+    /// containers backends.
     Scale(ScaleArgs),
 }
 
