@@ -152,6 +152,11 @@ impl Db {
                 Dialect::Postgres => 10,
             })
             .acquire_timeout(Duration::from_secs(10))
+            // sqlx pings every connection it hands out by default. A SQLite connection is a
+            // file opened in this process and cannot go stale, and its ping is a hand-off to the
+            // connection's worker thread and back: half the cost of a one-statement read. A
+            // Postgres connection can (a reset link, a restarted server), so it keeps the ping.
+            .test_before_acquire(dialect == Dialect::Postgres)
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if dialect == Dialect::Sqlite {
