@@ -67,6 +67,26 @@ pub enum BenchCommand {
     /// Load-generator efficiency: requests per CPU-second of the harness's load (goose) against
     /// `wrk` on the same endpoint at the same concurrency.
     Loadgen(HttpBenchArgs),
+    /// The live view's cost: the scenario's load on one environment without and with the view
+    /// (everything of `run --tui` but the terminal), alternating; prints requests/s, the
+    /// harness's CPU per second of load and the frames drawn per second, and the ratios.
+    Console(ConsoleBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConsoleBenchArgs {
+    /// The scenario whose environment and load each round uses (name or path); run `capacity`
+    /// on a release build.
+    #[arg(long, default_value = "capacity")]
+    pub scenario: String,
+
+    /// Rounds of without and with the view.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub rounds: u32,
+
+    /// Use the service binaries next to this one as they are, without `cargo build`.
+    #[arg(long)]
+    pub no_build: bool,
 }
 
 #[derive(Debug, Args)]

@@ -10,7 +10,8 @@
 //! `harness bench capacity` and `harness bench overload` run a scenario's load on fresh
 //! environments that differ in one thing (instances per service; admission control on or off),
 //! see [`system`]. `harness bench gateway` and `harness bench loadgen` measure HTTP alone, see
-//! [`http`].
+//! [`http`]. `harness bench console` measures what the live view costs the load, see
+//! [`console`].
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -24,6 +25,7 @@ use crate::metrics::{ALL, Latency, Measurements};
 use crate::scenario::Scenario;
 use crate::slo::format_micros;
 
+mod console;
 mod http;
 mod system;
 
@@ -34,6 +36,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         BenchCommand::Overload(a) => system::overload(a).await,
         BenchCommand::Gateway(a) => http::gateway(a).await,
         BenchCommand::Loadgen(a) => http::loadgen(a).await,
+        BenchCommand::Console(a) => console::console(a).await,
     }
 }
 

@@ -26,7 +26,8 @@
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -56,23 +57,42 @@ enum Event {
     Environment(Box<EnvInfo>),
 }
 
-struct Tap {
-    events: mpsc::UnboundedSender<Event>,
-    /// Faults injected by hand that have ended, for the report.
-    windows: Mutex<Vec<ChaosWindow>>,
+/// Whether a view listens; read first, so that a run without one pays one atomic load.
+static ON: AtomicBool = AtomicBool::new(false);
+/// Where the events go while a view listens.
+static TAP: Mutex<Option<mpsc::UnboundedSender<Event>>> = Mutex::new(None);
+/// Faults injected by hand that have ended, for the report.
+static WINDOWS: Mutex<Vec<ChaosWindow>> = Mutex::new(Vec::new());
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-static TAP: OnceLock<Tap> = OnceLock::new();
-
 fn send(event: Event) {
-    if let Some(tap) = TAP.get() {
-        let _ = tap.events.send(event);
+    if !ON.load(Ordering::Relaxed) {
+        return;
     }
+    if let Some(tap) = lock(&TAP).as_ref() {
+        let _ = tap.send(event);
+    }
+}
+
+/// Opens the tap: the run's events go to the receiver returned until [`close_tap`].
+fn open_tap() -> mpsc::UnboundedReceiver<Event> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    *lock(&TAP) = Some(tx);
+    ON.store(true, Ordering::SeqCst);
+    rx
+}
+
+fn close_tap() {
+    ON.store(false, Ordering::SeqCst);
+    *lock(&TAP) = None;
 }
 
 /// The load's request to `endpoint` was answered with `status` (0: no answer) after `took`.
 pub fn request(endpoint: &'static str, status: u16, took: Duration) {
-    if TAP.get().is_some() {
+    if ON.load(Ordering::Relaxed) {
         send(Event::Request {
             endpoint,
             status,
@@ -98,9 +118,7 @@ pub fn environment(info: &EnvInfo) {
 
 /// The faults injected by hand during the run that have ended, labelled `(manual)`, taken.
 pub fn manual_windows() -> Vec<ChaosWindow> {
-    TAP.get().map_or_else(Vec::new, |tap| {
-        std::mem::take(&mut *tap.windows.lock().unwrap_or_else(PoisonError::into_inner))
-    })
+    std::mem::take(&mut *lock(&WINDOWS))
 }
 
 /// `harness run --tui`.
@@ -113,14 +131,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let Ok(scenario) = Scenario::open(&args.scenario) else {
         return crate::run::run_interruptible(args, &interrupt).await;
     };
-    let (events_tx, events) = mpsc::unbounded_channel();
-    let tap = Tap {
-        events: events_tx,
-        windows: Mutex::new(Vec::new()),
-    };
-    if TAP.set(tap).is_err() {
-        anyhow::bail!("one live view per process");
-    }
+    let events = open_tap();
     let origin = Instant::now();
     let (updates_tx, updates) = mpsc::channel(1024);
     let (commands, commands_rx) = mpsc::channel(16);
@@ -172,7 +183,64 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     stop.cancel();
     let _ = aggregator.await;
+    close_tap();
     code
+}
+
+/// For `harness bench console`: the view of a run of `scenario` on the environment `info`
+/// describes, with everything but the terminal (the tap, the aggregation, the polling of the
+/// environment, the layout and drawing into a `width`×`height` screen whose bytes are thrown
+/// away), until `stop`. Returns the frames drawn.
+pub async fn headless(
+    scenario: &Scenario,
+    info: &EnvInfo,
+    (width, height): (u16, u16),
+    stop: CancellationToken,
+) -> anyhow::Result<u64> {
+    let events = open_tap();
+    let origin = Instant::now();
+    let (updates_tx, updates) = mpsc::channel(1024);
+    let (commands, commands_rx) = mpsc::channel(16);
+    let done = CancellationToken::new();
+    let aggregator = tokio::spawn(aggregate(
+        scenario.clone(),
+        events,
+        commands_rx,
+        updates_tx,
+        origin,
+        done.clone(),
+    ));
+    environment(info);
+    let header = Header {
+        title: scenario.name.clone(),
+        backend: info.backend.clone(),
+        total: None,
+        phase: String::new(),
+        verdict: String::new(),
+    };
+    let mut app = App::new(State::new(header, true), updates, commands, origin);
+    let viewport = ratatui::Viewport::Fixed(ratatui::layout::Rect::new(0, 0, width, height));
+    let mut terminal = ratatui::Terminal::with_options(
+        ratatui::backend::CrosstermBackend::new(std::io::sink()),
+        ratatui::TerminalOptions { viewport },
+    )?;
+    let mut frames = tokio::time::interval(super::FRAME);
+    let drawn = loop {
+        tokio::select! {
+            () = stop.cancelled() => break Ok(app.frames),
+            _ = frames.tick() => {
+                app.drain();
+                if let Err(e) = terminal.draw(|f| app.render(f)) {
+                    break Err(anyhow::anyhow!("drawing: {e}"));
+                }
+                app.frames += 1;
+            }
+        }
+    };
+    close_tap();
+    done.cancel();
+    let _ = aggregator.await;
+    drawn
 }
 
 /// Requests of one second.
@@ -290,17 +358,14 @@ fn end(worker: Worker, load_start: Option<f64>) {
     drop(worker.commands);
     let offset = load_start.unwrap_or(0.0);
     tokio::spawn(async move {
-        if let (Ok(windows), Some(tap)) = (worker.task.await, TAP.get()) {
-            tap.windows
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .extend(windows.into_iter().map(|mut w| {
-                    w.start_s -= offset;
-                    w.end_s -= offset;
-                    w.planned_start_s -= offset;
-                    w.planned_end_s -= offset;
-                    w
-                }));
+        if let Ok(windows) = worker.task.await {
+            lock(&WINDOWS).extend(windows.into_iter().map(|mut w| {
+                w.start_s -= offset;
+                w.end_s -= offset;
+                w.planned_start_s -= offset;
+                w.planned_end_s -= offset;
+                w
+            }));
         }
     });
 }
