@@ -18,11 +18,10 @@ use std::time::Duration;
 
 use contracts::domain::OrderId;
 use contracts::messages::{Envelope, InventoryEvent, MessageKind, PaymentEvent, decode, topics};
-use platform::db::{Db, DbError, Tx};
+use platform::db::{Db, DbError, Script, Tx};
 use platform::messaging::consumer::{Delivery, HandleError, Handler};
 use platform::messaging::inbox;
 use platform::messaging::outbox::{self, OutboxRow};
-use sqlx::AnyConnection;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -141,14 +140,14 @@ async fn apply(
     let now = platform::now_ms();
     let decision = decide(&saga.state, &order.state, input, now, policy);
     let planned = plan(&order, &saga, &decision, now, cause(input))?;
-    write(
-        tx,
+    let mut writes = Writes::default();
+    writes.add(
         &Loaded::of(&order, &saga),
         planned.order.as_ref(),
         planned.saga.as_ref(),
-    )
-    .await?;
-    outbox::enqueue_rows(tx, &planned.outbox).await?;
+    );
+    writes.add_outbox(&planned.outbox);
+    writes.run(tx).await?;
     Ok((planned.handled, planned.transition))
 }
 
@@ -182,8 +181,8 @@ impl Loaded {
 ///
 /// Each event is decided exactly as on its own (an order's later event sees what its earlier
 /// one did), but the statements are shared: one inbox insert for all of them, one read of all
-/// their orders and sagas, one write per order and saga that changed (whatever number of events
-/// changed it), and one outbox insert. On SQLite every statement is a hand-off to the
+/// their orders and sagas, then one write per order and saga that changed (whatever number of
+/// events changed it) and one outbox insert, sent together as one [`Script`]. On SQLite every statement is a hand-off to the
 /// connection's worker thread and back, which was most of the order service's time
 /// (docs/performance.md).
 pub async fn handle_all(
@@ -245,16 +244,16 @@ pub async fn handle_all(
             rows.extend(planned.outbox);
             transitions.push(planned.transition);
         }
+        let mut writes = Writes::default();
         for cur in current.values() {
-            write(
-                &mut tx,
+            writes.add(
                 &cur.loaded,
                 cur.order_changed.then_some(&cur.order),
                 cur.saga_changed.then_some(&cur.saga),
-            )
-            .await?;
+            );
         }
-        outbox::enqueue_rows(&mut tx, &rows).await?;
+        writes.add_outbox(&rows);
+        writes.run(&mut tx).await?;
         tx.commit().await?;
         Ok((applied, transitions))
     })
@@ -370,21 +369,45 @@ fn plan(
     Ok(planned)
 }
 
-/// Writes an order and a saga that changed since they were read at `loaded`'s versions (a row
-/// that moved on meanwhile is a [`DbError::Conflict`], and the transaction is retried).
-async fn write(
-    conn: &mut AnyConnection,
-    loaded: &Loaded,
-    order: Option<&OrderRecord>,
-    saga: Option<&SagaRecord>,
-) -> Result<(), DbError> {
-    if let Some(order) = order {
-        store::update_order(conn, order, loaded.order_version).await?;
+/// A transaction's writes, sent together as one [`Script`] (on SQLite one hand-off to the
+/// connection's thread), with the number of rows they must change.
+#[derive(Default)]
+struct Writes {
+    script: Script,
+    expected: u64,
+}
+
+impl Writes {
+    /// Adds the writes of an order and a saga that changed since they were read at `loaded`'s
+    /// versions.
+    fn add(&mut self, loaded: &Loaded, order: Option<&OrderRecord>, saga: Option<&SagaRecord>) {
+        if let Some(order) = order {
+            store::add_order_update(&mut self.script, order, loaded.order_version);
+            self.expected += 1;
+        }
+        if let Some(saga) = saga {
+            store::add_saga_update(&mut self.script, saga, loaded.saga_version);
+            self.expected += 1;
+        }
     }
-    if let Some(saga) = saga {
-        store::update_saga(conn, saga, loaded.saga_version).await?;
+
+    fn add_outbox(&mut self, rows: &[OutboxRow]) {
+        outbox::add_rows(&mut self.script, rows);
+        self.expected += rows.len() as u64;
     }
-    Ok(())
+
+    /// Runs them; an order or saga that moved on since it was read (its version check changed
+    /// nothing) is a [`DbError::Conflict`], and the transaction is retried or skipped.
+    async fn run(self, tx: &mut Tx) -> Result<(), DbError> {
+        let expected = self.expected;
+        let changed = self.script.execute(tx).await?;
+        if changed != expected {
+            return Err(DbError::Conflict(format!(
+                "{changed} of {expected} rows written: an order or saga changed meanwhile"
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// What one timeout pass did.
@@ -465,14 +488,14 @@ async fn time_out(
         "saga step timed out"
     );
     let planned = plan(&order, &saga, &decision, now_ms, "step_timeout")?;
-    write(
-        &mut tx,
+    let mut writes = Writes::default();
+    writes.add(
         &Loaded::of(&order, &saga),
         planned.order.as_ref(),
         planned.saga.as_ref(),
-    )
-    .await?;
-    outbox::enqueue_rows(&mut tx, &planned.outbox).await?;
+    );
+    writes.add_outbox(&planned.outbox);
+    writes.run(&mut tx).await?;
     tx.commit().await?;
     planned.transition.record();
     Ok(true)

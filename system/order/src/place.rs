@@ -14,7 +14,7 @@
 use contracts::domain::{CustomerId, OrderId, OrderStatus};
 use contracts::http::{OrderView, PlaceOrderRequest};
 use contracts::messages::InventoryCommand;
-use platform::db::{Db, DbError};
+use platform::db::{Db, DbError, Script};
 use platform::messaging::outbox;
 
 use crate::saga::{OrderState, Outgoing, SagaPolicy, SagaState};
@@ -168,26 +168,28 @@ async fn place_once(
             }));
         }
     }
-    store::insert_order(&mut tx, &order).await?;
     let saga = SagaRecord {
         order_id,
         state: SagaState::start(now, policy),
         version: 1,
         updated_at_ms: now,
     };
-    store::insert_saga(&mut tx, &saga).await?;
     let reserve = Outgoing::Inventory(InventoryCommand::ReserveStock {
         order_id,
         items: request.items.clone(),
     });
-    outbox::enqueue_rows(
-        &mut tx,
+    // The order, its saga and their messages in one script: one hand-off on SQLite.
+    let mut script = Script::new();
+    store::add_order_insert(&mut script, &order)?;
+    store::add_saga_insert(&mut script, &saga);
+    outbox::add_rows(
+        &mut script,
         &[
             store::command_row(&reserve, now)?,
             store::order_changed_row(&order, now)?,
         ],
-    )
-    .await?;
+    );
+    script.execute(&mut tx).await?;
     tx.commit().await?;
     Ok(Ok(placed))
 }

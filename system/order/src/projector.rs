@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use contracts::domain::OrderId;
 use contracts::http::OrderView;
 use contracts::messages::{Envelope, MessageKind, OrderEvent, decode, topics};
-use platform::db::{Db, DbError, Tx};
+use platform::db::{Db, DbError, Script, Tx};
 use platform::messaging::consumer::{Delivery, HandleError, Handler};
 use platform::messaging::inbox;
 
@@ -59,19 +59,17 @@ async fn project_in(tx: &mut Tx, env: &Envelope<OrderEvent>) -> Result<Projected
     }
 }
 
-/// Projects events that arrived together in one transaction, as each would on its own: one
-/// inbox insert for all of them, then of each order's new events only the newest version is
-/// written (the version check would keep only that one anyway), all in one upsert.
+/// Projects events that arrived together in one transaction, as each would on its own. The
+/// version check makes a projection idempotent by itself, so the inbox here is only a record:
+/// the ids are recorded and, of each order's events, only the newest version is written (the
+/// version check would keep only that one anyway), in one [`Script`] (one hand-off to SQLite's
+/// connection thread for the whole batch).
 pub async fn project_all(db: &Db, envs: &[Envelope<OrderEvent>]) -> Result<(), DbError> {
     platform::db::retry(5, || async {
         let mut tx = db.begin().await?;
         let ids: Vec<_> = envs.iter().map(|env| env.message_id).collect();
-        let first = inbox::first_deliveries(&mut tx, CONSUMER, &ids).await?;
         let mut newest: BTreeMap<OrderId, (&OrderView, i64)> = BTreeMap::new();
-        for (env, first) in envs.iter().zip(first) {
-            if !first {
-                continue;
-            }
+        for env in envs {
             let OrderEvent::OrderChanged {
                 order_id,
                 version,
@@ -83,9 +81,16 @@ pub async fn project_all(db: &Db, envs: &[Envelope<OrderEvent>]) -> Result<(), D
             }
         }
         let views: Vec<(&OrderView, i64)> = newest.into_values().collect();
-        let applied = store::upsert_views(&mut tx, &views).await?;
+        let mut script = Script::new();
+        inbox::add_deliveries(&mut script, CONSUMER, &ids);
+        store::add_view_upserts(&mut script, &views)?;
+        script.execute(&mut tx).await?;
         tx.commit().await?;
-        tracing::debug!(events = envs.len(), applied, "read model updated");
+        tracing::debug!(
+            events = envs.len(),
+            orders = views.len(),
+            "read model updated"
+        );
         Ok(())
     })
     .await

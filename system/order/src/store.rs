@@ -2,15 +2,17 @@
 //!
 //! Writes of `orders` and `sagas` carry an optimistic version check
 //! (`UPDATE ... WHERE order_id = $ AND version = $`): a row that changed since it was read makes
-//! the update touch nothing, which becomes [`DbError::Conflict`] and the whole transaction is
-//! retried (or, for the timeout pass, skipped: another instance already advanced the saga).
+//! the update touch nothing, which the caller sees in the rows its [`Script`] changed and turns
+//! into [`DbError::Conflict`], and the whole transaction is retried (or, for the timeout pass,
+//! skipped: another instance already advanced the saga). Writes are added to a [`Script`] so that
+//! on SQLite a transaction's writes reach the database in one hand-off.
 
 use std::collections::HashMap;
 
 use contracts::domain::{CustomerId, Money, OrderId, OrderStatus};
 use contracts::http::{AdminOrder, OrderLine, OrderView, SagaView};
 use contracts::messages::{Envelope, OrderEvent, topics};
-use platform::db::{Db, DbError};
+use platform::db::{Db, DbError, Script, Value};
 use platform::messaging::outbox::OutboxRow;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
@@ -170,110 +172,116 @@ pub async fn load_orders_and_sagas(
 /// The most order ids one statement of [`load_orders_and_sagas`] names.
 const LOAD_CHUNK: usize = 256;
 
+/// Inserts a new order (outside a [`Script`]; see [`add_order_insert`]).
 pub async fn insert_order(conn: &mut AnyConnection, order: &OrderRecord) -> Result<(), DbError> {
+    let mut script = Script::new();
+    add_order_insert(&mut script, order)?;
+    script.execute_each(conn).await?;
+    Ok(())
+}
+
+/// Adds the insert of a new order to `script` (it changes one row).
+pub fn add_order_insert(script: &mut Script, order: &OrderRecord) -> Result<(), DbError> {
     let s = &order.state;
     let items = serde_json::to_string(&s.items).map_err(|e| corrupt("order items", e))?;
-    sqlx::query(
+    script.push(
         "INSERT INTO orders (order_id, customer_id, status, items, total_minor, reason, \
          created_at_ms, updated_at_ms, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
-    .bind(s.order_id.to_string())
-    .bind(s.customer_id.as_str())
-    .bind(s.status.as_str())
-    .bind(items)
-    .bind(s.total_minor.map(Money::minor))
-    .bind(s.reason.clone())
-    .bind(order.created_at_ms)
-    .bind(order.updated_at_ms)
-    .bind(order.version)
-    .execute(conn)
-    .await?;
+        vec![
+            Value::from(s.order_id.to_string()),
+            Value::from(s.customer_id.as_str()),
+            Value::from(s.status.as_str()),
+            Value::from(items),
+            Value::from(s.total_minor.map(Money::minor)),
+            Value::from(s.reason.clone()),
+            Value::from(order.created_at_ms),
+            Value::from(order.updated_at_ms),
+            Value::from(order.version),
+        ],
+    );
     Ok(())
 }
 
-/// Writes the order's new status, total and reason if its row is still at `expected_version`.
-pub async fn update_order(
-    conn: &mut AnyConnection,
-    order: &OrderRecord,
-    expected_version: i64,
-) -> Result<(), DbError> {
-    let s = &order.state;
-    let done = sqlx::query(
-        "UPDATE orders SET status = $1, total_minor = $2, reason = $3, updated_at_ms = $4, \
-         version = $5 WHERE order_id = $6 AND version = $7",
-    )
-    .bind(s.status.as_str())
-    .bind(s.total_minor.map(Money::minor))
-    .bind(s.reason.clone())
-    .bind(order.updated_at_ms)
-    .bind(order.version)
-    .bind(s.order_id.to_string())
-    .bind(expected_version)
-    .execute(conn)
-    .await?;
-    if done.rows_affected() != 1 {
-        return Err(DbError::Conflict(format!("order {}", s.order_id)));
-    }
-    Ok(())
-}
-
+/// Inserts a new saga (outside a [`Script`]; see [`add_saga_insert`]).
 pub async fn insert_saga(conn: &mut AnyConnection, saga: &SagaRecord) -> Result<(), DbError> {
+    let mut script = Script::new();
+    add_saga_insert(&mut script, saga);
+    script.execute_each(conn).await?;
+    Ok(())
+}
+
+/// Adds the insert of a new saga to `script` (it changes one row), with the trace context
+/// current now, which the timeout pass continues.
+pub fn add_saga_insert(script: &mut Script, saga: &SagaRecord) {
     let s = &saga.state;
-    sqlx::query(
+    script.push(
         "INSERT INTO sagas (order_id, step, attempts, deadline_at_ms, last_error, stock_committed, \
          payment_captured, stock_released, void_requested, payment_voided, version, updated_at_ms, \
          traceparent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-    )
-    .bind(saga.order_id.to_string())
-    .bind(s.step.as_str())
-    .bind(s.attempts)
-    .bind(s.deadline_at_ms)
-    .bind(s.last_error.clone())
-    .bind(i64::from(s.stock_committed))
-    .bind(i64::from(s.payment_captured))
-    .bind(i64::from(s.stock_released))
-    .bind(i64::from(s.void_requested))
-    .bind(i64::from(s.payment_voided))
-    .bind(saga.version)
-    .bind(saga.updated_at_ms)
-    .bind(platform::telemetry::current_traceparent())
-    .execute(conn)
-    .await?;
-    Ok(())
+        vec![
+            Value::from(saga.order_id.to_string()),
+            Value::from(s.step.as_str()),
+            Value::from(s.attempts),
+            Value::from(s.deadline_at_ms),
+            Value::from(s.last_error.clone()),
+            Value::from(i64::from(s.stock_committed)),
+            Value::from(i64::from(s.payment_captured)),
+            Value::from(i64::from(s.stock_released)),
+            Value::from(i64::from(s.void_requested)),
+            Value::from(i64::from(s.payment_voided)),
+            Value::from(saga.version),
+            Value::from(saga.updated_at_ms),
+            Value::from(platform::telemetry::current_traceparent()),
+        ],
+    );
 }
 
-/// Writes the saga's new state if its row is still at `expected_version`.
-pub async fn update_saga(
-    conn: &mut AnyConnection,
-    saga: &SagaRecord,
-    expected_version: i64,
-) -> Result<(), DbError> {
+/// Adds to `script` the write of the order's new status, total and reason if its row is still
+/// at `expected_version` (it changes one row, or none if the order moved on: the caller
+/// compares the rows changed with those expected, see [`crate::events`]).
+pub fn add_order_update(script: &mut Script, order: &OrderRecord, expected_version: i64) {
+    let s = &order.state;
+    script.push(
+        "UPDATE orders SET status = $1, total_minor = $2, reason = $3, updated_at_ms = $4, \
+         version = $5 WHERE order_id = $6 AND version = $7",
+        vec![
+            Value::from(s.status.as_str()),
+            Value::from(s.total_minor.map(Money::minor)),
+            Value::from(s.reason.clone()),
+            Value::from(order.updated_at_ms),
+            Value::from(order.version),
+            Value::from(s.order_id.to_string()),
+            Value::from(expected_version),
+        ],
+    );
+}
+
+/// Adds to `script` the write of the saga's new state if its row is still at
+/// `expected_version` (it changes one row, or none if the saga moved on), ending any timeout
+/// pass's claim on it.
+pub fn add_saga_update(script: &mut Script, saga: &SagaRecord, expected_version: i64) {
     let s = &saga.state;
-    let done = sqlx::query(
+    script.push(
         "UPDATE sagas SET step = $1, attempts = $2, deadline_at_ms = $3, last_error = $4, \
          stock_committed = $5, payment_captured = $6, stock_released = $7, void_requested = $8, \
          payment_voided = $9, version = $10, updated_at_ms = $11, timeout_claimed_until_ms = NULL \
          WHERE order_id = $12 AND version = $13",
-    )
-    .bind(s.step.as_str())
-    .bind(s.attempts)
-    .bind(s.deadline_at_ms)
-    .bind(s.last_error.clone())
-    .bind(i64::from(s.stock_committed))
-    .bind(i64::from(s.payment_captured))
-    .bind(i64::from(s.stock_released))
-    .bind(i64::from(s.void_requested))
-    .bind(i64::from(s.payment_voided))
-    .bind(saga.version)
-    .bind(saga.updated_at_ms)
-    .bind(saga.order_id.to_string())
-    .bind(expected_version)
-    .execute(conn)
-    .await?;
-    if done.rows_affected() != 1 {
-        return Err(DbError::Conflict(format!("saga {}", saga.order_id)));
-    }
-    Ok(())
+        vec![
+            Value::from(s.step.as_str()),
+            Value::from(s.attempts),
+            Value::from(s.deadline_at_ms),
+            Value::from(s.last_error.clone()),
+            Value::from(i64::from(s.stock_committed)),
+            Value::from(i64::from(s.payment_captured)),
+            Value::from(i64::from(s.stock_released)),
+            Value::from(i64::from(s.void_requested)),
+            Value::from(i64::from(s.payment_voided)),
+            Value::from(saga.version),
+            Value::from(saga.updated_at_ms),
+            Value::from(saga.order_id.to_string()),
+            Value::from(expected_version),
+        ],
+    );
 }
 
 /// The message announcing the order's current state to the read model (`order.events`).
@@ -297,7 +305,7 @@ pub fn command_row(command: &Outgoing, now_ms: i64) -> Result<OutboxRow, DbError
 }
 
 /// How long a timeout pass keeps the sagas it claimed from the other instances' passes. Any
-/// change of the saga ends the claim sooner ([`update_saga`]).
+/// change of the saga ends the claim sooner ([`add_saga_update`]).
 pub const TIMEOUT_CLAIM: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Claims up to `limit` sagas whose deadline passed, oldest deadline first, for
@@ -483,35 +491,17 @@ pub async fn upsert_view(
     view: &OrderView,
     version: i64,
 ) -> Result<bool, DbError> {
-    let body = serde_json::to_string(view).map_err(|e| corrupt("order view", e))?;
-    let done = sqlx::query(
-        "INSERT INTO order_view (order_id, customer_id, status, body, version, created_at_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6) \
-         ON CONFLICT (order_id) DO UPDATE SET customer_id = excluded.customer_id, \
-         status = excluded.status, body = excluded.body, version = excluded.version \
-         WHERE order_view.version < excluded.version",
-    )
-    .bind(view.order_id.to_string())
-    .bind(view.customer_id.as_str())
-    .bind(view.status.as_str())
-    .bind(body)
-    .bind(version)
-    .bind(view.created_at_ms)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
+    let mut script = Script::new();
+    add_view_upserts(&mut script, &[(view, version)])?;
+    Ok(script.execute_each(conn).await? == 1)
 }
 
-/// Stores each view whose version is newer than the stored one (or that is not stored yet), in
-/// one statement per [`VIEWS_PER_STATEMENT`]; returns how many were stored. Each order appears
-/// at most once in `views` (one statement cannot upsert a row twice on Postgres).
-pub async fn upsert_views(
-    conn: &mut AnyConnection,
-    views: &[(&OrderView, i64)],
-) -> Result<u64, DbError> {
-    let mut stored = 0;
+/// Adds to `script` the storing of each view whose version is newer than the stored one (or
+/// that is not stored yet), one statement per [`VIEWS_PER_STATEMENT`]. Each order appears at most
+/// once in `views` (one statement cannot upsert a row twice on Postgres).
+pub fn add_view_upserts(script: &mut Script, views: &[(&OrderView, i64)]) -> Result<(), DbError> {
     for chunk in views.chunks(VIEWS_PER_STATEMENT) {
-        let values: Vec<String> = (0..chunk.len())
+        let placeholders: Vec<String> = (0..chunk.len())
             .map(|i| {
                 let p = 6 * i;
                 format!(
@@ -525,31 +515,34 @@ pub async fn upsert_views(
                 )
             })
             .collect();
-        let sql = format!(
-            "INSERT INTO order_view (order_id, customer_id, status, body, version, created_at_ms) \
-             VALUES {} \
-             ON CONFLICT (order_id) DO UPDATE SET customer_id = excluded.customer_id, \
-             status = excluded.status, body = excluded.body, version = excluded.version \
-             WHERE order_view.version < excluded.version",
-            values.join(", ")
-        );
-        let mut query = sqlx::query(&sql);
+        let mut values = Vec::with_capacity(6 * chunk.len());
         for (view, version) in chunk {
             let body = serde_json::to_string(view).map_err(|e| corrupt("order view", e))?;
-            query = query
-                .bind(view.order_id.to_string())
-                .bind(view.customer_id.as_str().to_owned())
-                .bind(view.status.as_str())
-                .bind(body)
-                .bind(*version)
-                .bind(view.created_at_ms);
+            values.extend([
+                Value::from(view.order_id.to_string()),
+                Value::from(view.customer_id.as_str()),
+                Value::from(view.status.as_str()),
+                Value::from(body),
+                Value::from(*version),
+                Value::from(view.created_at_ms),
+            ]);
         }
-        stored += query.execute(&mut *conn).await?.rows_affected();
+        script.push(
+            format!(
+                "INSERT INTO order_view (order_id, customer_id, status, body, version, \
+                 created_at_ms) VALUES {} \
+                 ON CONFLICT (order_id) DO UPDATE SET customer_id = excluded.customer_id, \
+                 status = excluded.status, body = excluded.body, version = excluded.version \
+                 WHERE order_view.version < excluded.version",
+                placeholders.join(", ")
+            ),
+            values,
+        );
     }
-    Ok(stored)
+    Ok(())
 }
 
-/// The most views one statement of [`upsert_views`] writes (6 parameters each).
+/// The most views one statement of [`add_view_upserts`] adds (6 parameters each).
 const VIEWS_PER_STATEMENT: usize = 128;
 
 /// The version of the read model's copy, if any.

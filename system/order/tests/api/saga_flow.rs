@@ -398,3 +398,44 @@ async fn events_that_arrive_together_are_applied_in_one_transaction_as_one_by_on
         assert_eq!(commands(db, first).await.len(), 4);
     }
 }
+
+#[tokio::test]
+async fn writes_sent_as_one_script_land_whole_and_a_stale_version_changes_nothing() {
+    use platform::db::Script;
+    let (_dir, dbs) = databases().await;
+    for db in &dbs {
+        let id = place(db, "cust-1").await.order_id;
+        let (order, saga) = load(db, id).await;
+        let mut newer_order = order.clone();
+        newer_order.state.status = OrderStatus::Cancelled;
+        newer_order.state.reason = Some("a reason with $1 and $2 in it".into());
+        newer_order.version += 1;
+        let mut newer_saga = saga.clone();
+        newer_saga.state.step = SagaStep::Compensating;
+        newer_saga.state.attempts = 7;
+        newer_saga.version += 1;
+
+        // Written at versions that are no longer the rows': nothing changes.
+        let mut tx = db.begin().await.unwrap();
+        let mut stale = Script::new();
+        order_service::store::add_order_update(&mut stale, &newer_order, order.version + 5);
+        order_service::store::add_saga_update(&mut stale, &newer_saga, saga.version + 5);
+        assert_eq!(stale.execute(&mut tx).await.unwrap(), 0);
+        tx.commit().await.unwrap();
+        assert_eq!(load(db, id).await, (order.clone(), saga.clone()));
+
+        // At the versions read: both rows, each with its own values (the placeholders of the
+        // second statement are numbered after the first's).
+        let mut tx = db.begin().await.unwrap();
+        let mut script = Script::new();
+        order_service::store::add_order_update(&mut script, &newer_order, order.version);
+        order_service::store::add_saga_update(&mut script, &newer_saga, saga.version);
+        assert_eq!(script.execute(&mut tx).await.unwrap(), 2);
+        tx.commit().await.unwrap();
+        let (order_now, saga_now) = load(db, id).await;
+        assert_eq!(order_now.state, newer_order.state);
+        assert_eq!(order_now.version, newer_order.version);
+        assert_eq!(saga_now.state, newer_saga.state);
+        assert_eq!(saga_now.version, newer_saga.version);
+    }
+}

@@ -17,7 +17,7 @@ use std::time::Duration;
 use sqlx::{AnyConnection, Row};
 use uuid::Uuid;
 
-use crate::db::{Db, DbError};
+use crate::db::{Db, DbError, Script, Value};
 
 /// How long a processed message id is remembered.
 pub const INBOX_RETENTION: Duration = Duration::from_secs(3600);
@@ -79,6 +79,37 @@ pub async fn first_deliveries(
     }
     // The first place of each inserted id takes it; later places are repeats.
     Ok(message_ids.iter().map(|id| inserted.remove(id)).collect())
+}
+
+/// Adds to `script` the recording of `message_ids` for `consumer`, without asking which were
+/// new: for a handler whose writes are idempotent on their own (the read model's version
+/// check), so the inbox only keeps its record of what was processed. Changes one row per new id.
+pub fn add_deliveries(script: &mut Script, consumer: &str, message_ids: &[Uuid]) {
+    let mut distinct: Vec<Uuid> = message_ids.to_vec();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let now = crate::now_ms();
+    for chunk in distinct.chunks(ROWS_PER_STATEMENT) {
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|i| format!("(${}, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3))
+            .collect();
+        let mut values = Vec::with_capacity(3 * chunk.len());
+        for id in chunk {
+            values.extend([
+                Value::from(consumer),
+                Value::from(id.to_string()),
+                Value::from(now),
+            ]);
+        }
+        script.push(
+            format!(
+                "INSERT INTO inbox (consumer, message_id, processed_at_ms) VALUES {} \
+                 ON CONFLICT DO NOTHING",
+                rows.join(", ")
+            ),
+            values,
+        );
+    }
 }
 
 /// The most rows one multi-row `INSERT` of [`first_deliveries`] carries (3 parameters each,

@@ -39,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::db::{Db, DbError, Dialect};
+use crate::db::{Db, DbError, Dialect, Script, Value};
 use crate::metrics as names;
 
 /// Writes `envelope` to `topic` as part of the caller's transaction.
@@ -96,42 +96,59 @@ impl OutboxRow {
 /// of the caller's transaction: one multi-row `INSERT` per [`ROWS_PER_STATEMENT`] rows, so a
 /// handler that decided many messages pays one round trip to the database, not one each.
 pub async fn enqueue_rows(conn: &mut AnyConnection, rows: &[OutboxRow]) -> Result<(), DbError> {
-    let now = crate::now_ms();
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        let values: Vec<String> = (0..chunk.len())
-            .map(|i| {
-                let p = 7 * i;
-                format!(
-                    "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                    p + 1,
-                    p + 2,
-                    p + 3,
-                    p + 4,
-                    p + 5,
-                    p + 6,
-                    p + 7
-                )
-            })
-            .collect();
-        let sql = format!(
-            "INSERT INTO outbox (message_id, topic, msg_key, kind, payload, traceparent, \
-             created_at_ms) VALUES {}",
-            values.join(", ")
-        );
-        let mut query = sqlx::query(&sql);
-        for row in chunk {
-            query = query
-                .bind(row.message_id.as_str())
-                .bind(row.topic.as_str())
-                .bind(row.msg_key.as_str())
-                .bind(row.kind)
-                .bind(row.payload.as_str())
-                .bind(row.traceparent.as_deref())
-                .bind(now);
-        }
-        query.execute(&mut *conn).await?;
-    }
+    let mut script = Script::new();
+    add_rows(&mut script, rows);
+    script.execute_each(conn).await?;
     Ok(())
+}
+
+/// Adds the writing of `rows` to `script` (see [`enqueue_rows`]); they change one row each.
+pub fn add_rows(script: &mut Script, rows: &[OutboxRow]) {
+    for (sql, values) in insert_statements(rows) {
+        script.push(sql, values);
+    }
+}
+
+/// The multi-row `INSERT`s that write `rows`, with their values.
+fn insert_statements(rows: &[OutboxRow]) -> Vec<(String, Vec<Value>)> {
+    let now = crate::now_ms();
+    rows.chunks(ROWS_PER_STATEMENT)
+        .map(|chunk| {
+            let placeholders: Vec<String> = (0..chunk.len())
+                .map(|i| {
+                    let p = 7 * i;
+                    format!(
+                        "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                        p + 1,
+                        p + 2,
+                        p + 3,
+                        p + 4,
+                        p + 5,
+                        p + 6,
+                        p + 7
+                    )
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO outbox (message_id, topic, msg_key, kind, payload, traceparent, \
+                 created_at_ms) VALUES {}",
+                placeholders.join(", ")
+            );
+            let mut values = Vec::with_capacity(7 * chunk.len());
+            for row in chunk {
+                values.extend([
+                    Value::from(row.message_id.as_str()),
+                    Value::from(row.topic.as_str()),
+                    Value::from(row.msg_key.as_str()),
+                    Value::from(row.kind),
+                    Value::from(row.payload.as_str()),
+                    Value::from(row.traceparent.clone()),
+                    Value::from(now),
+                ]);
+            }
+            (sql, values)
+        })
+        .collect()
 }
 
 /// The most rows one `INSERT` of [`enqueue_rows`] carries (7 parameters each: 896 at most,
