@@ -279,6 +279,8 @@ struct SoFar {
     failed: u64,
     all: Option<Histogram<u64>>,
     by_endpoint: BTreeMap<String, Option<Histogram<u64>>>,
+    /// Requests and failures per endpoint.
+    counts: BTreeMap<String, (u64, u64)>,
 }
 
 /// The hands of a run's console: the chaos-proxy's links only.
@@ -410,6 +412,9 @@ async fn aggregate(
                         s.failed += u64::from(failed);
                         record(&mut s.all, us);
                         record(s.by_endpoint.entry(endpoint.to_string()).or_default(), us);
+                        let c = s.counts.entry(endpoint.to_string()).or_default();
+                        c.0 += 1;
+                        c.1 += u64::from(failed);
                     }
                 }
                 Some(Event::LoadStarted(at)) => {
@@ -639,8 +644,15 @@ fn live_slos(
                     budget_left: None,
                 });
             }
-            Target::ErrorRate { max } if so_far.requests > 0 => {
-                let rate = so_far.failed as f64 / so_far.requests as f64;
+            Target::ErrorRate { max } => {
+                let (requests, failed) = match &o.endpoint {
+                    Some(e) => so_far.counts.get(e).copied().unwrap_or_default(),
+                    None => (so_far.requests, so_far.failed),
+                };
+                if requests == 0 {
+                    continue;
+                }
+                let rate = failed as f64 / requests as f64;
                 slos.push(SloLive {
                     name: format!("errors {scope}"),
                     detail: format!("{:.2}% vs {:.2}%", rate * 100.0, max * 100.0),
@@ -661,4 +673,86 @@ fn live_slos(
         }
     }
     slos
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SCENARIO: &str = r#"
+description = "two faults, SLOs in phases"
+[load]
+users = 1
+duration = "60s"
+[[load.journeys]]
+name = "place_order"
+weight = 1
+[[chaos]]
+at = "10s"
+for = "10s"
+target = "gateway->payment"
+fault = "latency"
+latency = "100ms"
+[[slo]]
+endpoint = "POST /api/orders"
+phase = "during"
+p99 = "250ms"
+error_rate = 0.1
+[[slo]]
+phase = "after"
+saga_completion_p99 = "1s"
+"#;
+
+    fn scenario() -> Scenario {
+        let s = Scenario::from_toml(std::path::Path::new("t.toml"), SCENARIO).unwrap();
+        s.validate().unwrap();
+        s
+    }
+
+    #[test]
+    fn a_moment_of_the_load_is_in_the_phase_the_slos_name() {
+        let schedule = Schedule::of(&scenario()).unwrap();
+        assert_eq!(phase_of(&schedule, 5.0), "before");
+        assert_eq!(phase_of(&schedule, 12.0), "during");
+        assert_eq!(phase_of(&schedule, 25.0), "after");
+        assert_eq!(phase_at(&schedule, 12.0), "during latency gateway->payment");
+        assert_eq!(phase_of(&Schedule::default(), 5.0), "all");
+    }
+
+    #[test]
+    fn slos_are_judged_live_in_their_phase_and_the_others_wait_for_the_report() {
+        let mut during = SoFar::default();
+        for (ms, status) in [(100, 201), (400, 201), (120, 500), (90, 201)] {
+            during.requests += 1;
+            during.failed += u64::from(status >= 500);
+            let c = during.counts.entry("POST /api/orders".into()).or_default();
+            c.0 += 1;
+            c.1 += u64::from(status >= 500);
+            record(
+                during
+                    .by_endpoint
+                    .entry("POST /api/orders".into())
+                    .or_default(),
+                ms * 1000,
+            );
+        }
+        // Failures elsewhere do not count against the endpoint's SLO.
+        during.requests += 10;
+        during.failed += 10;
+        during.counts.insert("GET /api/products".into(), (10, 10));
+        let phases: BTreeMap<&'static str, SoFar> = [("during", during)].into_iter().collect();
+        let slos = live_slos(&scenario(), &phases, 30.0);
+        let names: Vec<&str> = slos.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "p99 POST /api/orders during",
+                "errors POST /api/orders during"
+            ],
+            "the saga completion SLO of `after` is judged by the report: {slos:?}"
+        );
+        assert!(!slos[0].held, "a p99 of 400ms breaks 250ms: {:?}", slos[0]);
+        assert!(!slos[1].held, "1 of 4 failed, above 10%: {:?}", slos[1]);
+        assert_eq!(slos[1].budget_left, Some(0.0));
+    }
 }
