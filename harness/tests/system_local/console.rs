@@ -1,6 +1,8 @@
 //! `harness console` as a game day uses it: the real binary in a real terminal (tmux), attached to
 //! a real `harness up`, driven by keys. A fault injected from the menu must show on the screen
-//! and in `harness chaos links`, and the heal key must remove it from both.
+//! and in `harness chaos links`, and the heal key must remove it from both. And `harness run
+//! --tui`: a fault injected by hand during the run lands in its report marked manual, and `q`
+//! interrupts the run as Ctrl-C does.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -68,7 +70,10 @@ struct Tmux {
 
 impl Tmux {
     fn start(command: &str) -> Self {
-        let session = format!("harness-console-test-{}", std::process::id());
+        // One per test of this process: the tests run side by side.
+        static SESSIONS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = SESSIONS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let session = format!("harness-console-test-{}-{n}", std::process::id());
         let status = Command::new("tmux")
             .args(["new-session", "-d", "-x", "120", "-y", "40", "-s", &session])
             .arg(command)
@@ -165,17 +170,51 @@ fn selected(screen: &str) -> Option<&str> {
     screen.lines().find(|l| l.contains('›'))
 }
 
+/// Whether tmux is there; without it, a loud skip (a failure under CI, which installs it).
+fn tmux_or_skip() -> bool {
+    if tmux_installed() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "tmux is missing, and CI must run this test: .ci/run installs it"
+    );
+    eprintln!(
+        "\n!!! SKIPPED: the console's end-to-end tests drive it in tmux, which is not \
+         installed (apt-get install tmux) !!!\n"
+    );
+    false
+}
+
+/// Moves the selection down to `target` and injects the first fault of its menu with the
+/// form's defaults.
+fn inject_first_fault(tmux: &Tmux, target: &str) {
+    for _ in 0..40 {
+        if selected(&tmux.screen()).is_some_and(|l| l.contains(target)) {
+            break;
+        }
+        tmux.keys(&["j"]);
+        std::thread::sleep(Duration::from_millis(120));
+    }
+    let screen = tmux.screen();
+    assert!(
+        selected(&screen).is_some_and(|l| l.contains(target)),
+        "{screen}"
+    );
+    tmux.keys(&["f"]);
+    tmux.until("the fault menu", Duration::from_secs(20), |s| {
+        s.contains(&format!("fault on {target}"))
+    });
+    tmux.keys(&["Enter"]);
+    tmux.until("the latency form", Duration::from_secs(20), |s| {
+        s.contains(&format!("latency on {target}")) && s.contains("latency = 200ms")
+    });
+    tmux.keys(&["Enter"]);
+}
+
 #[test]
 fn the_console_injects_a_fault_from_its_menu_shows_it_and_heals_it() {
-    if !tmux_installed() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "tmux is missing, and CI must run this test: .ci/run installs it"
-        );
-        eprintln!(
-            "\n!!! SKIPPED: the console's end-to-end test drives it in tmux, which is not \
-             installed (apt-get install tmux) !!!\n"
-        );
+    if !tmux_or_skip() {
         return;
     }
     let up = Up::start();
@@ -189,30 +228,8 @@ fn the_console_injects_a_fault_from_its_menu_shows_it_and_heals_it() {
         s.contains(link) && s.contains("running")
     });
 
-    // Down the list to the link.
-    for _ in 0..40 {
-        if selected(&tmux.screen()).is_some_and(|l| l.contains(link)) {
-            break;
-        }
-        tmux.keys(&["j"]);
-        std::thread::sleep(Duration::from_millis(120));
-    }
-    let screen = tmux.screen();
-    assert!(
-        selected(&screen).is_some_and(|l| l.contains(link)),
-        "{screen}"
-    );
-
-    // The menu, its first fault (latency), its form with the defaults, inject.
-    tmux.keys(&["f"]);
-    tmux.until("the fault menu", Duration::from_secs(5), |s| {
-        s.contains(&format!("fault on {link}"))
-    });
-    tmux.keys(&["Enter"]);
-    tmux.until("the latency form", Duration::from_secs(5), |s| {
-        s.contains(&format!("latency on {link}")) && s.contains("latency = 200ms")
-    });
-    tmux.keys(&["Enter"]);
+    // Down the list to the link, its first fault (latency) with the form's defaults.
+    inject_first_fault(&tmux, link);
     tmux.until("the fault active", Duration::from_secs(20), |s| {
         s.contains(&format!("applied latency {link}"))
             && s.contains("ACTIVE")
@@ -237,4 +254,96 @@ fn the_console_injects_a_fault_from_its_menu_shows_it_and_heals_it() {
     });
     assert!(screen.contains("console-exited-0"), "{screen}");
     assert!(tmux.alive());
+}
+
+const SHORT_RUN: &str = r#"
+description = "a short run to watch"
+
+[environment]
+backend = "local"
+
+[load]
+users = 4
+ramp_up = "1s"
+duration = "40s"
+think_time = "50ms..100ms"
+
+[[load.journeys]]
+name = "place_order"
+weight = 1
+
+[[load.journeys]]
+name = "browse_catalog"
+weight = 1
+
+[[slo]]
+error_rate = 0.5
+
+[checks]
+convergence_timeout = "20s"
+invariants = "all"
+"#;
+
+#[test]
+fn a_fault_injected_during_a_tui_run_is_reported_manual_and_q_interrupts_the_run() {
+    if !tmux_or_skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("watched.toml");
+    std::fs::write(&scenario, SHORT_RUN).unwrap();
+    let reports = dir.path().join("reports");
+    let command = format!(
+        "{HARNESS} run {} --tui --no-build --reports-dir {}; echo run-exited-$?; sleep 60",
+        scenario.display(),
+        reports.display()
+    );
+    let tmux = Tmux::start(&command);
+    let link = "gateway->payment#1";
+    tmux.until("the run's requests", Duration::from_secs(60), |s| {
+        s.contains("watched") && s.contains(link) && s.contains("POST /api/orders")
+    });
+    inject_first_fault(&tmux, link);
+    tmux.until("the fault active", Duration::from_secs(20), |s| {
+        s.contains("ACTIVE") && s.contains("(manual)") && s.contains("FAULT latency")
+    });
+
+    // q asks during a run; y interrupts it as Ctrl-C does.
+    tmux.keys(&["q"]);
+    tmux.until("the question", Duration::from_secs(20), |s| {
+        s.contains("Quit interrupts the run")
+    });
+    tmux.keys(&["y"]);
+    let screen = tmux.until("the run's end", Duration::from_secs(120), |s| {
+        s.contains("run-exited-")
+    });
+    assert!(screen.contains("run-exited-130"), "{screen}");
+    assert!(
+        screen.contains("interrupted (q in the console)"),
+        "{screen}"
+    );
+
+    let report_dir = std::fs::read_dir(&reports)
+        .unwrap()
+        .next()
+        .expect("a report")
+        .unwrap()
+        .path();
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report_dir.join("report.json")).unwrap())
+            .unwrap();
+    let windows = report["chaos_windows"].as_array().unwrap();
+    let manual: Vec<&serde_json::Value> = windows
+        .iter()
+        .filter(|w| w["label"] == format!("latency {link} (manual)"))
+        .collect();
+    assert_eq!(manual.len(), 1, "{windows:#?}");
+    let (start, end) = (
+        manual[0]["start_s"].as_f64().unwrap(),
+        manual[0]["end_s"].as_f64().unwrap(),
+    );
+    assert!(
+        0.0 < start && start < end && end < 45.0,
+        "times from the start of the load: {start}..{end}"
+    );
 }
