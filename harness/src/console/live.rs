@@ -19,6 +19,10 @@
 //! timeline. The heal keys heal only the faults injected by hand, so the timeline's own heals
 //! find their toxics where they left them; the load's end heals them too, before the checks.
 //!
+//! `p` pauses a closed-model load (each user finishes its journey and starts no other until `p`
+//! again, and never past the load's end); an open model's arrivals are not paused, as an arrival
+//! that cannot start on time is dropped. A pause shows in the report only as fewer requests.
+//!
 //! `q` (confirmed) or Ctrl-C in the view interrupts the run as Ctrl-C does outside it; SIGTERM
 //! too. The view closes when the run's load and checks are done or it is interrupted, and what
 //! the run printed meanwhile is printed then, followed by the usual summary and reports.
@@ -61,6 +65,8 @@ enum Event {
 static ON: AtomicBool = AtomicBool::new(false);
 /// Where the events go while a view listens.
 static TAP: Mutex<Option<mpsc::UnboundedSender<Event>>> = Mutex::new(None);
+/// The view has paused the load: closed-model users wait before their next journey.
+static PAUSED: AtomicBool = AtomicBool::new(false);
 /// Faults injected by hand that have ended, for the report.
 static WINDOWS: Mutex<Vec<ChaosWindow>> = Mutex::new(Vec::new());
 
@@ -86,6 +92,7 @@ fn open_tap() -> mpsc::UnboundedReceiver<Event> {
 }
 
 fn close_tap() {
+    PAUSED.store(false, Ordering::SeqCst);
     ON.store(false, Ordering::SeqCst);
     *lock(&TAP) = None;
 }
@@ -114,6 +121,19 @@ pub fn load_finished() {
 /// The run's environment is up.
 pub fn environment(info: &EnvInfo) {
     send(Event::Environment(Box::new(info.clone())));
+}
+
+/// Waits while the view has the load paused (`p`), but not past `until` (the load's end), so a
+/// forgotten pause cannot hold a run; returns at once otherwise. Closed-model users call it
+/// before each journey: a paused load finishes the journeys under way and starts no other.
+pub async fn while_paused(until: tokio::time::Instant) {
+    while PAUSED.load(Ordering::Relaxed) && ON.load(Ordering::Relaxed) {
+        let now = tokio::time::Instant::now();
+        if now >= until {
+            return;
+        }
+        tokio::time::sleep_until((now + Duration::from_millis(100)).min(until)).await;
+    }
 }
 
 /// The faults injected by hand during the run that have ended, labelled `(manual)`, taken.
@@ -452,11 +472,20 @@ async fn aggregate(
                 }
             },
             command = commands.recv() => match command {
-                Some(Command::PauseLoad(_)) => {
-                    let _ = updates.send(Update::Notice {
-                        text: "the load cannot be paused yet (goose has no pause); q interrupts the run".into(),
-                        error: true,
-                    }).await;
+                Some(Command::PauseLoad(pause)) => {
+                    let open = scenario.load.get_ref().arrivals().is_some();
+                    let text = if open {
+                        "an open model's arrivals are not paused: an arrival that cannot start \
+                         on time is dropped, which is what the run measures"
+                    } else if pause {
+                        PAUSED.store(true, Ordering::SeqCst);
+                        "load paused: the users finish their journeys and start no other (the \
+                         load's end still comes on time); p resumes"
+                    } else {
+                        PAUSED.store(false, Ordering::SeqCst);
+                        "load resumed"
+                    };
+                    let _ = updates.send(Update::Notice { text: text.into(), error: open }).await;
                 }
                 Some(command) => match &worker {
                     Some(w) => { let _ = w.commands.send(command).await; }

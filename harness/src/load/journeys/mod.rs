@@ -100,6 +100,9 @@ type JourneyFn = for<'a> fn(&'a mut GooseUser, Arc<Ctx>) -> JourneyFuture<'a>;
 /// Closed model: runs `journey`, then waits out a `Retry-After` the system answered with,
 /// never past the end of the load.
 async fn closed(user: &mut GooseUser, ctx: Arc<Ctx>, journey: JourneyFn) -> TransactionResult {
+    if let Pace::Closed { load_end } = &ctx.pace {
+        crate::console::live::while_paused(*load_end).await;
+    }
     let result = journey(user, Arc::clone(&ctx)).await;
     let back_off = user
         .get_session_data_mut::<Me>()
