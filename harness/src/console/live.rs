@@ -91,6 +91,36 @@ fn open_tap() -> mpsc::UnboundedReceiver<Event> {
     rx
 }
 
+/// The tap open and its aggregation running until `stop`: what an [`App`] is built from.
+struct Live {
+    origin: Instant,
+    updates: mpsc::Receiver<Update>,
+    commands: mpsc::Sender<Command>,
+    aggregator: tokio::task::JoinHandle<()>,
+}
+
+/// Opens the tap and starts aggregating what it sees of a run of `scenario`, until `stop`.
+fn start(scenario: &Scenario, stop: &CancellationToken) -> Live {
+    let events = open_tap();
+    let origin = Instant::now();
+    let (updates_tx, updates) = mpsc::channel(1024);
+    let (commands, commands_rx) = mpsc::channel(16);
+    let aggregator = tokio::spawn(aggregate(
+        scenario.clone(),
+        events,
+        commands_rx,
+        updates_tx,
+        origin,
+        stop.clone(),
+    ));
+    Live {
+        origin,
+        updates,
+        commands,
+        aggregator,
+    }
+}
+
 fn close_tap() {
     PAUSED.store(false, Ordering::SeqCst);
     ON.store(false, Ordering::SeqCst);
@@ -151,19 +181,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let Ok(scenario) = Scenario::open(&args.scenario) else {
         return crate::run::run_interruptible(args, &interrupt).await;
     };
-    let events = open_tap();
-    let origin = Instant::now();
-    let (updates_tx, updates) = mpsc::channel(1024);
-    let (commands, commands_rx) = mpsc::channel(16);
     let stop = CancellationToken::new();
-    let aggregator = tokio::spawn(aggregate(
-        scenario.clone(),
-        events,
-        commands_rx,
-        updates_tx,
+    let Live {
         origin,
-        stop.clone(),
-    ));
+        updates,
+        commands,
+        aggregator,
+    } = start(&scenario, &stop);
     let schedule = Schedule::of(&scenario).ok();
     let header = Header {
         title: scenario.name.clone(),
@@ -217,19 +241,13 @@ pub async fn headless(
     (width, height): (u16, u16),
     stop: CancellationToken,
 ) -> anyhow::Result<u64> {
-    let events = open_tap();
-    let origin = Instant::now();
-    let (updates_tx, updates) = mpsc::channel(1024);
-    let (commands, commands_rx) = mpsc::channel(16);
     let done = CancellationToken::new();
-    let aggregator = tokio::spawn(aggregate(
-        scenario.clone(),
-        events,
-        commands_rx,
-        updates_tx,
+    let Live {
         origin,
-        done.clone(),
-    ));
+        updates,
+        commands,
+        aggregator,
+    } = start(scenario, &done);
     environment(info);
     let header = Header {
         title: scenario.name.clone(),
