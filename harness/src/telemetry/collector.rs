@@ -7,9 +7,11 @@
 //! | `POST /v1/traces`, `application/x-protobuf` or `application/json`, optionally gzip | `200` with an `ExportTraceServiceResponse` in the request's encoding; `400` with a `google.rpc.Status` when the body does not decode; `413` over 16 MiB; `415` for another content type or encoding |
 //! | `GET /api/traces/{trace_id}` | the trace's spans as JSON ([`SpanRecord`]s), `404` if unknown |
 //! | `GET /api/traces?order_id=ID` | `{"trace_ids": [...]}` |
+//! | `GET /api/hops?after=N&limit=M` | the traces that settled since cursor `N` (0 at first), at most `M` (default and bound [`MAX_HOPS_PER_ANSWER`]), each with its hops, and the next cursor ([`SettledHops`]) |
 //!
-//! The query routes serve `harness trace` against a running `harness up`; [`fetch_trace`] and
-//! [`fetch_trace_ids_for_order`] are their client side.
+//! The query routes serve `harness trace` and `harness console` against a running `harness
+//! up`; [`fetch_trace`], [`fetch_trace_ids_for_order`] and [`fetch_settled_hops`] are their
+//! client side.
 //!
 //! With [`CollectorOptions::forward_to`], every accepted body is also sent, as it came (same
 //! bytes, content type and encoding), to another collector's `/v1/traces` by a background
@@ -47,6 +49,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tower_http::decompression::RequestDecompressionLayer;
 
+use super::hops::{SettledHops, settled_hops};
 use super::store::{Inserted, SpanRecord, SpanStore};
 
 /// The largest export body accepted, compressed or not.
@@ -250,6 +253,7 @@ fn router(state: AppState) -> Router {
         .route("/v1/traces", export_route)
         .route("/api/traces", get(find_traces))
         .route("/api/traces/{trace_id}", get(get_trace))
+        .route("/api/hops", get(get_hops))
         // Bounds the compressed body in the middleware and the inflated one in the handler.
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
@@ -424,6 +428,55 @@ async fn find_traces(
     Json(TraceIds {
         trace_ids: state.store.traces_for_order(&query.order_id),
     })
+}
+
+/// The most traces one answer of `GET /api/hops` carries: a console attaching to a long
+/// `harness up` catches up over a few seconds rather than in one huge answer.
+pub const MAX_HOPS_PER_ANSWER: usize = 5_000;
+
+#[derive(Debug, Deserialize)]
+struct HopsQuery {
+    #[serde(default)]
+    after: u64,
+    limit: Option<usize>,
+}
+
+async fn get_hops(State(state): State<AppState>, Query(query): Query<HopsQuery>) -> Response {
+    let limit = query
+        .limit
+        .unwrap_or(MAX_HOPS_PER_ANSWER)
+        .min(MAX_HOPS_PER_ANSWER);
+    // Copying the spans out and walking them is CPU work; the export route must not wait on it.
+    let store = Arc::clone(&state.store);
+    match tokio::task::spawn_blocking(move || settled_hops(&store, query.after, limit)).await {
+        Ok(hops) => Json(hops).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(serde_json::json!({ "error": format!("computing the hops: {e}") })),
+        )
+            .into_response(),
+    }
+}
+
+/// The traces settled since cursor `after` at the collector of a running `harness up` (or of a
+/// run) at `base_url`, with their hops; see [`settled_hops`].
+pub async fn fetch_settled_hops(
+    client: &reqwest::Client,
+    base_url: &str,
+    after: u64,
+) -> anyhow::Result<SettledHops> {
+    let mut url = api_url(base_url, &["api", "hops"])?;
+    url.query_pairs_mut()
+        .append_pair("after", &after.to_string());
+    client
+        .get(url.clone())
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .with_context(|| format!("asking {url} for the hops"))?
+        .json()
+        .await
+        .with_context(|| format!("reading the hops from {url}"))
 }
 
 /// A trace from the collector of a running `harness up` at `base_url`; `None` if it has none
@@ -927,6 +980,35 @@ mod tests {
                 .await
                 .unwrap()
                 .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn the_query_api_serves_each_settled_trace_with_its_hops_once() {
+        let c = collector().await;
+        post(&c.endpoint(), PROTOBUF, None, export().encode_to_vec()).await;
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let settled = loop {
+            let settled = fetch_settled_hops(&client, &c.endpoint(), 0).await.unwrap();
+            if !settled.traces.is_empty() {
+                break settled;
+            }
+            assert!(Instant::now() < deadline, "the trace never settled");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert_eq!(settled.traces.len(), 1);
+        let trace = &settled.traces[0];
+        assert_eq!(trace.trace_id, "01".repeat(16));
+        let spans = c.store().trace(&trace.trace_id).unwrap();
+        assert_eq!(trace.hops, crate::telemetry::hops::saga_hops(&spans, None));
+        assert!(
+            fetch_settled_hops(&client, &c.endpoint(), settled.next)
+                .await
+                .unwrap()
+                .traces
+                .is_empty(),
+            "a trace comes once until it changes"
         );
     }
 

@@ -258,6 +258,168 @@ impl HopBreakdown {
     }
 }
 
+/// How long a trace must go without a new span before a live view counts it: the services
+/// export in batches, so a trace is whole only a little after its last span ended.
+pub const SETTLE: Duration = Duration::from_secs(3);
+
+/// One trace's hops, for a live view: [`saga_hops`] of its spans, without a terminal time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceHops {
+    pub trace_id: String,
+    /// When its last span ended (ns since the Unix epoch, the services' clock).
+    pub end_unix_ns: u64,
+    /// Hop → self time (µs).
+    pub hops: BTreeMap<String, u64>,
+}
+
+/// The traces that settled since a cursor, each with its hops: what `GET /api/hops` answers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettledHops {
+    /// The cursor to ask with next time.
+    pub next: u64,
+    pub traces: Vec<TraceHops>,
+}
+
+/// The traces of `store` that changed after `after` and then stayed quiet for [`SETTLE`], at
+/// most `limit`, with their hops.
+pub fn settled_hops(store: &SpanStore, after: u64, limit: usize) -> SettledHops {
+    settled_hops_after(store, after, SETTLE, limit)
+}
+
+fn settled_hops_after(
+    store: &SpanStore,
+    after: u64,
+    settle: Duration,
+    limit: usize,
+) -> SettledHops {
+    let settled = store.settled_since(after, settle, limit);
+    SettledHops {
+        next: settled.next,
+        traces: settled
+            .traces
+            .into_iter()
+            .map(|(trace_id, spans)| TraceHops {
+                end_unix_ns: spans.iter().map(|s| s.end_unix_ns).max().unwrap_or(0),
+                hops: saga_hops(&spans, None),
+                trace_id,
+            })
+            .collect(),
+    }
+}
+
+/// One hop over a window of time, as a live view shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HopFigure {
+    pub hop: String,
+    pub p99_us: u64,
+    pub p95_us: u64,
+    /// Traces that had the hop.
+    pub traces: u64,
+}
+
+/// The phase name a live view's [`HopBreakdown`] uses: not [`ALL`], which would also keep the
+/// slowest traces, which nothing here reads.
+const WINDOW: &str = "window";
+
+/// The hops of the traces seen lately, for a live view: fed with [`SettledHops`] as they
+/// settle, it gives the slowest hops of the traces that ended within a window, through the same
+/// per-hop histograms a run's report has ([`HopBreakdown`]).
+#[derive(Debug, Clone, Default)]
+pub struct LiveHops {
+    /// Trace id → when it ended and its hops; a trace seen again replaces its earlier self.
+    traces: HashMap<String, (u64, BTreeMap<String, u64>)>,
+    next: u64,
+}
+
+impl LiveHops {
+    /// The cursor to ask the store or the collector with.
+    pub fn next(&self) -> u64 {
+        self.next
+    }
+
+    pub fn add(&mut self, settled: SettledHops) {
+        self.next = self.next.max(settled.next);
+        for t in settled.traces {
+            self.traces.insert(t.trace_id, (t.end_unix_ns, t.hops));
+        }
+    }
+
+    /// Forgets the traces that ended before `unix_ns`.
+    pub fn forget_before(&mut self, unix_ns: u64) {
+        self.traces.retain(|_, (end, _)| *end >= unix_ns);
+    }
+
+    /// Traces kept.
+    pub fn len(&self) -> usize {
+        self.traces.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.traces.is_empty()
+    }
+
+    /// For each of `windows_ns` (lengths of time ending at `now_unix_ns`), the hops of the
+    /// traces that ended within it, highest p99 first, and how many traces that is.
+    pub fn slowest(&self, now_unix_ns: u64, windows_ns: &[u64]) -> Vec<(Vec<HopFigure>, u64)> {
+        let mut ended: Vec<(u64, &BTreeMap<String, u64>)> = self
+            .traces
+            .values()
+            .map(|(end, hops)| (*end, hops))
+            .collect();
+        // Latest first, so each window adds to what the shorter one before it counted.
+        ended.sort_unstable_by_key(|(end, _)| std::cmp::Reverse(*end));
+        let mut order: Vec<usize> = (0..windows_ns.len()).collect();
+        order.sort_by_key(|&i| windows_ns[i]);
+        let mut out = vec![(Vec::new(), 0); windows_ns.len()];
+        let mut breakdown = HopBreakdown::new();
+        let mut taken = 0;
+        for i in order {
+            let from = now_unix_ns.saturating_sub(windows_ns[i]);
+            while ended.get(taken).is_some_and(|(end, _)| *end >= from) {
+                breakdown.add(WINDOW, "", "", 0, ended[taken].1);
+                taken += 1;
+            }
+            out[i] = (breakdown.figures(WINDOW), taken as u64);
+        }
+        out
+    }
+}
+
+impl HopBreakdown {
+    /// The phases added to so far.
+    pub fn phase_names(&self) -> impl Iterator<Item = &str> {
+        self.phases.keys().map(String::as_str)
+    }
+
+    /// One hop's per-saga histogram in one phase.
+    pub fn histogram(&self, phase: &str, hop: &str) -> Option<&Latency> {
+        self.phases.get(phase)?.hops.get(hop)
+    }
+
+    /// The hops of `phase`, highest p99 first (ties by name).
+    pub fn figures(&self, phase: &str) -> Vec<HopFigure> {
+        let Some(acc) = self.phases.get(phase) else {
+            return Vec::new();
+        };
+        let us = |l: &Latency, q: f64| {
+            l.quantile(q)
+                .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        };
+        let mut figures: Vec<HopFigure> = acc
+            .hops
+            .iter()
+            .map(|(hop, l)| HopFigure {
+                hop: hop.clone(),
+                p99_us: us(l, 0.99),
+                p95_us: us(l, 0.95),
+                traces: l.count(),
+            })
+            .collect();
+        figures.sort_by(|a, b| b.p99_us.cmp(&a.p99_us).then_with(|| a.hop.cmp(&b.hop)));
+        figures
+    }
+}
+
 /// Traces in `report.json`: what arrived, and where the sagas' time went.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TraceReport {
@@ -538,6 +700,120 @@ mod tests {
             &[],
         )];
         assert_eq!(saga_hops(&spans, None)["order saga timeout"], ms(5));
+    }
+
+    #[test]
+    fn the_live_hop_figures_are_the_reports_for_the_same_traces() {
+        use crate::telemetry::store::tests::{request, span as otlp};
+        use opentelemetry_proto::tonic::trace::v1::span::SpanKind as K;
+
+        let store = SpanStore::new(1_000);
+        for trace in 1..=20u8 {
+            let t = u64::from(trace);
+            let base = 1_000 * t;
+            store.insert_request(&request(
+                "order",
+                "order#1",
+                vec![
+                    otlp(
+                        trace,
+                        1,
+                        0,
+                        "POST /orders",
+                        K::Server,
+                        (base, base + 30 + t),
+                        &[],
+                    ),
+                    otlp(
+                        trace,
+                        2,
+                        1,
+                        "INSERT orders",
+                        K::Client,
+                        (base + 2, base + 5 + t % 7),
+                        &[("db.system.name", "sqlite")],
+                    ),
+                    otlp(
+                        trace,
+                        3,
+                        1,
+                        "outbox wait order.events",
+                        K::Internal,
+                        (base + 10, base + 12 + 3 * t),
+                        &[],
+                    ),
+                ],
+            ));
+        }
+
+        // The console's way: settled traces, their hops, the window's figures.
+        let mut live = LiveHops::default();
+        live.add(settled_hops_after(&store, 0, Duration::ZERO, 100));
+        assert_eq!(live.len(), 20);
+        let [(figures, traces)]: [(Vec<HopFigure>, u64); 1] =
+            live.slowest(u64::MAX, &[u64::MAX]).try_into().unwrap();
+        assert_eq!(traces, 20);
+
+        // The report's way: each trace's hops into a breakdown.
+        let mut breakdown = HopBreakdown::new();
+        for trace in 1..=20u8 {
+            let id = to_hex_trace(trace);
+            let spans = store.trace(&id).unwrap();
+            breakdown.add_saga::<&str>(&[], &id, &id, 0, &saga_hops(&spans, None));
+        }
+        let report = breakdown.report(&store).unwrap();
+        let all = &report.phases[ALL].hops;
+        assert_eq!(figures.len(), all.len(), "{figures:?}");
+        for f in &figures {
+            let r = &all[&f.hop];
+            assert_eq!(
+                (Some(f.p99_us), Some(f.p95_us), f.traces),
+                (r.p99_us, r.p95_us, r.count),
+                "{}",
+                f.hop
+            );
+        }
+        // The outbox wait of trace 20 is the slowest self time: 2 + 3 × 20 ms.
+        assert_eq!(figures[0].hop, "order outbox wait order.events");
+        assert!((62_000..62_100).contains(&figures[0].p99_us), "{figures:?}");
+    }
+
+    #[test]
+    fn a_window_counts_the_traces_that_ended_within_it() {
+        let mut live = LiveHops::default();
+        let trace = |id: &str, end_s: u64, us: u64| TraceHops {
+            trace_id: id.into(),
+            end_unix_ns: end_s * 1_000_000_000,
+            hops: hops(&[("order db", us)]),
+        };
+        live.add(SettledHops {
+            next: 3,
+            traces: vec![
+                trace("a", 100, 10),
+                trace("b", 150, 20),
+                trace("c", 190, 900),
+            ],
+        });
+        let now = 200 * 1_000_000_000;
+        let windows = [30 * 1_000_000_000, 60 * 1_000_000_000, 300 * 1_000_000_000];
+        let got = live.slowest(now, &windows);
+        assert_eq!(got[0].1, 1, "only c ended in the last 30 s");
+        assert_eq!(got[1].1, 2);
+        assert_eq!(got[2].1, 3);
+        assert_eq!(got[0].0[0].p99_us, 900);
+        // A trace that changed is counted once, as it is now.
+        live.add(SettledHops {
+            next: 4,
+            traces: vec![trace("c", 195, 5)],
+        });
+        assert_eq!(live.slowest(now, &windows)[0].0[0].p99_us, 5);
+        assert_eq!(live.next(), 4);
+        live.forget_before(120 * 1_000_000_000);
+        assert_eq!(live.len(), 2);
+    }
+
+    fn to_hex_trace(trace: u8) -> String {
+        crate::telemetry::store::to_hex(&[trace; 16])
     }
 
     fn hops(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {

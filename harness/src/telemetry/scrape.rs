@@ -241,7 +241,7 @@ fn parse_value(token: &str) -> Option<f64> {
 
 /// Gives every sample the target's `process` label, and its `service` label unless the sample
 /// has its own.
-fn label_with_target(mut samples: Vec<Sample>, target: &Target) -> Vec<Sample> {
+pub(crate) fn label_with_target(mut samples: Vec<Sample>, target: &Target) -> Vec<Sample> {
     for sample in &mut samples {
         if let Some(own) = sample.labels.remove(PROCESS_LABEL) {
             sample

@@ -12,6 +12,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
@@ -209,6 +210,27 @@ struct Inner {
     len: usize,
     dropped: u64,
     invalid: u64,
+    /// Spans stored so far, numbering each: a trace's last span's number says when it changed.
+    seq: u64,
+    /// Each trace's last change.
+    touched: HashMap<TraceId, Touch>,
+}
+
+/// When a trace last got a span: the span's number in the store, and the harness's clock.
+#[derive(Clone, Copy)]
+struct Touch {
+    seq: u64,
+    at: Instant,
+}
+
+/// Traces that got no span for a while, from [`SpanStore::settled_since`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Settled {
+    /// What to pass as `after` next time: every trace that changed up to it was returned (or
+    /// was left out by `limit`, and comes next time).
+    pub next: u64,
+    /// Trace id (hex) and its spans, oldest change first.
+    pub traces: Vec<(String, Vec<SpanRecord>)>,
 }
 
 struct StoredSpan {
@@ -260,6 +282,7 @@ impl SpanStore {
     /// Stores the spans of one export request, as far as the bound allows.
     pub fn insert_request(&self, request: &ExportTraceServiceRequest) -> Inserted {
         let mut outcome = Inserted::default();
+        let now = Instant::now();
         let mut inner = self.lock();
         for resource_spans in &request.resource_spans {
             let resource_attrs = resource_spans
@@ -274,7 +297,7 @@ impl SpanStore {
                     outcome.dropped += 1;
                     continue;
                 }
-                if inner.insert(span, service, instance) {
+                if inner.insert(span, service, instance, now) {
                     outcome.stored += 1;
                 } else {
                     inner.invalid += 1;
@@ -316,6 +339,48 @@ impl SpanStore {
             .get(order_id)
             .map(|ids| ids.iter().map(|id| to_hex(id)).collect())
             .unwrap_or_default()
+    }
+
+    /// The traces that changed after `after` (a [`Settled::next`]; 0 at first) and then got
+    /// no span for `settle` (on the harness's clock, when the spans arrived), at most `limit`
+    /// of them, oldest change first. A trace that gets a span after it was returned is returned
+    /// again, whole. Costs a pass over the traces' last changes, and copies out only the spans
+    /// of the traces returned: what a live view asks for once a second.
+    pub fn settled_since(&self, after: u64, settle: Duration, limit: usize) -> Settled {
+        let inner = self.lock();
+        let now = Instant::now();
+        let mut changed: Vec<(u64, TraceId)> = Vec::new();
+        let mut unsettled = u64::MAX;
+        for (id, touch) in inner.touched.iter().filter(|(_, t)| t.seq > after) {
+            if now.saturating_duration_since(touch.at) < settle {
+                unsettled = unsettled.min(touch.seq);
+            } else {
+                changed.push((touch.seq, *id));
+            }
+        }
+        // Spans are numbered as they arrive, so everything numbered below the oldest unsettled
+        // change is settled.
+        let frontier = if unsettled == u64::MAX {
+            inner.seq
+        } else {
+            unsettled - 1
+        };
+        changed.retain(|(seq, _)| *seq <= frontier);
+        changed.sort_unstable();
+        let next = if changed.len() > limit {
+            changed.truncate(limit);
+            changed.last().map_or(after, |(seq, _)| *seq)
+        } else {
+            frontier.max(after)
+        };
+        let traces = changed
+            .iter()
+            .filter_map(|(_, id)| {
+                let spans = inner.traces.get(id)?;
+                Some((to_hex(id), inner.records(id, spans)))
+            })
+            .collect();
+        Settled { next, traces }
     }
 
     /// Spans stored.
@@ -360,7 +425,7 @@ impl SpanStore {
 
 impl Inner {
     /// Stores one span; `false` when its ids are malformed.
-    fn insert(&mut self, span: &Span, service: &str, instance: Option<&str>) -> bool {
+    fn insert(&mut self, span: &Span, service: &str, instance: Option<&str>, now: Instant) -> bool {
         let (Ok(trace_id), Ok(span_id)) = (
             TraceId::try_from(span.trace_id.as_slice()),
             SpanId::try_from(span.span_id.as_slice()),
@@ -420,6 +485,14 @@ impl Inner {
             status_message,
         });
         self.len += 1;
+        self.seq += 1;
+        self.touched.insert(
+            trace_id,
+            Touch {
+                seq: self.seq,
+                at: now,
+            },
+        );
         if let Some(order_id) = order_id {
             let traces = self.by_order.entry(order_id.into_boxed_str()).or_default();
             if !traces.contains(&trace_id) {
@@ -739,5 +812,55 @@ pub(crate) mod tests {
         assert!(json[0].get("parent_span_id").is_none());
         let back: Vec<SpanRecord> = serde_json::from_value(json).unwrap();
         assert_eq!(back, spans);
+    }
+
+    #[test]
+    fn settled_traces_come_once_each_change_after_their_cursor() {
+        use std::time::Duration;
+        let store = SpanStore::new(100);
+        let one = |trace: u8, id: u8| {
+            request(
+                "order",
+                "order#1",
+                vec![span(
+                    trace,
+                    id,
+                    0,
+                    "POST /orders",
+                    span::SpanKind::Server,
+                    (0, 10),
+                    &[],
+                )],
+            )
+        };
+        store.insert_request(&one(1, 1));
+        store.insert_request(&one(2, 1));
+        let first = store.settled_since(0, Duration::ZERO, 10);
+        let ids: Vec<&str> = first.traces.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(ids, [to_hex(&[1; 16]), to_hex(&[2; 16])]);
+        assert!(
+            store
+                .settled_since(first.next, Duration::ZERO, 10)
+                .traces
+                .is_empty()
+        );
+
+        // A new span: the trace comes again, whole.
+        store.insert_request(&one(1, 2));
+        let again = store.settled_since(first.next, Duration::ZERO, 10);
+        assert_eq!(again.traces.len(), 1);
+        assert_eq!(again.traces[0].1.len(), 2);
+
+        // Not settled yet: held back, and the cursor does not pass it.
+        store.insert_request(&one(3, 1));
+        let held = store.settled_since(again.next, Duration::from_secs(60), 10);
+        assert!(held.traces.is_empty());
+        assert_eq!(held.next, again.next);
+
+        // A limit leaves the rest for next time.
+        let limited = store.settled_since(0, Duration::ZERO, 1);
+        assert_eq!(limited.traces.len(), 1);
+        let rest = store.settled_since(limited.next, Duration::ZERO, 10);
+        assert_eq!(rest.traces.len(), 2);
     }
 }
