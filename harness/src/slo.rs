@@ -518,6 +518,49 @@ pub fn evaluate_one(objective: &Objective, m: &Measurements) -> SloVerdict {
     v
 }
 
+/// The share of an objective's error budget left (0 to 1) in `m`, for objectives that have
+/// one: an error rate's budget is its `max` of the requests served; a latency, saga completion
+/// or span percentile `pN <= limit` allows `100 - N` % of its samples above the limit. `None`
+/// for the others (throughput, goodput, metric extremes and `max` have no budget to spend) and
+/// when nothing was measured. A console shows it beside [`evaluate_one`]'s verdict.
+pub fn budget_left(objective: &Objective, m: &Measurements) -> Option<f64> {
+    let over_share = |latency: &Latency, percentile: Percentile, limit: HumanDuration| {
+        let total = latency.count();
+        if total == 0 || percentile == Percentile::Max {
+            return None;
+        }
+        let limit_us = u64::try_from(limit.as_std().as_micros()).unwrap_or(u64::MAX);
+        let within = latency.histogram().count_between(0, limit_us);
+        let over = total.saturating_sub(within) as f64 / total as f64;
+        Some(over / (1.0 - percentile.quantile()))
+    };
+    let spent = match &objective.target {
+        Target::ErrorRate { max } => {
+            let stats = requests(objective, m);
+            if stats.served() == 0 || *max <= 0.0 {
+                return None;
+            }
+            stats.error_rate() / max
+        }
+        Target::Latency { percentile, max } => {
+            over_share(&requests(objective, m).latency, *percentile, *max)?
+        }
+        Target::SagaCompletion { percentile, max } => {
+            over_share(&sagas(objective.phase, m), *percentile, *max)?
+        }
+        Target::Span {
+            hop,
+            percentile,
+            max,
+        } => over_share(&hops(objective.phase, hop, m), *percentile, *max)?,
+        Target::MetricMax { .. }
+        | Target::MetricMin { .. }
+        | Target::MinThroughput { .. }
+        | Target::MinGoodput { .. } => return None,
+    };
+    Some((1.0 - spent).clamp(0.0, 1.0))
+}
+
 /// Whether `measured` (a value the histogram reported, which is the highest value of its
 /// bucket) and the target fall into the same bucket: the histogram cannot tell them apart, so
 /// the target is met. Without this a p99 of exactly 1s would be reported as 1.000447s and fail

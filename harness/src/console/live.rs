@@ -11,9 +11,8 @@
 //!
 //! One task ([`aggregate`]) turns the requests into one [`TrafficTick`] a second (counts by
 //! endpoint and status, HDR quantiles), follows the scenario's timeline (planned, active with
-//! its countdown, healed) and phase, judges the SLOs it can judge live (latency percentiles,
-//! error rate and throughput over the whole run so far; the per-phase verdicts come with the
-//! report), and once the environment is up polls its `/metrics` and proxies as an attached
+//! its countdown, healed) and phase, judges every SLO on what was measured so far, once a
+//! second, with the code that judges the run at its end ([`super::slos`]), and once the environment is up polls its `/metrics` and proxies as an attached
 //! console does ([`super::source`]). Faults injected from the menu during a run go on links
 //! only, through the chaos-proxy's API: the environment's processes belong to the run's
 //! timeline. The heal keys heal only the faults injected by hand, so the timeline's own heals
@@ -40,14 +39,14 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::chaos::{self, Hands};
-use super::state::{ChaosEvent, Command, Header, Quantiles, SloLive, State, TrafficTick, Update};
+use super::state::{ChaosEvent, Command, Header, Quantiles, State, TrafficTick, Update};
 use super::{App, Exit, source, terminal};
 use crate::cli::RunArgs;
 use crate::environment::EnvInfo;
 use crate::faults::{Faultable, Schedule};
 use crate::interrupt::Interrupt;
 use crate::report::ChaosWindow;
-use crate::scenario::{Backend, Phase, Scenario, Target};
+use crate::scenario::{Backend, Scenario};
 
 /// What the run tells the view.
 enum Event {
@@ -102,6 +101,7 @@ struct Live {
 /// Opens the tap and starts aggregating what it sees of a run of `scenario`, until `stop`.
 fn start(scenario: &Scenario, stop: &CancellationToken) -> Live {
     let events = open_tap();
+    super::slos::open(scenario);
     let origin = Instant::now();
     let (updates_tx, updates) = mpsc::channel(1024);
     let (commands, commands_rx) = mpsc::channel(16);
@@ -122,6 +122,7 @@ fn start(scenario: &Scenario, stop: &CancellationToken) -> Live {
 }
 
 fn close_tap() {
+    super::slos::close();
     PAUSED.store(false, Ordering::SeqCst);
     ON.store(false, Ordering::SeqCst);
     *lock(&TAP) = None;
@@ -310,17 +311,6 @@ fn quantiles(h: &Histogram<u64>) -> Option<Quantiles> {
     })
 }
 
-/// The whole run so far, for the live SLOs.
-#[derive(Default)]
-struct SoFar {
-    requests: u64,
-    failed: u64,
-    all: Option<Histogram<u64>>,
-    by_endpoint: BTreeMap<String, Option<Histogram<u64>>>,
-    /// Requests and failures per endpoint.
-    counts: BTreeMap<String, (u64, u64)>,
-}
-
 /// The hands of a run's console: the chaos-proxy's links only.
 struct RunHands {
     backend: Backend,
@@ -422,8 +412,6 @@ async fn aggregate(
 ) {
     let schedule = Schedule::of(&scenario).unwrap_or_default();
     let mut second = Second::default();
-    // Per phase as the scenario's SLOs name them: all, before, during, after.
-    let mut so_far: BTreeMap<&'static str, SoFar> = BTreeMap::new();
     let mut load_start: Option<f64> = None;
     let mut load_done = false;
     let mut applied = vec![false; schedule.faults.len()];
@@ -442,24 +430,11 @@ async fn aggregate(
                     *second.counts.entry((endpoint.to_string(), status)).or_default() += 1;
                     record(&mut second.all, us);
                     record(second.by_endpoint.entry(endpoint.to_string()).or_default(), us);
-                    let at = load_start.map_or(0.0, |start| origin.elapsed().as_secs_f64() - start);
-                    let failed = !(200..300).contains(&status) && status != 429 && status != 503;
-                    for phase in ["all", phase_of(&schedule, at)] {
-                        let s = so_far.entry(phase).or_default();
-                        s.requests += 1;
-                        s.failed += u64::from(failed);
-                        record(&mut s.all, us);
-                        record(s.by_endpoint.entry(endpoint.to_string()).or_default(), us);
-                        let c = s.counts.entry(endpoint.to_string()).or_default();
-                        c.0 += 1;
-                        c.1 += u64::from(failed);
-                    }
                 }
                 Some(Event::LoadStarted(at)) => {
                     let start = at.saturating_duration_since(origin).as_secs_f64();
                     load_start = Some(start);
                     load_done = false;
-                    so_far.clear();
                     applied.iter_mut().for_each(|a| *a = false);
                     healed.iter_mut().for_each(|h| *h = false);
                     for (i, f) in schedule.faults.iter().enumerate() {
@@ -533,7 +508,7 @@ async fn aggregate(
                 last_tick = t;
                 if load_start.is_some() && !load_done {
                     let _ = updates.send(Update::Traffic(traffic)).await;
-                    let _ = updates.send(Update::Slos(live_slos(&scenario, &so_far, t - load_start.unwrap_or(t)))).await;
+                    let _ = updates.send(Update::Slos(super::slos::judge())).await;
                 }
                 if let Some(start) = load_start.filter(|_| !load_done) {
                     let at = t - start;
@@ -565,21 +540,6 @@ async fn aggregate(
     }
     if let Some(w) = worker.take() {
         end(w, load_start);
-    }
-}
-
-/// The SLO phase a moment of the load is in: `before` the first fault, `during` one, `after`
-/// (`all` for a scenario without faults).
-fn phase_of(schedule: &Schedule, at: f64) -> &'static str {
-    let during = schedule
-        .faults
-        .iter()
-        .any(|f| (f.at.as_secs_f64()..f.until.as_secs_f64()).contains(&at));
-    match schedule.faults.iter().map(|f| f.at).min() {
-        None => "all",
-        Some(_) if during => "during",
-        Some(first) if at < first.as_secs_f64() => "before",
-        Some(_) => "after",
     }
 }
 
@@ -654,74 +614,6 @@ fn spawn_worker(info: &EnvInfo, updates: &mpsc::Sender<Update>, origin: Instant)
     Worker { commands, task }
 }
 
-/// The SLOs that can be judged on the requests so far, each in its phase: latency percentiles,
-/// the error rate, and the throughput of the whole run; the others (saga completion, hops,
-/// metrics) come with the report. A request counts in the phase it ended in.
-fn live_slos(
-    scenario: &Scenario,
-    phases: &BTreeMap<&'static str, SoFar>,
-    load_s: f64,
-) -> Vec<SloLive> {
-    let mut slos = Vec::new();
-    for o in scenario.objectives() {
-        let Some(so_far) = phases.get(o.phase.name()) else {
-            continue;
-        };
-        let scope = match (&o.endpoint, o.phase) {
-            (Some(e), Phase::All) => e.clone(),
-            (None, Phase::All) => "all".into(),
-            (Some(e), p) => format!("{e} {}", p.name()),
-            (None, p) => p.name().to_string(),
-        };
-        match &o.target {
-            Target::Latency { percentile, max } => {
-                let h = match &o.endpoint {
-                    Some(e) => so_far.by_endpoint.get(e).and_then(Option::as_ref),
-                    None => so_far.all.as_ref(),
-                };
-                let Some(h) = h.filter(|h| !h.is_empty()) else {
-                    continue;
-                };
-                let v = h.value_at_quantile(percentile.quantile()) as f64 / 1000.0;
-                let limit = max.as_std().as_secs_f64() * 1000.0;
-                slos.push(SloLive {
-                    name: format!("{} {scope}", percentile.name()),
-                    detail: format!("{v:.0}ms vs {limit:.0}ms"),
-                    held: v <= limit,
-                    budget_left: None,
-                });
-            }
-            Target::ErrorRate { max } => {
-                let (requests, failed) = match &o.endpoint {
-                    Some(e) => so_far.counts.get(e).copied().unwrap_or_default(),
-                    None => (so_far.requests, so_far.failed),
-                };
-                if requests == 0 {
-                    continue;
-                }
-                let rate = failed as f64 / requests as f64;
-                slos.push(SloLive {
-                    name: format!("errors {scope}"),
-                    detail: format!("{:.2}% vs {:.2}%", rate * 100.0, max * 100.0),
-                    held: rate <= *max,
-                    budget_left: (*max > 0.0).then(|| (1.0 - rate / max).max(0.0)),
-                });
-            }
-            Target::MinThroughput { per_second } if load_s > 5.0 && o.phase == Phase::All => {
-                let rate = so_far.requests as f64 / load_s;
-                slos.push(SloLive {
-                    name: format!("throughput {scope}"),
-                    detail: format!("{rate:.1}/s vs {per_second}/s"),
-                    held: rate >= *per_second,
-                    budget_left: None,
-                });
-            }
-            _ => {}
-        }
-    }
-    slos
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -759,47 +651,6 @@ saga_completion_p99 = "1s"
     #[test]
     fn a_moment_of_the_load_is_in_the_phase_the_slos_name() {
         let schedule = Schedule::of(&scenario()).unwrap();
-        assert_eq!(phase_of(&schedule, 5.0), "before");
-        assert_eq!(phase_of(&schedule, 12.0), "during");
-        assert_eq!(phase_of(&schedule, 25.0), "after");
         assert_eq!(phase_at(&schedule, 12.0), "during latency gateway->payment");
-        assert_eq!(phase_of(&Schedule::default(), 5.0), "all");
-    }
-
-    #[test]
-    fn slos_are_judged_live_in_their_phase_and_the_others_wait_for_the_report() {
-        let mut during = SoFar::default();
-        for (ms, status) in [(100, 201), (400, 201), (120, 500), (90, 201)] {
-            during.requests += 1;
-            during.failed += u64::from(status >= 500);
-            let c = during.counts.entry("POST /api/orders".into()).or_default();
-            c.0 += 1;
-            c.1 += u64::from(status >= 500);
-            record(
-                during
-                    .by_endpoint
-                    .entry("POST /api/orders".into())
-                    .or_default(),
-                ms * 1000,
-            );
-        }
-        // Failures elsewhere do not count against the endpoint's SLO.
-        during.requests += 10;
-        during.failed += 10;
-        during.counts.insert("GET /api/products".into(), (10, 10));
-        let phases: BTreeMap<&'static str, SoFar> = [("during", during)].into_iter().collect();
-        let slos = live_slos(&scenario(), &phases, 30.0);
-        let names: Vec<&str> = slos.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(
-            names,
-            [
-                "p99 POST /api/orders during",
-                "errors POST /api/orders during"
-            ],
-            "the saga completion SLO of `after` is judged by the report: {slos:?}"
-        );
-        assert!(!slos[0].held, "a p99 of 400ms breaks 250ms: {:?}", slos[0]);
-        assert!(!slos[1].held, "1 of 4 failed, above 10%: {:?}", slos[1]);
-        assert_eq!(slos[1].budget_left, Some(0.0));
     }
 }

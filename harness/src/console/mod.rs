@@ -12,9 +12,11 @@
 //!   how; key handling changes only it.
 //! - [`input`]: the key table the help screen is generated from, and key handling.
 //! - [`widgets`]: the layout for the terminal's size and one function per panel.
-//! - [`source`]: what an attached console polls (env file, `/metrics`, the Toxiproxy API).
+//! - [`source`]: what an attached console polls (env file, `/metrics`, the Toxiproxy API, the
+//!   collector's hops).
 //! - [`chaos`]: the fault task (inject from the menu, heal on time, heal keys).
 //! - [`live`]: the view of a run (`harness run --tui`) and the tap the run feeds it through.
+//! - [`slos`]: a run's SLOs judged live, by the code that judges the run at its end.
 //! - [`terminal`]: raw mode and the alternate screen, restored on exit, panic and signals.
 //!
 //! Quitting heals the faults injected from the console that are still active (a game day's
@@ -24,6 +26,7 @@
 pub mod chaos;
 pub mod input;
 pub mod live;
+pub mod slos;
 pub mod source;
 pub mod state;
 pub mod terminal;

@@ -1,17 +1,29 @@
 //! Where an attached console's measurements come from, all of it what a running `harness up`
-//! exports: its env file (processes, links, metrics targets, read again each tick so a scaling
-//! shows), every process's Prometheus `/metrics`, and the chaos-proxy's Toxiproxy API.
+//! (or a run) exports: its env file (processes, links, metrics targets, the collector, read
+//! again each tick so a scaling shows), every process's Prometheus `/metrics`, the
+//! chaos-proxy's Toxiproxy API, and the harness's OTLP collector's query API.
 //!
 //! One task polls them once per [`INTERVAL`] and sends what changed over the channel as
 //! [`Update`]s: the gateway's `http_server_request_duration_seconds` gives answers by endpoint
 //! and status and their latency quantiles (from the bucket increases, as Prometheus's
 //! `histogram_quantile` does); the order service's `saga_*` metrics the saga pipeline; the
-//! outbox, consumer lag and breaker gauges the messaging panel; the outbox-wait, transit and
-//! handling histograms the slowest hop. A process answers `/metrics`: running; refuses the
-//! connection: down; accepts it but does not answer within the tick: paused. A process without
-//! metrics (the broker) is only checked for a listening port, so a paused broker reads as
-//! running. Counters are read as increases since the previous tick (a restarted process's
-//! counter starting again from 0 counts from 0); the first tick only sets the baseline.
+//! outbox, consumer lag and breaker gauges the messaging panel. Counters are read as increases
+//! since the previous tick (a restarted process's counter starting again from 0 counts from 0);
+//! the first tick only sets the baseline.
+//!
+//! The slowest hops come from the traces: the collector's `GET /api/hops` gives each trace
+//! that settled since the last tick with its hops (as `telemetry::hops` reckons them for a
+//! run's report), and [`LiveHops`] keeps them for the longest window and gives, for every
+//! window, each hop's p99, p95 and count over the traces that ended in it. Only when there are
+//! no traces (traces off, the collector not answering, none received yet) is the slowest hop
+//! the metrics' (the outbox-wait, transit and handling histograms' highest p95 in the tick),
+//! and the view says which and why.
+//!
+//! A process answers `/metrics`: running; refuses the connection: down; accepts it but does
+//! not answer within the tick: paused. The broker has no `/metrics`: it is sent a Kafka
+//! `ApiVersions` request, which a stopped (SIGSTOP) broker's kernel accepts the connection for
+//! but nobody answers, so no answer within [`PROBE_TIMEOUT`] reads as paused, whoever paused
+//! it (`harness chaos pause broker`, a scenario, `kill -STOP`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -24,8 +36,11 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::state::{
-    Breaker, Quantiles, SystemTick, TargetKind, TargetRow, TargetState, TrafficTick, Update,
+    Breaker, HopSource, HopsTick, MAX_WINDOW, Quantiles, SystemTick, TargetKind, TargetRow,
+    TargetState, TrafficTick, Update, WINDOWS,
 };
+use crate::telemetry::collector::fetch_settled_hops;
+use crate::telemetry::hops::{LiveHops, SettledHops};
 use crate::telemetry::scrape::{Sample, parse_exposition};
 
 /// How often everything is polled.
@@ -43,6 +58,10 @@ pub struct EnvFile {
     pub processes: Vec<ProcessEntry>,
     #[serde(default)]
     pub metrics_targets: Vec<MetricsEntry>,
+    /// The harness's OTLP collector, whose query API gives the hops of the traces; absent
+    /// when traces are off.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
 }
 
 fn local() -> String {
@@ -124,6 +143,7 @@ pub async fn poll_with(
         }
     };
     let mut counters = Counters::default();
+    let mut hops = LiveHops::default();
     let mut env: Option<EnvFile> = None;
     let mut ticks = tokio::time::interval(INTERVAL);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -151,7 +171,7 @@ pub async fn poll_with(
         last_tick = Some(t);
         let updates = tokio::select! {
             () = stop.cancelled() => return,
-            u = observe(&client, env, &mut counters, t, interval_s) => u,
+            u = observe(&client, env, (&mut counters, &mut hops), t, interval_s) => u,
         };
         let updates = updates
             .into_iter()
@@ -168,7 +188,7 @@ pub async fn poll_with(
 async fn observe(
     client: &reqwest::Client,
     env: &EnvFile,
-    counters: &mut Counters,
+    (counters, hops): (&mut Counters, &mut LiveHops),
     t: f64,
     interval_s: f64,
 ) -> Vec<Update> {
@@ -182,14 +202,20 @@ async fn observe(
         .iter()
         .filter(|p| !env.metrics_targets.iter().any(|m| m.process == p.name))
         .collect();
-    let probes = join_all(unscraped.iter().map(|p| listening(&p.addr)));
+    let probes = join_all(unscraped.iter().map(|p| probe(p)));
     let proxies = async {
         match chaos::Client::new(&env.toxiproxy_url) {
             Ok(c) => c.proxies().await.map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         }
     };
-    let (scraped, probed, proxies) = tokio::join!(scrapes, probes, proxies);
+    let settled = async {
+        match &env.otlp_endpoint {
+            Some(url) => Some(fetch_settled_hops(client, url, hops.next()).await),
+            None => None,
+        }
+    };
+    let (scraped, probed, proxies, settled) = tokio::join!(scrapes, probes, proxies, settled);
 
     let mut states: BTreeMap<String, TargetState> = BTreeMap::new();
     let mut samples: Vec<(&str, Vec<Sample>)> = Vec::new();
@@ -204,12 +230,7 @@ async fn observe(
         };
         states.insert(m.process.clone(), state);
     }
-    for (p, up) in unscraped.iter().zip(probed) {
-        let state = match up {
-            Some(true) => TargetState::Running,
-            Some(false) => TargetState::Down,
-            None => TargetState::Unknown,
-        };
+    for (p, state) in unscraped.iter().zip(probed) {
         states.insert(p.name.clone(), state);
     }
     let mut updates = vec![Update::Targets(target_rows(env, &states, &proxies))];
@@ -219,10 +240,61 @@ async fn observe(
             error: true,
         });
     }
+    super::slos::scraped(&samples);
     let (traffic, system) = counters.tick(&samples, t, interval_s);
     updates.extend(traffic.map(Update::Traffic));
     updates.extend(system.map(Update::System));
+    updates.push(Update::Hops(hops_tick(hops, settled, env)));
     updates
+}
+
+/// The slowest hops of the traces for every window, or, when there are no traces to read,
+/// why the metrics' figure is shown instead.
+fn hops_tick(
+    hops: &mut LiveHops,
+    settled: Option<anyhow::Result<SettledHops>>,
+    env: &EnvFile,
+) -> HopsTick {
+    let metrics = |why: String| HopsTick {
+        source: HopSource::Metrics(why),
+        by_window: Vec::new(),
+    };
+    match settled {
+        None => return metrics("traces are off".into()),
+        Some(Err(e)) => {
+            tracing::debug!(
+                collector = env.otlp_endpoint.as_deref().unwrap_or_default(),
+                error = format!("{e:#}"),
+                "the collector's hops could not be read"
+            );
+            return metrics("the collector does not answer".into());
+        }
+        Some(Ok(settled)) => {
+            super::slos::trace_hops(&settled);
+            hops.add(settled);
+        }
+    }
+    let now = unix_ns();
+    hops.forget_before(now.saturating_sub(nanos(MAX_WINDOW)));
+    if hops.is_empty() {
+        return metrics("no traces yet".into());
+    }
+    let windows: Vec<u64> = WINDOWS.iter().map(|w| nanos(*w)).collect();
+    HopsTick {
+        source: HopSource::Traces,
+        by_window: hops.slowest(now, &windows),
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Now on the wall clock, which span times are in.
+fn unix_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, nanos)
 }
 
 async fn scrape(client: &reqwest::Client, url: String) -> Scraped {
@@ -243,14 +315,69 @@ async fn scrape(client: &reqwest::Client, url: String) -> Scraped {
     }
 }
 
-/// Whether something listens on `addr`; `None` when it is no address.
-async fn listening(addr: &str) -> Option<bool> {
-    let addr: std::net::SocketAddr = addr.parse().ok()?;
-    let connect = tokio::net::TcpStream::connect(addr);
-    Some(matches!(
-        tokio::time::timeout(Duration::from_millis(300), connect).await,
-        Ok(Ok(_))
-    ))
+/// How long a process without `/metrics` has to answer before it reads as paused.
+pub const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The state of a process without `/metrics`. The broker is asked for its API versions (a
+/// Kafka `ApiVersions` request, which every broker answers before anything else): a stopped
+/// process's kernel still accepts the connection, so only an answer tells running from paused.
+/// Another process is only checked for a listening port.
+async fn probe(p: &ProcessEntry) -> TargetState {
+    let Ok(addr) = p.addr.parse::<std::net::SocketAddr>() else {
+        return TargetState::Unknown;
+    };
+    if is_broker(&p.name) {
+        kafka_state(addr, PROBE_TIMEOUT).await
+    } else {
+        let connect = tokio::net::TcpStream::connect(addr);
+        match tokio::time::timeout(PROBE_TIMEOUT, connect).await {
+            Ok(Ok(_)) => TargetState::Running,
+            _ => TargetState::Down,
+        }
+    }
+}
+
+fn is_broker(process: &str) -> bool {
+    let service = process.split('#').next().unwrap_or(process);
+    matches!(service, "broker" | "kafka")
+}
+
+/// A Kafka `ApiVersions` v0 request (api key 18) with correlation id 1 and client id `harness`.
+fn api_versions_request() -> Vec<u8> {
+    let client_id = b"harness";
+    let mut body = Vec::with_capacity(17);
+    body.extend(18i16.to_be_bytes());
+    body.extend(0i16.to_be_bytes());
+    body.extend(1i32.to_be_bytes());
+    body.extend((client_id.len() as i16).to_be_bytes());
+    body.extend(client_id);
+    let mut request = (body.len() as i32).to_be_bytes().to_vec();
+    request.extend(body);
+    request
+}
+
+/// Running when the broker at `addr` answers an `ApiVersions` request within `timeout`; paused when it accepts the
+/// connection but says nothing in time; down when nothing listens or the connection breaks.
+pub async fn kafka_state(addr: std::net::SocketAddr, timeout: Duration) -> TargetState {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut stream = match tokio::net::TcpStream::connect(addr).await {
+            Ok(s) => s,
+            Err(_) => return TargetState::Down,
+        };
+        if stream.write_all(&api_versions_request()).await.is_err() {
+            return TargetState::Down;
+        }
+        // Any answer will do: whatever answers runs.
+        let mut head = [0u8; 8];
+        match stream.read_exact(&mut head).await {
+            Ok(_) => TargetState::Running,
+            Err(_) => TargetState::Down,
+        }
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .unwrap_or(TargetState::Paused)
 }
 
 /// Services first (each instance's worst state), then processes, then links.
@@ -604,5 +731,79 @@ mod tests {
             ]
         );
         assert_eq!(system.unwrap().completed["CONFIRMED"], 15);
+    }
+
+    #[tokio::test]
+    async fn a_broker_that_takes_the_connection_but_does_not_answer_reads_paused() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // What a stopped (SIGSTOP) broker looks like from outside: its kernel completes the
+        // handshake, and nothing ever reads.
+        let frozen = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let timeout = Duration::from_millis(200);
+        assert_eq!(
+            kafka_state(frozen.local_addr().unwrap(), timeout).await,
+            TargetState::Paused
+        );
+
+        let broker = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = broker.local_addr().unwrap();
+        let answer = tokio::spawn(async move {
+            let (mut c, _) = broker.accept().await.unwrap();
+            let mut request = [0u8; 21];
+            c.read_exact(&mut request).await.unwrap();
+            // Size 17, ApiVersions (18) v0, correlation id 1, client id "harness".
+            assert_eq!(&request[..12], &[0, 0, 0, 17, 0, 18, 0, 0, 0, 0, 0, 1]);
+            c.write_all(&[0, 0, 0, 6, 0, 0, 0, 1, 0, 0]).await.unwrap();
+        });
+        assert_eq!(
+            kafka_state(addr, Duration::from_secs(5)).await,
+            TargetState::Running
+        );
+        answer.await.unwrap();
+
+        let gone = frozen.local_addr().unwrap();
+        drop(frozen);
+        assert_eq!(kafka_state(gone, timeout).await, TargetState::Down);
+    }
+
+    fn env(otlp_endpoint: Option<&str>) -> EnvFile {
+        EnvFile {
+            backend: "local".into(),
+            toxiproxy_url: "http://127.0.0.1:1".into(),
+            links: Vec::new(),
+            processes: Vec::new(),
+            metrics_targets: Vec::new(),
+            otlp_endpoint: otlp_endpoint.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn the_hops_come_from_the_traces_when_there_are_any_and_else_say_why_not() {
+        let mut hops = LiveHops::default();
+        let tick = hops_tick(&mut hops, None, &env(None));
+        assert_eq!(tick.source, HopSource::Metrics("traces are off".into()));
+
+        let url = Some("http://127.0.0.1:4318");
+        let tick = hops_tick(&mut hops, Some(Ok(SettledHops::default())), &env(url));
+        assert_eq!(tick.source, HopSource::Metrics("no traces yet".into()));
+        let refused = hops_tick(&mut hops, Some(Err(anyhow::anyhow!("refused"))), &env(url));
+        assert!(
+            matches!(&refused.source, HopSource::Metrics(why) if why == "the collector does not answer"),
+            "{refused:?}"
+        );
+
+        let settled = SettledHops {
+            next: 7,
+            traces: vec![crate::telemetry::hops::TraceHops {
+                trace_id: "ab".repeat(16),
+                end_unix_ns: unix_ns(),
+                hops: [("order db".to_string(), 1_500)].into_iter().collect(),
+            }],
+        };
+        let tick = hops_tick(&mut hops, Some(Ok(settled)), &env(url));
+        assert_eq!(tick.source, HopSource::Traces);
+        assert_eq!(tick.by_window.len(), WINDOWS.len());
+        assert_eq!(tick.by_window[0].0[0].hop, "order db");
+        assert_eq!(hops.next(), 7);
     }
 }

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use crate::scenario::Fault;
+pub use crate::telemetry::hops::HopFigure;
 
 /// The longest time window; history older than it is dropped.
 pub const MAX_WINDOW: Duration = Duration::from_secs(15 * 60);
@@ -33,10 +34,14 @@ pub enum Update {
     Phase(String),
     /// Each SLO against its target so far.
     Slos(Vec<SloLive>),
+    /// The slowest hops, and where they come from.
+    Hops(HopsTick),
     /// A line for the status bar; an error is shown in red.
     Notice { text: String, error: bool },
     /// The run is over, with this verdict; the view stays until `q`.
     Finished { verdict: String },
+    /// The load is paused (true) or runs (false): it resumes by itself at the load's end.
+    LoadPaused(bool),
 }
 
 /// Latency quantiles in milliseconds.
@@ -101,10 +106,28 @@ pub struct SystemTick {
     /// Messages behind per consumer group.
     pub consumer_lag: Vec<(String, f64)>,
     pub breakers: Vec<(String, Breaker)>,
-    /// The hop with the highest p95 during the interval, and that p95 in milliseconds.
+    /// From the metrics: the hop with the highest p95 during the interval, and that p95 in
+    /// milliseconds; shown only when the traces cannot say ([`HopSource::Metrics`]).
     pub slowest_hop: Option<(String, f64)>,
 }
 
+/// Where the slowest hops shown come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HopSource {
+    /// The harness's collector: each trace's hops as `telemetry::hops` reckons them, over the
+    /// traces that ended within the window.
+    Traces,
+    /// The services' hop histograms in `/metrics`, because there are no traces: why not.
+    Metrics(String),
+}
+
+/// The slowest hops, per window of [`WINDOWS`] (in its order).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HopsTick {
+    pub source: HopSource,
+    /// For each window: its hops, highest p99 first, and the traces it counted.
+    pub by_window: Vec<(Vec<HopFigure>, u64)>,
+}
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum TargetKind {
     Service,
@@ -205,7 +228,8 @@ pub struct SloLive {
     pub name: String,
     /// `"p99 182ms <= 250ms"`.
     pub detail: String,
-    pub held: bool,
+    /// `None`: not yet measurable (its phase has not come, or nothing it reads was seen yet).
+    pub held: Option<bool>,
     /// The share of the error budget left (0..1), where the SLO has one.
     pub budget_left: Option<f64>,
 }
@@ -307,6 +331,7 @@ pub struct State {
     pub selected: usize,
     pub timeline: Vec<TimelineEntry>,
     pub slos: Vec<SloLive>,
+    pub hops: Option<HopsTick>,
     pub mode: Mode,
     pub window: usize,
     /// The endpoint the latency chart shows; `None`: every endpoint.
@@ -328,6 +353,7 @@ impl State {
             selected: 0,
             timeline: Vec::new(),
             slos: Vec::new(),
+            hops: None,
             mode: Mode::Normal,
             window: 0,
             endpoint: None,
@@ -355,17 +381,22 @@ impl State {
                 trim(&mut self.system, |s| s.t);
             }
             Update::Targets(rows) => self.set_targets(rows),
+            Update::LoadPaused(paused) => self.load_paused = paused,
             Update::Chaos(event) => self.chaos(event),
             Update::Phase(phase) => self.header.phase = phase,
             Update::Slos(slos) if slos.is_empty() => {}
             Update::Slos(slos) => {
-                self.header.verdict = if slos.iter().all(|s| s.held) {
-                    "holding".into()
-                } else {
-                    format!("{} SLO(s) broken", slos.iter().filter(|s| !s.held).count())
+                let broken = slos.iter().filter(|s| s.held == Some(false)).count();
+                let waiting = slos.iter().filter(|s| s.held.is_none()).count();
+                self.header.verdict = match (broken, waiting) {
+                    (0, 0) => "holding".into(),
+                    (0, w) if w == slos.len() => "no SLO measurable yet".into(),
+                    (0, w) => format!("holding ({w} not yet measurable)"),
+                    (b, _) => format!("{b} SLO(s) broken"),
                 };
                 self.slos = slos;
             }
+            Update::Hops(hops) => self.hops = Some(hops),
             Update::Notice { text, error } => self.notice = Some((text, error)),
             Update::Finished { verdict } => {
                 self.header.verdict = verdict;
@@ -526,6 +557,27 @@ impl State {
             timeouts += s.step_timeouts;
         }
         (outcomes, compensations, timeouts)
+    }
+
+    /// The slowest hops of the traces in the chosen window and the traces counted, highest
+    /// p99 first; `None` when the traces cannot say (then the metrics' figure is shown, and
+    /// why in [`HopSource::Metrics`]).
+    pub fn trace_hops(&self) -> Option<(&[HopFigure], u64)> {
+        let hops = self
+            .hops
+            .as_ref()
+            .filter(|h| h.source == HopSource::Traces)?;
+        let (figures, traces) = hops.by_window.get(self.window % WINDOWS.len())?;
+        (!figures.is_empty()).then_some((figures.as_slice(), *traces))
+    }
+
+    /// Why the slowest hop shown comes from the metrics.
+    pub fn hops_from_metrics_because(&self) -> String {
+        match self.hops.as_ref().map(|h| &h.source) {
+            None => "no traces yet".into(),
+            Some(HopSource::Metrics(why)) => why.clone(),
+            Some(HopSource::Traces) => "no trace ended in the window".into(),
+        }
     }
 
     pub fn latest_system(&self) -> Option<&SystemTick> {

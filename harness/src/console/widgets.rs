@@ -71,10 +71,12 @@ pub fn layout(area: Rect, slos: bool) -> Panels {
         } else {
             Constraint::Length(0)
         };
+        // Room for more of the slowest hops on a tall terminal.
+        let signal_rows = if body.height >= 40 { 13 } else { 8 };
         let [errors, saga, signals, slo_area] = Layout::vertical([
             Constraint::Fill(2),
             Constraint::Length(7),
-            Constraint::Length(8),
+            Constraint::Length(signal_rows),
             slo_rows,
         ])
         .areas(middle);
@@ -151,7 +153,8 @@ pub fn draw(frame: &mut Frame, state: &State) {
         throughput(frame, r, state);
     }
     if let Some(r) = p.latency {
-        latency(frame, r, state);
+        // Without a panel listing the slowest hops, the slowest one goes under the latencies.
+        latency(frame, r, state, p.signals.is_none());
     }
     if let Some(r) = p.errors {
         errors(frame, r, state);
@@ -381,7 +384,7 @@ fn ms(v: f64) -> String {
     }
 }
 
-fn latency(frame: &mut Frame, area: Rect, state: &State) {
+fn latency(frame: &mut Frame, area: Rect, state: &State, with_hop: bool) {
     let series = state.latencies();
     let pick = |f: fn(&super::state::Quantiles) -> f64| -> Vec<(f64, f64)> {
         series.iter().map(|(t, q)| (*t, f(q))).collect()
@@ -404,7 +407,14 @@ fn latency(frame: &mut Frame, area: Rect, state: &State) {
         line("p99", Color::Magenta, &p99),
     ]);
     let chart = Chart::new(datasets)
-        .block(Block::bordered().title(title))
+        .block({
+            let block = Block::bordered().title(title);
+            if with_hop {
+                block.title_bottom(slowest_hop_line(state))
+            } else {
+                block
+            }
+        })
         .x_axis(Axis::default().bounds(bounds))
         .y_axis(
             Axis::default()
@@ -529,13 +539,8 @@ fn saga(frame: &mut Frame, area: Rect, state: &State, with_signals: bool) {
             },
         ),
     ];
-    let hop = latest.and_then(|s| s.slowest_hop.clone());
-    let hop = hop.map(|(hop, p95)| Line::raw(format!("slowest hop: {hop} p95 {}", ms(p95))));
     if with_signals {
         lines.extend(signal_lines(state));
-        lines.extend(hop);
-    } else {
-        lines.extend(hop);
     }
     let title = format!("sagas · {}", window_label(state));
     frame.render_widget(
@@ -583,12 +588,69 @@ fn signal_lines(state: &State) -> Vec<Line<'static>> {
 }
 
 fn signals(frame: &mut Frame, area: Rect, state: &State) {
+    let mut lines = signal_lines(state);
+    let room = usize::from(area.height.saturating_sub(2)).saturating_sub(lines.len());
+    lines.extend(hop_lines(state, room));
     frame.render_widget(
-        Paragraph::new(signal_lines(state))
-            .wrap(Wrap { trim: true })
-            .block(Block::bordered().title("outbox · consumer lag · breakers")),
+        Paragraph::new(lines).block(Block::bordered().title("outbox · lag · breakers · hops")),
         area,
     );
+}
+
+/// The slowest hop in one line, its source and figure before its name (a narrow panel cuts
+/// the end): from the traces, else from the metrics saying why.
+fn slowest_hop_line(state: &State) -> Line<'static> {
+    match state.trace_hops() {
+        Some((figures, _)) => {
+            let f = &figures[0];
+            Line::raw(format!(
+                "slowest hop, traces: p99 {} {} ×{}",
+                ms(f.p99_us as f64 / 1000.0),
+                f.hop,
+                f.traces
+            ))
+        }
+        None => metrics_hop_line(state),
+    }
+}
+
+fn metrics_hop_line(state: &State) -> Line<'static> {
+    let why = state.hops_from_metrics_because();
+    match state.latest_system().and_then(|s| s.slowest_hop.clone()) {
+        Some((hop, p95)) => Line::raw(format!(
+            "slowest hop, metrics ({why}): p95 {} {hop}",
+            ms(p95)
+        )),
+        None => Line::styled(format!("slowest hop: none yet ({why})"), DIM),
+    }
+}
+
+/// The slowest hops in at most `rows` lines: a title, then one hop a line.
+fn hop_lines(state: &State, rows: usize) -> Vec<Line<'static>> {
+    if rows == 0 {
+        return Vec::new();
+    }
+    let Some((figures, traces)) = state.trace_hops() else {
+        return vec![metrics_hop_line(state)];
+    };
+    let mut lines = vec![Line::styled(
+        format!(
+            "slowest hops, traces {} (n={traces}): p99 p95",
+            window_label(state)
+        ),
+        DIM,
+    )];
+    // The figures first: a narrow panel cuts the end of a long hop's name, not its numbers.
+    lines.extend(figures.iter().take(rows - 1).map(|f| {
+        Line::raw(format!(
+            "{:>6} {:>6} {} ×{}",
+            ms(f.p99_us as f64 / 1000.0),
+            ms(f.p95_us as f64 / 1000.0),
+            f.hop,
+            f.traces
+        ))
+    }));
+    lines
 }
 
 fn slos(frame: &mut Frame, area: Rect, state: &State) {
@@ -596,10 +658,10 @@ fn slos(frame: &mut Frame, area: Rect, state: &State) {
         .slos
         .iter()
         .map(|s| {
-            let (mark, style) = if s.held {
-                ("ok  ", GOOD)
-            } else {
-                ("FAIL", BAD)
+            let (mark, style) = match s.held {
+                Some(true) => ("ok  ", GOOD),
+                Some(false) => ("FAIL", BAD),
+                None => ("wait", DIM),
             };
             let budget = s
                 .budget_left
@@ -853,7 +915,8 @@ mod tests {
 
     use super::*;
     use crate::console::state::{
-        ChaosEvent, Header, Quantiles, SloLive, SystemTick, TargetRow, TrafficTick, Update,
+        ChaosEvent, Header, HopSource, HopsTick, Quantiles, SloLive, SystemTick, TargetRow,
+        TrafficTick, Update, WINDOWS,
     };
 
     /// The screen as text, one line per row.
@@ -1002,13 +1065,13 @@ mod tests {
             SloLive {
                 name: "p99 POST /api/orders".into(),
                 detail: "812ms > 500ms".into(),
-                held: false,
+                held: Some(false),
                 budget_left: None,
             },
             SloLive {
                 name: "error rate".into(),
                 detail: "0.4% <= 1%".into(),
-                held: true,
+                held: Some(true),
                 budget_left: Some(0.6),
             },
         ]));
@@ -1028,6 +1091,140 @@ mod tests {
             assert!(shows(&lines, "00:01:00 left"), "{w}x{h}: {lines:#?}");
             assert!(shows(&lines, "pause load"), "{w}x{h}: {lines:#?}");
         }
+    }
+
+    fn figure(hop: &str, p99_ms: u64, traces: u64) -> crate::console::state::HopFigure {
+        crate::console::state::HopFigure {
+            hop: hop.into(),
+            p99_us: p99_ms * 1000,
+            p95_us: p99_ms * 500,
+            traces,
+        }
+    }
+
+    fn traced(s: &mut State) {
+        let figures = vec![
+            figure("order outbox wait order.events", 840, 310),
+            figure("inventory process inventory.commands", 120, 300),
+            figure("gateway → order", 45, 320),
+            figure("payment db", 12, 290),
+        ];
+        s.apply(Update::Hops(HopsTick {
+            source: HopSource::Traces,
+            by_window: WINDOWS.iter().map(|_| (figures.clone(), 320)).collect(),
+        }));
+    }
+
+    #[test]
+    fn the_slowest_hop_comes_from_the_traces_and_says_so() {
+        let mut s = attached();
+        // The metrics' figure, which the traces replace.
+        s.apply(Update::System(SystemTick {
+            t: 31.0,
+            interval_s: 1.0,
+            slowest_hop: Some(("transit to inventory".into(), 9.0)),
+            ..SystemTick::default()
+        }));
+        traced(&mut s);
+        let lines = screen(&s, 80, 24);
+        assert!(
+            shows(&lines, "slowest hop, traces: p99 840ms order outbox wait"),
+            "{lines:#?}"
+        );
+        assert!(!shows(&lines, "transit to inventory"), "{lines:#?}");
+
+        // A larger terminal lists the top few, with the window and the traces counted.
+        let lines = screen(&s, 160, 48);
+        assert!(
+            shows(&lines, "slowest hops, traces 1m (n=320): p99 p95"),
+            "{lines:#?}"
+        );
+        for hop in [
+            " 840ms  420ms order outbox wait order.events",
+            " 120ms   60ms inventory process inventory.com",
+            "  45ms   22ms gateway → order ×320",
+        ] {
+            assert!(shows(&lines, hop), "{hop}: {lines:#?}");
+        }
+    }
+
+    #[test]
+    fn without_traces_the_slowest_hop_is_the_metrics_figure_and_says_why() {
+        let mut s = attached();
+        s.apply(Update::System(SystemTick {
+            t: 31.0,
+            interval_s: 1.0,
+            slowest_hop: Some(("transit to inventory".into(), 9.0)),
+            ..SystemTick::default()
+        }));
+        s.apply(Update::Hops(HopsTick {
+            source: HopSource::Metrics("traces are off".into()),
+            by_window: Vec::new(),
+        }));
+        for (w, h) in [(80, 24), (160, 48)] {
+            let lines = screen(&s, w, h);
+            assert!(
+                shows(&lines, "slowest hop, metrics (traces are off): p95 9ms"),
+                "{w}x{h}: {lines:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_saga_slo_broken_live_and_a_metric_slo_not_yet_measurable() {
+        let mut s = attached();
+        s.run = true;
+        s.header.total = Some(std::time::Duration::from_secs(90));
+        s.apply(Update::Slos(vec![
+            SloLive {
+                name: "saga completion p99 <= 1s".into(),
+                detail: "now 2.8s (n=42)".into(),
+                held: Some(false),
+                budget_left: Some(0.0),
+            },
+            SloLive {
+                name: "metric outbox_pending_messages <= 100 (after)".into(),
+                detail: "not yet measurable: no scrape had this metric".into(),
+                held: None,
+                budget_left: None,
+            },
+        ]));
+        let lines = screen(&s, 160, 48);
+        for text in [
+            "FAIL saga completion p99 <= 1s now 2.8s (n=42)",
+            "budget 0%",
+            "wait metric outbox_pending_messages <= 100",
+            "not yet measurable: no scrape had this",
+        ] {
+            assert!(shows(&lines, text), "{text}: {lines:#?}");
+        }
+        assert!(shows(&lines, "1 SLO(s) broken"), "{lines:#?}");
+
+        // Nothing measurable yet is neither a pass nor a fail.
+        s.apply(Update::Slos(vec![SloLive {
+            name: "metric outbox_pending_messages <= 100 (after)".into(),
+            detail: "not yet measurable: no scrape had this metric".into(),
+            held: None,
+            budget_left: None,
+        }]));
+        let lines = screen(&s, 80, 24);
+        assert!(shows(&lines, "no SLO measurable yet"), "{lines:#?}");
+        assert!(!shows(&lines, "holding"), "{lines:#?}");
+    }
+
+    #[test]
+    fn a_paused_broker_reads_paused() {
+        let mut s = attached();
+        s.apply(Update::Targets(vec![
+            row("order#1", TargetKind::Process, TargetState::Running),
+            row("broker", TargetKind::Process, TargetState::Paused),
+        ]));
+        let lines = screen(&s, 80, 24);
+        let broker = lines
+            .iter()
+            .find(|l| l.contains("broker"))
+            .unwrap_or_else(|| panic!("{lines:#?}"));
+        assert!(broker.contains("PAUSED"), "{lines:#?}");
     }
 
     #[test]

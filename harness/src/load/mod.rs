@@ -279,6 +279,11 @@ pub async fn run_until(
         pace,
         trace_sampling: *scenario.environment.trace_sampling.get_ref(),
     });
+    // The console's live SLOs read what was measured so far (kept only while a view is up).
+    crate::console::slos::measuring(started, {
+        let ctx = Arc::downgrade(&ctx);
+        move |traced_from| ctx.upgrade().map(|c| c.recorder.so_far(traced_from))
+    });
     if let Pace::Open { arrivals, .. } = &ctx.pace {
         ctx.recorder.scheduled(arrivals.schedule().dues());
     }

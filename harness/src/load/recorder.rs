@@ -402,6 +402,19 @@ impl Recorder {
         }
     }
 
+    /// What was measured so far, as the run's end judges it (the load's phases as its
+    /// windows, measured until now), and the traced sagas seen terminal after the first
+    /// `traced_from`: for the console's live SLOs.
+    pub fn so_far(&self, traced_from: usize) -> (Measurements, Vec<TracedSaga>) {
+        let inner = self.lock();
+        let mut m = inner.measurements.clone();
+        m.windows = inner.spans.clone();
+        m.duration = inner.started.elapsed();
+        m.measured_until = m.duration;
+        let traced = inner.traced.get(traced_from..).unwrap_or_default().to_vec();
+        (m, traced)
+    }
+
     /// The traced sagas seen terminal so far (taken: a second call returns the newer ones).
     pub fn take_traced(&self) -> Vec<TracedSaga> {
         std::mem::take(&mut self.lock().traced)

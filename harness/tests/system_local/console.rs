@@ -156,6 +156,22 @@ fn links(env_file: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `harness chaos ARGS...` against the environment, which must succeed.
+fn chaos(env_file: &Path, args: &[&str]) {
+    let out = Command::new(HARNESS)
+        .arg("chaos")
+        .args(args)
+        .arg("--env-file")
+        .arg(env_file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "harness chaos {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The line of `harness chaos links` for `link`.
 fn link_line(env_file: &Path, link: &str) -> String {
     let all = links(env_file);
@@ -246,6 +262,23 @@ fn the_console_injects_a_fault_from_its_menu_shows_it_and_heals_it() {
     assert!(screen.contains("healed "), "{screen}");
     let line = link_line(&up.env_file, link);
     assert!(!line.contains("latency"), "harness chaos links: {line}");
+    assert!(screen.contains("slowest hop"), "{screen}");
+
+    // The broker has no /metrics, and a paused one still takes connections: the console asks
+    // it for its API versions, which only a running broker answers.
+    let broker = |screen: &str, state: &str| {
+        screen
+            .lines()
+            .any(|l| l.contains(" broker ") && l.contains(state))
+    };
+    chaos(&up.env_file, &["inject", "broker", "pause"]);
+    tmux.until("the broker paused", Duration::from_secs(20), |s| {
+        broker(s, "PAUSED")
+    });
+    chaos(&up.env_file, &["heal", "broker"]);
+    tmux.until("the broker running again", Duration::from_secs(20), |s| {
+        broker(s, "running")
+    });
 
     // q quits at once (no run to interrupt) and gives the terminal back.
     tmux.keys(&["q"]);
