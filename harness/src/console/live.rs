@@ -12,8 +12,9 @@
 //! One task ([`aggregate`]) turns the requests into one [`TrafficTick`] a second (counts by
 //! endpoint and status, HDR quantiles), follows the scenario's timeline (planned, active with
 //! its countdown, healed) and phase, judges every SLO on what was measured so far, once a
-//! second, with the code that judges the run at its end ([`super::slos`]), and once the environment is up polls its `/metrics` and proxies as an attached
-//! console does ([`super::source`]). Faults injected from the menu during a run go on links
+//! second, with the code that judges the run at its end ([`super::slos`]), and once
+//! the environment is up polls its `/metrics` and proxies as an attached console does
+//! ([`super::source`]). Faults injected from the menu during a run go on links
 //! only, through the chaos-proxy's API: the environment's processes belong to the run's
 //! timeline. The heal keys heal only the faults injected by hand, so the timeline's own heals
 //! find their toxics where they left them; the load's end heals them too, before the checks.
