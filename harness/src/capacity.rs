@@ -446,6 +446,7 @@ min_goodput = 5
                     scheduled,
                     started: scheduled - dropped,
                     dropped,
+                    paused: 0,
                 },
             );
         }

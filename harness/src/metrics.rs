@@ -161,12 +161,16 @@ impl EndpointStats {
 /// The journeys of an open-model load in one phase (or one second), by when they were due.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ArrivalCounts {
-    /// Journeys the schedule started in the phase: `started + dropped`.
+    /// Journeys the schedule started in the phase: `started + dropped + paused`.
     pub scheduled: u64,
     /// Journeys a user started on time (within the grace).
     pub started: u64,
     /// Journeys due while every user was busy: skipped, not run late.
     pub dropped: u64,
+    /// Journeys due while an operator had the load paused (`harness run --tui`): not started,
+    /// and not the system's doing.
+    #[serde(default)]
+    pub paused: u64,
 }
 
 /// A named part of the load, counted from its start: samples in it are recorded in its phase

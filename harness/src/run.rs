@@ -464,9 +464,13 @@ async fn experiment(
         let outcome = load::run_until(scenario, &target, Vec::new(), load_started, stop).await;
         (outcome, Ok(Vec::new()))
     } else {
+        // With a view (`--tui`), its heal keys reach the timeline's faults, and it hears when
+        // the timeline scales a service.
+        let operator = crate::console::live::timeline_requests();
+        let mut told = Told(env);
         tokio::join!(
             load::run_until(scenario, &target, schedule.phases(), load_started, stop),
-            faults::run_until(&schedule, env, load_started, stop)
+            faults::run_with(&schedule, &mut told, load_started, stop, operator)
         )
     };
     let mut outcome = outcome.context("driving the load")?;
@@ -709,6 +713,90 @@ async fn dead_letters(brokers: &str) -> (Vec<DeadLetter>, Coverage) {
                 }],
             },
         ),
+    }
+}
+
+/// The environment as a run's chaos timeline acts on it: every action goes through, and when
+/// the instances change (a scale, or healing everything, which scales back) the console's view,
+/// if one listens, is told what the environment has now.
+struct Told<'a>(&'a mut dyn Environment);
+
+impl Told<'_> {
+    fn tell(&self) {
+        crate::console::live::environment_changed(|| self.0.info());
+    }
+}
+
+#[async_trait::async_trait]
+impl faults::Faultable for Told<'_> {
+    fn link_names(&self) -> Vec<String> {
+        self.0.link_names()
+    }
+    fn process_names(&self) -> Vec<String> {
+        self.0.process_names()
+    }
+    fn chaos_client(&self) -> anyhow::Result<chaos::Client> {
+        self.0.chaos_client()
+    }
+    async fn kill(&mut self, name: &str) -> anyhow::Result<()> {
+        self.0.kill(name).await
+    }
+    async fn pause(&mut self, name: &str) -> anyhow::Result<()> {
+        self.0.pause(name).await
+    }
+    async fn resume(&mut self, name: &str) -> anyhow::Result<()> {
+        self.0.resume(name).await
+    }
+    async fn stop_instance(&mut self, name: &str) -> anyhow::Result<()> {
+        self.0.stop_instance(name).await
+    }
+    async fn restart(&mut self, name: &str) -> anyhow::Result<()> {
+        self.0.restart(name).await
+    }
+    async fn disconnect(&mut self, name: &str) -> anyhow::Result<()> {
+        self.0.disconnect(name).await
+    }
+    async fn reconnect(&mut self, name: &str) -> anyhow::Result<()> {
+        self.0.reconnect(name).await
+    }
+    async fn heal_all(&mut self) -> anyhow::Result<()> {
+        let before = self.0.instances();
+        let healed = self.0.heal_all().await;
+        if self.0.instances() != before {
+            self.tell();
+        }
+        healed
+    }
+    async fn scale(&mut self, service: environment::Service, count: usize) -> anyhow::Result<()> {
+        // A scale that failed half-way may still have changed the instances.
+        let scaled = self.0.scale(service, count).await;
+        self.tell();
+        scaled
+    }
+    async fn set_message_fault(
+        &mut self,
+        id: &str,
+        links: &[String],
+        fault: &faults::MessageFault,
+    ) -> anyhow::Result<()> {
+        self.0.set_message_fault(id, links, fault).await
+    }
+    async fn clear_message_fault(&mut self, id: &str) -> anyhow::Result<()> {
+        self.0.clear_message_fault(id).await
+    }
+    async fn publish_poison(
+        &mut self,
+        topic: &str,
+        partition: Option<i32>,
+        messages: u64,
+    ) -> anyhow::Result<Vec<String>> {
+        self.0.publish_poison(topic, partition, messages).await
+    }
+    fn instance_count(&self, service: environment::Service) -> usize {
+        self.0.instance_count(service)
+    }
+    fn instances(&self) -> environment::Instances {
+        self.0.instances()
     }
 }
 

@@ -3,6 +3,10 @@
 //! its duration is up, and tells the view over the measurements channel. The view never waits
 //! for a fault: killing and restarting an instance takes seconds.
 //!
+//! During a run the heal keys heal the faults injected here and then the scenario's own active
+//! ones, which its timeline heals on request ([`Hands::heal_scheduled`]); the faults planned for
+//! later still fire at their time.
+//!
 //! When the view goes (its command sender dropped), the faults injected here that are still
 //! active are healed before the task ends, so quitting the console leaves nothing behind; the
 //! windows of every fault injected here are returned, for a run's report (marked manual).
@@ -22,10 +26,16 @@ use crate::scenario::{Backend, HumanDuration};
 #[async_trait::async_trait]
 pub trait Hands: Faultable {
     fn backend(&self) -> Backend;
-    /// Whether the heal keys heal only the faults injected here (during a run, whose timeline
-    /// heals its own), or everything the target names.
+    /// Whether the heal keys heal the faults injected here and then asks the run's timeline to
+    /// heal its own ([`Self::heal_scheduled`]), or heal everything the target names directly.
     fn own_faults_only(&self) -> bool {
         false
+    }
+    /// During a run: has the scenario's timeline heal its active faults that `target` names (all
+    /// of them, then everything, without one) now; returns their labels.
+    async fn heal_scheduled(&mut self, target: Option<&str>) -> anyhow::Result<Vec<String>> {
+        let _ = target;
+        Ok(Vec::new())
     }
     /// Heals the links and processes `target` names; returns what it healed.
     async fn heal_target(&mut self, target: &str) -> anyhow::Result<Vec<String>>;
@@ -131,12 +141,20 @@ impl Worker {
                 }
             }
             Command::Heal(target) if hands.own_faults_only() => {
-                self.heal_own(hands, |a| {
-                    a.planned.entry.target.get_ref() == &target || a.applied.what.contains(&target)
-                })
-                .await;
+                let own = self
+                    .heal_own(hands, |a| {
+                        a.planned.entry.target.get_ref() == &target
+                            || a.applied.what.contains(&target)
+                    })
+                    .await;
+                let scheduled = hands.heal_scheduled(Some(&target)).await;
+                self.healed_in_run(&target, own, scheduled).await;
             }
-            Command::HealAll if hands.own_faults_only() => self.heal_own(hands, |_| true).await,
+            Command::HealAll if hands.own_faults_only() => {
+                let own = self.heal_own(hands, |_| true).await;
+                let scheduled = hands.heal_scheduled(None).await;
+                self.healed_in_run("everything", own, scheduled).await;
+            }
             Command::Heal(target) => match hands.heal_target(&target).await {
                 Ok(healed) => {
                     self.forget(|a| {
@@ -213,22 +231,63 @@ impl Worker {
         Ok(())
     }
 
-    /// Heals the faults injected here that `which` picks.
-    async fn heal_own(&mut self, hands: &mut impl Hands, which: impl Fn(&Active) -> bool) {
+    /// Heals the faults injected here that `which` picks, quietly; returns their labels.
+    async fn heal_own(
+        &mut self,
+        hands: &mut impl Hands,
+        which: impl Fn(&Active) -> bool,
+    ) -> Vec<String> {
         let (picked, rest): (Vec<Active>, Vec<Active>) = std::mem::take(&mut self.active)
             .into_iter()
             .partition(|a| which(a));
         self.active = rest;
-        if picked.is_empty() {
-            self.notice(
-                "no fault injected from the console there; the scenario's heal on time".into(),
-                false,
-            )
-            .await;
-        }
+        let mut healed = Vec::new();
         for active in picked {
-            self.heal(hands, active).await;
+            match faults::heal_fault(hands, &active.planned, &active.applied).await {
+                Ok(()) => healed.push(active.planned.label.clone()),
+                Err(e) => {
+                    self.notice(format!("healing {}: {e:#}", active.planned.label), true)
+                        .await;
+                }
+            }
+            self.ended(active).await;
         }
+        healed
+    }
+
+    /// Says what a heal key healed during a run: the faults injected here, then the scenario's.
+    async fn healed_in_run(
+        &self,
+        target: &str,
+        own: Vec<String>,
+        scheduled: anyhow::Result<Vec<String>>,
+    ) {
+        let (scheduled, error) = match scheduled {
+            Ok(s) => (s, None),
+            Err(e) => (Vec::new(), Some(e)),
+        };
+        let healed: Vec<String> = own
+            .into_iter()
+            .map(|l| format!("{l} (manual)"))
+            .chain(
+                scheduled
+                    .into_iter()
+                    .map(|l| format!("{l} (scenario's, by hand)")),
+            )
+            .collect();
+        let text = match (&error, healed.is_empty()) {
+            (Some(e), _) => format!("heal {target}: the scenario's faults: {e:#}"),
+            (None, true) => format!(
+                "nothing active to heal{}; the scenario's later faults fire on time",
+                if target == "everything" {
+                    String::new()
+                } else {
+                    format!(" on {target}")
+                }
+            ),
+            (None, false) => format!("healed {}", healed.join(", ")),
+        };
+        self.notice(text, error.is_some()).await;
     }
 
     async fn heal_due(&mut self, hands: &mut impl Hands) {
@@ -284,6 +343,7 @@ impl Worker {
             affected: active.applied.what.clone(),
             planned_start_s: active.start_s,
             planned_end_s: end_s,
+            healed_by_hand: false,
         });
     }
 }

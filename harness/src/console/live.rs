@@ -16,12 +16,22 @@
 //! the environment is up polls its `/metrics` and proxies as an attached console does
 //! ([`super::source`]). Faults injected from the menu during a run go on links
 //! only, through the chaos-proxy's API: the environment's processes belong to the run's
-//! timeline. The heal keys heal only the faults injected by hand, so the timeline's own heals
-//! find their toxics where they left them; the load's end heals them too, before the checks.
+//! timeline. The heal keys heal the faults injected by hand, then ask the timeline, which owns
+//! the environment during the load, to heal its own active ones ([`timeline_requests`]): those
+//! are healed at once, marked healed by hand in the report, and their scheduled heal later
+//! finds nothing to do. The faults planned for later still fire on time. The load's end heals
+//! everything too, before the checks.
 //!
-//! `p` pauses a closed-model load (each user finishes its journey and starts no other until `p`
-//! again, and never past the load's end); an open model's arrivals are not paused, as an arrival
-//! that cannot start on time is dropped. A pause shows in the report only as fewer requests.
+//! The view's processes and links follow the environment: when the timeline scales a service
+//! (or heals everything, which scales back), the run tells the view
+//! ([`environment_changed`]) and the env file the view polls is written again, so new
+//! instances show with their state and links and removed ones go.
+//!
+//! `p` pauses the load until `p` again, never past the load's end. A closed model's users
+//! finish their journeys and start no other; an open model starts no journey, and the arrivals
+//! due meanwhile are counted as paused, not dropped (the system is not why they did not start),
+//! so the report's arrivals still add up: due = started + dropped + paused. The pause is in the
+//! report's chaos timeline as `load paused (manual)`, so a dip in throughput has its reason.
 //!
 //! `q` (confirmed) or Ctrl-C in the view interrupts the run as Ctrl-C does outside it; SIGTERM
 //! too. The view closes when the run's load and checks are done or it is interrupted, and what
@@ -30,8 +40,8 @@
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -44,7 +54,7 @@ use super::state::{ChaosEvent, Command, Header, Quantiles, State, TrafficTick, U
 use super::{App, Exit, source, terminal};
 use crate::cli::RunArgs;
 use crate::environment::EnvInfo;
-use crate::faults::{Faultable, Schedule};
+use crate::faults::{Faultable, HealRequest, HealedByHand, Schedule};
 use crate::interrupt::Interrupt;
 use crate::report::ChaosWindow;
 use crate::scenario::{Backend, Scenario};
@@ -59,6 +69,10 @@ enum Event {
     LoadStarted(Instant),
     LoadFinished,
     Environment(Box<EnvInfo>),
+    /// The environment's instances changed (a scale): what it has now.
+    EnvironmentChanged(Box<EnvInfo>),
+    /// The timeline healed these of its faults on the operator's request.
+    HealedByHand(Vec<HealedByHand>),
 }
 
 /// Whether a view listens; read first, so that a run without one pays one atomic load.
@@ -67,7 +81,14 @@ static ON: AtomicBool = AtomicBool::new(false);
 static TAP: Mutex<Option<mpsc::UnboundedSender<Event>>> = Mutex::new(None);
 /// The view has paused the load: closed-model users wait before their next journey.
 static PAUSED: AtomicBool = AtomicBool::new(false);
-/// Faults injected by hand that have ended, for the report.
+/// The load's pauses: from, and until (open while paused). Open-model arrivals due in one are
+/// not started but counted as paused.
+static PAUSES: Mutex<Vec<(Instant, Option<Instant>)>> = Mutex::new(Vec::new());
+/// Open-model arrivals skipped during the pauses of the current load, for the view.
+static PAUSED_ARRIVALS: AtomicU64 = AtomicU64::new(0);
+/// Where the operator's heals of the scenario's faults go: the running chaos timeline.
+static TIMELINE: Mutex<Option<mpsc::Sender<HealRequest>>> = Mutex::new(None);
+/// Faults injected by hand that have ended, and the load's pauses, for the report.
 static WINDOWS: Mutex<Vec<ChaosWindow>> = Mutex::new(Vec::new());
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -127,6 +148,8 @@ fn close_tap() {
     PAUSED.store(false, Ordering::SeqCst);
     ON.store(false, Ordering::SeqCst);
     *lock(&TAP) = None;
+    *lock(&TIMELINE) = None;
+    lock(&PAUSES).clear();
 }
 
 /// The load's request to `endpoint` was answered with `status` (0: no answer) after `took`.
@@ -165,6 +188,43 @@ pub async fn while_paused(until: tokio::time::Instant) {
             return;
         }
         tokio::time::sleep_until((now + Duration::from_millis(100)).min(until)).await;
+    }
+}
+
+/// Whether the view had the load paused at `at`: an open-model arrival due then is not
+/// started, and counted as paused. One atomic load when no view listens.
+pub fn paused_at(at: Instant) -> bool {
+    if !ON.load(Ordering::Relaxed) {
+        return false;
+    }
+    lock(&PAUSES)
+        .iter()
+        .any(|(from, to)| *from <= at && to.is_none_or(|to| at < to))
+}
+
+/// Open-model arrivals were skipped while the load was paused.
+pub fn arrivals_paused(n: u64) {
+    if ON.load(Ordering::Relaxed) {
+        PAUSED_ARRIVALS.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// A chaos timeline starts: the operator's heals of the scenario's faults go to the receiver
+/// returned, until the next timeline; `None` when no view listens.
+pub fn timeline_requests() -> Option<mpsc::Receiver<HealRequest>> {
+    if !ON.load(Ordering::Relaxed) {
+        return None;
+    }
+    let (tx, rx) = mpsc::channel(4);
+    *lock(&TIMELINE) = Some(tx);
+    Some(rx)
+}
+
+/// The environment's instances changed (a scale): `info` says what it has now. Computed only
+/// when a view listens.
+pub fn environment_changed(info: impl FnOnce() -> EnvInfo) {
+    if ON.load(Ordering::Relaxed) {
+        send(Event::EnvironmentChanged(Box::new(info())));
     }
 }
 
@@ -312,12 +372,29 @@ fn quantiles(h: &Histogram<u64>) -> Option<Quantiles> {
     })
 }
 
-/// The hands of a run's console: the chaos-proxy's links only.
+/// The hands of a run's console: the chaos-proxy's links, and the scenario's timeline for its
+/// own faults.
 struct RunHands {
     backend: Backend,
     toxiproxy_url: String,
+    /// The links and processes now (the aggregator updates them when the environment scales).
+    names: Arc<Mutex<Names>>,
+}
+
+/// The links and processes of an environment, by name.
+#[derive(Default)]
+struct Names {
     links: Vec<String>,
     processes: Vec<String>,
+}
+
+impl Names {
+    fn of(info: &EnvInfo) -> Self {
+        Self {
+            links: info.links.iter().map(|l| l.name.clone()).collect(),
+            processes: info.processes.iter().map(|p| p.name.clone()).collect(),
+        }
+    }
 }
 
 const INSTANCES_BELONG_TO_THE_RUN: &str = "during a run, faults from the console go on links only: \
@@ -326,10 +403,10 @@ const INSTANCES_BELONG_TO_THE_RUN: &str = "during a run, faults from the console
 #[async_trait::async_trait]
 impl Faultable for RunHands {
     fn link_names(&self) -> Vec<String> {
-        self.links.clone()
+        lock(&self.names).links.clone()
     }
     fn process_names(&self) -> Vec<String> {
-        self.processes.clone()
+        lock(&self.names).processes.clone()
     }
     fn chaos_client(&self) -> anyhow::Result<::chaos::Client> {
         Ok(::chaos::Client::new(&self.toxiproxy_url)?)
@@ -374,12 +451,34 @@ impl Hands for RunHands {
     async fn heal_target(&mut self, _: &str) -> anyhow::Result<Vec<String>> {
         anyhow::bail!(INSTANCES_BELONG_TO_THE_RUN)
     }
+    async fn heal_scheduled(&mut self, target: Option<&str>) -> anyhow::Result<Vec<String>> {
+        let Some(timeline) = lock(&TIMELINE).clone() else {
+            return Ok(Vec::new());
+        };
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let request = HealRequest {
+            target: target.map(str::to_string),
+            reply,
+        };
+        // A timeline that is over has healed everything already.
+        if timeline.send(request).await.is_err() {
+            return Ok(Vec::new());
+        }
+        let Ok(healed) = answer.await else {
+            return Ok(Vec::new());
+        };
+        let healed = healed?;
+        let labels = healed.iter().map(|h| h.label.clone()).collect();
+        send(Event::HealedByHand(healed));
+        Ok(labels)
+    }
 }
 
 /// The fault task of one environment (a run of variants has one per variant).
 struct Worker {
     commands: mpsc::Sender<Command>,
     task: JoinHandle<Vec<ChaosWindow>>,
+    names: Arc<Mutex<Names>>,
 }
 
 /// Ends a worker (it heals what it injected) and keeps its windows for the report, in seconds
@@ -417,6 +516,10 @@ async fn aggregate(
     let mut load_done = false;
     let mut applied = vec![false; schedule.faults.len()];
     let mut healed = vec![false; schedule.faults.len()];
+    // Healed by hand before their time.
+    let mut early = vec![false; schedule.faults.len()];
+    let open_model = scenario.load.get_ref().arrivals().is_some();
+    let mut pause = Pause::new(origin);
     let mut worker: Option<Worker> = None;
     let mut poller: Option<(CancellationToken, tempfile::TempDir)> = None;
     let mut ticks = tokio::time::interval(source::INTERVAL);
@@ -436,8 +539,10 @@ async fn aggregate(
                     let start = at.saturating_duration_since(origin).as_secs_f64();
                     load_start = Some(start);
                     load_done = false;
+                    pause.new_load();
                     applied.iter_mut().for_each(|a| *a = false);
                     healed.iter_mut().for_each(|h| *h = false);
+                    early.iter_mut().for_each(|e| *e = false);
                     for (i, f) in schedule.faults.iter().enumerate() {
                         let _ = updates.send(Update::Chaos(ChaosEvent::Planned {
                             id: format!("plan-{i}-{start}"),
@@ -449,6 +554,10 @@ async fn aggregate(
                 }
                 Some(Event::LoadFinished) => {
                     load_done = true;
+                    if let Some(start) = load_start {
+                        let end = (start + schedule.load_end.as_secs_f64()).min(origin.elapsed().as_secs_f64());
+                        pause.end(end, start, open_model, &updates).await;
+                    }
                     if let Some(w) = worker.take() {
                         end(w, load_start);
                     }
@@ -464,22 +573,36 @@ async fn aggregate(
                     poller = watch_environment(&info, &updates, origin).await;
                     worker = Some(spawn_worker(&info, &updates, origin));
                 }
+                Some(Event::EnvironmentChanged(info)) => {
+                    environment_changed_to(&info, poller.as_ref(), worker.as_ref(), &updates).await;
+                }
+                Some(Event::HealedByHand(faults)) => {
+                    let start = load_start.unwrap_or(0.0);
+                    for f in faults {
+                        if let Some(h) = healed.get_mut(f.index).filter(|h| !**h) {
+                            *h = true;
+                            early[f.index] = true;
+                            let id = format!("plan-{}-{start}", f.index);
+                            let at_s = start + f.at.as_secs_f64();
+                            let _ = updates.send(Update::Chaos(ChaosEvent::Healed { id, at_s })).await;
+                        }
+                    }
+                }
             },
             command = commands.recv() => match command {
-                Some(Command::PauseLoad(pause)) => {
-                    let open = scenario.load.get_ref().arrivals().is_some();
-                    let text = if open {
-                        "an open model's arrivals are not paused: an arrival that cannot start \
-                         on time is dropped, which is what the run measures"
-                    } else if pause {
-                        PAUSED.store(true, Ordering::SeqCst);
-                        "load paused: the users finish their journeys and start no other (the \
-                         load's end still comes on time); p resumes"
-                    } else {
-                        PAUSED.store(false, Ordering::SeqCst);
-                        "load resumed"
-                    };
-                    let _ = updates.send(Update::Notice { text: text.into(), error: open }).await;
+                Some(Command::PauseLoad(paused)) => {
+                    let now = origin.elapsed().as_secs_f64();
+                    match load_start.filter(|_| !load_done) {
+                        None => {
+                            let _ = updates.send(Update::LoadPaused(false)).await;
+                            let _ = updates.send(Update::Notice {
+                                text: "no load is running to pause".into(),
+                                error: true,
+                            }).await;
+                        }
+                        Some(_) if paused => pause.begin(now, open_model, &updates).await,
+                        Some(start) => pause.end(now, start, open_model, &updates).await,
+                    }
                 }
                 Some(command) => match &worker {
                     Some(w) => { let _ = w.commands.send(command).await; }
@@ -513,6 +636,13 @@ async fn aggregate(
                 }
                 if let Some(start) = load_start.filter(|_| !load_done) {
                     let at = t - start;
+                    // The pause ends with the load, however long the follow-up takes.
+                    let load_end = schedule.load_end.as_secs_f64();
+                    if at >= load_end {
+                        pause.end(start + load_end, start, open_model, &updates).await;
+                    } else {
+                        pause.tick(open_model, &updates).await;
+                    }
                     for (i, f) in schedule.faults.iter().enumerate() {
                         let id = format!("plan-{i}-{start}");
                         if !applied[i] && at >= f.at.as_secs_f64() {
@@ -531,7 +661,7 @@ async fn aggregate(
                             let _ = updates.send(Update::Chaos(ChaosEvent::Healed { id, at_s: start + f.until.as_secs_f64() })).await;
                         }
                     }
-                    let _ = updates.send(Update::Phase(phase_at(&schedule, at))).await;
+                    let _ = updates.send(Update::Phase(phase_at(&schedule, &early, at))).await;
                 }
             }
         }
@@ -544,13 +674,161 @@ async fn aggregate(
     }
 }
 
-/// `before`, `during <label>`, `after`, as the run's phases are named.
-fn phase_at(schedule: &Schedule, at: f64) -> String {
+/// The operator's pause of the load (`p`), as the aggregation keeps it.
+struct Pause {
+    /// The view's origin, which the times count from.
+    origin: Instant,
+    /// Since when (seconds from the view's origin), the id of its timeline entry, and the
+    /// open-model arrivals skipped in the pauses before it.
+    since: Option<(f64, String, u64)>,
+    /// Pauses so far, for unique ids.
+    count: usize,
+}
+
+impl Pause {
+    fn new(origin: Instant) -> Self {
+        Self {
+            origin,
+            since: None,
+            count: 0,
+        }
+    }
+
+    /// A new load: no pause of an earlier one carries over.
+    fn new_load(&mut self) {
+        self.since = None;
+        PAUSED.store(false, Ordering::SeqCst);
+        PAUSED_ARRIVALS.store(0, Ordering::SeqCst);
+        lock(&PAUSES).clear();
+    }
+
+    /// The timeline's label of the pause that began when `before` arrivals had been skipped.
+    fn label(open_model: bool, before: u64) -> String {
+        if open_model {
+            let skipped = PAUSED_ARRIVALS
+                .load(Ordering::Relaxed)
+                .saturating_sub(before);
+            format!("load paused ({skipped} arrivals not started)")
+        } else {
+            "load paused".into()
+        }
+    }
+
+    /// Pauses the load at `now_s` (from the view's origin), unless it is paused already.
+    async fn begin(&mut self, now_s: f64, open_model: bool, updates: &mpsc::Sender<Update>) {
+        if self.since.is_none() {
+            self.count += 1;
+            let id = format!("pause-{}", self.count);
+            lock(&PAUSES).push((self.origin + Duration::from_secs_f64(now_s.max(0.0)), None));
+            PAUSED.store(true, Ordering::SeqCst);
+            let before = PAUSED_ARRIVALS.load(Ordering::Relaxed);
+            self.since = Some((now_s, id.clone(), before));
+            let _ = updates
+                .send(Update::Chaos(ChaosEvent::Applied {
+                    id,
+                    label: Self::label(open_model, before),
+                    at_s: now_s,
+                    until_s: None,
+                    manual: true,
+                    affected: Vec::new(),
+                }))
+                .await;
+        }
+        let text = if open_model {
+            "load paused: no journey starts, and the arrivals due meanwhile are counted as \
+             paused, not dropped (the load's end still comes on time); p resumes"
+        } else {
+            "load paused: the users finish their journeys and start no other (the load's end \
+             still comes on time); p resumes"
+        };
+        let _ = updates.send(Update::LoadPaused(true)).await;
+        let _ = updates
+            .send(Update::Notice {
+                text: text.into(),
+                error: false,
+            })
+            .await;
+    }
+
+    /// While paused, the timeline entry of an open model counts the arrivals not started.
+    async fn tick(&self, open_model: bool, updates: &mpsc::Sender<Update>) {
+        if let (Some((since, id, before)), true) = (&self.since, open_model) {
+            let _ = updates
+                .send(Update::Chaos(ChaosEvent::Applied {
+                    id: id.clone(),
+                    label: Self::label(open_model, *before),
+                    at_s: *since,
+                    until_s: None,
+                    manual: true,
+                    affected: Vec::new(),
+                }))
+                .await;
+        }
+    }
+
+    /// Resumes the load at `at_s` (from the view's origin; the load started at `load_start`):
+    /// the pause goes into the report's chaos timeline, marked manual.
+    async fn end(
+        &mut self,
+        at_s: f64,
+        load_start: f64,
+        open_model: bool,
+        updates: &mpsc::Sender<Update>,
+    ) {
+        let Some((since, id, before)) = self.since.take() else {
+            return;
+        };
+        let at_s = at_s.max(since);
+        PAUSED.store(false, Ordering::SeqCst);
+        let until = self.origin + Duration::from_secs_f64(at_s.max(0.0));
+        if let Some(open) = lock(&PAUSES).iter_mut().find(|(_, to)| to.is_none()) {
+            open.1 = Some(until);
+        }
+        let label = Self::label(open_model, before);
+        let _ = updates
+            .send(Update::Chaos(ChaosEvent::Healed {
+                id: id.clone(),
+                at_s,
+            }))
+            .await;
+        let _ = updates.send(Update::LoadPaused(false)).await;
+        let _ = updates
+            .send(Update::Notice {
+                text: format!("load resumed after {:.1}s: {label}", at_s - since),
+                error: false,
+            })
+            .await;
+        lock(&WINDOWS).push(pause_window(since - load_start, at_s - load_start, &label));
+    }
+}
+
+/// A pause of the load in the report's chaos timeline, in seconds from the start of the load.
+fn pause_window(start_s: f64, end_s: f64, label: &str) -> ChaosWindow {
+    ChaosWindow {
+        start_s,
+        end_s,
+        label: format!("{label} (manual)"),
+        fault: "pause_load".into(),
+        target: "load".into(),
+        affected: Vec::new(),
+        planned_start_s: start_s,
+        planned_end_s: end_s,
+        healed_by_hand: false,
+    }
+}
+
+/// `before`, `during <label>`, `after`, as the run's phases are named; a fault healed by hand
+/// (`early`, by index) is no longer shown as under way.
+fn phase_at(schedule: &Schedule, early: &[bool], at: f64) -> String {
     let during: Vec<&str> = schedule
         .faults
         .iter()
-        .filter(|f| (f.at.as_secs_f64()..f.until.as_secs_f64()).contains(&at))
-        .map(|f| f.label.as_str())
+        .enumerate()
+        .filter(|(i, f)| {
+            !early.get(*i).copied().unwrap_or(false)
+                && (f.at.as_secs_f64()..f.until.as_secs_f64()).contains(&at)
+        })
+        .map(|(_, f)| f.label.as_str())
         .collect();
     match (
         during.is_empty(),
@@ -573,7 +851,7 @@ async fn watch_environment(
         let dir = tempfile::Builder::new()
             .prefix("harness-console-")
             .tempdir()?;
-        std::fs::write(dir.path().join("env.json"), serde_json::to_string(info)?)?;
+        write_env_file(dir.path(), info)?;
         Ok(dir)
     })();
     let dir = match written {
@@ -600,6 +878,7 @@ async fn watch_environment(
 }
 
 fn spawn_worker(info: &EnvInfo, updates: &mpsc::Sender<Update>, origin: Instant) -> Worker {
+    let names = Arc::new(Mutex::new(Names::of(info)));
     let hands = RunHands {
         backend: if info.backend == "containers" {
             Backend::Containers
@@ -607,12 +886,45 @@ fn spawn_worker(info: &EnvInfo, updates: &mpsc::Sender<Update>, origin: Instant)
             Backend::Local
         },
         toxiproxy_url: info.toxiproxy_url.clone(),
-        links: info.links.iter().map(|l| l.name.clone()).collect(),
-        processes: info.processes.iter().map(|p| p.name.clone()).collect(),
+        names: Arc::clone(&names),
     };
     let (commands, rx) = mpsc::channel(16);
     let task = tokio::spawn(chaos::serve(hands, rx, updates.clone(), origin));
-    Worker { commands, task }
+    Worker {
+        commands,
+        task,
+        names,
+    }
+}
+
+/// The environment scaled: the env file the view polls is written again (so its processes,
+/// links and metrics targets are the new ones at the next poll) and the menu's targets change.
+async fn environment_changed_to(
+    info: &EnvInfo,
+    poller: Option<&(CancellationToken, tempfile::TempDir)>,
+    worker: Option<&Worker>,
+    updates: &mpsc::Sender<Update>,
+) {
+    if let Some(worker) = worker {
+        *lock(&worker.names) = Names::of(info);
+    }
+    let Some((_, dir)) = poller else { return };
+    if let Err(e) = write_env_file(dir.path(), info) {
+        let _ = updates
+            .send(Update::Notice {
+                text: format!("the new instances cannot be shown: {e:#}"),
+                error: true,
+            })
+            .await;
+    }
+}
+
+/// Writes `info` as the env file the poller reads, in one rename so it never reads half of it.
+fn write_env_file(dir: &std::path::Path, info: &EnvInfo) -> anyhow::Result<()> {
+    let temp = dir.join("env.json.tmp");
+    std::fs::write(&temp, serde_json::to_string(info)?)?;
+    std::fs::rename(&temp, dir.join("env.json"))?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -649,9 +961,238 @@ saga_completion_p99 = "1s"
         s
     }
 
+    /// An environment with `orders` order instances, whose processes and proxies do not
+    /// answer (the view shows them in an unknown state).
+    fn env_info(orders: usize) -> EnvInfo {
+        let mut processes = vec!["gateway#1".to_string(), "payment#1".into()];
+        processes.extend((1..=orders).map(|n| format!("order#{n}")));
+        let links: Vec<String> = processes
+            .iter()
+            .filter(|p| !p.starts_with("gateway"))
+            .flat_map(|p| [format!("gateway->{p}"), format!("{p}->kafka")])
+            .collect();
+        EnvInfo {
+            backend: "local".into(),
+            gateway_url: "http://127.0.0.1:9".into(),
+            customer_token: String::new(),
+            admin_token: String::new(),
+            declining_customer_token: String::new(),
+            kafka_brokers: String::new(),
+            run_dir: String::new(),
+            customers: Vec::new(),
+            products: Vec::new(),
+            processes: processes
+                .into_iter()
+                .map(|name| crate::environment::ProcessInfo {
+                    name,
+                    pid: 0,
+                    addr: String::new(),
+                    url: None,
+                    log: String::new(),
+                })
+                .collect(),
+            jwt_public_key_pem: String::new(),
+            startup_ms: 0,
+            toxiproxy_url: "http://127.0.0.1:9".into(),
+            links: links
+                .into_iter()
+                .map(|name| crate::environment::LinkInfo {
+                    name,
+                    listen: String::new(),
+                    upstream: String::new(),
+                })
+                .collect(),
+            control_url: None,
+            otlp_endpoint: None,
+            metrics_targets: Vec::new(),
+            prometheus_config: None,
+        }
+    }
+
+    /// The aggregation of a run of `scenario`, its clock started at `origin`: where the run's
+    /// events and the view's commands go, and what the view is sent.
+    struct Aggregation {
+        /// One aggregation at a time: the load's pause is the process's.
+        _alone: tokio::sync::MutexGuard<'static, ()>,
+        origin: Instant,
+        events: mpsc::UnboundedSender<Event>,
+        commands: mpsc::Sender<Command>,
+        updates: mpsc::Receiver<Update>,
+        stop: CancellationToken,
+        task: JoinHandle<()>,
+    }
+
+    static ALONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+    impl Aggregation {
+        /// Starts it with its clock `back` in the past (once no other aggregation runs).
+        async fn start(scenario: Scenario, back: Duration) -> Self {
+            let alone = ALONE.lock().await;
+            let origin = Instant::now()
+                .checked_sub(back)
+                .expect("the clock is past the origin asked for");
+            let (events, events_rx) = mpsc::unbounded_channel();
+            let (commands, commands_rx) = mpsc::channel(4);
+            let (updates_tx, updates) = mpsc::channel(1024);
+            let stop = CancellationToken::new();
+            let task = tokio::spawn(aggregate(
+                scenario,
+                events_rx,
+                commands_rx,
+                updates_tx,
+                origin,
+                stop.clone(),
+            ));
+            Self {
+                _alone: alone,
+                origin,
+                events,
+                commands,
+                updates,
+                stop,
+                task,
+            }
+        }
+
+        /// The first update `pick` takes, within 10 s.
+        async fn until<T>(&mut self, mut pick: impl FnMut(Update) -> Option<T>) -> T {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let update = tokio::time::timeout_at(deadline, self.updates.recv())
+                    .await
+                    .expect("the update came within 10 s")
+                    .expect("the aggregation runs");
+                if let Some(t) = pick(update) {
+                    return t;
+                }
+            }
+        }
+
+        /// The names of the view's targets, once `pick` likes them.
+        async fn targets(&mut self, pick: impl Fn(&[String]) -> bool) -> Vec<String> {
+            self.until(|u| match u {
+                Update::Targets(rows) => {
+                    let names: Vec<String> = rows.into_iter().map(|r| r.name).collect();
+                    pick(&names).then_some(names)
+                }
+                _ => None,
+            })
+            .await
+        }
+
+        async fn stop(self) {
+            self.stop.cancel();
+            self.task.await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn the_view_shows_the_instances_a_scale_adds_and_drops_those_it_removes() {
+        let mut a = Aggregation::start(scenario(), Duration::ZERO).await;
+        let has = |name: &'static str| move |names: &[String]| names.iter().any(|n| n == name);
+        a.events
+            .send(Event::Environment(Box::new(env_info(1))))
+            .unwrap();
+        let before = a.targets(has("order#1")).await;
+        assert!(!before.contains(&"order#2".to_string()), "{before:?}");
+
+        a.events
+            .send(Event::EnvironmentChanged(Box::new(env_info(3))))
+            .unwrap();
+        let after = a.targets(has("order#3")).await;
+        for name in ["order#2", "gateway->order#2", "order#3->kafka"] {
+            assert!(after.contains(&name.to_string()), "{name} in {after:?}");
+        }
+        assert!(after.len() > before.len());
+
+        a.events
+            .send(Event::EnvironmentChanged(Box::new(env_info(1))))
+            .unwrap();
+        let back = a
+            .targets(|n| !n.iter().any(|n| n.contains("order#2")))
+            .await;
+        assert_eq!(
+            back, before,
+            "the removed instances and their links are gone"
+        );
+        a.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_pause_of_the_load_ends_at_the_loads_end_and_goes_into_the_report_as_manual() {
+        let text = SCENARIO.replace("duration = \"60s\"", "duration = \"2s\"");
+        let scenario = Scenario::from_toml(std::path::Path::new("t.toml"), &text).unwrap();
+        let mut a = Aggregation::start(scenario, Duration::ZERO).await;
+        let origin = a.origin;
+        a.events.send(Event::LoadStarted(origin)).unwrap();
+        a.until(|u| matches!(u, Update::Chaos(ChaosEvent::Planned { .. })).then_some(()))
+            .await;
+        a.commands.send(Command::PauseLoad(true)).await.unwrap();
+        a.until(|u| matches!(u, Update::LoadPaused(true)).then_some(()))
+            .await;
+        assert!(PAUSED.load(Ordering::SeqCst));
+        // Nobody resumes it: the load's end does, on time.
+        let healed_at = a
+            .until(|u| match u {
+                Update::Chaos(ChaosEvent::Healed { id, at_s }) if id == "pause-1" => Some(at_s),
+                _ => None,
+            })
+            .await;
+        assert!(
+            (healed_at - 2.0).abs() < 1e-6,
+            "at the load's end: {healed_at}"
+        );
+        a.until(|u| matches!(u, Update::LoadPaused(false)).then_some(()))
+            .await;
+        assert!(!PAUSED.load(Ordering::SeqCst));
+        let end = lock(&PAUSES).last().and_then(|(_, to)| *to);
+        assert_eq!(end, Some(origin + Duration::from_secs(2)));
+        let windows: Vec<ChaosWindow> = manual_windows()
+            .into_iter()
+            .filter(|w| w.fault == "pause_load")
+            .collect();
+        assert_eq!(windows.len(), 1, "{windows:?}");
+        assert_eq!(windows[0].label, "load paused (manual)");
+        assert!(windows[0].start_s < 1.0 && (windows[0].end_s - 2.0).abs() < 1e-6);
+        a.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_scheduled_fault_healed_by_hand_shows_healed_and_its_phase_ends() {
+        let mut a = Aggregation::start(scenario(), Duration::from_secs(12)).await;
+        a.events.send(Event::LoadStarted(a.origin)).unwrap();
+        a.until(|u| matches!(&u, Update::Phase(p) if p.starts_with("during")).then_some(()))
+            .await;
+        a.events
+            .send(Event::HealedByHand(vec![HealedByHand {
+                index: 0,
+                label: "latency gateway->payment".into(),
+                at: Duration::from_secs(12),
+            }]))
+            .unwrap();
+        let (id, at_s) = a
+            .until(|u| match u {
+                Update::Chaos(ChaosEvent::Healed { id, at_s }) => Some((id, at_s)),
+                _ => None,
+            })
+            .await;
+        assert_eq!((id.as_str(), at_s), ("plan-0-0", 12.0));
+        a.until(|u| matches!(&u, Update::Phase(p) if p == "after").then_some(()))
+            .await;
+        a.stop().await;
+    }
+
     #[test]
     fn a_moment_of_the_load_is_in_the_phase_the_slos_name() {
         let schedule = Schedule::of(&scenario()).unwrap();
-        assert_eq!(phase_at(&schedule, 12.0), "during latency gateway->payment");
+        assert_eq!(
+            phase_at(&schedule, &[false], 12.0),
+            "during latency gateway->payment"
+        );
+        assert_eq!(
+            phase_at(&schedule, &[true], 12.0),
+            "after",
+            "healed by hand"
+        );
     }
 }

@@ -11,6 +11,11 @@
 //! `poison` publishes malformed messages onto a topic when it starts ([`Faultable::publish_poison`]).
 //! Faults without `for` last until the load ends.
 //!
+//! An operator may heal the timeline's faults early ([`run_with`] and its [`HealRequest`]s, the
+//! heal keys of `harness run --tui`): each fault picked is healed at once, its window ends then
+//! and is marked healed by hand, and its scheduled heal later finds nothing to do. The faults
+//! planned for later still fire at their time: the experiment goes on as written.
+//!
 //! Healing always happens, like Chaos Toolkit's rollbacks: each fault when its time is up, and
 //! everything at the end of the timeline ([`Faultable::heal_all`]: every proxy reset,
 //! every paused process resumed, every stopped one restarted, every service back at the
@@ -306,11 +311,57 @@ pub async fn run_until(
     t0: Instant,
     stop: &tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<Vec<ChaosWindow>> {
-    let result = timeline(schedule, env, t0, stop).await;
+    run_with(schedule, env, t0, stop, None).await
+}
+
+/// What an operator asks of a running timeline: heal its active faults now, those `target`
+/// names (a link, process or service, as `harness chaos heal` takes it) or, without one, every
+/// one of them and then everything ([`Faultable::heal_all`]).
+#[derive(Debug)]
+pub struct HealRequest {
+    pub target: Option<String>,
+    /// The faults healed, or why not.
+    pub reply: tokio::sync::oneshot::Sender<anyhow::Result<Vec<HealedByHand>>>,
+}
+
+/// A fault of the timeline an operator healed before its time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealedByHand {
+    /// Its index in the [`Schedule`].
+    pub index: usize,
+    pub label: String,
+    /// When, from the start of the load.
+    pub at: Duration,
+}
+
+/// [`run_until`], also healing what `requests` ask for while it runs. The timeline owns the
+/// environment while the load runs, so an operator's heal goes through it: it knows which of its
+/// faults are active, and their scheduled heal must then find nothing left to do.
+pub async fn run_with(
+    schedule: &Schedule,
+    env: &mut (impl Faultable + ?Sized),
+    t0: Instant,
+    stop: &tokio_util::sync::CancellationToken,
+    requests: Option<tokio::sync::mpsc::Receiver<HealRequest>>,
+) -> anyhow::Result<Vec<ChaosWindow>> {
+    let result = timeline(schedule, env, t0, stop, requests).await;
     let healed = env.heal_all().await;
     let windows = result?;
     healed?;
     Ok(windows)
+}
+
+/// The next request, or never once there are none (no operator, or the operator gone).
+async fn next_request(
+    requests: &mut Option<tokio::sync::mpsc::Receiver<HealRequest>>,
+) -> HealRequest {
+    if let Some(rx) = requests {
+        if let Some(request) = rx.recv().await {
+            return request;
+        }
+        *requests = None;
+    }
+    std::future::pending().await
 }
 
 async fn timeline(
@@ -318,6 +369,7 @@ async fn timeline(
     env: &mut (impl Faultable + ?Sized),
     t0: Instant,
     stop: &tokio_util::sync::CancellationToken,
+    mut requests: Option<tokio::sync::mpsc::Receiver<HealRequest>>,
 ) -> anyhow::Result<Vec<ChaosWindow>> {
     // Events in time order: (when, planned index, apply?). Heals sort before applies at the
     // same instant, so back-to-back faults on one target do not overlap.
@@ -329,10 +381,19 @@ async fn timeline(
     events.sort_by_key(|(t, i, apply)| (*t, *apply, *i));
     let mut active: Vec<Applied> = Vec::new();
     let mut windows = Vec::new();
-    for (at, i, apply) in events {
-        tokio::select! {
-            () = tokio::time::sleep_until((t0 + at).into()) => {}
-            () = stop.cancelled() => break,
+    'events: for (at, i, apply) in events {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep_until((t0 + at).into()) => break,
+                () = stop.cancelled() => break 'events,
+                request = next_request(&mut requests) => {
+                    let healed =
+                        heal_by_hand(schedule, env, t0, &mut active, &mut windows, request.target)
+                            .await;
+                    // The operator may have gone meanwhile; the heal stands.
+                    let _ = request.reply.send(healed);
+                }
+            }
         }
         let planned = &schedule.faults[i];
         if apply {
@@ -371,6 +432,71 @@ async fn timeline(
     Ok(windows)
 }
 
+/// Heals the active faults `target` names (every one without a target, then everything) now,
+/// for an operator: each one's window ends now, marked healed by hand. A fault whose heal
+/// fails stays active, so its scheduled heal tries again; the first failure is returned after
+/// the others were tried.
+async fn heal_by_hand(
+    schedule: &Schedule,
+    env: &mut (impl Faultable + ?Sized),
+    t0: Instant,
+    active: &mut Vec<Applied>,
+    windows: &mut Vec<ChaosWindow>,
+    target: Option<String>,
+) -> anyhow::Result<Vec<HealedByHand>> {
+    let picks = match &target {
+        None => None,
+        Some(t) => Some(t.parse::<Target>().map_err(|m| anyhow::anyhow!(m))?),
+    };
+    let (picked, rest): (Vec<Applied>, Vec<Applied>) = std::mem::take(active)
+        .into_iter()
+        .partition(|a| picks.as_ref().is_none_or(|t| names_any(t, &a.what)));
+    *active = rest;
+    let mut healed = Vec::new();
+    let mut first_error: Option<anyhow::Error> = None;
+    for applied in picked {
+        let planned = &schedule.faults[applied.planned];
+        match heal_fault(env, planned, &applied).await {
+            Ok(()) => {
+                let at = t0.elapsed();
+                println!(
+                    "chaos: {:>6.1}s healed  {} (by hand, planned until {:.0}s)",
+                    at.as_secs_f64(),
+                    planned.label,
+                    planned.until.as_secs_f64()
+                );
+                windows.push(ChaosWindow {
+                    healed_by_hand: true,
+                    ..window(planned, &applied, at)
+                });
+                healed.push(HealedByHand {
+                    index: applied.planned,
+                    label: planned.label.clone(),
+                    at,
+                });
+            }
+            Err(e) => {
+                first_error.get_or_insert(e.context(format!("healing {}", planned.label)));
+                active.push(applied);
+            }
+        }
+    }
+    if target.is_none()
+        && let Err(e) = env.heal_all().await
+    {
+        first_error.get_or_insert(e.context("healing everything"));
+    }
+    first_error.map_or(Ok(healed), Err)
+}
+
+/// Whether `target` names one of the links or processes in `what`.
+fn names_any(target: &Target, what: &[String]) -> bool {
+    what.iter().any(|w| {
+        let one = [w.as_str()];
+        !target.links(one).is_empty() || !target.processes(one).is_empty()
+    })
+}
+
 fn window(planned: &Planned, applied: &Applied, healed: Duration) -> ChaosWindow {
     ChaosWindow {
         start_s: applied.applied.as_secs_f64(),
@@ -381,6 +507,7 @@ fn window(planned: &Planned, applied: &Applied, healed: Duration) -> ChaosWindow
         affected: applied.what.clone(),
         planned_start_s: planned.at.as_secs_f64(),
         planned_end_s: planned.until.as_secs_f64(),
+        healed_by_hand: false,
     }
 }
 
@@ -767,6 +894,130 @@ mod tests {
         assert_ne!(env.instances(), started);
         env.heal_all().await.unwrap();
         assert_eq!(env.instances(), started);
+    }
+
+    /// Two order instances whose faults are written down, in order.
+    #[derive(Default)]
+    struct Journal(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+    impl Journal {
+        fn note(&self, what: String) -> anyhow::Result<()> {
+            self.0.lock().unwrap().push(what);
+            Ok(())
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Faultable for Journal {
+        fn link_names(&self) -> Vec<String> {
+            vec!["gateway->order#1".into(), "gateway->order#2".into()]
+        }
+        fn process_names(&self) -> Vec<String> {
+            vec!["order#1".into(), "order#2".into()]
+        }
+        fn chaos_client(&self) -> anyhow::Result<chaos::Client> {
+            anyhow::bail!("no proxies")
+        }
+        async fn kill(&mut self, name: &str) -> anyhow::Result<()> {
+            self.note(format!("kill {name}"))
+        }
+        async fn pause(&mut self, name: &str) -> anyhow::Result<()> {
+            self.note(format!("pause {name}"))
+        }
+        async fn resume(&mut self, name: &str) -> anyhow::Result<()> {
+            self.note(format!("resume {name}"))
+        }
+        async fn stop_instance(&mut self, name: &str) -> anyhow::Result<()> {
+            self.note(format!("stop {name}"))
+        }
+        async fn restart(&mut self, name: &str) -> anyhow::Result<()> {
+            self.note(format!("restart {name}"))
+        }
+        async fn disconnect(&mut self, _: &str) -> anyhow::Result<()> {
+            anyhow::bail!("no")
+        }
+        async fn reconnect(&mut self, _: &str) -> anyhow::Result<()> {
+            anyhow::bail!("no")
+        }
+        async fn heal_all(&mut self) -> anyhow::Result<()> {
+            self.note("heal all".into())
+        }
+        async fn scale(&mut self, service: Service, count: usize) -> anyhow::Result<()> {
+            self.note(format!("scale {service} to {count}"))
+        }
+    }
+
+    async fn ask(
+        tx: &tokio::sync::mpsc::Sender<HealRequest>,
+        target: Option<&str>,
+    ) -> anyhow::Result<Vec<HealedByHand>> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let target = target.map(str::to_string);
+        tx.send(HealRequest { target, reply }).await.unwrap();
+        answer.await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_operator_heals_scheduled_faults_early_and_their_scheduled_heal_does_nothing() {
+        let s = scenario(
+            "[[chaos]]\nat = \"0s\"\nfor = \"1s\"\ntarget = \"order#1\"\nfault = \"kill\"\n\
+             [[chaos]]\nat = \"0s\"\nfor = \"1s\"\ntarget = \"order#2\"\nfault = \"pause\"\n\
+             [[chaos]]\nat = \"1200ms\"\nfor = \"100ms\"\ntarget = \"order#2\"\nfault = \"stop\"\n",
+        );
+        let schedule = Schedule::of(&s).unwrap();
+        let journal = Journal::default();
+        let notes = std::sync::Arc::clone(&journal.0);
+        let mut env = journal;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let stop = tokio_util::sync::CancellationToken::new();
+        let t0 = Instant::now();
+        let operator = async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let some = ask(&tx, Some("order#2")).await.unwrap();
+            let everything = ask(&tx, None).await.unwrap();
+            let nothing_left = ask(&tx, None).await.unwrap();
+            let elsewhere = ask(&tx, Some("gateway->payment")).await;
+            (some, everything, nothing_left, elsewhere)
+        };
+        let (windows, (some, everything, nothing_left, elsewhere)) =
+            tokio::join!(run_with(&schedule, &mut env, t0, &stop, Some(rx)), operator);
+        let windows = windows.unwrap();
+        let labels = |h: &[HealedByHand]| h.iter().map(|h| h.label.clone()).collect::<Vec<_>>();
+        assert_eq!(labels(&some), ["pause order#2"], "only what order#2 names");
+        assert_eq!(labels(&everything), ["kill order#1"]);
+        assert!(nothing_left.is_empty());
+        assert!(elsewhere.is_ok_and(|h| h.is_empty()));
+        let notes = notes.lock().unwrap().clone();
+        // Each fault healed once, by hand; the scheduled heals at 1s found nothing; the fault
+        // planned for later still fired and healed on time.
+        assert_eq!(
+            notes,
+            [
+                "kill order#1",
+                "pause order#2",
+                "resume order#2",
+                "restart order#1",
+                "heal all",
+                "heal all",
+                "stop order#2",
+                "restart order#2",
+                "heal all"
+            ]
+        );
+        let by_hand: Vec<(&str, bool)> = windows
+            .iter()
+            .map(|w| (w.label.as_str(), w.healed_by_hand))
+            .collect();
+        assert_eq!(
+            by_hand,
+            [
+                ("pause order#2", true),
+                ("kill order#1", true),
+                ("stop order#2", false)
+            ]
+        );
+        assert!(windows[0].end_s < 1.0 && windows[0].planned_end_s == 1.0);
+        assert!(windows[0].healed().ends_with("s by hand"));
     }
 
     #[test]

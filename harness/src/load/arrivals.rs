@@ -14,6 +14,12 @@
 //! not wait for the system, so a late start would understate the load. What no user claimed by
 //! the end of the schedule is dropped too ([`Arrivals::unclaimed`]). [`Mix`] picks the journey of
 //! each arrival by the scenario's weights.
+//!
+//! An operator may pause the load (`p` in `harness run --tui`): an arrival due while it is
+//! paused is not started and counted as paused, not dropped, however late a user comes to it
+//! (the system is not why it did not start), so the arrivals still add up: due = started +
+//! dropped + paused. Whether a moment was paused is the caller's to say (`paused_at`), as the
+//! pause is the console's.
 
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
@@ -166,6 +172,8 @@ pub struct Claim {
     /// The arrivals skipped on the way because they were more than [`GRACE`] overdue (every
     /// user was busy when they were due): when each was due.
     pub dropped: Vec<Duration>,
+    /// The arrivals skipped on the way because the load was paused when they were due.
+    pub paused: Vec<Duration>,
 }
 
 /// What a user does next in an open model.
@@ -173,8 +181,19 @@ pub struct Claim {
 pub enum Turn {
     /// Run a journey now: the arrival due this long after the start of the load.
     Run { due: Duration },
+    /// The arrival due this long after the start of the load came while the load was paused:
+    /// no journey, the user asks again.
+    Paused { due: Duration },
     /// The schedule has no arrival left; the user has idled and goose may stop it.
     Over,
+}
+
+/// Where the arrivals that did not start are counted.
+pub trait Tally {
+    /// Due while every user was busy.
+    fn dropped(&self, dues: &[Duration]);
+    /// Due while the load was paused.
+    fn paused(&self, dues: &[Duration]);
 }
 
 /// The schedule shared by the users of an open-model load.
@@ -198,51 +217,76 @@ impl Arrivals {
     }
 
     /// Claims the next arrival for a user free at `now` (since the start of the load): the
-    /// first one due no more than [`GRACE`] before `now`, dropping those before it.
-    pub fn claim(&self, now: Duration) -> Claim {
+    /// first one due no more than [`GRACE`] before `now`, dropping those before it, or counting
+    /// them as paused when the load was paused when they were due or is paused now that one
+    /// would start (`paused_at`, asked only of arrivals due by `now`: a pause may end before a
+    /// later one is due).
+    pub fn claim(&self, now: Duration, paused_at: impl Fn(Duration) -> bool) -> Claim {
         let mut next = self.next.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut dropped = Vec::new();
+        let mut claim = Claim {
+            due: None,
+            dropped: Vec::new(),
+            paused: Vec::new(),
+        };
         // Bounded by the schedule's length: every pass takes one arrival.
         while let Some(due) = self.schedule.due(*next) {
             *next += 1;
-            if due + GRACE >= now {
-                return Claim {
-                    due: Some(due),
-                    dropped,
-                };
+            if due <= now && paused_at(due) {
+                claim.paused.push(due);
+            } else if due + GRACE < now {
+                claim.dropped.push(due);
+            } else if due <= now && paused_at(now) {
+                // On time, but the load is paused now: it would start in the pause.
+                claim.paused.push(due);
+            } else {
+                claim.due = Some(due);
+                return claim;
             }
-            dropped.push(due);
         }
-        Claim { due: None, dropped }
+        claim
     }
 
-    /// The arrivals nobody claimed, taken: at the end of the load they are dropped (every user
-    /// was busy until the end).
-    pub fn unclaimed(&self) -> Vec<Duration> {
+    /// The arrivals nobody claimed, taken, as (dropped, paused): at the end of the load they
+    /// are dropped (every user was busy until the end), unless the load was paused when they
+    /// were due.
+    pub fn unclaimed(
+        &self,
+        paused_at: impl Fn(Duration) -> bool,
+    ) -> (Vec<Duration>, Vec<Duration>) {
         let mut next = self.next.lock().unwrap_or_else(PoisonError::into_inner);
-        let rest: Vec<Duration> = (*next..self.schedule.total())
-            .filter_map(|n| self.schedule.due(n))
-            .collect();
+        let rest = (*next..self.schedule.total()).filter_map(|n| self.schedule.due(n));
+        let (paused, dropped) = rest.partition(|due| paused_at(*due));
         *next = self.schedule.total();
-        rest
+        (dropped, paused)
     }
 
     /// A free user's next turn, with `start` the start of the load: claims an arrival (handing
-    /// the dropped ones to `dropped`) and sleeps until it is due. With no arrival left, sleeps
-    /// until the schedule's end (or [`IDLE`], once past it) and says so: goose stops the users
-    /// when its plan ends, and a user that came back at once would spin until then.
+    /// the dropped and paused ones to `tally`) and sleeps until it is due; if the load is
+    /// paused then or when the user wakes (`paused_at`), the arrival is counted as paused and
+    /// not run. With no
+    /// arrival left, sleeps until the schedule's end (or [`IDLE`], once past it) and says so:
+    /// goose stops the users when its plan ends, and a user that came back at once would spin
+    /// until then.
     pub async fn next_turn(
         &self,
         start: tokio::time::Instant,
-        dropped: impl FnOnce(&[Duration]),
+        paused_at: impl Fn(Duration) -> bool,
+        tally: &impl Tally,
     ) -> Turn {
-        let claim = self.claim(start.elapsed());
+        let claim = self.claim(start.elapsed(), &paused_at);
         if !claim.dropped.is_empty() {
-            dropped(&claim.dropped);
+            tally.dropped(&claim.dropped);
+        }
+        if !claim.paused.is_empty() {
+            tally.paused(&claim.paused);
         }
         match claim.due {
             Some(due) => {
                 tokio::time::sleep_until(start + due).await;
+                if paused_at(due) || paused_at(start.elapsed()) {
+                    tally.paused(&[due]);
+                    return Turn::Paused { due };
+                }
                 Turn::Run { due }
             }
             None => {
@@ -375,24 +419,28 @@ mod tests {
     fn a_late_claim_drops_what_is_overdue_and_runs_the_first_arrival_within_the_grace() {
         let arrivals = Arrivals::new(schedule("10/s,0s;10/s,1s"));
         let at = |ms: u64| Duration::from_millis(ms);
-        let first = arrivals.claim(at(0));
+        let first = arrivals.claim(at(0), never);
         assert_eq!(first.due, Some(at(0)));
         assert!(first.dropped.is_empty());
         // Free again at 350 ms: the arrivals due at 100 and 200 ms are over 100 ms late.
-        let late = arrivals.claim(at(350));
+        let late = arrivals.claim(at(350), never);
         assert_eq!(late.dropped, [at(100), at(200)]);
         assert_eq!(late.due, Some(at(300)), "50 ms late is within the grace");
         // Early: the next arrival is taken and waited for.
-        assert_eq!(arrivals.claim(at(310)).due, Some(at(400)));
-        assert_eq!(arrivals.claim(at(310)).due, Some(at(500)));
+        assert_eq!(arrivals.claim(at(310), never).due, Some(at(400)));
+        assert_eq!(arrivals.claim(at(310), never).due, Some(at(500)));
         // The rest nobody claimed are dropped at the end.
-        assert_eq!(arrivals.unclaimed(), [at(600), at(700), at(800), at(900)]);
-        let done = arrivals.claim(at(2_000));
+        assert_eq!(
+            arrivals.unclaimed(never),
+            (vec![at(600), at(700), at(800), at(900)], vec![])
+        );
+        let done = arrivals.claim(at(2_000), never);
         assert_eq!(
             done,
             Claim {
                 due: None,
-                dropped: vec![]
+                dropped: vec![],
+                paused: vec![]
             }
         );
     }
@@ -402,10 +450,29 @@ mod tests {
     /// waits until its arrival is due, and is free again `journey` later. Returns the journeys
     /// started, as (due, started at), and the arrivals dropped.
     fn pool(plan: &str, users: usize, journey: Duration) -> (Vec<(Duration, Duration)>, u64) {
+        let (started, dropped, paused) = paused_pool(plan, users, journey, never);
+        assert_eq!(paused, 0);
+        (started, dropped)
+    }
+
+    fn never(_: Duration) -> bool {
+        false
+    }
+
+    /// [`pool`] with the load paused when `paused_at` says: an arrival claimed that is due in
+    /// a pause is counted when the user wakes for it, and runs nothing. Also returns how many
+    /// were paused.
+    fn paused_pool(
+        plan: &str,
+        users: usize,
+        journey: Duration,
+        paused_at: impl Fn(Duration) -> bool,
+    ) -> (Vec<(Duration, Duration)>, u64, u64) {
         let arrivals = Arrivals::new(schedule(plan));
         let mut free_at = vec![Duration::ZERO; users];
         let mut started = Vec::new();
         let mut dropped = 0;
+        let mut paused = 0;
         // Bounded: every pass claims an arrival or retires a user.
         for _ in 0..=arrivals.schedule().total() as usize + users {
             let Some((user, now)) = free_at
@@ -417,9 +484,14 @@ mod tests {
             else {
                 break;
             };
-            let claim = arrivals.claim(now);
+            let claim = arrivals.claim(now, &paused_at);
             dropped += claim.dropped.len() as u64;
+            paused += claim.paused.len() as u64;
             match claim.due {
+                Some(due) if paused_at(due) || paused_at(now.max(due)) => {
+                    paused += 1;
+                    free_at[user] = now.max(due);
+                }
                 Some(due) => {
                     let at = now.max(due);
                     started.push((due, at));
@@ -428,8 +500,80 @@ mod tests {
                 None => free_at[user] = Duration::MAX,
             }
         }
-        dropped += arrivals.unclaimed().len() as u64;
-        (started, dropped)
+        let (left, left_paused) = arrivals.unclaimed(&paused_at);
+        dropped += left.len() as u64;
+        paused += left_paused.len() as u64;
+        (started, dropped, paused)
+    }
+
+    #[test]
+    fn arrivals_due_while_the_load_is_paused_are_counted_as_paused_and_none_starts() {
+        // 50/s for 4 s with too few users (about 10/s started), paused from 1 s to 2.5 s.
+        let plan = "50/s,0s;50/s,4s";
+        let in_pause = |d: Duration| (1_000..2_500).contains(&d.as_millis());
+        let (started, dropped, paused) = paused_pool(plan, 5, Duration::from_millis(500), in_pause);
+        // Every arrival due in the 1.5 s pause, busy users or not, and the few due just before
+        // it that a user free only in the pause would have started late (at most one a user).
+        assert!((75..=80).contains(&paused), "{paused} paused");
+        assert_eq!(
+            started.len() as u64 + dropped + paused,
+            200,
+            "offered = started + dropped + paused"
+        );
+        assert!(
+            started
+                .iter()
+                .all(|(due, at)| !in_pause(*due) && !in_pause(*at)),
+            "no journey starts while paused: {started:?}"
+        );
+        assert!(dropped > 0, "the users were too few outside the pause");
+
+        // Enough users: nothing is dropped, before, during or after the pause.
+        let (started, dropped, paused) =
+            paused_pool(plan, 40, Duration::from_millis(300), in_pause);
+        assert_eq!((started.len(), dropped, paused), (125, 0, 75));
+        assert!(started.iter().all(|(due, at)| due == at));
+    }
+
+    #[test]
+    fn a_pause_never_resumed_skips_every_arrival_to_the_end_of_the_load_as_paused() {
+        let arrivals = Arrivals::new(schedule("10/s,0s;10/s,1s"));
+        let at = Duration::from_millis;
+        let from_500ms = |d: Duration| d >= at(500);
+        assert_eq!(arrivals.claim(at(0), from_500ms).due, Some(at(0)));
+        // A user free at 700 ms: what was due in the pause is paused, not dropped, and the next
+        // arrival (due later, the pause may end by then) is handed out to be checked on waking.
+        let claim = arrivals.claim(at(700), from_500ms);
+        assert_eq!(claim.dropped, [at(100), at(200), at(300), at(400)]);
+        assert_eq!(claim.paused, [at(500), at(600), at(700)]);
+        assert_eq!(claim.due, Some(at(800)));
+        // Nobody came back before the end: the rest were due in the pause.
+        assert_eq!(arrivals.unclaimed(from_500ms), (vec![], vec![at(900)]));
+    }
+
+    #[tokio::test]
+    async fn a_user_waking_for_an_arrival_in_a_pause_counts_it_and_runs_nothing() {
+        let arrivals = Arrivals::new(schedule("20/s,0s;20/s,1s"));
+        let start = tokio::time::Instant::now();
+        let counted = Counted::default();
+        let paused = |d: Duration| d >= Duration::from_millis(50);
+        let first = arrivals.next_turn(start, paused, &counted).await;
+        assert_eq!(
+            first,
+            Turn::Run {
+                due: Duration::ZERO
+            }
+        );
+        let second = arrivals.next_turn(start, paused, &counted).await;
+        assert_eq!(
+            second,
+            Turn::Paused {
+                due: Duration::from_millis(50)
+            }
+        );
+        let (dropped, paused) = counted.0.lock().unwrap().clone();
+        assert!(dropped.is_empty());
+        assert_eq!(paused, [Duration::from_millis(50)]);
     }
 
     #[test]
@@ -460,23 +604,38 @@ mod tests {
         }
     }
 
+    /// The arrivals a user did not start: (dropped, paused).
+    #[derive(Default)]
+    struct Counted(std::sync::Mutex<(Vec<Duration>, Vec<Duration>)>);
+
+    impl Tally for Counted {
+        fn dropped(&self, dues: &[Duration]) {
+            self.0.lock().unwrap().0.extend_from_slice(dues);
+        }
+        fn paused(&self, dues: &[Duration]) {
+            self.0.lock().unwrap().1.extend_from_slice(dues);
+        }
+    }
+
+    impl Counted {
+        fn dropped_count(&self) -> usize {
+            self.0.lock().unwrap().0.len()
+        }
+    }
+
     #[tokio::test]
     async fn a_user_sleeps_until_its_arrival_and_is_told_when_the_schedule_is_over() {
         // 20/s for 1 s from now: arrival 1 is due 50 ms after the start.
         let arrivals = Arrivals::new(schedule("20/s,0s;20/s,1s"));
         let start = tokio::time::Instant::now();
-        let mut dropped = Vec::new();
+        let dropped = Counted::default();
         assert_eq!(
-            arrivals
-                .next_turn(start, |d| dropped.extend_from_slice(d))
-                .await,
+            arrivals.next_turn(start, never, &dropped).await,
             Turn::Run {
                 due: Duration::ZERO
             }
         );
-        let turn = arrivals
-            .next_turn(start, |d| dropped.extend_from_slice(d))
-            .await;
+        let turn = arrivals.next_turn(start, never, &dropped).await;
         assert_eq!(
             turn,
             Turn::Run {
@@ -487,7 +646,7 @@ mod tests {
             start.elapsed() >= Duration::from_millis(50),
             "it waited for its arrival"
         );
-        assert!(dropped.is_empty());
+        assert_eq!(dropped.dropped_count(), 0);
 
         // A user free only after the schedule ended: everything left was dropped, and it is
         // told the schedule is over (after a short idle, not at once).
@@ -496,12 +655,8 @@ mod tests {
             .expect("the clock is past 5 s");
         let idle_from = tokio::time::Instant::now();
         let late = Arrivals::new(schedule("20/s,0s;20/s,1s"));
-        assert_eq!(
-            late.next_turn(long_ago, |d| dropped.extend_from_slice(d))
-                .await,
-            Turn::Over
-        );
-        assert_eq!(dropped.len(), 20);
+        assert_eq!(late.next_turn(long_ago, never, &dropped).await, Turn::Over);
+        assert_eq!(dropped.dropped_count(), 20);
         assert!(idle_from.elapsed() >= IDLE);
     }
 

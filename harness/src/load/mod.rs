@@ -24,7 +24,8 @@
 //!   time; a user claims the next arrival, sleeps until it is due and runs the journey the
 //!   weighted [`arrivals::Mix`] picks for it (not goose's scheduler, whose one weighted list per
 //!   scenario every user walks from its head), and an arrival due while every user was busy is
-//!   dropped and counted, not run late. No coordinated-omission correction: the schedule is
+//!   dropped and counted, not run late; one due while the console has the load paused is
+//!   counted as paused. No coordinated-omission correction: the schedule is
 //!   the cadence, and what could not start is counted as dropped instead. A shed arrival is
 //!   simply shed: each arrival stands for an independent client, and the next one is another
 //!   client's, so nobody waits. The users idle once the schedule is over, and goose stops them
@@ -308,8 +309,15 @@ pub async fn run_until(
         .map_err(|e| anyhow::anyhow!("running the goose load: {e:?}"));
     killswitch.abort();
     let load_time = started.elapsed();
-    if let Pace::Open { arrivals, .. } = &ctx.pace {
-        ctx.recorder.dropped(&arrivals.unclaimed());
+    if let Pace::Open {
+        arrivals, start, ..
+    } = &ctx.pace
+    {
+        let origin = start.into_std();
+        let (dropped, paused) =
+            arrivals.unclaimed(|due| crate::console::live::paused_at(origin + due));
+        ctx.recorder.dropped(&dropped);
+        ctx.recorder.paused(&paused);
     }
 
     let settle = scenario.checks.convergence_timeout.get_ref().as_std();

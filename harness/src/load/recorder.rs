@@ -84,6 +84,16 @@ pub struct Sample {
     pub shed: bool,
 }
 
+/// The open model's arrivals that did not start go into the measurements.
+impl super::arrivals::Tally for Recorder {
+    fn dropped(&self, dues: &[Duration]) {
+        Recorder::dropped(self, dues);
+    }
+    fn paused(&self, dues: &[Duration]) {
+        Recorder::paused(self, dues);
+    }
+}
+
 impl Recorder {
     /// `think_mean` is the mean pause of a user between two journeys in a closed model, `None`
     /// in an open one (no coordinated-omission correction); a request sent (an order accepted,
@@ -213,6 +223,19 @@ impl Recorder {
                 .entry(phase)
                 .or_default()
                 .started += 1;
+        }
+    }
+
+    /// Open model: journeys due at `dues` were not started because the operator had the load
+    /// paused: neither started nor dropped.
+    pub fn paused(&self, dues: &[Duration]) {
+        crate::console::live::arrivals_paused(dues.len() as u64);
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        for due in dues {
+            for phase in phases_at(&inner.spans, *due) {
+                inner.measurements.arrivals.entry(phase).or_default().paused += 1;
+            }
         }
     }
 
@@ -735,13 +758,38 @@ mod shed_and_arrival_tests {
             metrics::ArrivalCounts {
                 scheduled: 2,
                 started: 2,
-                dropped: 0
+                dropped: 0,
+                paused: 0
             }
         );
         assert_eq!(counts("step:1").dropped, 3);
         let per_second: Vec<(u64, u64)> =
             m.timeline.iter().map(|b| (b.arrivals, b.dropped)).collect();
         assert_eq!(per_second, [(2, 0), (2, 1), (2, 2)]);
+    }
+
+    #[test]
+    fn arrivals_paused_by_the_operator_are_neither_started_nor_dropped_and_add_up() {
+        let r = Recorder::new(None, vec![span("before", 0, 1), span("after", 1, 3)]);
+        r.start(Instant::now());
+        let ms = Duration::from_millis;
+        r.scheduled([ms(0), ms(500), ms(1_000), ms(1_500), ms(2_000), ms(2_500)]);
+        r.arrival_started(ms(0));
+        r.arrival_started(ms(2_500));
+        r.dropped(&[ms(500)]);
+        r.paused(&[ms(1_000), ms(1_500)]);
+        r.paused(&[ms(2_000)]);
+        let (m, _) = r.finish(Duration::from_secs(3));
+        let all = m.arrivals[metrics::ALL];
+        assert_eq!(
+            (all.scheduled, all.started, all.dropped, all.paused),
+            (6, 2, 1, 3)
+        );
+        assert_eq!(all.scheduled, all.started + all.dropped + all.paused);
+        assert_eq!(m.arrivals["after"].paused, 3);
+        assert_eq!(m.arrivals["before"].paused, 0);
+        let dropped: u64 = m.timeline.iter().map(|b| b.dropped).sum();
+        assert_eq!(dropped, 1, "a paused arrival is not a dropped one");
     }
 }
 

@@ -519,18 +519,28 @@ fn summary(s: &mut String, r: &RunReport) {
 fn arrivals(s: &mut String, r: &RunReport) {
     let _ = write!(
         s,
-        "<h2>Arrivals</h2><p class=\"meta\">{}</p><table><tr><th>phase</th><th>journeys due</th><th>started</th><th>dropped</th></tr>",
-        escape(ARRIVALS_NOTE)
+        "<h2>Arrivals</h2><p class=\"meta\">{}</p><table><tr><th>phase</th><th>journeys due</th><th>started</th><th>dropped</th>{}</tr>",
+        escape(ARRIVALS_NOTE),
+        if r.arrivals_paused() {
+            "<th>paused</th>"
+        } else {
+            ""
+        }
     );
     for (phase, a) in arrival_phases(r) {
         let _ = write!(
             s,
-            "<tr{}><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr{}><td>{}</td><td>{}</td><td>{}</td><td>{}</td>{}</tr>",
             if a.dropped > 0 { r#" class="bad""# } else { "" },
             escape(phase),
             a.scheduled,
             a.started,
-            a.dropped
+            a.dropped,
+            if r.arrivals_paused() {
+                format!("<td>{}</td>", a.paused)
+            } else {
+                String::new()
+            }
         );
     }
     s.push_str("</table>");
@@ -595,13 +605,13 @@ fn chaos_timeline(s: &mut String, r: &RunReport) {
     for (i, w) in r.chaos_windows.iter().enumerate() {
         let _ = write!(
             s,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}s</td><td>{:.1}s</td><td>{:.0}s..{:.0}s</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}s</td><td>{}</td><td>{:.0}s..{:.0}s</td></tr>",
             i + 1,
             escape(&w.label),
             escape(&w.target),
             escape(&w.affected.join(", ")),
             w.start_s,
-            w.end_s,
+            escape(&w.healed()),
             w.planned_start_s,
             w.planned_end_s
         );

@@ -119,16 +119,27 @@ fn capacity(s: &mut String, r: &RunReport) {
 fn arrivals(s: &mut String, r: &RunReport) {
     let _ = writeln!(s, "\n### Arrivals\n");
     let _ = writeln!(s, "{ARRIVALS_NOTE}\n");
-    let _ = writeln!(s, "| phase | journeys due | started | dropped |");
-    let _ = writeln!(s, "|---|---|---|---|");
+    let paused = r.arrivals_paused();
+    let (head, rule) = if paused {
+        (" paused |", "---|")
+    } else {
+        ("", "")
+    };
+    let _ = writeln!(s, "| phase | journeys due | started | dropped |{head}");
+    let _ = writeln!(s, "|---|---|---|---|{rule}");
     for (phase, a) in arrival_phases(r) {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} |",
+            "| {} | {} | {} | {} |{}",
             cell(phase),
             a.scheduled,
             a.started,
-            a.dropped
+            a.dropped,
+            if paused {
+                format!(" {} |", a.paused)
+            } else {
+                String::new()
+            }
         );
     }
 }
@@ -143,12 +154,12 @@ fn chaos_timeline(s: &mut String, r: &RunReport) {
     for w in &r.chaos_windows {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {:.1}s | {:.1}s | {:.0}s..{:.0}s |",
+            "| {} | {} | {} | {:.1}s | {} | {:.0}s..{:.0}s |",
             cell(&w.label),
             cell(&w.target),
             cell(&w.affected.join(", ")),
             w.start_s,
-            w.end_s,
+            w.healed(),
             w.planned_start_s,
             w.planned_end_s
         );

@@ -224,6 +224,21 @@ pub struct ChaosWindow {
     pub planned_start_s: f64,
     #[serde(default)]
     pub planned_end_s: f64,
+    /// An operator healed it before its time (`harness run --tui`'s heal keys): `end_s` is when.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub healed_by_hand: bool,
+}
+
+impl ChaosWindow {
+    /// When it was healed, for the timeline tables: `12.5s`, or `12.5s by hand` when an
+    /// operator healed it before its time.
+    pub fn healed(&self) -> String {
+        if self.healed_by_hand {
+            format!("{:.1}s by hand", self.end_s)
+        } else {
+            format!("{:.1}s", self.end_s)
+        }
+    }
 }
 
 /// What was measured in one phase.
@@ -233,7 +248,7 @@ pub struct PhaseStats {
     pub endpoints: BTreeMap<String, EndpointReport>,
     /// Order accepted to saga terminal; absent when no saga was measured in the phase.
     pub saga_completion: Option<LatencyReport>,
-    /// Open model: the journeys due in the phase, started and dropped; absent for a closed
+    /// Open model: the journeys due in the phase, started, dropped and paused; absent for a closed
     /// model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arrivals: Option<ArrivalCounts>,
@@ -439,17 +454,33 @@ impl RunReport {
     }
 
     /// One line on what the load did: `12000 journeys due: 11950 started, 50 dropped; 24100
-    /// requests: 12 errors, 300 shed` (an open model), or just the requests (a closed one).
+    /// requests: 12 errors, 300 shed` (an open model, with `, 400 paused by the operator` when
+    /// the load was paused), or just the requests (a closed one).
     pub fn load_summary(&self) -> String {
         let (requests, errors, shed) = self.request_totals();
         let requests = format!("{requests} requests: {errors} errors, {shed} shed");
         match &self.arrivals {
             Some(a) => format!(
-                "{} journeys due: {} started, {} dropped; {requests}",
-                a.scheduled, a.started, a.dropped
+                "{} journeys due: {} started, {} dropped{}; {requests}",
+                a.scheduled,
+                a.started,
+                a.dropped,
+                if a.paused > 0 {
+                    format!(", {} paused by the operator", a.paused)
+                } else {
+                    String::new()
+                }
             ),
             None => requests,
         }
+    }
+
+    /// Whether an operator paused an open-model load: the arrivals tables then have a column
+    /// for the journeys not started because of it.
+    pub fn arrivals_paused(&self) -> bool {
+        self.phases
+            .values()
+            .any(|p| p.arrivals.is_some_and(|a| a.paused > 0))
     }
 
     /// The scenario's name, with the variant's in a run of variants: `payment-latency

@@ -84,7 +84,7 @@ pub(super) fn sections(report: &RunReport) -> Vec<Section> {
     .collect()
 }
 
-/// The phases with arrivals, `all` first: (phase, scheduled, started, dropped).
+/// The phases with arrivals, `all` first: (phase, scheduled, started, dropped, paused).
 pub(super) fn arrival_phases(r: &RunReport) -> Vec<(&str, crate::metrics::ArrivalCounts)> {
     let with = r
         .phases
@@ -96,7 +96,8 @@ pub(super) fn arrival_phases(r: &RunReport) -> Vec<(&str, crate::metrics::Arriva
 
 /// What an arrivals table says about the numbers under it.
 pub(super) const ARRIVALS_NOTE: &str = "Open model: journeys start on the arrival schedule \
-     whatever the system does; a journey due while every user was busy is dropped, not run late. \
+     whatever the system does; a journey due while every user was busy is dropped, not run late, \
+     and one due while an operator had the load paused (harness run --tui) is counted as paused. \
      Counted by when each journey was due.";
 
 /// What a gateway events table says about the times in it.

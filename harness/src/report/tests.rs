@@ -153,6 +153,7 @@ fn kill_window() -> ChaosWindow {
         affected: vec!["order#1".into()],
         planned_start_s: 3.0,
         planned_end_s: 5.5,
+        healed_by_hand: false,
     }
 }
 
@@ -662,6 +663,12 @@ min_goodput = 5
 /// An open-model run of 100 journeys, 8 of them dropped in second 6, and 12 orders shed (503
 /// with Retry-After) besides 3 errors.
 fn open_report() -> RunReport {
+    open_report_with(0, vec![])
+}
+
+/// [`open_report`], with `paused` of the journeys not dropped paused by the operator instead
+/// of started, and these chaos windows.
+fn open_report_with(paused: u64, chaos_windows: Vec<ChaosWindow>) -> RunReport {
     let scenario = Scenario::from_toml(Path::new("open.toml"), OPEN_SCENARIO).unwrap();
     let mut m = sample_measurements();
     let orders = m.endpoint_mut(ALL, "POST /api/orders");
@@ -678,8 +685,9 @@ fn open_report() -> RunReport {
         ALL.into(),
         crate::metrics::ArrivalCounts {
             scheduled: 100,
-            started: 92,
+            started: 92 - paused,
             dropped: 8,
+            paused,
         },
     );
     let started = UNIX_EPOCH + Duration::from_secs(1_795_306_582);
@@ -691,12 +699,71 @@ fn open_report() -> RunReport {
         scenario: &scenario,
         started_at: started,
         measurements: &m,
-        chaos_windows: vec![],
+        chaos_windows,
         capacity: None,
         traces: None,
         metrics: None,
     })
     .unwrap()
+}
+
+#[test]
+fn a_paused_load_and_a_fault_healed_by_hand_are_in_every_file() {
+    let pause = ChaosWindow {
+        start_s: 2.0,
+        end_s: 4.0,
+        label: "load paused (20 arrivals not started) (manual)".into(),
+        fault: "pause_load".into(),
+        target: "load".into(),
+        planned_start_s: 2.0,
+        planned_end_s: 4.0,
+        ..ChaosWindow::default()
+    };
+    let healed_early = ChaosWindow {
+        end_s: 4.0,
+        healed_by_hand: true,
+        ..kill_window()
+    };
+    let report = open_report_with(20, vec![pause, healed_early]);
+    assert_eq!(
+        report.load_summary(),
+        "100 journeys due: 72 started, 8 dropped, 20 paused by the operator; 312 requests: 4 \
+         errors, 12 shed"
+    );
+    let a = report.arrivals.unwrap();
+    assert_eq!(a.scheduled, a.started + a.dropped + a.paused);
+    let dir = tempfile::tempdir().unwrap();
+    let paths = write_all(dir.path(), &report).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&paths.json).unwrap()).unwrap();
+    assert_eq!(json["arrivals"]["paused"], 20);
+    assert_eq!(json["chaos_windows"][0]["fault"], "pause_load");
+    assert_eq!(json["chaos_windows"][1]["healed_by_hand"], true);
+    assert_eq!(
+        json["chaos_windows"][0].get("healed_by_hand"),
+        None,
+        "written only when true"
+    );
+    assert_eq!(read(&paths.json).unwrap(), report);
+
+    let md = std::fs::read_to_string(&paths.markdown).unwrap();
+    assert!(
+        md.contains("| phase | journeys due | started | dropped | paused |"),
+        "{md}"
+    );
+    assert!(md.contains("| all | 100 | 72 | 8 | 20 |"), "{md}");
+    assert!(
+        md.contains("| load paused (20 arrivals not started) (manual) | load |  | 2.0s | 4.0s |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| kill order#1 | order#1 | order#1 | 3.0s | 4.0s by hand |"),
+        "{md}"
+    );
+    let html = std::fs::read_to_string(&paths.html).unwrap();
+    assert!(html.contains("<th>paused</th>"));
+    assert!(html.contains("<td>4.0s by hand</td>"));
+    assert!(html.contains("20 paused by the operator"));
 }
 
 #[test]

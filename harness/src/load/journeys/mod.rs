@@ -115,8 +115,9 @@ async fn closed(user: &mut GooseUser, ctx: Arc<Ctx>, journey: JourneyFn) -> Tran
 }
 
 /// Open model: waits for the user's next arrival (the ones it was too late for are counted as
-/// dropped) and runs the journey the mix picks for it; with the schedule over, idles and returns
-/// without running anything.
+/// dropped, those due while the console had the load paused as paused) and runs the journey the
+/// mix picks for it; with the schedule over, or the arrival due in a pause, returns without
+/// running anything.
 ///
 /// The journey is picked per arrival, not by goose's weighted scheduler: goose shuffles one
 /// weighted list per scenario and every user walks it from its head, so with a pool where each
@@ -133,10 +134,9 @@ async fn open(user: &mut GooseUser, ctx: Arc<Ctx>) -> TransactionResult {
     else {
         return Ok(());
     };
-    match arrivals
-        .next_turn(*start, |dues| ctx.recorder.dropped(dues))
-        .await
-    {
+    let origin = start.into_std();
+    let paused_at = |due: Duration| crate::console::live::paused_at(origin + due);
+    match arrivals.next_turn(*start, paused_at, &ctx.recorder).await {
         Turn::Run { due } => {
             ctx.recorder.arrival_started(due);
             match mix.next() {
@@ -144,7 +144,7 @@ async fn open(user: &mut GooseUser, ctx: Arc<Ctx>) -> TransactionResult {
                 None => Ok(()),
             }
         }
-        Turn::Over => Ok(()),
+        Turn::Paused { .. } | Turn::Over => Ok(()),
     }
 }
 

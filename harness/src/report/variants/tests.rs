@@ -151,6 +151,7 @@ fn run(name: &str, gate: bool, m: &Measurements) -> VariantRun {
             affected: vec!["order#1".into()],
             planned_start_s: 5.0,
             planned_end_s: 10.0,
+            healed_by_hand: false,
         }],
         capacity: None,
         traces: None,
