@@ -309,6 +309,13 @@ weight = 1
 name = "browse_catalog"
 weight = 1
 
+[[chaos]]
+at = "2s"
+for = "30s"
+target = "gateway->inventory"
+fault = "latency"
+latency = "20ms"
+
 [[slo]]
 error_rate = 0.5
 
@@ -318,7 +325,7 @@ invariants = "all"
 "#;
 
 #[test]
-fn a_fault_injected_during_a_tui_run_is_reported_manual_and_q_interrupts_the_run() {
+fn a_tui_run_reports_faults_by_hand_heal_all_and_a_pause_and_q_interrupts_it() {
     if !tmux_or_skip() {
         return;
     }
@@ -339,6 +346,31 @@ fn a_fault_injected_during_a_tui_run_is_reported_manual_and_q_interrupts_the_run
     inject_first_fault(&tmux, link);
     tmux.until("the fault active", Duration::from_secs(20), |s| {
         s.contains("ACTIVE") && s.contains("(manual)") && s.contains("FAULT latency")
+    });
+    let scheduled = "latency gateway->inventory";
+    // Both active: the one injected here and the scenario's (the timeline's narrow panel wraps
+    // the labels, so they are counted).
+    tmux.until(
+        "the scenario's fault active",
+        Duration::from_secs(20),
+        |s| s.matches("ACTIVE").count() >= 2,
+    );
+
+    // H heals the fault injected here and the scenario's, well before its planned end.
+    tmux.keys(&["H"]);
+    tmux.until("every fault healed", Duration::from_secs(20), |s| {
+        !s.contains("ACTIVE")
+    });
+
+    // p pauses the load, p again resumes it.
+    tmux.keys(&["p"]);
+    tmux.until("the load paused", Duration::from_secs(20), |s| {
+        s.contains("LOAD PAUSED")
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    tmux.keys(&["p"]);
+    tmux.until("the load resumed", Duration::from_secs(20), |s| {
+        !s.contains("LOAD PAUSED")
     });
 
     // q asks during a run; y interrupts it as Ctrl-C does.
@@ -379,4 +411,23 @@ fn a_fault_injected_during_a_tui_run_is_reported_manual_and_q_interrupts_the_run
         0.0 < start && start < end && end < 45.0,
         "times from the start of the load: {start}..{end}"
     );
+    let early: Vec<&serde_json::Value> =
+        windows.iter().filter(|w| w["label"] == scheduled).collect();
+    assert_eq!(early.len(), 1, "{windows:#?}");
+    assert_eq!(early[0]["healed_by_hand"], true, "{windows:#?}");
+    let healed = early[0]["end_s"].as_f64().unwrap();
+    assert!(
+        healed < early[0]["planned_end_s"].as_f64().unwrap(),
+        "healed before its planned end: {windows:#?}"
+    );
+    let pause: Vec<&serde_json::Value> = windows
+        .iter()
+        .filter(|w| w["label"] == "load paused (manual)")
+        .collect();
+    assert_eq!(pause.len(), 1, "{windows:#?}");
+    let (from, to) = (
+        pause[0]["start_s"].as_f64().unwrap(),
+        pause[0]["end_s"].as_f64().unwrap(),
+    );
+    assert!(healed <= from && from + 1.5 < to, "paused {from}..{to}");
 }
