@@ -444,13 +444,15 @@ async fn heal_by_hand(
     windows: &mut Vec<ChaosWindow>,
     target: Option<String>,
 ) -> anyhow::Result<Vec<HealedByHand>> {
-    let picks = match &target {
-        None => None,
-        Some(t) => Some(t.parse::<Target>().map_err(|m| anyhow::anyhow!(m))?),
-    };
-    let (picked, rest): (Vec<Applied>, Vec<Applied>) = std::mem::take(active)
-        .into_iter()
-        .partition(|a| picks.as_ref().is_none_or(|t| names_any(t, &a.what)));
+    // A name no target can parse (a process such as `chaos-proxy`) names itself only.
+    let picks = target.as_ref().map(|t| (t, t.parse::<Target>().ok()));
+    let (picked, rest): (Vec<Applied>, Vec<Applied>) =
+        std::mem::take(active).into_iter().partition(|a| {
+            picks.as_ref().is_none_or(|(name, parsed)| match parsed {
+                Some(t) => names_any(t, &a.what),
+                None => a.what.contains(name),
+            })
+        });
     *active = rest;
     let mut healed = Vec::new();
     let mut first_error: Option<anyhow::Error> = None;
@@ -977,7 +979,8 @@ mod tests {
             let everything = ask(&tx, None).await.unwrap();
             let nothing_left = ask(&tx, None).await.unwrap();
             let elsewhere = ask(&tx, Some("gateway->payment")).await;
-            (some, everything, nothing_left, elsewhere)
+            let no_node = ask(&tx, Some("chaos-proxy")).await;
+            (some, everything, nothing_left, elsewhere.and(no_node))
         };
         let (windows, (some, everything, nothing_left, elsewhere)) =
             tokio::join!(run_with(&schedule, &mut env, t0, &stop, Some(rx)), operator);
