@@ -126,8 +126,43 @@ impl Tmux {
     }
 }
 
+impl Tmux {
+    /// Whether the harness the pane started still runs.
+    fn harness_runs(&self) -> bool {
+        let Ok(out) = Command::new("tmux")
+            .args(["display", "-p", "-t", &self.session, "#{pane_pid}"])
+            .output()
+        else {
+            return false;
+        };
+        let pane = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        Command::new("ps")
+            .args(["-o", "comm=", "--ppid", &pane])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("harness"))
+    }
+}
+
 impl Drop for Tmux {
+    /// A test that failed half-way leaves a harness running in the pane: two Ctrl-C tear its
+    /// environment down (killing the session alone would hang the harness up without a
+    /// teardown, and leave its processes and temp dirs behind).
     fn drop(&mut self) {
+        // No assertion here: a panic while a failed test unwinds would abort the process.
+        let ctrl_c = || {
+            let _ = Command::new("tmux")
+                .args(["send-keys", "-t", &self.session, "C-c"])
+                .status();
+        };
+        if self.alive() && self.harness_runs() {
+            ctrl_c();
+            std::thread::sleep(Duration::from_millis(500));
+            ctrl_c();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while self.harness_runs() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
         let _ = Command::new("tmux")
             .args(["kill-session", "-t", &self.session])
             .stderr(Stdio::null())
