@@ -9,18 +9,19 @@
 //! - metric objectives: the `/metrics` the console scrapes once a second ([`scraped`], from
 //!   [`super::source`]), labelled as the run's scraper labels them, at times from the load's
 //!   start;
-//! - span objectives: the hops of each traced saga's trace once the collector has it
-//!   ([`trace_hops`], also from [`super::source`]), added to the same per-phase histograms the
-//!   report's hop breakdown builds. One difference: the report leaves out the spans that start
-//!   after the saga's terminal status, which the live view cannot know when it reads the trace,
-//!   so a live hop may read a little slower than the report's.
+//! - span objectives: each traced saga's hops, cut at its terminal time, from the collector
+//!   once its trace has settled ([`sagas_wanted`] and [`sagas_hops`], asked by
+//!   [`super::source`]: the collector computes them as the report does, with
+//!   `telemetry::hops::saga_hops`), added to the same per-phase histograms the report's hop
+//!   breakdown builds. A saga whose trace has not arrived a minute after its end is given up
+//!   (the report counts it as a saga without a trace).
 //!
 //! An objective with nothing to read yet (its phase has not come, no saga finished, no scrape
 //! had the metric, no traced saga went through the hop) is "not yet measurable", never a pass
 //! or a fail. The state is one per process, like the view's tap ([`super::live`]): [`open`]
 //! while a view of a run is up, [`close`] after.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
@@ -29,7 +30,7 @@ use crate::load::TracedSaga;
 use crate::metrics::Measurements;
 use crate::scenario::{Objective, Scenario, Target};
 use crate::slo::{self, SloVerdict};
-use crate::telemetry::hops::{HopBreakdown, SettledHops};
+use crate::telemetry::hops::{HopBreakdown, SETTLE, SagaTrace, TraceHops};
 use crate::telemetry::scrape::{self, Sample, Selector, Series};
 
 /// The load's measurements so far, and the traced sagas seen terminal after the first `n`.
@@ -56,10 +57,8 @@ struct Load {
     series: BTreeMap<SeriesKey, Vec<(f64, f64)>>,
     /// Traced sagas taken from the load so far.
     traced_seen: usize,
-    /// Traced sagas whose trace has not arrived yet.
+    /// Traced sagas whose hops have not arrived yet.
     waiting: Vec<TracedSaga>,
-    /// Trace id → its end and its hops (only those a span objective names).
-    traces: HashMap<String, (u64, BTreeMap<String, u64>)>,
     breakdown: HopBreakdown,
 }
 
@@ -98,11 +97,19 @@ pub fn scraped(samples: &[(&str, Vec<Sample>)]) {
     }
 }
 
-/// Traces that settled at the collector, with their hops: what the span objectives read of
-/// them is kept until the load's traced sagas claim it.
-pub fn trace_hops(settled: &SettledHops) {
+/// The traced sagas whose hops the span objectives wait for and whose trace has had time to
+/// settle, at most `limit`; none without a span objective.
+pub fn sagas_wanted(limit: usize) -> Vec<SagaTrace> {
+    lock()
+        .as_ref()
+        .map(|judge| judge.sagas_wanted(limit))
+        .unwrap_or_default()
+}
+
+/// Traced sagas' hops, from the collector: into the span objectives' histograms.
+pub fn sagas_hops(hops: Vec<TraceHops>) {
     if let Some(judge) = lock().as_mut() {
-        judge.trace_hops(settled);
+        judge.sagas_hops(hops);
     }
 }
 
@@ -146,7 +153,6 @@ impl Judge {
             series: BTreeMap::new(),
             traced_seen: 0,
             waiting: Vec::new(),
-            traces: HashMap::new(),
             breakdown: HopBreakdown::new(),
         });
     }
@@ -183,24 +189,25 @@ impl Judge {
         }
     }
 
-    fn trace_hops(&mut self, settled: &SettledHops) {
-        if self.span_hops.is_empty() {
-            return;
-        }
-        let Some(load) = self.load.as_mut() else {
-            return;
+    fn sagas_wanted(&self, limit: usize) -> Vec<SagaTrace> {
+        let Some(load) = self.load.as_ref().filter(|_| !self.span_hops.is_empty()) else {
+            return Vec::new();
         };
-        for t in &settled.traces {
-            let hops: BTreeMap<String, u64> = t
-                .hops
-                .iter()
-                .filter(|(hop, _)| self.span_hops.contains(hop))
-                .map(|(hop, us)| (hop.clone(), *us))
-                .collect();
-            if !hops.is_empty() {
-                load.traces
-                    .insert(t.trace_id.clone(), (t.end_unix_ns, hops));
-            }
+        let settled_before = unix_ns().saturating_sub(nanos(SETTLE));
+        load.waiting
+            .iter()
+            .filter(|saga| saga.terminal_at_unix_ns <= settled_before)
+            .take(limit)
+            .map(|saga| SagaTrace {
+                trace_id: saga.trace_id.clone(),
+                terminal_at_unix_ns: saga.terminal_at_unix_ns,
+            })
+            .collect()
+    }
+
+    fn sagas_hops(&mut self, hops: Vec<TraceHops>) {
+        if let Some(load) = self.load.as_mut() {
+            load.add_traced_sagas(hops);
         }
     }
 
@@ -212,8 +219,9 @@ impl Judge {
             return Vec::new();
         };
         load.traced_seen += traced.len();
-        load.waiting.extend(traced);
-        load.add_traced_sagas();
+        if !self.span_hops.is_empty() {
+            load.waiting.extend(traced);
+        }
         m.scraped = Arc::new(
             load.series
                 .iter()
@@ -233,13 +241,16 @@ impl Judge {
 }
 
 impl Load {
-    /// The traced sagas whose trace has arrived go into the breakdown, as the report's do.
-    fn add_traced_sagas(&mut self) {
-        let traces = &mut self.traces;
+    /// The traced sagas whose hops arrived go into the breakdown, as the report's do; those
+    /// still without a trace a minute after their end are given up.
+    fn add_traced_sagas(&mut self, hops: Vec<TraceHops>) {
+        let mut arrived: BTreeMap<String, BTreeMap<String, u64>> =
+            hops.into_iter().map(|t| (t.trace_id, t.hops)).collect();
         let breakdown = &mut self.breakdown;
+        let give_up_before = unix_ns().saturating_sub(nanos(GIVE_UP));
         self.waiting
-            .retain(|saga| match traces.remove(&saga.trace_id) {
-                Some((_, hops)) => {
+            .retain(|saga| match arrived.remove(&saga.trace_id) {
+                Some(hops) => {
                     breakdown.add_saga(
                         &saga.phases,
                         &saga.order_id.to_string(),
@@ -249,12 +260,8 @@ impl Load {
                     );
                     false
                 }
-                None => true,
+                None => saga.terminal_at_unix_ns >= give_up_before,
             });
-        // A trace no traced saga claims (a read, a saga the load did not follow) goes once it
-        // is older than any saga still waiting could need: a few minutes.
-        let horizon = unix_ns().saturating_sub(5 * 60 * 1_000_000_000);
-        traces.retain(|_, (end, _)| *end >= horizon);
     }
 
     /// Phase → hop → histogram, for the hops the span objectives name.
@@ -274,6 +281,13 @@ impl Load {
         }
         out
     }
+}
+
+/// How long after its end a saga's trace may still arrive.
+const GIVE_UP: std::time::Duration = std::time::Duration::from_secs(60);
+
+fn nanos(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 fn unix_ns() -> u64 {
@@ -496,7 +510,7 @@ p99 = "50ms"
             order_id: contracts::domain::OrderId::new(),
             trace_id: "ab".repeat(16),
             phases: vec![ALL.to_string()],
-            terminal_at_unix_ns: 0,
+            terminal_at_unix_ns: unix_ns() - 5_000_000_000,
             completion_us: 90_000,
         };
         judge.measuring(
@@ -507,20 +521,21 @@ p99 = "50ms"
         );
         let waiting = judge.judge();
         assert_eq!(waiting[0].held, None, "no trace yet: {waiting:?}");
+        let wanted = judge.sagas_wanted(10);
+        assert_eq!(wanted.len(), 1, "its trace has had time to settle");
+        assert_eq!(wanted[0].trace_id, "ab".repeat(16));
 
-        judge.trace_hops(&SettledHops {
-            next: 1,
-            traces: vec![crate::telemetry::hops::TraceHops {
-                trace_id: "ab".repeat(16),
-                end_unix_ns: unix_ns(),
-                hops: [
-                    ("order outbox wait order.events".to_string(), 80_000),
-                    ("order db".to_string(), 1_000),
-                ]
-                .into_iter()
-                .collect(),
-            }],
-        });
+        judge.sagas_hops(vec![crate::telemetry::hops::TraceHops {
+            trace_id: "ab".repeat(16),
+            end_unix_ns: 0,
+            hops: [
+                ("order outbox wait order.events".to_string(), 80_000),
+                ("order db".to_string(), 1_000),
+            ]
+            .into_iter()
+            .collect(),
+        }]);
+        assert!(judge.sagas_wanted(10).is_empty(), "its hops are in");
         let judged = judge.judge();
         assert_eq!(judged[0].held, Some(false), "80ms breaks 50ms: {judged:?}");
         assert!(judged[0].detail.contains("n=1"), "{judged:?}");

@@ -39,7 +39,7 @@ use super::state::{
     Breaker, HopSource, HopsTick, MAX_WINDOW, Quantiles, SystemTick, TargetKind, TargetRow,
     TargetState, TrafficTick, Update, WINDOWS,
 };
-use crate::telemetry::collector::fetch_settled_hops;
+use crate::telemetry::collector::{MAX_HOPS_PER_ANSWER, fetch_sagas_hops, fetch_settled_hops};
 use crate::telemetry::hops::{LiveHops, SettledHops};
 use crate::telemetry::scrape::{Sample, parse_exposition};
 
@@ -215,7 +215,19 @@ async fn observe(
             None => None,
         }
     };
-    let (scraped, probed, proxies, settled) = tokio::join!(scrapes, probes, proxies, settled);
+    // The traced sagas a run's span SLOs wait for (none outside a run), cut at their end.
+    let sagas = async {
+        let wanted = super::slos::sagas_wanted(MAX_HOPS_PER_ANSWER);
+        match &env.otlp_endpoint {
+            Some(url) if !wanted.is_empty() => fetch_sagas_hops(client, url, &wanted).await.ok(),
+            _ => None,
+        }
+    };
+    let (scraped, probed, proxies, settled, sagas) =
+        tokio::join!(scrapes, probes, proxies, settled, sagas);
+    if let Some(sagas) = sagas {
+        super::slos::sagas_hops(sagas);
+    }
 
     let mut states: BTreeMap<String, TargetState> = BTreeMap::new();
     let mut samples: Vec<(&str, Vec<Sample>)> = Vec::new();
@@ -269,10 +281,7 @@ fn hops_tick(
             );
             return metrics("the collector does not answer".into());
         }
-        Some(Ok(settled)) => {
-            super::slos::trace_hops(&settled);
-            hops.add(settled);
-        }
+        Some(Ok(settled)) => hops.add(settled),
     }
     let now = unix_ns();
     hops.forget_before(now.saturating_sub(nanos(MAX_WINDOW)));

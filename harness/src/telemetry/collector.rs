@@ -8,10 +8,11 @@
 //! | `GET /api/traces/{trace_id}` | the trace's spans as JSON ([`SpanRecord`]s), `404` if unknown |
 //! | `GET /api/traces?order_id=ID` | `{"trace_ids": [...]}` |
 //! | `GET /api/hops?after=N&limit=M` | the traces that settled since cursor `N` (0 at first), at most `M` (default and bound [`MAX_HOPS_PER_ANSWER`]), each with its hops, and the next cursor ([`SettledHops`]) |
+//! | `POST /api/hops/sagas`, a JSON list of [`SagaTrace`]s (at most [`MAX_HOPS_PER_ANSWER`]) | each saga's hops cut at its terminal time, as a run's report has them ([`TraceHops`]); sagas whose trace is not here are left out |
 //!
 //! The query routes serve `harness trace` and `harness console` against a running `harness
-//! up`; [`fetch_trace`], [`fetch_trace_ids_for_order`] and [`fetch_settled_hops`] are their
-//! client side.
+//! up`; [`fetch_trace`], [`fetch_trace_ids_for_order`], [`fetch_settled_hops`] and
+//! [`fetch_sagas_hops`] are their client side.
 //!
 //! With [`CollectorOptions::forward_to`], every accepted body is also sent, as it came (same
 //! bytes, content type and encoding), to another collector's `/v1/traces` by a background
@@ -49,7 +50,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tower_http::decompression::RequestDecompressionLayer;
 
-use super::hops::{SettledHops, settled_hops};
+use super::hops::{SagaTrace, SettledHops, TraceHops, sagas_hops, settled_hops};
 use super::store::{Inserted, SpanRecord, SpanStore};
 
 /// The largest export body accepted, compressed or not.
@@ -254,6 +255,7 @@ fn router(state: AppState) -> Router {
         .route("/api/traces", get(find_traces))
         .route("/api/traces/{trace_id}", get(get_trace))
         .route("/api/hops", get(get_hops))
+        .route("/api/hops/sagas", post(post_sagas_hops))
         // Bounds the compressed body in the middleware and the inflated one in the handler.
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
@@ -456,6 +458,63 @@ async fn get_hops(State(state): State<AppState>, Query(query): Query<HopsQuery>)
         )
             .into_response(),
     }
+}
+
+async fn post_sagas_hops(
+    State(state): State<AppState>,
+    body: Result<Json<Vec<SagaTrace>>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let sagas = match body {
+        Ok(Json(sagas)) => sagas,
+        Err(rejection) => {
+            let error = format!("expected a JSON list of sagas: {}", rejection.body_text());
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(serde_json::json!({ "error": error })),
+            )
+                .into_response();
+        }
+    };
+    if sagas.len() > MAX_HOPS_PER_ANSWER {
+        let error = format!(
+            "{} sagas asked for; at most {MAX_HOPS_PER_ANSWER} at once",
+            sagas.len()
+        );
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Json(serde_json::json!({ "error": error })),
+        )
+            .into_response();
+    }
+    let store = Arc::clone(&state.store);
+    match tokio::task::spawn_blocking(move || sagas_hops(&store, &sagas)).await {
+        Ok(hops) => Json(hops).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(serde_json::json!({ "error": format!("computing the hops: {e}") })),
+        )
+            .into_response(),
+    }
+}
+
+/// The hops of `sagas` at the collector at `base_url`, each cut at its terminal time; see
+/// [`sagas_hops`].
+pub async fn fetch_sagas_hops(
+    client: &reqwest::Client,
+    base_url: &str,
+    sagas: &[SagaTrace],
+) -> anyhow::Result<Vec<TraceHops>> {
+    let url = api_url(base_url, &["api", "hops", "sagas"])?;
+    client
+        .post(url.clone())
+        .json(sagas)
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .with_context(|| format!("asking {url} for the sagas' hops"))?
+        .json()
+        .await
+        .with_context(|| format!("reading the sagas' hops from {url}"))
 }
 
 /// The traces settled since cursor `after` at the collector of a running `harness up` (or of a
@@ -1010,6 +1069,29 @@ mod tests {
                 .is_empty(),
             "a trace comes once until it changes"
         );
+
+        // A saga's hops, cut at its terminal time as the report cuts them: only the spans that
+        // started before 2 ms count.
+        let terminal = 1_000_000 * 2;
+        let sagas = [
+            SagaTrace {
+                trace_id: "01".repeat(16),
+                terminal_at_unix_ns: terminal,
+            },
+            SagaTrace {
+                trace_id: "02".repeat(16),
+                terminal_at_unix_ns: terminal,
+            },
+        ];
+        let hops = fetch_sagas_hops(&client, &c.endpoint(), &sagas)
+            .await
+            .unwrap();
+        assert_eq!(hops.len(), 1, "the unknown trace is left out: {hops:?}");
+        assert_eq!(
+            hops[0].hops,
+            crate::telemetry::hops::saga_hops(&spans, Some(terminal))
+        );
+        assert_ne!(hops[0].hops, trace.hops, "the INSERT after 2 ms is cut");
     }
 
     #[tokio::test]

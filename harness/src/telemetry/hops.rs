@@ -307,6 +307,30 @@ fn settled_hops_after(
     }
 }
 
+/// A saga a live view wants the hops of: its trace, and when it reached its terminal status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SagaTrace {
+    pub trace_id: String,
+    /// As [`saga_hops`] takes it: later spans are not the saga's time.
+    pub terminal_at_unix_ns: u64,
+}
+
+/// The hops of each of `sagas` whose trace `store` has, cut at its terminal time exactly as a
+/// run's report cuts them; sagas without a trace are left out.
+pub fn sagas_hops(store: &SpanStore, sagas: &[SagaTrace]) -> Vec<TraceHops> {
+    sagas
+        .iter()
+        .filter_map(|saga| {
+            let spans = store.trace(&saga.trace_id)?;
+            Some(TraceHops {
+                trace_id: saga.trace_id.clone(),
+                end_unix_ns: spans.iter().map(|s| s.end_unix_ns).max().unwrap_or(0),
+                hops: saga_hops(&spans, Some(saga.terminal_at_unix_ns)),
+            })
+        })
+        .collect()
+}
+
 /// One hop over a window of time, as a live view shows it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HopFigure {
