@@ -1,5 +1,8 @@
 //! `chaos-proxy`: a Toxiproxy-compatible fault-injection proxy. See `chaos::server`.
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::io::IsTerminal;
 use std::process::ExitCode;
 

@@ -1,5 +1,8 @@
 //! `embedded-broker`: the local backend's Kafka-compatible broker. See the library docs.
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::process::ExitCode;
 
 use embedded_broker::{Opts, init_logging, run};

@@ -1,6 +1,9 @@
 //! The `gateway` binary: configuration, then telemetry, the shutdown signal and
 //! [`gateway::Application`] (see `platform::service::run_main`).
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let config = match gateway::Config::from_env() {
         Ok(c) => c,

@@ -1,6 +1,9 @@
 //! The inventory service binary: configuration, then telemetry, the shutdown signal and the library's
 //! [`Application`](inventory_service::Application) (see `platform::service::run_main`).
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let config = match inventory_service::Config::from_env() {
         Ok(c) => c,

@@ -1,6 +1,9 @@
 //! The order service binary: configuration, then telemetry, the shutdown signal and the
 //! application (see `platform::service::run_main`).
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let config = match order_service::Config::from_env() {
         Ok(c) => c,

@@ -1,6 +1,9 @@
 //! The payment service binary: configuration, then telemetry, the shutdown signal and the library's
 //! [`Application`](payment_service::Application) (see `platform::service::run_main`).
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let config = match payment_service::Config::from_env() {
         Ok(c) => c,
