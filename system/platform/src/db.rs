@@ -20,6 +20,7 @@ use nix::fcntl::{Flock, FlockArg};
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::Migrator;
+use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, AnyPool, Executor, Transaction};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 use tracing::Instrument;
@@ -103,6 +104,30 @@ impl Tx {
     }
 }
 
+/// A pooled connection outside any transaction, holding this process's writer turn as a [`Tx`]
+/// does: each statement on it commits on its own. From [`Db::autocommit`], for a write that is a
+/// single statement, where `BEGIN` and `COMMIT` would be two more round trips (on SQLite, two
+/// more hand-offs to the connection's thread and back) for nothing: SQLite and Postgres both run
+/// one statement atomically.
+pub struct Autocommit {
+    conn: PoolConnection<Any>,
+    _turn: Option<WriterTurn>,
+}
+
+impl std::ops::Deref for Autocommit {
+    type Target = AnyConnection;
+
+    fn deref(&self) -> &AnyConnection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for Autocommit {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.conn
+    }
+}
+
 impl std::ops::Deref for Tx {
     type Target = AnyConnection;
 
@@ -165,9 +190,15 @@ impl Db {
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if dialect == Dialect::Sqlite {
+                        // A page cache of up to 64 MiB and reads through a memory map: with
+                        // SQLite's default 2 MiB cache, an order database that had grown to
+                        // 200 MB in a capacity run read its index pages back from the kernel
+                        // with a system call each, and the knee fell as the run went on
+                        // (docs/performance.md, row 14).
                         conn.execute(
                             "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; \
-                             PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+                             PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
+                             PRAGMA cache_size = -65536; PRAGMA mmap_size = 1073741824;",
                         )
                         .await?;
                     }
@@ -281,6 +312,30 @@ impl Db {
         .await
         .map_err(|e| DbError::Corrupt(format!("the task beginning a transaction failed: {e}")))?;
         begun.map_err(DbError::Sqlx)
+    }
+
+    /// A connection for single-statement writes outside a transaction ([`Autocommit`]). On
+    /// SQLite the writers take turns as in [`Db::begin`]: without the turn, writers of two
+    /// processes would meet SQLite's busy handler instead (row 4 of docs/performance.md).
+    pub async fn autocommit(&self) -> Result<Autocommit, DbError> {
+        let turn = match self.dialect {
+            Dialect::Sqlite => {
+                let in_process = self.writers.clone().lock_owned().await;
+                let across_processes = match &self.lock_file {
+                    Some(file) => Some(lock_exclusively(file).await?),
+                    None => None,
+                };
+                Some(WriterTurn {
+                    _in_process: in_process,
+                    _across_processes: across_processes,
+                })
+            }
+            Dialect::Postgres => None,
+        };
+        Ok(Autocommit {
+            conn: self.pool.acquire().await?,
+            _turn: turn,
+        })
     }
 
     /// The semantic conventions' `db.system.name`.
@@ -612,6 +667,44 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(rows, [1, 2]);
+    }
+
+    /// A single-statement write outside a transaction takes its turn like a transaction: it
+    /// waits for another instance's open transaction on the file, then commits on its own.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[allow(clippy::unwrap_used)]
+    async fn autocommit_writes_take_their_turn_and_commit_on_their_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let (first, second) = (
+            Db::connect(&url).await.unwrap(),
+            Db::connect(&url).await.unwrap(),
+        );
+        sqlx::query("CREATE TABLE t (n INTEGER)")
+            .execute(first.pool())
+            .await
+            .unwrap();
+        let holding = first.begin().await.unwrap();
+        let waiting = tokio::spawn(async move {
+            let mut conn = second.autocommit().await.unwrap();
+            sqlx::query("INSERT INTO t (n) VALUES (2)")
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!waiting.is_finished(), "the single write waits its turn");
+        holding.rollback().await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("the single write goes on once the transaction ends")
+            .unwrap();
+        // Committed by itself: another handle sees it with no commit called.
+        let rows: Vec<i64> = sqlx::query_scalar("SELECT n FROM t")
+            .fetch_all(first.pool())
+            .await
+            .unwrap();
+        assert_eq!(rows, [2]);
     }
 
     /// A caller dropped while its transaction is being begun (a client gone, a timeout) must
