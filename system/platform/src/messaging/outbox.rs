@@ -456,15 +456,16 @@ impl Relay {
              RETURNING seq, attempts, message_id, topic, msg_key, kind, payload, traceparent, \
                  created_at_ms"
         );
-        let mut tx = self.db.begin().await?;
+        // One statement, so no transaction around it (`Db::autocommit`).
+        let mut conn = self.db.autocommit().await?;
         let rows = sqlx::query(&sql)
             .bind(&self.instance_id)
             .bind(lease_until)
             .bind(now)
             .bind(self.batch)
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut *conn)
             .await?;
-        tx.commit().await?;
+        drop(conn);
         let mut claimed = rows
             .into_iter()
             .map(|r| {
@@ -488,27 +489,22 @@ impl Relay {
     /// Marks the published rows and puts the failed ones back with their backoff, each only if
     /// this relay still holds its claim (a lease that ran out may have passed the row on).
     async fn finish(&self, done: &[i64], failed: &[(i64, i64)]) -> Result<(), DbError> {
-        let mut tx = self.db.begin().await?;
         let now = crate::now_ms();
+        if failed.is_empty() {
+            // The usual pass: one statement, so no transaction around it.
+            if done.is_empty() {
+                return Ok(());
+            }
+            let mut conn = self.db.autocommit().await?;
+            let lost = self.mark_published(&mut conn, done, now).await?;
+            drop(conn);
+            self.warn_lost(lost);
+            return Ok(());
+        }
+        let mut tx = self.db.begin().await?;
         let mut lost = 0;
         if !done.is_empty() {
-            // One statement for the whole batch: on SQLite every statement is a round trip to
-            // the connection's thread.
-            let placeholders: Vec<String> =
-                (0..done.len()).map(|i| format!("${}", i + 3)).collect();
-            let sql = format!(
-                "UPDATE outbox SET published_at_ms = $1, claimed_by = NULL, claimed_until_ms = NULL \
-                 WHERE claimed_by = $2 AND seq IN ({})",
-                placeholders.join(", ")
-            );
-            let mut query = sqlx::query(&sql).bind(now).bind(&self.instance_id);
-            for seq in done {
-                query = query.bind(seq);
-            }
-            let marked = query.execute(&mut *tx).await?;
-            lost = done
-                .len()
-                .saturating_sub(usize::try_from(marked.rows_affected()).unwrap_or(0));
+            lost = self.mark_published(&mut tx, done, now).await?;
         }
         for (seq, attempts) in failed {
             let retry_at =
@@ -524,6 +520,35 @@ impl Relay {
             .await?;
         }
         tx.commit().await?;
+        self.warn_lost(lost);
+        Ok(())
+    }
+
+    /// Marks the published rows this relay still holds, in one statement (on SQLite every
+    /// statement is a round trip to the connection's thread); returns how many it no longer held.
+    async fn mark_published(
+        &self,
+        conn: &mut AnyConnection,
+        done: &[i64],
+        now: i64,
+    ) -> Result<usize, DbError> {
+        let placeholders: Vec<String> = (0..done.len()).map(|i| format!("${}", i + 3)).collect();
+        let sql = format!(
+            "UPDATE outbox SET published_at_ms = $1, claimed_by = NULL, claimed_until_ms = NULL \
+             WHERE claimed_by = $2 AND seq IN ({})",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query(&sql).bind(now).bind(&self.instance_id);
+        for seq in done {
+            query = query.bind(seq);
+        }
+        let marked = query.execute(conn).await?;
+        Ok(done
+            .len()
+            .saturating_sub(usize::try_from(marked.rows_affected()).unwrap_or(0)))
+    }
+
+    fn warn_lost(&self, lost: usize) {
         if lost > 0 {
             tracing::warn!(
                 rows = lost,
@@ -531,7 +556,6 @@ impl Relay {
                 "published rows whose claim had passed to another relay; they may be sent twice"
             );
         }
-        Ok(())
     }
 }
 
