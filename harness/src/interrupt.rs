@@ -51,7 +51,7 @@ impl Interrupt {
         Self::default()
     }
 
-    /// An interruption triggered by SIGINT and SIGTERM too (and, like [`Interrupt::new`], by
+    /// An interruption triggered by SIGINT, SIGTERM and SIGHUP too (and, like [`Interrupt::new`], by
     /// [`Interrupt::interrupt`]). Must be called within a tokio runtime, before the load starts.
     /// A signal whose handler cannot be installed is warned about on stderr; the other still
     /// works.
@@ -60,16 +60,25 @@ impl Interrupt {
         if let Err(e) = listen_for_sigint(&interrupt) {
             eprintln!("warning: Ctrl-C cannot interrupt this run: {e}");
         }
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut sigterm) => {
-                let i = interrupt.clone();
-                tokio::spawn(async move {
-                    while sigterm.recv().await.is_some() {
-                        i.interrupt("SIGTERM");
-                    }
-                });
+        // SIGHUP: the terminal the run was started from went away (a closed window, a killed
+        // tmux session). Its default action kills the harness with no teardown, leaving every
+        // process and temp dir it started behind; it interrupts the run like SIGTERM instead.
+        use tokio::signal::unix::SignalKind;
+        for (kind, name) in [
+            (SignalKind::terminate(), "SIGTERM"),
+            (SignalKind::hangup(), "SIGHUP"),
+        ] {
+            match tokio::signal::unix::signal(kind) {
+                Ok(mut signals) => {
+                    let i = interrupt.clone();
+                    tokio::spawn(async move {
+                        while signals.recv().await.is_some() {
+                            i.interrupt(name);
+                        }
+                    });
+                }
+                Err(e) => eprintln!("warning: {name} cannot interrupt this run: {e}"),
             }
-            Err(e) => eprintln!("warning: SIGTERM cannot interrupt this run: {e}"),
         }
         interrupt
     }

@@ -117,6 +117,24 @@ fn ctrl_c_during_the_load_stops_it_heals_reports_interrupted_and_exits_130() {
     done.assert_nothing_left(&children);
 }
 
+/// A closed terminal (SIGHUP) would otherwise kill the harness with no teardown.
+#[test]
+fn sighup_from_a_closed_terminal_interrupts_the_run_and_leaves_nothing_behind() {
+    let mut run = Run::start("sighup");
+    run.wait_for("chaos: ");
+    let children = run.children();
+    run.signal(Signal::SIGHUP);
+    let done = run.finish();
+
+    assert_eq!(done.code, Some(130), "{}", done.output());
+    assert!(
+        done.file("report.md").contains("**Interrupted**: SIGHUP"),
+        "{}",
+        done.output()
+    );
+    done.assert_nothing_left(&children);
+}
+
 #[test]
 fn sigterm_then_a_second_interruption_only_tears_down_and_exits_130() {
     let mut run = Run::start("sigterm");
