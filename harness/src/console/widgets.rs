@@ -14,7 +14,7 @@ use ratatui::widgets::{
 };
 
 use super::input::BINDINGS;
-use super::state::{Breaker, FaultPhase, Mode, State, TargetKind, TargetState};
+use super::state::{Breaker, FaultPhase, Mode, SloLive, State, TargetKind, TargetState};
 
 /// Below this the console only says it needs more room.
 pub const MIN_WIDTH: u16 = 60;
@@ -654,9 +654,35 @@ fn hop_lines(state: &State, rows: usize) -> Vec<Line<'static>> {
 }
 
 fn slos(frame: &mut Frame, area: Rect, state: &State) {
-    let lines: Vec<Line> = state
-        .slos
-        .iter()
+    // What needs the operator's eyes first, since a small panel shows only the first few: the
+    // broken ones, then those with the least error budget left (the ones a fault is eating
+    // into), then the rest, and last those not yet measurable. The order is stable otherwise.
+    let mut shown: Vec<&SloLive> = state.slos.iter().collect();
+    shown.sort_by(|a, b| {
+        let rank = |s: &SloLive| match s.held {
+            Some(false) => 0,
+            Some(true) => 1,
+            None => 2,
+        };
+        rank(a).cmp(&rank(b)).then(
+            a.budget_left
+                .unwrap_or(1.0)
+                .total_cmp(&b.budget_left.unwrap_or(1.0)),
+        )
+    });
+    let count = |held: Option<bool>| state.slos.iter().filter(|s| s.held == held).count();
+    let title = if state.slos.is_empty() {
+        "SLOs so far".to_string()
+    } else {
+        format!(
+            "SLOs · {} broken · {} ok · {} waiting",
+            count(Some(false)),
+            count(Some(true)),
+            count(None)
+        )
+    };
+    let lines: Vec<Line> = shown
+        .into_iter()
         .map(|s| {
             let (mark, style) = match s.held {
                 Some(true) => ("ok  ", GOOD),
@@ -675,7 +701,7 @@ fn slos(frame: &mut Frame, area: Rect, state: &State) {
     frame.render_widget(
         Paragraph::new(lines)
             .wrap(Wrap { trim: true })
-            .block(Block::bordered().title("SLOs so far")),
+            .block(Block::bordered().title(title)),
         area,
     );
 }
@@ -915,8 +941,8 @@ mod tests {
 
     use super::*;
     use crate::console::state::{
-        ChaosEvent, Header, HopSource, HopsTick, Quantiles, SloLive, SystemTick, TargetRow,
-        TrafficTick, Update, WINDOWS,
+        ChaosEvent, Header, HopSource, HopsTick, Quantiles, SystemTick, TargetRow, TrafficTick,
+        Update, WINDOWS,
     };
 
     /// The screen as text, one line per row.
@@ -1090,6 +1116,41 @@ mod tests {
             );
             assert!(shows(&lines, "00:01:00 left"), "{w}x{h}: {lines:#?}");
             assert!(shows(&lines, "pause load"), "{w}x{h}: {lines:#?}");
+        }
+    }
+
+    /// A small panel shows only the first few SLOs: the broken one and the one a fault is
+    /// eating into come before those holding with their whole budget and those still waiting.
+    #[test]
+    fn the_slo_panel_puts_broken_and_strained_slos_first_and_counts_them_all() {
+        let mut s = attached();
+        s.run = true;
+        let slo = |name: &str, held: Option<bool>, budget_left: Option<f64>| SloLive {
+            name: name.into(),
+            detail: String::new(),
+            held,
+            budget_left,
+        };
+        s.apply(Update::Slos(vec![
+            slo("calm-before", Some(true), Some(1.0)),
+            slo("waiting-after", None, None),
+            slo("strained-during", Some(true), Some(0.2)),
+            slo("broken-during", Some(false), None),
+        ]));
+        let lines = screen(&s, 100, 30);
+        assert!(
+            shows(&lines, "SLOs · 1 broken · 2 ok · 1 waiting"),
+            "{lines:#?}"
+        );
+        let at = |name: &str| lines.iter().position(|l| l.contains(name));
+        let (broken, strained) = (at("broken-during"), at("strained-during"));
+        assert!(broken.is_some() && strained.is_some(), "{lines:#?}");
+        assert!(broken < strained, "{lines:#?}");
+        if let Some(calm) = at("calm-before") {
+            assert!(strained < Some(calm), "{lines:#?}");
+        }
+        if let Some(waiting) = at("waiting-after") {
+            assert!(at("calm-before") < Some(waiting), "{lines:#?}");
         }
     }
 
