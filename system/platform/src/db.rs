@@ -626,12 +626,10 @@ mod tests {
         assert!(err.is_some_and(|e| e.contains("mysql://x")));
     }
 
-    /// Two handles on one file stand for two instances of a service: the second writer waits
-    /// for the first's commit (on the lock file, not in SQLite's sleeping busy handler) and then
-    /// goes on at once.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    /// Two handles on one SQLite file with a table `t (n)`, standing for two instances of a
+    /// service; the temp dir lives as long as the first value.
     #[allow(clippy::unwrap_used)]
-    async fn writers_sharing_a_file_take_turns() {
+    async fn two_instances_on_one_file() -> (tempfile::TempDir, Db, Db) {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
         let (first, second) = (
@@ -642,6 +640,16 @@ mod tests {
             .execute(first.pool())
             .await
             .unwrap();
+        (dir, first, second)
+    }
+
+    /// Two handles on one file stand for two instances of a service: the second writer waits
+    /// for the first's commit (on the lock file, not in SQLite's sleeping busy handler) and then
+    /// goes on at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[allow(clippy::unwrap_used)]
+    async fn writers_sharing_a_file_take_turns() {
+        let (_dir, first, second) = two_instances_on_one_file().await;
         let mut holding = first.begin().await.unwrap();
         sqlx::query("INSERT INTO t (n) VALUES (1)")
             .execute(&mut *holding)
@@ -674,16 +682,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     #[allow(clippy::unwrap_used)]
     async fn autocommit_writes_take_their_turn_and_commit_on_their_own() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let (first, second) = (
-            Db::connect(&url).await.unwrap(),
-            Db::connect(&url).await.unwrap(),
-        );
-        sqlx::query("CREATE TABLE t (n INTEGER)")
-            .execute(first.pool())
-            .await
-            .unwrap();
+        let (_dir, first, second) = two_instances_on_one_file().await;
         let holding = first.begin().await.unwrap();
         let waiting = tokio::spawn(async move {
             let mut conn = second.autocommit().await.unwrap();
