@@ -460,13 +460,14 @@ async fn experiment(
     let schedule = faults::Schedule::of(scenario)?;
     let load_started = Instant::now();
     let scraper = Scraper::watching(env.watch_metrics_targets(), SCRAPE_INTERVAL, load_started);
-    let (outcome, chaos_windows) = if schedule.is_empty() {
+    // With a view (`--tui`), its fault menu and heal keys act through the timeline, which owns
+    // the environment during the load (also without faults of its own), and the view hears
+    // when the timeline scales a service.
+    let operator = crate::console::live::timeline_requests();
+    let (outcome, chaos_windows) = if schedule.is_empty() && operator.is_none() {
         let outcome = load::run_until(scenario, &target, Vec::new(), load_started, stop).await;
         (outcome, Ok(Vec::new()))
     } else {
-        // With a view (`--tui`), its heal keys reach the timeline's faults, and it hears when
-        // the timeline scales a service.
-        let operator = crate::console::live::timeline_requests();
         let mut told = Told(env);
         tokio::join!(
             load::run_until(scenario, &target, schedule.phases(), load_started, stop),

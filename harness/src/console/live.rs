@@ -14,9 +14,10 @@
 //! its countdown, healed) and phase, judges every SLO on what was measured so far, once a
 //! second, with the code that judges the run at its end ([`super::slos`]), and once
 //! the environment is up polls its `/metrics` and proxies as an attached console does
-//! ([`super::source`]). Faults injected from the menu during a run go on links
-//! only, through the chaos-proxy's API: the environment's processes belong to the run's
-//! timeline. The heal keys heal the faults injected by hand, then ask the timeline, which owns
+//! ([`super::source`]). Link faults injected from the menu during a run go straight to the
+//! chaos-proxy's API; faults on processes, services and messages go through the run's timeline
+//! ([`timeline_requests`]), which owns the environment during the load, so that an operator's
+//! kill and the scenario's own faults never act on one process at once. The heal keys heal the faults injected by hand, then ask the timeline, which owns
 //! the environment during the load, to heal its own active ones ([`timeline_requests`]): those
 //! are healed at once, marked healed by hand in the report, and their scheduled heal later
 //! finds nothing to do. The faults planned for later still fire on time. The load's end heals
@@ -54,7 +55,7 @@ use super::state::{ChaosEvent, Command, Header, Quantiles, State, TrafficTick, U
 use super::{App, Exit, source, terminal};
 use crate::cli::RunArgs;
 use crate::environment::EnvInfo;
-use crate::faults::{Faultable, HealRequest, HealedByHand, Schedule};
+use crate::faults::{Act, ActRequest, Faultable, HealRequest, HealedByHand, Request, Schedule};
 use crate::interrupt::Interrupt;
 use crate::report::ChaosWindow;
 use crate::scenario::{Backend, Scenario};
@@ -86,8 +87,9 @@ static PAUSED: AtomicBool = AtomicBool::new(false);
 static PAUSES: Mutex<Vec<(Instant, Option<Instant>)>> = Mutex::new(Vec::new());
 /// Open-model arrivals skipped during the pauses of the current load, for the view.
 static PAUSED_ARRIVALS: AtomicU64 = AtomicU64::new(0);
-/// Where the operator's heals of the scenario's faults go: the running chaos timeline.
-static TIMELINE: Mutex<Option<mpsc::Sender<HealRequest>>> = Mutex::new(None);
+/// Where the operator's heals of the scenario's faults and own faults on processes go: the
+/// running chaos timeline.
+static TIMELINE: Mutex<Option<mpsc::Sender<Request>>> = Mutex::new(None);
 /// Faults injected by hand that have ended, and the load's pauses, for the report.
 static WINDOWS: Mutex<Vec<ChaosWindow>> = Mutex::new(Vec::new());
 
@@ -209,9 +211,10 @@ pub fn arrivals_paused(n: u64) {
     }
 }
 
-/// A chaos timeline starts: the operator's heals of the scenario's faults go to the receiver
-/// returned, until the next timeline; `None` when no view listens.
-pub fn timeline_requests() -> Option<mpsc::Receiver<HealRequest>> {
+/// A chaos timeline starts: the operator's heals of the scenario's faults and faults on
+/// processes, services and messages go to the receiver returned, until the next timeline; `None`
+/// when no view listens.
+pub fn timeline_requests() -> Option<mpsc::Receiver<Request>> {
     if !ON.load(Ordering::Relaxed) {
         return None;
     }
@@ -373,7 +376,7 @@ fn quantiles(h: &Histogram<u64>) -> Option<Quantiles> {
 }
 
 /// The hands of a run's console: the chaos-proxy's links, and the scenario's timeline for its
-/// own faults.
+/// own faults and for everything else an operator does to the environment.
 struct RunHands {
     backend: Backend,
     toxiproxy_url: String,
@@ -397,8 +400,33 @@ impl Names {
     }
 }
 
-const INSTANCES_BELONG_TO_THE_RUN: &str = "during a run, faults from the console go on links only: \
-     instance faults belong to the scenario's [[chaos]] timeline";
+/// Has the run's timeline do `act` to the environment. Once the load is over the timeline has
+/// healed everything: a heal has nothing left to do, anything else is refused.
+async fn through_timeline(act: Act) -> anyhow::Result<Vec<String>> {
+    let heals = act.heals();
+    let over = || {
+        if heals {
+            Ok(Vec::new())
+        } else {
+            Err(anyhow::anyhow!(
+                "the run's load is over: its end healed everything, and the environment is \
+                 being checked"
+            ))
+        }
+    };
+    let Some(timeline) = lock(&TIMELINE).clone() else {
+        return over();
+    };
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    if timeline
+        .send(Request::Act(ActRequest { act, reply }))
+        .await
+        .is_err()
+    {
+        return over();
+    }
+    answer.await.unwrap_or_else(|_| over())
+}
 
 #[async_trait::async_trait]
 impl Faultable for RunHands {
@@ -411,32 +439,73 @@ impl Faultable for RunHands {
     fn chaos_client(&self) -> anyhow::Result<::chaos::Client> {
         Ok(::chaos::Client::new(&self.toxiproxy_url)?)
     }
-    async fn kill(&mut self, _: &str) -> anyhow::Result<()> {
-        anyhow::bail!(INSTANCES_BELONG_TO_THE_RUN)
+    async fn kill(&mut self, name: &str) -> anyhow::Result<()> {
+        through_timeline(Act::Kill(name.into())).await.map(drop)
     }
-    async fn pause(&mut self, _: &str) -> anyhow::Result<()> {
-        anyhow::bail!(INSTANCES_BELONG_TO_THE_RUN)
+    async fn pause(&mut self, name: &str) -> anyhow::Result<()> {
+        through_timeline(Act::Pause(name.into())).await.map(drop)
     }
-    async fn resume(&mut self, _: &str) -> anyhow::Result<()> {
-        anyhow::bail!(INSTANCES_BELONG_TO_THE_RUN)
+    async fn resume(&mut self, name: &str) -> anyhow::Result<()> {
+        through_timeline(Act::Resume(name.into())).await.map(drop)
     }
-    async fn stop_instance(&mut self, _: &str) -> anyhow::Result<()> {
-        anyhow::bail!(INSTANCES_BELONG_TO_THE_RUN)
+    async fn stop_instance(&mut self, name: &str) -> anyhow::Result<()> {
+        through_timeline(Act::Stop(name.into())).await.map(drop)
     }
-    async fn restart(&mut self, _: &str) -> anyhow::Result<()> {
-        anyhow::bail!(INSTANCES_BELONG_TO_THE_RUN)
+    async fn restart(&mut self, name: &str) -> anyhow::Result<()> {
+        through_timeline(Act::Restart(name.into())).await.map(drop)
     }
-    async fn disconnect(&mut self, _: &str) -> anyhow::Result<()> {
-        anyhow::bail!(INSTANCES_BELONG_TO_THE_RUN)
+    async fn disconnect(&mut self, name: &str) -> anyhow::Result<()> {
+        through_timeline(Act::Disconnect(name.into()))
+            .await
+            .map(drop)
     }
-    async fn reconnect(&mut self, _: &str) -> anyhow::Result<()> {
-        anyhow::bail!(INSTANCES_BELONG_TO_THE_RUN)
+    async fn reconnect(&mut self, name: &str) -> anyhow::Result<()> {
+        through_timeline(Act::Reconnect(name.into()))
+            .await
+            .map(drop)
     }
     async fn heal_all(&mut self) -> anyhow::Result<()> {
-        anyhow::bail!(INSTANCES_BELONG_TO_THE_RUN)
+        // The heal keys of a run go through `heal_scheduled` (`own_faults_only`).
+        self.heal_scheduled(None).await.map(drop)
     }
-    async fn scale(&mut self, _: crate::environment::Service, _: usize) -> anyhow::Result<()> {
-        anyhow::bail!(INSTANCES_BELONG_TO_THE_RUN)
+    async fn scale(
+        &mut self,
+        service: crate::environment::Service,
+        count: usize,
+    ) -> anyhow::Result<()> {
+        through_timeline(Act::Scale(service, count)).await.map(drop)
+    }
+    async fn set_message_fault(
+        &mut self,
+        id: &str,
+        links: &[String],
+        fault: &crate::faults::MessageFault,
+    ) -> anyhow::Result<()> {
+        through_timeline(Act::SetMessageFault {
+            id: id.into(),
+            links: links.to_vec(),
+            fault: fault.clone(),
+        })
+        .await
+        .map(drop)
+    }
+    async fn clear_message_fault(&mut self, id: &str) -> anyhow::Result<()> {
+        through_timeline(Act::ClearMessageFault(id.into()))
+            .await
+            .map(drop)
+    }
+    async fn publish_poison(
+        &mut self,
+        topic: &str,
+        partition: Option<i32>,
+        messages: u64,
+    ) -> anyhow::Result<Vec<String>> {
+        through_timeline(Act::Poison {
+            topic: topic.into(),
+            partition,
+            messages,
+        })
+        .await
     }
 }
 
@@ -448,18 +517,19 @@ impl Hands for RunHands {
     fn own_faults_only(&self) -> bool {
         true
     }
-    async fn heal_target(&mut self, _: &str) -> anyhow::Result<Vec<String>> {
-        anyhow::bail!(INSTANCES_BELONG_TO_THE_RUN)
+    async fn heal_target(&mut self, target: &str) -> anyhow::Result<Vec<String>> {
+        // The heal keys of a run go through `heal_scheduled` (`own_faults_only`).
+        self.heal_scheduled(Some(target)).await
     }
     async fn heal_scheduled(&mut self, target: Option<&str>) -> anyhow::Result<Vec<String>> {
         let Some(timeline) = lock(&TIMELINE).clone() else {
             return Ok(Vec::new());
         };
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let request = HealRequest {
+        let request = Request::Heal(HealRequest {
             target: target.map(str::to_string),
             reply,
-        };
+        });
         // A timeline that is over has healed everything already.
         if timeline.send(request).await.is_err() {
             return Ok(Vec::new());

@@ -14,7 +14,9 @@
 //! An operator may heal the timeline's faults early ([`run_with`] and its [`HealRequest`]s, the
 //! heal keys of `harness run --tui`): each fault picked is healed at once, its window ends then
 //! and is marked healed by hand, and its scheduled heal later finds nothing to do. The faults
-//! planned for later still fire at their time: the experiment goes on as written.
+//! planned for later still fire at their time: the experiment goes on as written. The operator's
+//! own faults on processes, services and messages (the fault menu of `harness run --tui`) go
+//! through the timeline too ([`Act`]), which owns the environment until the load ends.
 //!
 //! Healing always happens, like Chaos Toolkit's rollbacks: each fault when its time is up, and
 //! everything at the end of the timeline ([`Faultable::heal_all`]: every proxy reset,
@@ -314,7 +316,83 @@ pub async fn run_until(
     run_with(schedule, env, t0, stop, None).await
 }
 
-/// What an operator asks of a running timeline: heal its active faults now, those `target`
+/// What an operator asks of a running timeline, which owns the environment while the load runs.
+#[derive(Debug)]
+pub enum Request {
+    /// Heal the timeline's own active faults now.
+    Heal(HealRequest),
+    /// Act on the environment for the operator's own fault (`harness run --tui`'s fault menu):
+    /// the timeline does it between its own events, so the two never touch a process at once.
+    Act(ActRequest),
+}
+
+/// One action on the environment for a fault an operator injects by hand, or heals.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Act {
+    Kill(String),
+    Pause(String),
+    Resume(String),
+    Stop(String),
+    Restart(String),
+    Disconnect(String),
+    Reconnect(String),
+    Scale(Service, usize),
+    SetMessageFault {
+        id: String,
+        links: Vec<String>,
+        fault: MessageFault,
+    },
+    ClearMessageFault(String),
+    Poison {
+        topic: String,
+        partition: Option<i32>,
+        messages: u64,
+    },
+}
+
+impl Act {
+    /// Whether it undoes a fault: once the timeline is over (the load's end healed everything),
+    /// there is nothing left for it to do.
+    pub fn heals(&self) -> bool {
+        matches!(
+            self,
+            Act::Resume(_) | Act::Restart(_) | Act::Reconnect(_) | Act::ClearMessageFault(_)
+        )
+    }
+
+    /// Does it to `env`; what it published, for a poison.
+    pub async fn on(self, env: &mut (impl Faultable + ?Sized)) -> anyhow::Result<Vec<String>> {
+        match self {
+            Act::Kill(name) => env.kill(&name).await,
+            Act::Pause(name) => env.pause(&name).await,
+            Act::Resume(name) => env.resume(&name).await,
+            Act::Stop(name) => env.stop_instance(&name).await,
+            Act::Restart(name) => env.restart(&name).await,
+            Act::Disconnect(name) => env.disconnect(&name).await,
+            Act::Reconnect(name) => env.reconnect(&name).await,
+            Act::Scale(service, count) => env.scale(service, count).await,
+            Act::SetMessageFault { id, links, fault } => {
+                env.set_message_fault(&id, &links, &fault).await
+            }
+            Act::ClearMessageFault(id) => env.clear_message_fault(&id).await,
+            Act::Poison {
+                topic,
+                partition,
+                messages,
+            } => return env.publish_poison(&topic, partition, messages).await,
+        }
+        .map(|()| Vec::new())
+    }
+}
+
+/// An [`Act`] and where its outcome goes.
+#[derive(Debug)]
+pub struct ActRequest {
+    pub act: Act,
+    pub reply: tokio::sync::oneshot::Sender<anyhow::Result<Vec<String>>>,
+}
+
+/// Heal a running timeline's active faults now, those `target`
 /// names (a link, process or service, as `harness chaos heal` takes it) or, without one, every
 /// one of them and then everything ([`Faultable::heal_all`]).
 #[derive(Debug)]
@@ -334,15 +412,18 @@ pub struct HealedByHand {
     pub at: Duration,
 }
 
-/// [`run_until`], also healing what `requests` ask for while it runs. The timeline owns the
-/// environment while the load runs, so an operator's heal goes through it: it knows which of its
-/// faults are active, and their scheduled heal must then find nothing left to do.
+/// [`run_until`], also doing what `requests` ask for while it runs. The timeline owns the
+/// environment while the load runs, so an operator's heal goes through it (it knows which of its
+/// faults are active, and their scheduled heal must then find nothing left to do), and so do the
+/// operator's own faults on instances, services and messages ([`Act`]). With `requests` it
+/// serves them until the load ends (`schedule.load_end`), past its own last fault: an operator
+/// may break something in the `after` phase too, or in a scenario without a timeline.
 pub async fn run_with(
     schedule: &Schedule,
     env: &mut (impl Faultable + ?Sized),
     t0: Instant,
     stop: &tokio_util::sync::CancellationToken,
-    requests: Option<tokio::sync::mpsc::Receiver<HealRequest>>,
+    requests: Option<tokio::sync::mpsc::Receiver<Request>>,
 ) -> anyhow::Result<Vec<ChaosWindow>> {
     let result = timeline(schedule, env, t0, stop, requests).await;
     let healed = env.heal_all().await;
@@ -352,9 +433,7 @@ pub async fn run_with(
 }
 
 /// The next request, or never once there are none (no operator, or the operator gone).
-async fn next_request(
-    requests: &mut Option<tokio::sync::mpsc::Receiver<HealRequest>>,
-) -> HealRequest {
+async fn next_request(requests: &mut Option<tokio::sync::mpsc::Receiver<Request>>) -> Request {
     if let Some(rx) = requests {
         if let Some(request) = rx.recv().await {
             return request;
@@ -369,7 +448,7 @@ async fn timeline(
     env: &mut (impl Faultable + ?Sized),
     t0: Instant,
     stop: &tokio_util::sync::CancellationToken,
-    mut requests: Option<tokio::sync::mpsc::Receiver<HealRequest>>,
+    mut requests: Option<tokio::sync::mpsc::Receiver<Request>>,
 ) -> anyhow::Result<Vec<ChaosWindow>> {
     // Events in time order: (when, planned index, apply?). Heals sort before applies at the
     // same instant, so back-to-back faults on one target do not overlap.
@@ -387,11 +466,7 @@ async fn timeline(
                 () = tokio::time::sleep_until((t0 + at).into()) => break,
                 () = stop.cancelled() => break 'events,
                 request = next_request(&mut requests) => {
-                    let healed =
-                        heal_by_hand(schedule, env, t0, &mut active, &mut windows, request.target)
-                            .await;
-                    // The operator may have gone meanwhile; the heal stands.
-                    let _ = request.reply.send(healed);
+                    serve(schedule, env, t0, &mut active, &mut windows, request).await;
                 }
             }
         }
@@ -417,6 +492,18 @@ async fn timeline(
             windows.push(window(planned, &applied, healed));
         }
     }
+    // The operator's hands stay on the environment until the load ends.
+    if requests.is_some() {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep_until((t0 + schedule.load_end).into()) => break,
+                () = stop.cancelled() => break,
+                request = next_request(&mut requests) => {
+                    serve(schedule, env, t0, &mut active, &mut windows, request).await;
+                }
+            }
+        }
+    }
     // Interrupted: what is still active heals now.
     for applied in std::mem::take(&mut active) {
         let planned = &schedule.faults[applied.planned];
@@ -430,6 +517,27 @@ async fn timeline(
         windows.push(window(planned, &applied, healed));
     }
     Ok(windows)
+}
+
+/// Does what an operator asked, and answers (the operator may have gone meanwhile: what was done
+/// stands).
+async fn serve(
+    schedule: &Schedule,
+    env: &mut (impl Faultable + ?Sized),
+    t0: Instant,
+    active: &mut Vec<Applied>,
+    windows: &mut Vec<ChaosWindow>,
+    request: Request,
+) {
+    match request {
+        Request::Heal(request) => {
+            let healed = heal_by_hand(schedule, env, t0, active, windows, request.target).await;
+            let _ = request.reply.send(healed);
+        }
+        Request::Act(request) => {
+            let _ = request.reply.send(request.act.on(env).await);
+        }
+    }
 }
 
 /// Heals the active faults `target` names (every one without a target, then everything) now,
@@ -950,13 +1058,76 @@ mod tests {
     }
 
     async fn ask(
-        tx: &tokio::sync::mpsc::Sender<HealRequest>,
+        tx: &tokio::sync::mpsc::Sender<Request>,
         target: Option<&str>,
     ) -> anyhow::Result<Vec<HealedByHand>> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let target = target.map(str::to_string);
-        tx.send(HealRequest { target, reply }).await.unwrap();
+        tx.send(Request::Heal(HealRequest { target, reply }))
+            .await
+            .unwrap();
         answer.await.unwrap()
+    }
+
+    async fn act(tx: &tokio::sync::mpsc::Sender<Request>, act: Act) -> anyhow::Result<Vec<String>> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        tx.send(Request::Act(ActRequest { act, reply }))
+            .await
+            .map_err(|_| anyhow::anyhow!("the timeline is over"))?;
+        answer.await?
+    }
+
+    #[tokio::test]
+    async fn an_operators_own_faults_go_through_the_timeline_until_the_load_ends() {
+        let s = scenario(
+            "[[chaos]]\nat = \"0s\"\nfor = \"100ms\"\ntarget = \"order#2\"\nfault = \"pause\"\n",
+        );
+        let mut schedule = Schedule::of(&s).unwrap();
+        schedule.load_end = Duration::from_millis(800);
+        let journal = Journal::default();
+        let notes = std::sync::Arc::clone(&journal.0);
+        let mut env = journal;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let stop = tokio_util::sync::CancellationToken::new();
+        let operator = async {
+            // Past the timeline's last fault, in the `after` phase.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let kill = act(&tx, Act::Kill("order#1".into())).await;
+            let scale = act(&tx, Act::Scale(Service::Order, 3)).await;
+            let refused = act(&tx, Act::Disconnect("order#1".into())).await;
+            let restart = act(&tx, Act::Restart("order#1".into())).await;
+            // The load is over: the timeline healed everything and hears no more.
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            let late = act(&tx, Act::Kill("order#2".into())).await;
+            (kill, scale, refused, restart, late)
+        };
+        let (windows, (kill, scale, refused, restart, late)) = tokio::join!(
+            run_with(&schedule, &mut env, Instant::now(), &stop, Some(rx)),
+            operator
+        );
+        assert!(kill.is_ok() && scale.is_ok() && restart.is_ok());
+        assert!(
+            refused.is_err_and(|e| e.to_string() == "no"),
+            "the environment's own refusal reaches the operator"
+        );
+        assert!(late.is_err_and(|e| e.to_string() == "the timeline is over"));
+        assert_eq!(
+            notes.lock().unwrap().clone(),
+            [
+                "pause order#2",
+                "resume order#2",
+                "kill order#1",
+                "scale order to 3",
+                "restart order#1",
+                "heal all"
+            ]
+        );
+        let labels: Vec<&str> = windows.iter().flatten().map(|w| w.label.as_str()).collect();
+        assert_eq!(
+            labels,
+            ["pause order#2"],
+            "the operator's own faults are not the timeline's"
+        );
     }
 
     #[tokio::test]
@@ -966,7 +1137,9 @@ mod tests {
              [[chaos]]\nat = \"0s\"\nfor = \"1s\"\ntarget = \"order#2\"\nfault = \"pause\"\n\
              [[chaos]]\nat = \"1200ms\"\nfor = \"100ms\"\ntarget = \"order#2\"\nfault = \"stop\"\n",
         );
-        let schedule = Schedule::of(&s).unwrap();
+        let mut schedule = Schedule::of(&s).unwrap();
+        // The timeline serves the operator until the load ends.
+        schedule.load_end = Duration::from_millis(1500);
         let journal = Journal::default();
         let notes = std::sync::Arc::clone(&journal.0);
         let mut env = journal;

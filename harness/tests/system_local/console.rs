@@ -1,8 +1,8 @@
 //! `harness console` as a game day uses it: the real binary in a real terminal (tmux), attached to
 //! a real `harness up`, driven by keys. A fault injected from the menu must show on the screen
 //! and in `harness chaos links`, and the heal key must remove it from both. And `harness run
-//! --tui`: a fault injected by hand during the run lands in its report marked manual, and `q`
-//! interrupts the run as Ctrl-C does.
+//! --tui`: faults injected by hand during the run (on a link, and on a process through the run's
+//! timeline) land in its report marked manual, and `q` interrupts the run as Ctrl-C does.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -238,27 +238,32 @@ fn tmux_or_skip() -> bool {
 }
 
 /// Moves the selection down to `target` and injects the first fault of its menu with the
-/// form's defaults.
+/// form's defaults: latency for a link, kill for a process.
 fn inject_first_fault(tmux: &Tmux, target: &str) {
+    let link = target.contains("->");
+    // A process's name is also in its links' names.
+    let is_target = |l: &str| l.contains(target) && (link || !l.contains("->"));
     for _ in 0..40 {
-        if selected(&tmux.screen()).is_some_and(|l| l.contains(target)) {
+        if selected(&tmux.screen()).is_some_and(is_target) {
             break;
         }
         tmux.keys(&["j"]);
         std::thread::sleep(Duration::from_millis(120));
     }
     let screen = tmux.screen();
-    assert!(
-        selected(&screen).is_some_and(|l| l.contains(target)),
-        "{screen}"
-    );
+    assert!(selected(&screen).is_some_and(is_target), "{screen}");
     tmux.keys(&["f"]);
     tmux.until("the fault menu", Duration::from_secs(20), |s| {
         s.contains(&format!("fault on {target}"))
     });
     tmux.keys(&["Enter"]);
-    tmux.until("the latency form", Duration::from_secs(20), |s| {
-        s.contains(&format!("latency on {target}")) && s.contains("latency = 200ms")
+    let (fault, field) = if link {
+        ("latency", "latency = 200ms")
+    } else {
+        ("kill", "for = 30s")
+    };
+    tmux.until("the fault's form", Duration::from_secs(20), |s| {
+        s.contains(&format!("{fault} on {target}")) && s.contains(field)
     });
     tmux.keys(&["Enter"]);
 }
@@ -391,10 +396,21 @@ fn a_tui_run_reports_faults_by_hand_heal_all_and_a_pause_and_q_interrupts_it() {
         |s| s.matches("ACTIVE").count() >= 2,
     );
 
-    // H heals the fault injected here and the scenario's, well before its planned end.
+    // An instance fault from the menu: the run's timeline kills the process for the console.
+    let process = "payment#1";
+    inject_first_fault(&tmux, process);
+    tmux.until("the process killed", Duration::from_secs(30), |s| {
+        s.contains(&format!("applied kill {process}"))
+            && s.lines()
+                .any(|l| l.contains(process) && !l.contains("->") && l.contains("DOWN"))
+    });
+
+    // H heals the faults injected here and the scenario's, well before its planned end.
     tmux.keys(&["H"]);
-    tmux.until("every fault healed", Duration::from_secs(20), |s| {
+    tmux.until("every fault healed", Duration::from_secs(30), |s| {
         !s.contains("ACTIVE")
+            && s.lines()
+                .any(|l| l.contains(process) && !l.contains("->") && l.contains("running"))
     });
 
     // p pauses the load, p again resumes it.
@@ -446,6 +462,12 @@ fn a_tui_run_reports_faults_by_hand_heal_all_and_a_pause_and_q_interrupts_it() {
         0.0 < start && start < end && end < 45.0,
         "times from the start of the load: {start}..{end}"
     );
+    let killed: Vec<&serde_json::Value> = windows
+        .iter()
+        .filter(|w| w["label"] == format!("kill {process} (manual)"))
+        .collect();
+    assert_eq!(killed.len(), 1, "{windows:#?}");
+    assert_eq!(killed[0]["affected"], serde_json::json!([process]));
     let early: Vec<&serde_json::Value> =
         windows.iter().filter(|w| w["label"] == scheduled).collect();
     assert_eq!(early.len(), 1, "{windows:#?}");
