@@ -13,12 +13,14 @@
 //! - [`openapi`]: the OpenAPI 3.1 document of the routes, served at `/api/openapi.json`.
 //! - [`proxy`]: authentication at the edge, failover across instances, forwarding.
 //! - [`resilience`]: rate limit, bulkhead, circuit breaker, retry budget; each switchable.
+//! - [`breaker`]: the circuit breaker, with a sliding window whose cost does not grow with the rate.
 //! - [`upstream`]: the instances of each service, passive ejection, active health checks,
 //!   the instance list that can change at run time.
 //! - [`error`]: the gateway's error responses (400, 401, 403, 404, 405, 413, 429, 502, 503, 504).
 //! - [`metrics`]: the `gateway_upstream_*` metrics (the platform adds `/metrics` and the HTTP ones).
 //! - [`router`] and [`Application`]: wiring and serving.
 
+pub mod breaker;
 pub mod config;
 pub mod error;
 pub mod metrics;

@@ -8,8 +8,9 @@
 //! full-jitter backoff ([`RetryPolicy`]), a per-attempt timeout, and round-robin over the
 //! instances that passive ejection and active health checks ([`crate::health`]) keep in rotation.
 //!
-//! The breaker and the bulkhead are `tower-resilience`'s (Resilience4j's semantics), the retry
-//! budget is tower's `TpsBudget` (Finagle's), the rate limit is `governor`'s GCRA per key.
+//! The breaker is the gateway's own ([`crate::breaker`], Resilience4j's semantics; the module
+//! says why), the bulkhead is `tower-resilience`'s, the retry budget is tower's `TpsBudget`
+//! (Finagle's), the rate limit is `governor`'s GCRA per key.
 //!
 //! | variable | default | what |
 //! |---|---|---|
@@ -42,10 +43,8 @@ use tower::retry::budget::{Budget, TpsBudget};
 use tower::util::BoxCloneSyncService;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_resilience_bulkhead::{BulkheadLayer, BulkheadServiceError};
-use tower_resilience_circuitbreaker::{
-    CircuitBreakerError, CircuitBreakerLayer, CircuitState, SlidingWindowType,
-};
 
+use crate::breaker::Breaker;
 use crate::error::GatewayError;
 use crate::metrics as m;
 use crate::routes::Service;
@@ -303,52 +302,29 @@ where
             .increment(0);
     }
     if let Some(b) = &config.breaker {
-        let open_for = b.open_for;
-        // Handles looked up once: the callbacks run on every call.
+        // Handle looked up once: it counts on every refused call.
         let breaker_rejected = metrics::counter!(m::BREAKER_REJECTED, "service" => name);
-        let layer = CircuitBreakerLayer::builder()
-            .name(name)
-            .failure_rate_threshold(b.failure_rate)
-            .slow_call_duration_threshold(b.slow_call)
-            .slow_call_rate_threshold(b.slow_call_rate)
-            .sliding_window_type(SlidingWindowType::TimeBased)
-            .sliding_window_duration(b.window)
-            .minimum_number_of_calls(b.min_calls)
-            .wait_duration_in_open(b.open_for)
-            .permitted_calls_in_half_open(b.half_open_calls)
-            .failure_classifier(|result: &Result<Response, GatewayError>| match result {
-                Ok(response) => is_failure_status(response),
-                Err(e) => e.is_upstream_failure(),
-            })
-            .on_state_transition(move |from, to| {
-                tracing::warn!(
-                    service = name,
-                    from = state_name(from),
-                    to = state_name(to),
-                    "circuit breaker changed state"
-                );
-                metrics::gauge!(m::BREAKER_STATE, "service" => name).set(f64::from(to as u8));
-                metrics::counter!(
-                    m::BREAKER_TRANSITIONS,
-                    "service" => name,
-                    "from" => state_name(from),
-                    "to" => state_name(to),
-                )
-                .increment(1);
-            })
-            .on_call_rejected(move || breaker_rejected.increment(1))
-            .build()?;
-        let breaker = ServiceBuilder::new()
-            .map_err(move |e: CircuitBreakerError<GatewayError>| match e {
-                CircuitBreakerError::OpenCircuit => GatewayError::CircuitOpen {
-                    service,
-                    retry_after: open_for,
-                },
-                CircuitBreakerError::Inner(e) => e,
-            })
-            .layer(layer)
-            .service(stack);
-        stack = BoxCloneSyncService::new(breaker);
+        let breaker = Breaker::new(service, b.clone());
+        let inner = stack;
+        stack = BoxCloneSyncService::new(tower::service_fn(move |call: UpstreamCall| {
+            let (breaker, inner, rejected) =
+                (breaker.clone(), inner.clone(), breaker_rejected.clone());
+            async move {
+                breaker
+                    .call(inner.oneshot(call), |result| match result {
+                        Ok(response) => is_failure_status(response),
+                        Err(e) => e.is_upstream_failure(),
+                    })
+                    .await
+                    .unwrap_or_else(|refused| {
+                        rejected.increment(1);
+                        Err(GatewayError::CircuitOpen {
+                            service,
+                            retry_after: refused.retry_after,
+                        })
+                    })
+            }
+        }));
     }
     if let Some(limits) = config.bulkhead {
         let limit = limits[index(service)];
@@ -390,14 +366,6 @@ fn is_failure_status(response: &Response) -> bool {
     status.is_server_error()
         && !(status == http::StatusCode::SERVICE_UNAVAILABLE
             && response.headers().contains_key(http::header::RETRY_AFTER))
-}
-
-fn state_name(state: CircuitState) -> &'static str {
-    match state {
-        CircuitState::Closed => "closed",
-        CircuitState::Open => "open",
-        CircuitState::HalfOpen => "half_open",
-    }
 }
 
 fn index(service: Service) -> usize {
