@@ -74,7 +74,7 @@ pub struct AppState {
 
 struct Inner {
     verifier: crate::tokens::VerifiedTokens,
-    service_auth: ServiceAuth,
+    service_tokens: crate::tokens::IssuedTokens,
     core: Arc<Core>,
     /// Per service (order, inventory, payment): its bulkhead and breaker around [`attempts`].
     guards: [Guarded; 3],
@@ -152,10 +152,10 @@ impl AppState {
         Ok(Self {
             inner: Arc::new(Inner {
                 verifier: crate::tokens::VerifiedTokens::new(config.user_token_verifier()?),
-                service_auth: ServiceAuth::new(
+                service_tokens: crate::tokens::IssuedTokens::new(ServiceAuth::new(
                     config.common.secret_bytes(),
                     crate::config::SERVICE_NAME,
-                ),
+                )),
                 core,
                 guards,
                 rate_limit: resilience
@@ -281,12 +281,12 @@ pub async fn forward(
     }
 
     let service = route.service;
-    let token = state
+    let authorization = state
         .inner
-        .service_auth
-        .issue(service.name(), &identity.sub, &identity.roles)
+        .service_tokens
+        .bearer(service.name(), &identity.sub, &identity.roles)
         .map_err(|e| GatewayError::Internal(e.into()))?;
-    let headers = forwarded_headers(&parts.headers, &token)?;
+    let headers = forwarded_headers(&parts.headers, authorization);
     let method = parts.method.clone();
     let path_and_query = upstream_path_and_query(&parts);
 
@@ -319,17 +319,15 @@ fn upstream_path_and_query(parts: &Parts) -> String {
     }
 }
 
-fn forwarded_headers(incoming: &HeaderMap, token: &str) -> Result<HeaderMap, GatewayError> {
+fn forwarded_headers(incoming: &HeaderMap, authorization: HeaderValue) -> HeaderMap {
     let mut headers = HeaderMap::new();
     for name in FORWARDED_REQUEST_HEADERS {
         for value in incoming.get_all(&name) {
             headers.append(name.clone(), value.clone());
         }
     }
-    let authorization = HeaderValue::from_str(&format!("Bearer {token}"))
-        .map_err(|e| GatewayError::Internal(e.into()))?;
     headers.insert(header::AUTHORIZATION, authorization);
-    Ok(headers)
+    headers
 }
 
 /// One attempt under way: where it went, and what closes its span.
@@ -396,7 +394,7 @@ async fn attempts(
                         break Err(GatewayError::Timeout(service));
                     }
                     let url = format!("{}{path_and_query}", instance.url);
-                    let span = attempt_span(service, &method, &url, n);
+                    let span = attempt_span(service, &method, &instance, &url, n);
                     let mut headers = headers.clone();
                     if platform::telemetry::exporting() {
                         platform::telemetry::inject_http(&span.context(), &mut headers);
@@ -542,23 +540,21 @@ fn attempt_number(n: usize) -> u32 {
 }
 
 /// The client span of one attempt, named and attributed as the semantic conventions say.
-fn attempt_span(service: Service, method: &Method, url: &str, attempt: usize) -> tracing::Span {
-    let (address, port) = reqwest::Url::parse(url)
-        .map(|u| {
-            (
-                u.host_str().unwrap_or_default().to_string(),
-                u.port_or_known_default().unwrap_or(0),
-            )
-        })
-        .unwrap_or_default();
+fn attempt_span(
+    service: Service,
+    method: &Method,
+    instance: &Instance,
+    url: &str,
+    attempt: usize,
+) -> tracing::Span {
     let span = tracing::info_span!(
         "http.client",
         otel.name = %method,
         otel.kind = "client",
         otel.status_code = tracing::field::Empty,
         http.request.method = %method,
-        server.address = %address,
-        server.port = port,
+        server.address = %instance.address,
+        server.port = instance.port,
         url.full = %url,
         peer.service = service.name(),
         http.response.status_code = tracing::field::Empty,
@@ -667,7 +663,7 @@ mod tests {
         );
         incoming.insert(header::COOKIE, HeaderValue::from_static("s=1"));
         incoming.insert(IDEMPOTENCY_KEY, HeaderValue::from_static("k-1"));
-        let out = forwarded_headers(&incoming, "svc").unwrap();
+        let out = forwarded_headers(&incoming, HeaderValue::from_static("Bearer svc"));
         assert_eq!(out.get(header::AUTHORIZATION).unwrap(), "Bearer svc");
         assert_eq!(out.get(IDEMPOTENCY_KEY).unwrap(), "k-1");
         assert!(out.get(header::COOKIE).is_none());

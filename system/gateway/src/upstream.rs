@@ -40,6 +40,9 @@ pub const DISCOVERY_POLL: Duration = Duration::from_millis(500);
 #[derive(Debug)]
 pub struct Instance {
     pub url: String,
+    /// The host and port of `url`, for the attempts' spans (parsed once, not per request).
+    pub address: String,
+    pub port: u16,
     /// Its name in metrics and logs: `order#2`.
     pub label: String,
     /// Until when it is ejected, in ms since the upstream's epoch (0: not ejected).
@@ -63,8 +66,18 @@ impl Instance {
             .increment(0);
         metrics::gauge!(m::UPSTREAM_HEALTHY, "service" => service.name(), "upstream" => label.clone())
             .set(1.0);
+        let (address, port) = reqwest::Url::parse(&url)
+            .map(|u| {
+                (
+                    u.host_str().unwrap_or_default().to_string(),
+                    u.port_or_known_default().unwrap_or(0),
+                )
+            })
+            .unwrap_or_default();
         Self {
             url,
+            address,
+            port,
             label,
             ejected_until: AtomicU64::new(0),
             healthy: AtomicBool::new(true),

@@ -187,7 +187,8 @@ pub struct ServiceClaims {
 }
 
 pub const SERVICE_TOKEN_ISSUER: &str = "gateway";
-const SERVICE_TOKEN_TTL: Duration = Duration::from_secs(60);
+/// How long a service token is valid.
+pub const SERVICE_TOKEN_TTL: Duration = Duration::from_secs(60);
 
 /// Mints (gateway) and verifies (services) internal service tokens.
 #[derive(Clone)]
