@@ -70,30 +70,29 @@ async fn gateway_rounds(env: &dyn Environment, args: &HttpBenchArgs) -> anyhow::
         .find(|l| l.name == "gateway->inventory#1")
         .map(|l| format!("http://{}", l.listen))
         .context("the environment has no gateway->inventory#1 link")?;
-    let service_token = platform::auth::ServiceAuth::new(
-        env.service_token_secret().as_bytes(),
-        "gateway",
-    )
-    .issue("inventory", "bench", &[Role::Customer])?;
-    let targets = [
-        (
-            "direct",
-            format!("{inventory}/products"),
-            service_token.clone(),
-        ),
-        ("link", format!("{link}/products"), service_token),
-        (
-            "gateway",
-            format!("{gateway}/api/products"),
-            info.customer_token.clone(),
-        ),
-    ];
+    let service_auth =
+        platform::auth::ServiceAuth::new(env.service_token_secret().as_bytes(), "gateway");
     println!(
         "gateway benchmark: GET catalog, {} connections, {} s per round, {} rounds",
         args.connections, args.seconds, args.rounds
     );
     let mut sides = [Side::default(), Side::default(), Side::default()];
     for round in 1..=args.rounds {
+        // A service token lives a minute, as the gateway's do: a fresh one for every round.
+        let service_token = service_auth.issue("inventory", "bench", &[Role::Customer])?;
+        let targets = [
+            (
+                "direct",
+                format!("{inventory}/products"),
+                service_token.clone(),
+            ),
+            ("link", format!("{link}/products"), service_token),
+            (
+                "gateway",
+                format!("{gateway}/api/products"),
+                info.customer_token.clone(),
+            ),
+        ];
         for (i, (label, url, token)) in targets.iter().enumerate() {
             let side = drive(
                 url,
