@@ -78,8 +78,20 @@ async fn gateway_rounds(env: &dyn Environment, args: &HttpBenchArgs) -> anyhow::
     );
     let mut sides = [Side::default(), Side::default(), Side::default()];
     for round in 1..=args.rounds {
-        // A service token lives a minute, as the gateway's do: a fresh one for every round.
-        let service_token = service_auth.issue("inventory", "bench", &[Role::Customer])?;
+        // A fresh service token for each round, valid for the whole of it: the gateway's live a
+        // minute, and a round may be longer.
+        let exp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs()
+            + 3 * args.seconds
+            + 60;
+        let service_token = service_auth.issue_claims(&platform::auth::ServiceClaims {
+            sub: "bench".into(),
+            roles: vec![Role::Customer],
+            iss: platform::auth::SERVICE_TOKEN_ISSUER.into(),
+            aud: "inventory".into(),
+            exp,
+        })?;
         let targets = [
             (
                 "direct",
