@@ -656,7 +656,14 @@ fn hop_lines(state: &State, rows: usize) -> Vec<Line<'static>> {
 fn slos(frame: &mut Frame, area: Rect, state: &State) {
     // What needs the operator's eyes first, since a small panel shows only the first few: the
     // broken ones, then those with the least error budget left (the ones a fault is eating
-    // into), then the rest, and last those not yet measurable. The order is stable otherwise.
+    // into), then the rest, those of the phase the load is in (or of no phase) before those of
+    // another, and last those not yet measurable. The order is stable otherwise.
+    let now = state.header.phase.split_whitespace().next().unwrap_or("");
+    let elsewhere = |s: &SloLive| {
+        ["before", "during", "after"]
+            .iter()
+            .any(|p| *p != now && s.name.ends_with(&format!("({p})")))
+    };
     let mut shown: Vec<&SloLive> = state.slos.iter().collect();
     shown.sort_by(|a, b| {
         let rank = |s: &SloLive| match s.held {
@@ -664,11 +671,14 @@ fn slos(frame: &mut Frame, area: Rect, state: &State) {
             Some(true) => 1,
             None => 2,
         };
-        rank(a).cmp(&rank(b)).then(
-            a.budget_left
-                .unwrap_or(1.0)
-                .total_cmp(&b.budget_left.unwrap_or(1.0)),
-        )
+        rank(a)
+            .cmp(&rank(b))
+            .then(
+                a.budget_left
+                    .unwrap_or(1.0)
+                    .total_cmp(&b.budget_left.unwrap_or(1.0)),
+            )
+            .then(elsewhere(a).cmp(&elsewhere(b)))
     });
     let count = |held: Option<bool>| state.slos.iter().filter(|s| s.held == held).count();
     let title = if state.slos.is_empty() {
@@ -1152,6 +1162,39 @@ mod tests {
         if let Some(waiting) = at("waiting-after") {
             assert!(at("calm-before") < Some(waiting), "{lines:#?}");
         }
+    }
+
+    /// During a fault, the SLOs of that phase come before the calm ones of the phase before it,
+    /// whose whole budget is left too.
+    #[test]
+    fn among_slos_holding_with_their_budget_those_of_the_phase_now_come_first() {
+        let mut s = attached();
+        s.run = true;
+        s.header.phase = "during slow payment".into();
+        let slo = |name: &str| SloLive {
+            name: name.into(),
+            detail: String::new(),
+            held: Some(true),
+            budget_left: Some(1.0),
+        };
+        s.apply(Update::Slos(vec![
+            slo("p99 <= 250ms (before)"),
+            slo("error rate <= 0 (after)"),
+            slo("saga completion p99 <= 4s (during)"),
+            slo("error rate <= 0.01"),
+        ]));
+        // Tall enough for all four (a narrow panel wraps a long name onto a second line).
+        let lines = screen(&s, 120, 60);
+        let at = |name: &str| lines.iter().position(|l| l.contains(name));
+        let (during, whole_run, before, after) = (
+            at("saga completion p99 <= 4s"),
+            at("error rate <= 0.01"),
+            at("p99 <= 250ms"),
+            at("error rate <= 0 "),
+        );
+        assert!(before.is_some() && after.is_some(), "{lines:#?}");
+        assert!(during < whole_run && whole_run < before, "{lines:#?}");
+        assert!(whole_run < after, "{lines:#?}");
     }
 
     fn figure(hop: &str, p99_ms: u64, traces: u64) -> crate::console::state::HopFigure {
