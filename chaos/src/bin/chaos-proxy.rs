@@ -10,7 +10,11 @@ use anyhow::Context;
 use chaos::server::{EXIT_CONFIG, Opts, run};
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
+// One thread: the proxy only moves bytes between sockets and sleeps on timers. With a worker per
+// core, each wake-up on one worker woke another to steal work, and switching between them was a
+// quarter of the proxy's samples in `perf`; on one thread its CPU per request fell by a fifth
+// and its thread switches by half (docs/performance.md, row 17).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let opts = match Opts::parse_from_iter(std::env::args_os()) {
         Ok(opts) => opts,
