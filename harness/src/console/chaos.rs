@@ -8,7 +8,8 @@
 //! later still fire at their time.
 //!
 //! When the view goes (its command sender dropped), the faults injected here that are still
-//! active are healed before the task ends, so quitting the console leaves nothing behind; the
+//! active are healed before the task ends, so quitting the console leaves nothing behind (during
+//! a run, the end of its load has healed them already: [`Hands::healed_by_the_run`]); the
 //! windows of every fault injected here are returned, for a run's report (marked manual).
 
 use std::time::{Duration, Instant};
@@ -39,6 +40,12 @@ pub trait Hands: Faultable {
     }
     /// Heals the links and processes `target` names; returns what it healed.
     async fn heal_target(&mut self, target: &str) -> anyhow::Result<Vec<String>>;
+    /// Whether what is still active when the view lets go has been healed already: a run heals
+    /// everything when its load ends (or is interrupted), and a new environment replaces the
+    /// old one; an attached console heals what it injected itself.
+    fn healed_by_the_run(&self) -> bool {
+        false
+    }
 }
 
 #[async_trait::async_trait]
@@ -95,7 +102,11 @@ pub async fn serve(
     }
     let left: Vec<Active> = std::mem::take(&mut worker.active);
     for active in left {
-        worker.heal(&mut hands, active).await;
+        if hands.healed_by_the_run() {
+            worker.ended(active).await;
+        } else {
+            worker.heal(&mut hands, active).await;
+        }
     }
     worker.windows
 }

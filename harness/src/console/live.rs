@@ -400,8 +400,9 @@ impl Names {
     }
 }
 
-/// Has the run's timeline do `act` to the environment. Once the load is over the timeline has
-/// healed everything: a heal has nothing left to do, anything else is refused.
+/// Has the run's timeline do `act` to the environment. Without a timeline (the load has not
+/// started, or is over and its end healed everything) a heal has nothing left to do, and
+/// anything else is refused.
 async fn through_timeline(act: Act) -> anyhow::Result<Vec<String>> {
     let heals = act.heals();
     let over = || {
@@ -409,8 +410,8 @@ async fn through_timeline(act: Act) -> anyhow::Result<Vec<String>> {
             Ok(Vec::new())
         } else {
             Err(anyhow::anyhow!(
-                "the run's load is over: its end healed everything, and the environment is \
-                 being checked"
+                "faults on processes, services and messages go through the run's chaos \
+                 timeline, which runs only while the load does"
             ))
         }
     };
@@ -515,6 +516,9 @@ impl Hands for RunHands {
         self.backend
     }
     fn own_faults_only(&self) -> bool {
+        true
+    }
+    fn healed_by_the_run(&self) -> bool {
         true
     }
     async fn heal_target(&mut self, target: &str) -> anyhow::Result<Vec<String>> {
