@@ -17,8 +17,8 @@
 //! ([`super::source`]). Link faults injected from the menu during a run go straight to the
 //! chaos-proxy's API; faults on processes, services and messages go through the run's timeline
 //! ([`timeline_requests`]), which owns the environment during the load, so that an operator's
-//! kill and the scenario's own faults never act on one process at once. The heal keys heal the faults injected by hand, then ask the timeline, which owns
-//! the environment during the load, to heal its own active ones ([`timeline_requests`]): those
+//! kill and the scenario's own faults never act on one process at once. The heal keys heal the
+//! faults injected by hand, then ask the timeline to heal its own active ones: those
 //! are healed at once, marked healed by hand in the report, and their scheduled heal later
 //! finds nothing to do. The faults planned for later still fire on time. The load's end heals
 //! everything too, before the checks.
