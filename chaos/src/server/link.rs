@@ -23,7 +23,9 @@
 //!
 //! End of file is forwarded as a half-close (`shutdown(Write)`), delayed by slow_close. The
 //! connection ends when both directions have ended, when a toxic closes or resets it, when a
-//! socket fails, or when the proxy is disabled (the cancellation token).
+//! socket fails to read, or when the proxy is disabled (the cancellation token). A failed
+//! write ends only its own direction: the peer it could not write to is the other direction's
+//! sender, whose stream ends too, after what it sent before going.
 
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -66,6 +68,10 @@ pub(crate) struct LinkCtx {
 enum End {
     /// The sender closed and the close was forwarded.
     Eof,
+    /// Writing failed: the receiver is gone. The other direction still delivers what that same
+    /// peer sent before it went (an HTTP server's early 413 before it resets the connection
+    /// under a body it did not read), and ends when that peer's stream does.
+    Gone,
     /// Close both sockets.
     Close,
     /// Close both sockets with a TCP RST.
@@ -148,11 +154,11 @@ async fn both(
                 end
             }
         };
-        if end != End::Eof {
+        if !matches!(end, End::Eof | End::Gone) {
             return end;
         }
         if up_done && down_done {
-            return End::Eof;
+            return end;
         }
     }
 }
@@ -619,7 +625,7 @@ impl Chain {
             Out::Data { bytes, .. } => {
                 self.queued_bytes = self.queued_bytes.saturating_sub(bytes.len());
                 if dst.write_all(&bytes).await.is_err() {
-                    return Some(End::Close);
+                    return Some(End::Gone);
                 }
                 counters.sent(self.stream, bytes.len());
                 None

@@ -4,10 +4,12 @@ use std::io::ErrorKind;
 use std::time::Duration;
 
 use chaos::{ProxyUpdate, Toxic};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::{TestServer, echo, eventually, read_to_end, round_trip, tagged_echo, within};
+use crate::support::{
+    TestServer, answers_early, echo, eventually, read_to_end, round_trip, tagged_echo, within,
+};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -229,6 +231,54 @@ async fn metrics_count_bytes_per_direction_and_connections_per_proxy() {
             }
         })
         .await;
+        server.stop().await;
+    })
+    .await;
+}
+
+/// An HTTP server may answer a request by its head alone (413 on a declared length that is too
+/// large) and close without reading the body; the kernel then resets the connection while the
+/// proxy is still forwarding the body. The answer must still reach the client, as it does
+/// without the proxy: a write that fails in one direction does not drop what the other
+/// direction is carrying.
+#[tokio::test]
+async fn an_answer_sent_before_the_upstream_closes_mid_request_still_reaches_the_client() {
+    const REPLY: &[u8] =
+        b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+    within(LIMIT, "test", async {
+        let server = TestServer::spawn().await;
+        let upstream = answers_early(REPLY).await;
+        let listen = server.proxy("early", upstream.addr).await;
+        let mut lost = Vec::new();
+        for attempt in 0..40 {
+            let stream = TcpStream::connect(listen).await.unwrap();
+            let (mut read, mut write) = stream.into_split();
+            let sender = tokio::spawn(async move {
+                let head = b"PUT /api/admin/products HTTP/1.1\r\ncontent-length: 4194304\r\n\r\n";
+                let _ = write.write_all(head).await;
+                let body = vec![b'x'; 64 * 1024];
+                for _ in 0..64 {
+                    if write.write_all(&body).await.is_err() {
+                        break;
+                    }
+                }
+                write
+            });
+            let mut answer = Vec::new();
+            let ended = read.read_to_end(&mut answer).await;
+            if !answer.starts_with(REPLY) {
+                lost.push(format!(
+                    "connection {attempt}: read {answer:?}, ended {ended:?}"
+                ));
+            }
+            drop(sender.await.unwrap());
+        }
+        assert!(
+            lost.is_empty(),
+            "the upstream's answer was lost on {} of 40 connections:\n{}",
+            lost.len(),
+            lost.join("\n")
+        );
         server.stop().await;
     })
     .await;

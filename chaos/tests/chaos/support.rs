@@ -148,6 +148,19 @@ pub async fn source_of(data: &'static [u8]) -> Upstream {
     .await
 }
 
+/// Like an HTTP server refusing a request by its head (a 413 on the declared length): reads
+/// the first chunk the client sends, answers `reply` and closes without reading the rest, so
+/// the kernel resets the connection under the client.
+pub async fn answers_early(reply: &'static [u8]) -> Upstream {
+    serve(move |mut socket| async move {
+        let mut head = [0u8; 1024];
+        if matches!(socket.read(&mut head).await, Ok(n) if n > 0) {
+            let _ = socket.write_all(reply).await;
+        }
+    })
+    .await
+}
+
 /// Counts what it receives; each connection reports its byte count when the client closes.
 pub async fn sink() -> (Upstream, tokio::sync::mpsc::UnboundedReceiver<usize>) {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
