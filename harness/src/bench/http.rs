@@ -52,10 +52,12 @@ pub async fn gateway(args: HttpBenchArgs) -> anyhow::Result<ExitCode> {
     println!("{}", through.line("all gateway"));
     println!(
         "gateway / direct: requests/s x{:.2} (goal >= 0.70), p50 x{:.2}; \
-         proxy link alone / direct: requests/s x{:.2}",
+         proxy link alone / direct: requests/s x{:.2}; \
+         gateway / link (the gateway's own share, the same path without it): requests/s x{:.2}",
         ratio(through.per_second(), direct.per_second()),
         ratio(through.p50_us(), direct.p50_us()),
         ratio(link.per_second(), direct.per_second()),
+        ratio(through.per_second(), link.per_second()),
     );
     Ok(ExitCode::SUCCESS)
 }

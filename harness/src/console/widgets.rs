@@ -866,14 +866,15 @@ fn popup(frame: &mut Frame, area: Rect, state: &State) {
                  type to edit, ⏎ inject, Esc cancel, Ctrl-H heal everything.",
                 DIM,
             ));
-            let r = centered(area, 100, lines.len() as u16 + 4);
+            let help = Paragraph::new(lines)
+                .wrap(Wrap { trim: true })
+                .block(Block::bordered().title("keys · any key closes"));
+            // As tall as the lines once wrapped inside the borders, not one row per line.
+            let width = area.width.min(100);
+            let height = help.line_count(width.saturating_sub(2));
+            let r = centered(area, width, u16::try_from(height).unwrap_or(u16::MAX));
             frame.render_widget(Clear, r);
-            frame.render_widget(
-                Paragraph::new(lines)
-                    .wrap(Wrap { trim: true })
-                    .block(Block::bordered().title("keys · any key closes")),
-                r,
-            );
+            frame.render_widget(help, r);
         }
         Mode::Menu(menu) => {
             let items: Vec<ListItem> = menu
@@ -1372,6 +1373,25 @@ mod tests {
             assert_eq!(p.signals.is_some(), w >= 120, "{w}x{h}");
         }
         assert!(layout(Rect::new(0, 0, 59, 30), false).too_small.is_some());
+    }
+
+    #[test]
+    fn the_help_is_tall_enough_for_its_wrapped_lines_on_an_80_column_terminal() {
+        let mut s = attached();
+        s.run = true;
+        s.mode = Mode::Help;
+        let lines = screen(&s, 80, 32);
+        // The last words of the last line, which wraps at 80 columns.
+        assert!(shows(&lines, "heal everything."), "{lines:#?}");
+        for b in BINDINGS {
+            let words: String = b
+                .help
+                .split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ");
+            assert!(shows(&lines, &words), "{}: {lines:#?}", b.keys);
+        }
     }
 
     #[test]
