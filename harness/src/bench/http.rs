@@ -82,18 +82,12 @@ async fn gateway_rounds(env: &dyn Environment, args: &HttpBenchArgs) -> anyhow::
     for round in 1..=args.rounds {
         // A fresh service token for each round, valid for the whole of it: the gateway's live a
         // minute, and a round may be longer.
-        let exp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_secs()
-            + 3 * args.seconds
-            + 60;
-        let service_token = service_auth.issue_claims(&platform::auth::ServiceClaims {
-            sub: "bench".into(),
-            roles: vec![Role::Customer],
-            iss: platform::auth::SERVICE_TOKEN_ISSUER.into(),
-            aud: "inventory".into(),
-            exp,
-        })?;
+        let service_token = service_auth.issue_valid_for(
+            "inventory",
+            "bench",
+            &[Role::Customer],
+            Duration::from_secs(3 * args.seconds + 60),
+        )?;
         let targets = [
             (
                 "direct",
