@@ -31,6 +31,11 @@ pub struct Capacity {
     pub steps: Vec<StepResult>,
     /// The plan index ([`StepResult::step`]) of the knee; absent when no plateau met the SLOs.
     pub knee: Option<usize>,
+    /// No plateau of the plan broke the SLOs: the knee found is only the plan's highest
+    /// plateau, and the system's real knee is at or above it (a faster machine, a faster build).
+    /// The plan has to go higher to find it.
+    #[serde(default)]
+    pub beyond_plan: bool,
 }
 
 /// One step of the test plan (rate plan) and how the system did in it.
@@ -187,8 +192,14 @@ impl Capacity {
                 k.users, k.step, k.confirmed_per_s
             ),
         };
+        let beyond = if self.beyond_plan {
+            "; no plateau of the plan broke the SLOs, so the real knee is at or above this one: \
+             extend the plan to find it"
+        } else {
+            ""
+        };
         format!(
-            "{at}, {:.1} requests/s, POST /api/orders p99 {}, saga completion p50 {} p99 {}",
+            "{at}, {:.1} requests/s, POST /api/orders p99 {}, saga completion p50 {} p99 {}{beyond}",
             k.requests_per_s,
             micros(k.place_order_p99_us),
             micros(k.saga_p50_us),
@@ -262,6 +273,7 @@ pub fn judge(scenario: &Scenario, m: &Measurements) -> (Capacity, Vec<SloVerdict
         .filter(|s| s.slos_held == Some(true))
         .max_by(|a, b| a.confirmed_per_s.total_cmp(&b.confirmed_per_s))
         .map(|s| s.step);
+    let beyond_plan = knee.is_some() && steps.iter().all(|s| s.slos_held != Some(false));
     let (shown, how) = match knee {
         Some(k) => (Some(k), "at the knee"),
         None => (verdicts.keys().next().copied(), "at the lowest plateau"),
@@ -290,7 +302,14 @@ pub fn judge(scenario: &Scenario, m: &Measurements) -> (Capacity, Vec<SloVerdict
             })
         })
         .unwrap_or_default();
-    (Capacity { steps, knee }, slos)
+    (
+        Capacity {
+            steps,
+            knee,
+            beyond_plan,
+        },
+        slos,
+    )
 }
 
 fn per_second(n: u64, secs: f64) -> f64 {
@@ -398,6 +417,32 @@ saga_completion_p99 = "1s"
             slos[0].detail
         );
         assert!(capacity.summary().contains("20.0 confirmed orders/s"));
+    }
+
+    #[test]
+    fn a_plan_whose_every_plateau_met_the_slos_says_the_knee_lies_beyond_it() {
+        let mut m = Measurements::default();
+        fill(&mut m, 1, 20, 10, 200, 1);
+        fill(&mut m, 3, 40, 20, 300, 4);
+        fill(&mut m, 5, 60, 30, 400, 7); // 20 users still within the SLOs: 30 confirmed/s
+        let (capacity, slos) = judge(&scenario(), &m);
+        assert_eq!(capacity.knee, Some(5));
+        assert!(capacity.beyond_plan);
+        assert!(slos.iter().all(|v| v.held), "{slos:?}");
+        assert!(
+            capacity
+                .summary()
+                .ends_with("the real knee is at or above this one: extend the plan to find it"),
+            "{}",
+            capacity.summary()
+        );
+
+        // Once a plateau past the knee breaks them, the plan has bracketed the knee.
+        fill(&mut m, 5, 60, 400, 3000, 8);
+        let (capacity, _) = judge(&scenario(), &m);
+        assert_eq!(capacity.knee, Some(3));
+        assert!(!capacity.beyond_plan);
+        assert!(!capacity.summary().contains("extend the plan"));
     }
 
     #[test]

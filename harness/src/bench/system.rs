@@ -42,7 +42,7 @@ pub async fn capacity(args: CapacityBenchArgs) -> anyhow::Result<ExitCode> {
         scenario.name, args.instances
     );
     let mut build = !args.no_build;
-    let mut knees: Vec<(u32, Option<StepResult>)> = Vec::new();
+    let mut knees: Vec<(u32, Option<StepResult>, bool)> = Vec::new();
     for &n in &args.instances {
         let mut s = scenario.clone();
         let each = Spanned::new(0..0, n);
@@ -76,14 +76,22 @@ pub async fn capacity(args: CapacityBenchArgs) -> anyhow::Result<ExitCode> {
             );
         }
         println!("{n} per service: {}", found.summary());
-        knees.push((n, found.knee_step().cloned()));
+        knees.push((n, found.knee_step().cloned(), found.beyond_plan));
     }
-    if let Some((first_n, Some(first))) = knees.first().cloned() {
-        for (n, knee) in knees.iter().skip(1) {
+    if let Some((first_n, Some(first), first_beyond)) = knees.first().cloned() {
+        for (n, knee, beyond) in knees.iter().skip(1) {
+            // A knee at the plan's top is a lower bound: say so rather than print a ratio
+            // that looks measured.
+            let bound = match (first_beyond, *beyond) {
+                (false, false) => "",
+                (true, false) => ", the second a lower bound: the plan ended before its knee",
+                (false, true) => ", the first a lower bound: the plan ended before its knee",
+                (true, true) => ", both lower bounds: the plan ended before either knee",
+            };
             match knee {
                 Some(k) => println!(
                     "knee with {n} per service / with {first_n}: confirmed orders/s x{:.2} \
-                     ({:.1} / {:.1})",
+                     ({:.1} / {:.1}{bound})",
                     ratio(k.confirmed_per_s, first.confirmed_per_s),
                     k.confirmed_per_s,
                     first.confirmed_per_s

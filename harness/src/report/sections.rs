@@ -180,6 +180,7 @@ mod tests {
         report.capacity = Some(Capacity {
             steps: vec![],
             knee: None,
+            beyond_plan: false,
         });
         report.chaos_windows.push(ChaosWindow::default());
         report.arrivals = Some(crate::metrics::ArrivalCounts::default());
