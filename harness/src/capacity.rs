@@ -31,9 +31,10 @@ pub struct Capacity {
     pub steps: Vec<StepResult>,
     /// The plan index ([`StepResult::step`]) of the knee; absent when no plateau met the SLOs.
     pub knee: Option<usize>,
-    /// No plateau of the plan broke the SLOs: the knee found is only the plan's highest
-    /// plateau, and the system's real knee is at or above it (a faster machine, a faster build).
-    /// The plan has to go higher to find it.
+    /// No plateau of the plan broke the SLOs and the highest turned nothing away (no request
+    /// shed, no journey dropped): the knee found is only the plan's highest plateau, and the
+    /// system's real knee is at or above it (a faster machine, a faster build). The plan has to
+    /// go higher to find it.
     #[serde(default)]
     pub beyond_plan: bool,
 }
@@ -273,7 +274,13 @@ pub fn judge(scenario: &Scenario, m: &Measurements) -> (Capacity, Vec<SloVerdict
         .filter(|s| s.slos_held == Some(true))
         .max_by(|a, b| a.confirmed_per_s.total_cmp(&b.confirmed_per_s))
         .map(|s| s.step);
-    let beyond_plan = knee.is_some() && steps.iter().all(|s| s.slos_held != Some(false));
+    // The plan found the knee when some plateau broke the SLOs, or when the highest one already
+    // turned work away (shed requests, dropped journeys): with admission control, plateaus past
+    // the knee hold their SLOs by shedding, and what flattens is the confirmed orders/s.
+    let top = steps.iter().rev().find(|s| s.plateau);
+    let beyond_plan = knee.is_some()
+        && steps.iter().all(|s| s.slos_held != Some(false))
+        && top.is_some_and(|t| t.shed == 0 && t.dropped.unwrap_or(0) == 0);
     let (shown, how) = match knee {
         Some(k) => (Some(k), "at the knee"),
         None => (verdicts.keys().next().copied(), "at the lowest plateau"),
@@ -436,6 +443,16 @@ saga_completion_p99 = "1s"
             "{}",
             capacity.summary()
         );
+
+        // A highest plateau that sheds is past the knee, whatever its SLOs: admission control
+        // keeps them by turning work away.
+        let mut shedding = m.clone();
+        shedding
+            .endpoint_mut(&metrics::step_phase(5), "POST /api/orders")
+            .shed = 10;
+        let (capacity, _) = judge(&scenario(), &shedding);
+        assert_eq!(capacity.knee, Some(5));
+        assert!(!capacity.beyond_plan);
 
         // Once a plateau past the knee breaks them, the plan has bracketed the knee.
         fill(&mut m, 5, 60, 400, 3000, 8);
