@@ -388,6 +388,10 @@ impl Db {
 /// Deletes, at most `batch` at a time, the rows `sql` selects as older than `retention`: `sql` is
 /// a `DELETE` that binds the cut-off (ms since the epoch) as `$1` and the batch as `$2`. Returns
 /// how many it deleted. What the outbox, inbox and idempotency-key pruning share.
+///
+/// The delete takes its writer turn ([`Db::autocommit`]) like every other write: straight on the
+/// pool it would take SQLite's write lock outside the turns, and the writer whose turn it was
+/// would meet SQLite's busy handler, which sleeps in steps of up to 100 ms.
 pub async fn delete_older_than(
     db: &Db,
     sql: &str,
@@ -395,10 +399,11 @@ pub async fn delete_older_than(
     batch: i64,
 ) -> Result<u64, DbError> {
     let before = crate::now_ms() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+    let mut conn = db.autocommit().await?;
     let deleted = sqlx::query(sql)
         .bind(before)
         .bind(batch)
-        .execute(db.pool())
+        .execute(&mut *conn)
         .await?;
     Ok(deleted.rows_affected())
 }
@@ -739,6 +744,38 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(rows, [2]);
+    }
+
+    /// Pruning old rows is a write like any other: it waits while another instance holds the
+    /// writer turn, instead of taking SQLite's lock from under it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[allow(clippy::unwrap_used)]
+    async fn pruning_takes_its_writer_turn() {
+        let (_dir, first, second) = two_instances_on_one_file().await;
+        sqlx::query("INSERT INTO t (n) VALUES (1)")
+            .execute(first.pool())
+            .await
+            .unwrap();
+        // The turn alone: no SQLite lock is held, so only the turn can hold the prune back.
+        let turn = first.autocommit().await.unwrap();
+        let waiting = tokio::spawn(async move {
+            delete_older_than(
+                &second,
+                "DELETE FROM t WHERE rowid IN (SELECT rowid FROM t WHERE n < $1 LIMIT $2)",
+                Duration::ZERO,
+                10,
+            )
+            .await
+            .unwrap()
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!waiting.is_finished(), "the prune waits for the turn");
+        drop(turn);
+        let deleted = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("the prune goes on once the turn is free")
+            .unwrap();
+        assert_eq!(deleted, 1);
     }
 
     /// A caller dropped while its transaction is being begun (a client gone, a timeout) must
