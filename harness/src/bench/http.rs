@@ -4,9 +4,12 @@
 //! - `harness bench gateway`: the gateway's overhead. The same catalog read, at the same
 //!   concurrency, alternately `GET /products` straight to inventory#1 (with a service token, as
 //!   the gateway would send it), through inventory#1's own proxy link (`gateway->inventory#1`,
-//!   which the gateway always goes through: the chaos-proxy's share), and `GET /api/products`
-//!   to the gateway process itself (JWT check, routing, service token, the link, the service).
-//!   Prints requests/s and p50 of each, and the ratios to direct.
+//!   which the gateway goes through on the local backend: the chaos-proxy's share),
+//!   `GET /api/products` to the gateway process itself (JWT check, routing, service token, the
+//!   link, the service), and the same with the gateway sent straight to inventory#1 through its
+//!   upstreams file (the path of a deployment, where no fault-injection proxy sits between the
+//!   gateway and the service: the gateway's own overhead, which the goal is about). Prints
+//!   requests/s and p50 of each, and the ratios to direct.
 //! - `harness bench loadgen`: the load generator's efficiency. The harness's own load (goose,
 //!   the `browse_catalog` journey with no think time, as many users as connections) against
 //!   `wrk` (Debian's package) on the same gateway URL at the same concurrency; prints requests
@@ -26,7 +29,7 @@ use contracts::domain::Role;
 
 use super::cpu_seconds;
 use crate::cli::HttpBenchArgs;
-use crate::environment::{self, EnvInfo, EnvOptions, Environment, Traces};
+use crate::environment::{self, EnvInfo, EnvOptions, Environment, Service, Traces, discovery};
 use crate::load::{self, LoadTarget};
 use crate::metrics::{ALL, Latency};
 use crate::scenario::{Backend, Scenario};
@@ -46,14 +49,21 @@ pub async fn gateway(args: HttpBenchArgs) -> anyhow::Result<ExitCode> {
         }
     };
     env.stop().await;
-    let [direct, link, through] = measured?;
+    let [direct, link, through, straight] = measured?;
     println!("{}", direct.line("all direct"));
     println!("{}", link.line("all link"));
     println!("{}", through.line("all gateway"));
+    println!("{}", straight.line("all gw-nolink"));
     println!(
-        "gateway / direct: requests/s x{:.2} (goal >= 0.70), p50 x{:.2}; \
-         proxy link alone / direct: requests/s x{:.2}; \
-         gateway / link (the gateway's own share, the same path without it): requests/s x{:.2}",
+        "gateway / direct (client -> gateway -> service, as deployed): requests/s x{:.2} \
+         (goal >= 0.70), p50 x{:.2}",
+        ratio(straight.per_second(), direct.per_second()),
+        ratio(straight.p50_us(), direct.p50_us()),
+    );
+    println!(
+        "with the local backend's proxy link between gateway and service: gateway / direct \
+         x{:.2}, p50 x{:.2}; proxy link alone / direct x{:.2}; gateway / link (the same path \
+         without the gateway) x{:.2}",
         ratio(through.per_second(), direct.per_second()),
         ratio(through.p50_us(), direct.p50_us()),
         ratio(link.per_second(), direct.per_second()),
@@ -62,7 +72,7 @@ pub async fn gateway(args: HttpBenchArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn gateway_rounds(env: &dyn Environment, args: &HttpBenchArgs) -> anyhow::Result<[Side; 3]> {
+async fn gateway_rounds(env: &dyn Environment, args: &HttpBenchArgs) -> anyhow::Result<[Side; 4]> {
     let info = env.info();
     let inventory = process_url(&info, "inventory#1")?;
     let gateway = process_url(&info, "gateway#1")?;
@@ -78,7 +88,18 @@ async fn gateway_rounds(env: &dyn Environment, args: &HttpBenchArgs) -> anyhow::
         "gateway benchmark: GET catalog, {} connections, {} s per round, {} rounds",
         args.connections, args.seconds, args.rounds
     );
-    let mut sides = [Side::default(), Side::default(), Side::default()];
+    // The gateway's instance lists as the environment wrote them (every instance through its
+    // link), and the same with inventory#1 reached straight, for the side without the link.
+    let upstreams_file = env.run_dir().join(discovery::UPSTREAMS_FILE_NAME);
+    let linked = discovery::upstream_lists(env.links());
+    let mut unlinked = linked.clone();
+    unlinked.insert(Service::Inventory, vec![inventory.clone()]);
+    let mut sides = [
+        Side::default(),
+        Side::default(),
+        Side::default(),
+        Side::default(),
+    ];
     for round in 1..=args.rounds {
         // A fresh service token for each round, valid for the whole of it: the gateway's live a
         // minute, and a round may be longer.
@@ -100,20 +121,44 @@ async fn gateway_rounds(env: &dyn Environment, args: &HttpBenchArgs) -> anyhow::
                 format!("{gateway}/api/products"),
                 info.customer_token.clone(),
             ),
+            (
+                "gw-nolink",
+                format!("{gateway}/api/products"),
+                info.customer_token.clone(),
+            ),
         ];
         for (i, (label, url, token)) in targets.iter().enumerate() {
+            let straight = *label == "gw-nolink";
+            if straight {
+                use_upstreams(&upstreams_file, &unlinked).await?;
+            }
             let side = drive(
                 url,
                 token,
                 args.connections,
                 Duration::from_secs(args.seconds),
             )
-            .await?;
+            .await;
+            if straight {
+                use_upstreams(&upstreams_file, &linked).await?;
+            }
+            let side = side?;
             println!("{}", side.line(&format!("{round} {label}")));
             sides[i].merge(&side);
         }
     }
     Ok(sides)
+}
+
+/// Gives the gateway these instance lists and waits until it has taken them (it looks at its
+/// upstreams file every 500 ms).
+async fn use_upstreams(
+    file: &Path,
+    lists: &std::collections::BTreeMap<Service, Vec<String>>,
+) -> anyhow::Result<()> {
+    discovery::write_upstreams_file(file, lists)?;
+    tokio::time::sleep(discovery::DISCOVERY_GRACE).await;
+    Ok(())
 }
 
 pub async fn loadgen(args: HttpBenchArgs) -> anyhow::Result<ExitCode> {

@@ -27,6 +27,10 @@ use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header, request::Parts};
 use axum::response::{IntoResponse, Response};
 use contracts::domain::Role;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use platform::auth::{AuthError, ServiceAuth, bearer};
 use platform::http::{IDEMPOTENCY_KEY, REQUEST_ID};
 use tokio::time::Instant;
@@ -37,7 +41,7 @@ use crate::config::Config;
 use crate::error::GatewayError;
 use crate::resilience::{self, Guarded, RateLimit, ResilienceConfig, RetryPolicy, UpstreamCall};
 use crate::routes::{API_PREFIX, Access, Route, Service};
-use crate::upstream::{self, Instance, Upstream};
+use crate::upstream::{self, Instance, Outcome, Upstream};
 
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
@@ -66,6 +70,24 @@ const RETURNED_RESPONSE_HEADERS: [HeaderName; 3] = [
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The client the gateway calls the services with (and probes them with): hyper's pooled
+/// client, keep-alive, `TCP_NODELAY`. Not reqwest, which on top of the same client parsed every
+/// URL with the `url` crate (IDNA included), went through its redirect and retry layers and
+/// armed a timer per request: 9 % of the gateway's CPU per forwarded read (docs/performance.md).
+/// It follows no redirect (the client decides what to do with one) and never goes through an
+/// `HTTP(S)_PROXY` from the environment; the services are called over plain HTTP.
+pub type UpstreamClient = Client<HttpConnector, Full<Bytes>>;
+
+fn upstream_client() -> UpstreamClient {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .pool_timer(TokioTimer::new())
+        .build(connector)
+}
+
 /// What every request handler shares.
 #[derive(Clone)]
 pub struct AppState {
@@ -86,7 +108,7 @@ struct Inner {
 
 /// What the failover loop needs, apart from the guards that wrap it.
 struct Core {
-    client: reqwest::Client,
+    client: UpstreamClient,
     upstreams: [Arc<Upstream>; 3],
     retries: [RetryPolicy; 3],
     upstream_timeout: Duration,
@@ -109,15 +131,7 @@ fn slot(service: Service) -> usize {
 
 impl AppState {
     pub fn new(config: &Config) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true)
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            // The client decides what to do with a redirect, not the gateway.
-            .redirect(reqwest::redirect::Policy::none())
-            // Calls between our own services never go through an HTTP(S)_PROXY from the env.
-            .no_proxy()
-            .build()?;
+        let client = upstream_client();
         let resilience = config.resilience.clone();
         // Zero until the first refusal, also with the limit off, so every dashboard query has
         // its series.
@@ -377,9 +391,11 @@ async fn attempts(
     // An attempt broke after sending: it may have been acted on.
     let mut ambiguous = false;
     // A refusal kept while another attempt may still answer.
-    let mut refusal: Option<reqwest::Response> = None;
+    let mut refusal: Option<hyper::Response<hyper::body::Incoming>> = None;
     // When the next instance is tried: at once for the first.
     let mut next_at = Some(Instant::now());
+    // The deadline passed with attempts still under way: they timed out, none was overtaken.
+    let mut timed_out = false;
     let outcome = loop {
         if next_at.is_some_and(|at| at <= Instant::now()) {
             next_at = None;
@@ -389,28 +405,36 @@ async fn attempts(
                     tracing::warn!(%service, "retry budget spent; not trying another instance");
                     untried = Vec::new().into_iter().peekable();
                 } else {
-                    let remaining = deadline.saturating_duration_since(Instant::now());
-                    if remaining.is_zero() {
+                    if Instant::now() >= deadline {
+                        timed_out = true;
                         break Err(GatewayError::Timeout(service));
                     }
-                    let url = format!("{}{path_and_query}", instance.url);
-                    let span = attempt_span(service, &method, &instance, &url, n);
-                    let mut headers = headers.clone();
+                    // The path and query come from a request that parsed, and the base URL was
+                    // checked at start; `Uri`'s parser is all that runs here.
+                    let uri = match format!("{}{path_and_query}", instance.url).parse::<http::Uri>()
+                    {
+                        Ok(uri) => uri,
+                        Err(e) => {
+                            break Err(GatewayError::Internal(anyhow::anyhow!(
+                                "cannot forward to {}{path_and_query}: {e}",
+                                instance.url
+                            )));
+                        }
+                    };
+                    let span = attempt_span(service, &method, &instance, &uri, n);
+                    let mut request = http::Request::new(Full::new(body.clone()));
+                    *request.method_mut() = method.clone();
+                    *request.uri_mut() = uri;
+                    *request.headers_mut() = headers.clone();
                     if platform::telemetry::exporting() {
-                        platform::telemetry::inject_http(&span.context(), &mut headers);
+                        platform::telemetry::inject_http(&span.context(), request.headers_mut());
                     }
                     if n > 0 {
                         metrics::counter!(crate::metrics::UPSTREAM_RETRIES, "service" => service.name())
                             .increment(1);
                     }
-                    let request = core
-                        .client
-                        .request(method.clone(), url)
-                        .headers(headers)
-                        .body(body.clone())
-                        .timeout(remaining)
-                        .send()
-                        .instrument(span.clone());
+                    // No timer of its own: the loop's wait ends at the deadline and leaves it.
+                    let request = core.client.request(request).instrument(span.clone());
                     in_flight.push(async move { (n, request.await) });
                     launched.push(Launched {
                         instance,
@@ -435,6 +459,7 @@ async fn attempts(
             Some(done) = futures::StreamExt::next(&mut in_flight) => done,
             () = tokio::time::sleep_until(wake) => {
                 if Instant::now() >= deadline {
+                    timed_out = true;
                     break Err(GatewayError::Timeout(service));
                 }
                 // A hedge: the latest attempt has had its share without an answer. An instance
@@ -451,16 +476,14 @@ async fn attempts(
         let attempt = &mut launched[n];
         attempt.finished = true;
         let outcome = match &sent {
-            Ok(r) => r.status().as_str().to_string(),
-            Err(e) if e.is_connect() => "connect_error".into(),
-            Err(e) if e.is_timeout() => "timeout".into(),
-            Err(_) => "error".into(),
+            Ok(r) => Outcome::Status(r.status().as_u16()),
+            Err(e) if e.is_connect() => Outcome::ConnectError,
+            Err(_) => Outcome::Error,
         };
         record_attempt(
-            upstream,
             &attempt.instance,
             &attempt.span,
-            &outcome,
+            outcome,
             attempt.started.elapsed(),
         );
         let instance = attempt.instance.clone();
@@ -490,7 +513,7 @@ async fn attempts(
                 }
                 next_at = None;
             }
-            // Checked before `is_timeout`: a connect timeout is both, and it is safe to go on.
+            // A connect timeout is a connect error too: nothing was sent, it is safe to go on.
             Err(e) if e.is_connect() => {
                 upstream.eject(&instance);
                 failure = GatewayError::Unreachable(service);
@@ -498,10 +521,6 @@ async fn attempts(
                 if untried.peek().is_some() {
                     next_at = Some(Instant::now() + policy.backoff(attempt_number(launched.len())));
                 }
-            }
-            Err(e) if e.is_timeout() => {
-                tracing::warn!(upstream = base, "upstream timed out");
-                failure = GatewayError::Timeout(service);
             }
             Err(e) if repeatable => {
                 upstream.eject(&instance);
@@ -519,13 +538,19 @@ async fn attempts(
             }
         }
     };
-    // Attempts still under way are cancelled by dropping them; they are counted as such.
+    // Attempts still under way are cancelled by dropping them; they are counted as such, or as
+    // timed out when the deadline is what ended them.
+    let left = if timed_out {
+        tracing::warn!(%service, "upstream timed out");
+        Outcome::Timeout
+    } else {
+        Outcome::Cancelled
+    };
     for attempt in launched.iter().filter(|a| !a.finished) {
         record_attempt(
-            upstream,
             &attempt.instance,
             &attempt.span,
-            "cancelled",
+            left,
             attempt.started.elapsed(),
         );
     }
@@ -544,10 +569,11 @@ fn attempt_span(
     service: Service,
     method: &Method,
     instance: &Instance,
-    url: &str,
+    url: &http::Uri,
     attempt: usize,
 ) -> tracing::Span {
     let span = tracing::info_span!(
+        target: platform::telemetry::TRACE_ONLY,
         "http.client",
         otel.name = %method,
         otel.kind = "client",
@@ -568,64 +594,48 @@ fn attempt_span(
 }
 
 /// Closes one attempt's span and counts it.
-fn record_attempt(
-    upstream: &Upstream,
-    instance: &Instance,
-    span: &tracing::Span,
-    outcome: &str,
-    took: Duration,
-) {
-    match outcome.parse::<u16>() {
-        Ok(status) => {
-            span.record("http.response.status_code", status);
-            if status >= 500 {
+fn record_attempt(instance: &Instance, span: &tracing::Span, outcome: Outcome, took: Duration) {
+    if !span.is_disabled() {
+        match outcome {
+            Outcome::Status(status) => {
+                span.record("http.response.status_code", status);
+                if status >= 500 {
+                    span.record("otel.status_code", "ERROR");
+                }
+            }
+            other => {
+                span.record("error.type", other.label());
                 span.record("otel.status_code", "ERROR");
             }
         }
-        Err(_) => {
-            span.record("error.type", outcome);
-            span.record("otel.status_code", "ERROR");
-        }
     }
-    let labels = [
-        ("service", upstream.service().name().to_string()),
-        ("upstream", instance.label.clone()),
-    ];
-    metrics::histogram!(crate::metrics::UPSTREAM_DURATION, &labels).record(took.as_secs_f64());
-    metrics::counter!(
-        crate::metrics::UPSTREAM_REQUESTS,
-        "service" => upstream.service().name(),
-        "upstream" => instance.label.clone(),
-        "outcome" => outcome.to_string(),
-    )
-    .increment(1);
+    instance.series.record(outcome, took);
 }
 
 async fn relay(
     service: Service,
-    response: reqwest::Response,
+    response: hyper::Response<hyper::body::Incoming>,
     deadline: Instant,
 ) -> Result<Response, GatewayError> {
-    let status = response.status();
+    let (parts, body) = response.into_parts();
     let mut headers = HeaderMap::new();
     for name in RETURNED_RESPONSE_HEADERS {
-        if let Some(value) = response.headers().get(&name) {
+        if let Some(value) = parts.headers.get(&name) {
             headers.insert(name, value.clone());
         }
     }
-    let body = match tokio::time::timeout_at(deadline, response.bytes()).await {
-        Ok(Ok(body)) => body,
-        Ok(Err(e)) if e.is_timeout() => return Err(GatewayError::Timeout(service)),
+    let body = match tokio::time::timeout_at(deadline, body.collect()).await {
+        Ok(Ok(body)) => body.to_bytes(),
         Ok(Err(e)) => {
             tracing::warn!(error = %chain(&e), "reading the upstream body failed");
             return Err(GatewayError::BadUpstream(service));
         }
         Err(_) => return Err(GatewayError::Timeout(service)),
     };
-    Ok((status, headers, Body::from(body)).into_response())
+    Ok((parts.status, headers, Body::from(body)).into_response())
 }
 
-/// reqwest's `Display` stops at "error sending request"; the cause is further down.
+/// hyper's `Display` stops at "client error (Connect)"; the cause is further down.
 fn chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
