@@ -113,8 +113,15 @@ pub struct OverloadBenchArgs {
 
     /// The knee's confirmed orders/s (from `harness bench capacity`), to print goodput as a
     /// fraction of it.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "from_capacity")]
     pub knee: Option<f64>,
+
+    /// A capacity run's report.json (`harness run capacity`) on this machine: the load becomes
+    /// 3x its knee's arrival rate (the scenario's duration and journeys kept, its pool of users
+    /// at least one per arrival per second), and goodput is printed against its knee's confirmed
+    /// orders/s. Without it the scenario's own rate is used, fixed for every machine.
+    #[arg(long, value_name = "REPORT_JSON")]
+    pub from_capacity: Option<std::path::PathBuf>,
 
     /// Use the service binaries next to this one as they are, without `cargo build`.
     #[arg(long)]
@@ -307,8 +314,9 @@ pub struct RunArgs {
     pub otlp_endpoint: Option<String>,
 
     /// Show the run live in the game-day console (throughput, latency, errors, sagas, the chaos
-    /// timeline, SLOs so far; keys inject and heal link faults, `q` interrupts). Without a
-    /// terminal on stdout the usual lines are printed instead.
+    /// timeline, SLOs so far; keys inject and heal faults on links, processes, services and
+    /// messages, pause the load, `q` interrupts). Without a terminal on stdout the usual lines
+    /// are printed instead.
     #[arg(long)]
     pub tui: bool,
 }
@@ -364,14 +372,19 @@ fn backend(s: &str) -> Result<Backend, String> {
     }
 }
 
-/// An `http://` or `https://` URL, without a trailing slash.
+/// An `http://` URL, without a trailing slash. `https://` is refused here rather than failing
+/// on every export later: the harness and the services are built without TLS.
 fn http_url(s: &str) -> Result<String, String> {
     match reqwest::Url::parse(s.trim()) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
+        Ok(u) if u.scheme() == "http" && u.host_str().is_some() => {
             Ok(s.trim().trim_end_matches('/').to_string())
         }
+        Ok(u) if u.scheme() == "https" => Err(format!(
+            "{s:?}: this build speaks plain HTTP only (no TLS); give an http:// URL such as \
+             http://127.0.0.1:4318, or a collector on loopback that forwards over TLS"
+        )),
         _ => Err(format!(
-            "expected an http:// or https:// URL such as http://127.0.0.1:4318, not {s:?}"
+            "expected an http:// URL such as http://127.0.0.1:4318, not {s:?}"
         )),
     }
 }
@@ -488,10 +501,11 @@ mod tests {
             let e = Cli::try_parse_from(["harness", "run", "smoke", "--otlp-endpoint", bad])
                 .unwrap_err()
                 .to_string();
-            assert!(
-                e.contains("expected an http:// or https:// URL"),
-                "{bad}: {e}"
-            );
+            assert!(e.contains("expected an http:// URL"), "{bad}: {e}");
         }
+        let e = Cli::try_parse_from(["harness", "up", "--otlp-endpoint", "https://c:4318"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("plain HTTP only (no TLS)"), "{e}");
     }
 }

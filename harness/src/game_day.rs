@@ -138,7 +138,7 @@ async fn inject(remote: &mut Remote, a: InjectArgs) -> anyhow::Result<()> {
     .unwrap_or(0);
     let started = Instant::now();
     let applied = faults::apply_fault(remote, &planned, index, Duration::ZERO).await?;
-    println!("applied {} to {}", planned.label, applied.what.join(", "));
+    println!("applied {}", applied.describe(&planned.label));
     let Some(d) = a.duration else {
         println!(
             "it stays until `harness chaos heal {}` (or `harness chaos heal` for everything)",

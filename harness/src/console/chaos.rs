@@ -228,7 +228,7 @@ impl Worker {
         }))
         .await;
         self.notice(
-            format!("applied {} to {}", planned.label, applied.what.join(", ")),
+            format!("applied {}", applied.describe(&planned.label)),
             false,
         )
         .await;

@@ -288,6 +288,19 @@ pub struct Applied {
     message_fault: Option<String>,
 }
 
+impl Applied {
+    /// `label`, then what the fault reached when the label does not already name it: "slow
+    /// payment (gateway->payment#1, gateway->payment#2)", but "kill order#1".
+    pub fn describe(&self, label: &str) -> String {
+        let what = self.what.join(", ");
+        if what.is_empty() || label.ends_with(&what) {
+            label.to_string()
+        } else {
+            format!("{label} ({what})")
+        }
+    }
+}
+
 /// Runs the timeline against `env`, starting at `t0` (the start of the load), until every fault
 /// healed, then heals everything. Returns the chaos windows as they happened. A fault that
 /// cannot be applied is an error: the experiment would not be the one the scenario describes.
@@ -474,10 +487,9 @@ async fn timeline(
         if apply {
             let applied = apply_fault(env, planned, i, t0.elapsed()).await?;
             println!(
-                "chaos: {:>6.1}s applied {} ({})",
+                "chaos: {:>6.1}s applied {}",
                 applied.applied.as_secs_f64(),
-                planned.label,
-                applied.what.join(", ")
+                applied.describe(&planned.label)
             );
             active.push(applied);
         } else if let Some(pos) = active.iter().position(|a| a.planned == i) {
@@ -886,6 +898,35 @@ mod tests {
         let s = Scenario::from_toml(std::path::Path::new("t.toml"), &text).unwrap();
         s.validate().unwrap();
         s
+    }
+
+    fn applied_to(what: &[&str]) -> Applied {
+        Applied {
+            planned: 0,
+            applied: Duration::ZERO,
+            what: what.iter().map(|w| w.to_string()).collect(),
+            toxics: Vec::new(),
+            disabled: Vec::new(),
+            processes: Vec::new(),
+            scaled: None,
+            message_fault: None,
+        }
+    }
+
+    #[test]
+    fn a_fault_is_described_by_its_label_and_what_it_reached_only_when_that_says_more() {
+        assert_eq!(
+            applied_to(&["order#1"]).describe("kill order#1"),
+            "kill order#1"
+        );
+        assert_eq!(
+            applied_to(&["gateway->payment#1"]).describe("latency gateway->payment#1"),
+            "latency gateway->payment#1"
+        );
+        assert_eq!(
+            applied_to(&["gateway->payment#1", "gateway->payment#2"]).describe("slow payment"),
+            "slow payment (gateway->payment#1, gateway->payment#2)"
+        );
     }
 
     #[test]

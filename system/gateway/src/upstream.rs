@@ -72,10 +72,8 @@ impl Instance {
         let (address, port) = url
             .parse::<http::Uri>()
             .map(|u| {
-                let port = u.port_u16().unwrap_or(match u.scheme_str() {
-                    Some("https") => 443,
-                    _ => 80,
-                });
+                // Only http:// gets here (`platform::config::plain_http_url`).
+                let port = u.port_u16().unwrap_or(80);
                 (u.host().unwrap_or_default().to_string(), port)
             })
             .unwrap_or_default();
@@ -441,11 +439,12 @@ pub fn parse_discovery(text: &str) -> Result<BTreeMap<String, Vec<String>>, Stri
         if urls.is_empty() {
             return Err(format!("{service}: an empty instance list"));
         }
-        if let Some(bad) = urls
+        if let Some(Err(reason)) = urls
             .iter()
-            .find(|u| !(u.starts_with("http://") || u.starts_with("https://")))
+            .map(|u| platform::config::plain_http_url(u))
+            .find(Result::is_err)
         {
-            return Err(format!("{service}: {bad:?} does not start with http://"));
+            return Err(format!("{service}: {reason}"));
         }
     }
     Ok(lists
@@ -589,6 +588,11 @@ mod tests {
             parse_discovery(r#"{"order": ["ftp://x"]}"#)
                 .unwrap_err()
                 .contains("http://")
+        );
+        assert!(
+            parse_discovery(r#"{"order": ["https://x:1"]}"#)
+                .unwrap_err()
+                .contains("no TLS")
         );
         let ok = parse_discovery(r#"{"order": ["http://a:1/", "http://b:2"]}"#).unwrap();
         assert_eq!(ok["order"], ["http://a:1", "http://b:2"]);

@@ -74,6 +74,22 @@ pub fn millis_or(var: &'static str, default_ms: u64) -> Result<Duration, ConfigE
     parse_or(var, default_ms).map(Duration::from_millis)
 }
 
+/// Checks that `url` is an `http://` URL. `https://` gets its own reason: the system is built
+/// without TLS (its HTTP clients have no TLS feature), so such a URL would fail on every call;
+/// it is refused at start-up instead.
+pub fn plain_http_url(url: &str) -> Result<(), String> {
+    if url.starts_with("http://") {
+        Ok(())
+    } else if url.starts_with("https://") {
+        Err(format!(
+            "{url:?}: this build speaks plain HTTP only (no TLS); give an http:// URL, and put \
+             TLS in front (a sidecar or mesh) where it is needed"
+        ))
+    } else {
+        Err(format!("{url:?} does not start with http://"))
+    }
+}
+
 /// Reads a comma-separated list of base URLs (`http://127.0.0.1:8081,http://127.0.0.1:8082`).
 pub fn url_list(var: &'static str, hint: &'static str) -> Result<Vec<String>, ConfigError> {
     let raw = required(var, hint)?;
@@ -83,11 +99,11 @@ pub fn url_list(var: &'static str, hint: &'static str) -> Result<Vec<String>, Co
         .filter(|s| !s.is_empty())
         .collect();
     for u in &urls {
-        if !(u.starts_with("http://") || u.starts_with("https://")) {
+        if let Err(reason) = plain_http_url(u) {
             return Err(ConfigError::Invalid {
                 var,
                 value: raw.clone(),
-                reason: format!("{u:?} does not start with http:// or https://"),
+                reason,
             });
         }
     }
@@ -202,4 +218,18 @@ fn parse_bool(var: &'static str) -> Result<bool, ConfigError> {
 pub fn exit_on_config_error(err: &ConfigError) -> ! {
     eprintln!("configuration error: {err}");
     std::process::exit(EXIT_CONFIG)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_http_urls_pass_and_https_is_refused_for_want_of_tls() {
+        assert_eq!(plain_http_url("http://127.0.0.1:8081"), Ok(()));
+        let https = plain_http_url("https://shop.example:443").unwrap_err();
+        assert!(https.contains("no TLS"), "{https}");
+        let other = plain_http_url("127.0.0.1:8081").unwrap_err();
+        assert!(other.contains("does not start with http://"), "{other}");
+    }
 }

@@ -194,6 +194,13 @@ pub fn with_common_layers(router: Router) -> Router {
 }
 
 fn server_span(req: &Request) -> tracing::Span {
+    // A scrape or a probe is the platform watching, not a request of the system: no span, so no
+    // trace of its own among the system's (every second per process, they crowded the slowest
+    // hops of an idle system) and no log line.
+    let path = req.uri().path();
+    if path == "/metrics" || path.starts_with("/health/") {
+        return tracing::Span::none();
+    }
     let request_id = req
         .headers()
         .get(REQUEST_ID)
@@ -442,6 +449,16 @@ mod tests {
             .uri(path)
             .body(axum::body::Body::empty())
             .unwrap()
+    }
+
+    #[test]
+    fn a_scrape_or_a_probe_gets_no_span_a_request_does() {
+        let _subscriber = tracing::subscriber::set_default(tracing_subscriber::registry());
+        assert!(server_span(&get_req("/metrics")).is_disabled());
+        assert!(server_span(&get_req("/health/ready")).is_disabled());
+        assert!(server_span(&get_req("/health/live")).is_disabled());
+        assert!(!server_span(&get_req("/api/products")).is_disabled());
+        assert!(!server_span(&get_req("/healthy")).is_disabled());
     }
 
     #[tokio::test]

@@ -111,11 +111,11 @@ impl TraceExport {
             (None, None) => return Ok(Self::Off),
         };
         let endpoint = endpoint.trim().to_string();
-        if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+        if let Err(reason) = crate::config::plain_http_url(&endpoint) {
             return Err(ConfigError::Invalid {
                 var: name,
                 value: endpoint,
-                reason: "expected an http:// or https:// URL".into(),
+                reason,
             });
         }
         Ok(Self::Otlp { endpoint })
