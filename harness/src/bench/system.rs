@@ -211,10 +211,12 @@ fn at_rate(scenario: &mut Scenario, per_second: f64) -> anyhow::Result<()> {
         );
     };
     *rate.get_mut() = crate::scenario::ArrivalRate::per_second(per_second.round());
-    // Bounded by validation's rate limit, so the cast cannot overflow.
+    // `min` keeps the cast in range; validation below bounds the rate itself.
     let wanted = per_second.ceil().min(f64::from(u32::MAX)) as u32;
-    if let Some(users) = load.users.as_mut() {
-        *users.get_mut() = (*users.get_ref()).max(wanted);
+    match load.users.as_mut() {
+        Some(users) => *users.get_mut() = (*users.get_ref()).max(wanted),
+        // The default pool stops at `DEFAULT_POOL_MAX`, below 3x a fast machine's knee.
+        None => load.users = Some(Spanned::new(0..0, wanted)),
     }
     scenario.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(())
@@ -341,6 +343,14 @@ mod tests {
             load.pool(),
             1440,
             "one user per arrival per second at least"
+        );
+        let mut without_users = overload_scenario();
+        without_users.load.get_mut().users = None;
+        at_rate(&mut without_users, 1440.0).unwrap();
+        assert_eq!(
+            without_users.load.get_ref().pool(),
+            1440,
+            "not the default pool's 1000"
         );
         let lasting = arrivals.total_duration();
         assert_eq!(

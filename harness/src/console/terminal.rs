@@ -107,26 +107,37 @@ pub fn take_captured() -> String {
     text
 }
 
-/// Stdout and stderr back, raw mode off, the normal screen back, the cursor shown; nothing
+/// Raw mode off, the normal screen back, the cursor shown, then stdout and stderr back; nothing
 /// when already done.
+///
+/// The screen comes back first: a line another thread writes meanwhile (the run announcing its
+/// interruption, say) then lands in the captured file, which the caller prints, or on the
+/// normal screen. Given back the other way round, such a line could reach the terminal while
+/// the alternate screen was still up, and vanish with it.
 pub fn restore() {
+    if ACTIVE.swap(false, Ordering::SeqCst) {
+        let _ = disable_raw_mode();
+        let tty = lock(&TTY).take();
+        match tty {
+            Some(mut tty) => {
+                let _ = execute!(tty, LeaveAlternateScreen, Show);
+            }
+            None => {
+                give_back_output();
+                let _ = execute!(std::io::stdout(), LeaveAlternateScreen, Show);
+            }
+        }
+    }
+    give_back_output();
+}
+
+/// Stdout and stderr back where they were before [`Guard::capture_output`].
+fn give_back_output() {
     if let Some((out, err)) = lock(&SAVED).take() {
         let _ = std::io::stdout().flush();
         let _ = std::io::stderr().flush();
         let _ = nix::unistd::dup2_stdout(&out);
         let _ = nix::unistd::dup2_stderr(&err);
-    }
-    if !ACTIVE.swap(false, Ordering::SeqCst) {
-        return;
-    }
-    let _ = disable_raw_mode();
-    match lock(&TTY).take() {
-        Some(mut tty) => {
-            let _ = execute!(tty, LeaveAlternateScreen, Show);
-        }
-        None => {
-            let _ = execute!(std::io::stdout(), LeaveAlternateScreen, Show);
-        }
     }
 }
 
