@@ -1,5 +1,6 @@
 //! `[environment.resilience]` and `[[variant]]`: how the gateway's resilience layers (circuit
-//! breaker, bulkhead, retries under a budget, per-customer rate limit, active health checks) and
+//! breaker, bulkhead, retries under a budget, per-customer rate limit, active health checks,
+//! admission throttle) and
 //! the services' own limits (request timeout, concurrency) are switched and tuned for a run, and
 //! the variants a scenario compares side by side.
 //!
@@ -24,8 +25,9 @@ use super::{HealthChecks, HumanDuration, RateLimit, Spanned, Switch};
 /// The names of the variables the system reads, as the gateway and the services define them.
 pub mod vars {
     pub use gateway::resilience::{
-        BREAKER, BREAKER_FAILURE_RATE, BREAKER_HALF_OPEN_CALLS, BREAKER_MIN_CALLS, BREAKER_OPEN_MS,
-        BREAKER_SLOW_CALL_MS, BREAKER_SLOW_CALL_RATE, BREAKER_WINDOW_MS, BULKHEAD, BULKHEAD_LIMIT,
+        ADMISSION_THROTTLE, ADMISSION_THROTTLE_HOLD_MS, BREAKER, BREAKER_FAILURE_RATE,
+        BREAKER_HALF_OPEN_CALLS, BREAKER_MIN_CALLS, BREAKER_OPEN_MS, BREAKER_SLOW_CALL_MS,
+        BREAKER_SLOW_CALL_RATE, BREAKER_WINDOW_MS, BULKHEAD, BULKHEAD_LIMIT,
         BULKHEAD_LIMIT_INVENTORY, BULKHEAD_LIMIT_ORDER, BULKHEAD_LIMIT_PAYMENT,
         HEALTH_CHECK_INTERVAL_MS, RATE_LIMIT_BURST, RATE_LIMIT_PER_SECOND, RETRIES,
         RETRY_BACKOFF_MAX_MS, RETRY_BACKOFF_MS, RETRY_BUDGET,
@@ -86,6 +88,11 @@ pub struct Resilience {
     /// Active probes of every instance's `/health/ready`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_checks: Option<Spanned<HealthChecks>>,
+    /// New orders refused at the edge for a hold after the order service refused one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admission_throttle: Option<Spanned<Switch>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admission_throttle_hold: Option<Spanned<HumanDuration>>,
     /// The request timeout inside each service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_timeout: Option<Spanned<HumanDuration>>,
@@ -184,7 +191,7 @@ impl Resilience {
             HealthChecks::Every(d) => (format!("\"{d}\""), millis(*d)),
         });
         let limits = &self.bulkhead_limits;
-        let keys: [(&'static str, &'static str, Reader, Written); 23] = [
+        let keys: [(&'static str, &'static str, Reader, Written); 25] = [
             ("breaker", BREAKER, Gateway, switch(&self.breaker)),
             (
                 "breaker_failure_rate",
@@ -286,6 +293,18 @@ impl Resilience {
                 health_checks,
             ),
             (
+                "admission_throttle",
+                ADMISSION_THROTTLE,
+                Gateway,
+                switch(&self.admission_throttle),
+            ),
+            (
+                "admission_throttle_hold",
+                ADMISSION_THROTTLE_HOLD_MS,
+                Gateway,
+                duration(&self.admission_throttle_hold),
+            ),
+            (
                 "service_timeout",
                 REQUEST_TIMEOUT_MS,
                 Services,
@@ -384,6 +403,11 @@ impl Resilience {
             rate_limit: pick(&self.rate_limit, &base.rate_limit),
             rate_limit_burst: pick(&self.rate_limit_burst, &base.rate_limit_burst),
             health_checks: pick(&self.health_checks, &base.health_checks),
+            admission_throttle: pick(&self.admission_throttle, &base.admission_throttle),
+            admission_throttle_hold: pick(
+                &self.admission_throttle_hold,
+                &base.admission_throttle_hold,
+            ),
             service_timeout: pick(&self.service_timeout, &base.service_timeout),
             service_concurrency: pick(&self.service_concurrency, &base.service_concurrency),
             drain_delay: pick(&self.drain_delay, &base.drain_delay),
@@ -444,6 +468,11 @@ impl Resilience {
             (&self.breaker_slow_call, "breaker_slow_call", false),
             (&self.breaker_window, "breaker_window", false),
             (&self.breaker_open_for, "breaker_open_for", false),
+            (
+                &self.admission_throttle_hold,
+                "admission_throttle_hold",
+                false,
+            ),
             (&self.retry_backoff, "retry_backoff", true),
             (&self.retry_backoff_max, "retry_backoff_max", false),
             (&self.service_timeout, "service_timeout", false),
@@ -573,6 +602,8 @@ mod tests {
             rate_limit = "600/m"
             rate_limit_burst = 20
             health_checks = "500ms"
+            admission_throttle = "on"
+            admission_throttle_hold = "40ms"
             service_timeout = "3s"
             service_concurrency = 128
             "#,
@@ -598,6 +629,8 @@ mod tests {
             ("RATE_LIMIT_PER_SECOND", "10"),
             ("RATE_LIMIT_BURST", "20"),
             ("HEALTH_CHECK_INTERVAL_MS", "500"),
+            ("ADMISSION_THROTTLE", "on"),
+            ("ADMISSION_THROTTLE_HOLD_MS", "40"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -665,6 +698,10 @@ mod tests {
                 "breaker_window must be longer than 0s",
             ),
             ("service_timeout = \"1500us\"", "whole milliseconds"),
+            (
+                "admission_throttle_hold = \"0s\"",
+                "admission_throttle_hold must be longer than 0s",
+            ),
             ("health_checks = \"0s\"", "write \"off\""),
             ("rate_limit = \"0/s\"", "at least 1"),
             (

@@ -41,6 +41,11 @@ pub enum GatewayError {
     },
     #[error("too many calls to the {0} service are in flight")]
     BulkheadFull(Service),
+    #[error(
+        "the {0} service is refusing new orders to stay within its limits; this one was refused \
+         at the gateway"
+    )]
+    Throttled(Service),
     #[error("too many requests from this customer")]
     RateLimited { retry_after: Duration },
     #[error("internal error")]
@@ -108,6 +113,10 @@ impl IntoResponse for GatewayError {
                 error_response(StatusCode::SERVICE_UNAVAILABLE, "bulkhead_full", message),
                 Duration::from_secs(1),
             ),
+            Self::Throttled(_) => with_retry_after(
+                error_response(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message),
+                crate::throttle::RETRY_AFTER,
+            ),
             Self::RateLimited { retry_after } => with_retry_after(
                 error_response(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message),
                 retry_after,
@@ -133,6 +142,9 @@ mod tests {
             retry_after: Duration::from_millis(10),
         }
         .into_response();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "1");
+        let r = GatewayError::Throttled(Service::Order).into_response();
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(r.headers()[header::RETRY_AFTER], "1");
         let r = GatewayError::BulkheadFull(Service::Order).into_response();

@@ -14,6 +14,7 @@
 //! - [`proxy`]: authentication at the edge, failover across instances, forwarding.
 //! - [`resilience`]: rate limit, bulkhead, circuit breaker, retry budget; each switchable.
 //! - [`breaker`]: the circuit breaker, with a sliding window whose cost does not grow with the rate.
+//! - [`throttle`]: new orders refused at the edge for a moment after the order service refused one.
 //! - [`upstream`]: the instances of each service, passive ejection, active health checks,
 //!   the instance list that can change at run time.
 //! - [`error`]: the gateway's error responses (400, 401, 403, 404, 405, 413, 429, 502, 503, 504).
@@ -28,6 +29,7 @@ pub mod openapi;
 pub mod proxy;
 pub mod resilience;
 pub mod routes;
+pub mod throttle;
 pub mod tokens;
 pub mod upstream;
 

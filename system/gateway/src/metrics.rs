@@ -18,6 +18,7 @@
 //! | `gateway_bulkhead_rejected_total` | counter | `service` | calls refused (503) because the bulkhead was full |
 //! | `gateway_retry_budget_exhausted_total` | counter | `service` | retries not made because the retry budget was spent |
 //! | `gateway_rate_limited_total` | counter | | requests refused (429) by the per-customer rate limit |
+//! | `gateway_admission_throttled_total` | counter | `service` | requests that start sagas refused (503) at the edge, within a hold after the service refused one ([`crate::throttle`]) |
 
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 
@@ -36,6 +37,7 @@ pub const BULKHEAD_IN_FLIGHT: &str = "gateway_bulkhead_in_flight";
 pub const BULKHEAD_REJECTED: &str = "gateway_bulkhead_rejected_total";
 pub const RETRY_BUDGET_EXHAUSTED: &str = "gateway_retry_budget_exhausted_total";
 pub const RATE_LIMITED: &str = "gateway_rate_limited_total";
+pub const ADMISSION_THROTTLED: &str = "gateway_admission_throttled_total";
 
 /// Gives each metric its help text and unit (idempotent).
 pub fn describe() {
@@ -106,5 +108,9 @@ pub fn describe() {
         RATE_LIMITED,
         Unit::Count,
         "Requests refused with 429 by the per-customer rate limit."
+    );
+    describe_counter!(
+        ADMISSION_THROTTLED,
+        "Requests that start sagas refused with 503 at the edge, within a hold after the service refused one."
     );
 }

@@ -41,6 +41,7 @@ use crate::config::Config;
 use crate::error::GatewayError;
 use crate::resilience::{self, Guarded, RateLimit, ResilienceConfig, RetryPolicy, UpstreamCall};
 use crate::routes::{API_PREFIX, Access, Route, Service};
+use crate::throttle::{Throttle, Verdict};
 use crate::upstream::{self, Instance, Outcome, Upstream};
 
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
@@ -101,6 +102,9 @@ struct Inner {
     /// Per service (order, inventory, payment): its bulkhead and breaker around [`attempts`].
     guards: [Guarded; 3],
     rate_limit: Option<Arc<RateLimit>>,
+    /// The requests that start sagas, refused here for a hold after the order service refused one.
+    throttle: Option<Throttle>,
+    throttled: metrics::Counter,
     resilience: ResilienceConfig,
     upstreams_file: Option<std::path::PathBuf>,
     max_body_bytes: usize,
@@ -136,6 +140,11 @@ impl AppState {
         // Zero until the first refusal, also with the limit off, so every dashboard query has
         // its series.
         metrics::counter!(crate::metrics::RATE_LIMITED).increment(0);
+        let throttled = metrics::counter!(
+            crate::metrics::ADMISSION_THROTTLED,
+            "service" => Service::Order.name()
+        );
+        throttled.increment(0);
         let core = Arc::new(Core {
             client,
             upstreams: [
@@ -175,6 +184,8 @@ impl AppState {
                 rate_limit: resilience
                     .rate_limit
                     .map(|(rate, burst)| RateLimit::new(rate, burst)),
+                throttle: resilience.admission_throttle.as_ref().map(Throttle::new),
+                throttled,
                 resilience,
                 upstreams_file: config.upstreams_file.clone(),
                 max_body_bytes: config.max_body_bytes,
@@ -283,6 +294,13 @@ pub async fn forward(
     {
         return Err(GatewayError::RateLimited { retry_after: wait });
     }
+    let throttle = (state.inner.throttle.as_ref()).filter(|_| route.starts_saga(&parts.method));
+    if let Some(throttle) = throttle
+        && !throttle.admit()
+    {
+        state.inner.throttled.increment(1);
+        return Err(GatewayError::Throttled(route.service));
+    }
 
     let limit = state.inner.max_body_bytes;
     let declared = parts
@@ -321,7 +339,12 @@ pub async fn forward(
         headers,
         body,
     };
-    resilience::call(&state.inner.guards[slot(service)], call).await
+    let answer = resilience::call(&state.inner.guards[slot(service)], call).await;
+    // Only the service's own verdicts teach the throttle; what another layer failed is theirs.
+    if let (Some(throttle), Ok(response)) = (throttle, &answer) {
+        throttle.record(Verdict::of(response));
+    }
+    answer
 }
 
 fn upstream_path_and_query(parts: &Parts) -> String {

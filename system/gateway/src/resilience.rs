@@ -2,7 +2,8 @@
 //! scenario can run the system with and without one and compare.
 //!
 //! A request to `/api/...` passes, in this order (DESIGN.md, "Resilience in the gateway"):
-//! authentication; the per-customer rate limit ([`RateLimit`], 429 + `Retry-After`); then, per
+//! authentication; the per-customer rate limit ([`RateLimit`], 429 + `Retry-After`); admission
+//! control for the requests that start sagas ([`crate::throttle`], 503 + `Retry-After`); then, per
 //! upstream service, the bulkhead (a concurrency limit that answers 503 at once when full), the
 //! circuit breaker (503 + `Retry-After` while open), failover retries under a retry budget with
 //! full-jitter backoff ([`RetryPolicy`]), a per-attempt timeout, and round-robin over the
@@ -31,6 +32,8 @@
 //! | `RATE_LIMIT_PER_SECOND` | 0 (off) | requests per second per customer (the token's `sub`) |
 //! | `RATE_LIMIT_BURST` | the rate | the bucket's size |
 //! | `HEALTH_CHECK_INTERVAL_MS` | 1000 | active probes of every instance's `/health/ready`; 0 turns them off |
+//! | `ADMISSION_THROTTLE` | `on` | refuse new orders at the edge for a hold after the order service refused one ([`crate::throttle`]) |
+//! | `ADMISSION_THROTTLE_HOLD_MS` | 25 | that hold |
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -48,6 +51,7 @@ use crate::breaker::Breaker;
 use crate::error::GatewayError;
 use crate::metrics as m;
 use crate::routes::Service;
+use crate::throttle::ThrottleConfig;
 
 pub const BREAKER: &str = "BREAKER";
 pub const BREAKER_FAILURE_RATE: &str = "BREAKER_FAILURE_RATE";
@@ -69,6 +73,8 @@ pub const RETRY_BACKOFF_MAX_MS: &str = "RETRY_BACKOFF_MAX_MS";
 pub const RATE_LIMIT_PER_SECOND: &str = "RATE_LIMIT_PER_SECOND";
 pub const RATE_LIMIT_BURST: &str = "RATE_LIMIT_BURST";
 pub const HEALTH_CHECK_INTERVAL_MS: &str = "HEALTH_CHECK_INTERVAL_MS";
+pub const ADMISSION_THROTTLE: &str = "ADMISSION_THROTTLE";
+pub const ADMISSION_THROTTLE_HOLD_MS: &str = "ADMISSION_THROTTLE_HOLD_MS";
 
 /// The circuit breaker's thresholds.
 #[derive(Debug, Clone, PartialEq)]
@@ -129,6 +135,8 @@ pub struct ResilienceConfig {
     pub rate_limit: Option<(NonZeroU32, NonZeroU32)>,
     /// `None`: no active health checks (passive ejection stays).
     pub health_check_interval: Option<Duration>,
+    /// `None`: every request that starts a saga is forwarded.
+    pub admission_throttle: Option<ThrottleConfig>,
 }
 
 impl Default for ResilienceConfig {
@@ -139,6 +147,7 @@ impl Default for ResilienceConfig {
             retries: RetryConfig::default(),
             rate_limit: None,
             health_check_interval: Some(Duration::from_secs(1)),
+            admission_throttle: Some(ThrottleConfig::default()),
         }
     }
 }
@@ -192,12 +201,21 @@ impl ResilienceConfig {
             }
         };
         let interval = config::millis_or(HEALTH_CHECK_INTERVAL_MS, 1000)?;
+        let admission_throttle = if switch(ADMISSION_THROTTLE, true)? {
+            let t = ThrottleConfig::default();
+            Some(ThrottleConfig {
+                hold: positive_millis(ADMISSION_THROTTLE_HOLD_MS, t.hold)?,
+            })
+        } else {
+            None
+        };
         Ok(Self {
             breaker,
             bulkhead,
             retries,
             rate_limit,
             health_check_interval: (!interval.is_zero()).then_some(interval),
+            admission_throttle,
         })
     }
 }

@@ -82,6 +82,12 @@ pub struct Route {
 }
 
 impl Route {
+    /// Whether a request on this route starts a saga: what admission control guards
+    /// ([`crate::throttle`] at the edge, the order service's own behind it).
+    pub fn starts_saga(&self, method: &Method) -> bool {
+        self.path == "/api/orders" && method == Method::POST
+    }
+
     /// The methods as axum's filter.
     pub fn method_filter(&self) -> MethodFilter {
         self.methods
@@ -175,6 +181,17 @@ mod tests {
                 assert!(r.path.starts_with("/api/products"), "{}", r.path);
             }
         }
+    }
+
+    #[test]
+    fn only_placing_an_order_starts_a_saga() {
+        let starting: Vec<_> = ROUTES
+            .iter()
+            .flat_map(|r| r.methods.iter().map(move |m| (r, m)))
+            .filter(|(r, m)| r.starts_saga(m))
+            .map(|(r, m)| format!("{m} {}", r.path))
+            .collect();
+        assert_eq!(starting, ["POST /api/orders"]);
     }
 
     #[test]

@@ -1,12 +1,15 @@
 //! The resilience layers seen from outside: rate limit, circuit breaker, bulkhead, active
-//! health checks, a changing instance list, retries switched off.
+//! health checks, a changing instance list, retries switched off, the admission throttle.
 
 use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
 use contracts::domain::Role;
 use gateway::resilience::{BreakerConfig, ResilienceConfig};
+use gateway::throttle::ThrottleConfig;
 
 use crate::helpers::{FakeUpstream, dead_url, echo_of, error_of, spawn_app, spawn_world_with};
 
@@ -375,8 +378,6 @@ async fn a_slow_attempt_is_hedged_and_its_answer_wins_over_the_hedges_refusal() 
 /// hedge and tried last for a while.
 #[tokio::test]
 async fn a_slow_but_answering_instance_keeps_its_turn_and_a_silent_one_is_ejected() {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
     fn counting(delay_from: usize, hits: Arc<AtomicUsize>, name: &'static str) -> axum::Router {
         axum::Router::new().fallback(move || {
             let n = hits.fetch_add(1, Ordering::SeqCst);
@@ -473,4 +474,161 @@ async fn a_refused_retry_after_a_broken_attempt_is_answered_504_not_503() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::GATEWAY_TIMEOUT);
+}
+
+/// An order service that refuses every new order (503 + `Retry-After`) while `refusing` is set
+/// and takes every one otherwise, counting the requests that reach it by method.
+fn admitting(
+    refusing: Arc<AtomicBool>,
+    posts: Arc<AtomicUsize>,
+    gets: Arc<AtomicUsize>,
+) -> axum::Router {
+    axum::Router::new().route(
+        "/orders",
+        axum::routing::post(move || {
+            posts.fetch_add(1, Ordering::SeqCst);
+            let refuse = refusing.load(Ordering::SeqCst);
+            async move {
+                if refuse {
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        [("retry-after", "1")],
+                        "{}",
+                    )
+                } else {
+                    (StatusCode::CREATED, [("x-placed", "1")], "{}")
+                }
+            }
+        })
+        .get(move || {
+            gets.fetch_add(1, Ordering::SeqCst);
+            async { (StatusCode::OK, [("x-listed", "1")], "[]") }
+        }),
+    )
+}
+
+/// While the order service refuses new orders, the gateway refuses them itself, with the same
+/// 503 + `Retry-After`, for a hold after each refusal, letting one through per hold to ask
+/// again; reads are never held back; once the service takes orders again, the first probe after
+/// the hold finds out and every order reaches it again.
+#[tokio::test]
+async fn while_the_order_service_refuses_orders_the_gateway_spares_it_the_refusals() {
+    // The process's recorder, so the gateway's counter is exported (before the gateway takes
+    // its handle). Other tests' gateways share it; none of them is refused orders.
+    platform::metrics::install();
+    let refusing = Arc::new(AtomicBool::new(true));
+    let (posts, gets) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let order = serve(admitting(refusing.clone(), posts.clone(), gets.clone())).await;
+    let other = FakeUpstream::spawn("inventory", "inventory#1").await;
+    let hold = Duration::from_millis(100);
+    let app = spawn_app(
+        vec![order],
+        vec![other.url.clone()],
+        vec![other.url.clone()],
+        |c| {
+            c.resilience.health_check_interval = None;
+            c.resilience.admission_throttle = Some(ThrottleConfig { hold });
+        },
+    )
+    .await;
+    let place = || {
+        app.request(Method::POST, "/api/orders")
+            .bearer_auth(app.customer())
+            .body("{}")
+            .send()
+    };
+    let started = std::time::Instant::now();
+    let mut refused_here = 0;
+    for _ in 0..300 {
+        let r = place().await.unwrap();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            r.headers()["retry-after"],
+            "1",
+            "a refusal says when to come back"
+        );
+        let body = r.text().await.unwrap();
+        if body != "{}" {
+            // Refused at the edge: the gateway's own error body.
+            assert!(body.contains("\"overloaded\""), "{body}");
+            refused_here += 1;
+        }
+    }
+    let took = started.elapsed();
+    let reached = posts.load(Ordering::SeqCst);
+    assert_eq!(refused_here + reached, 300);
+    // One probe per hold, and the first order.
+    let probes = (took.as_millis() / hold.as_millis()) as usize + 1;
+    assert!(
+        (1..=probes).contains(&reached),
+        "{reached} of 300 refused orders reached the service in {took:?}, at most {probes} \
+         expected"
+    );
+
+    for _ in 0..20 {
+        let r = app
+            .get("/api/orders")
+            .bearer_auth(app.customer())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "reads are never held back");
+    }
+    assert_eq!(gets.load(Ordering::SeqCst), 20);
+
+    let metrics = app
+        .get("/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("gateway_admission_throttled_total{service=\"order\"}"))
+        .unwrap_or_else(|| panic!("no throttle counter in:\n{metrics}"));
+    let counted: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(
+        counted >= f64::from(refused_here as u32),
+        "{line}: {refused_here} refused here"
+    );
+
+    refusing.store(false, Ordering::SeqCst);
+    tokio::time::sleep(hold + Duration::from_millis(20)).await;
+    let before = posts.load(Ordering::SeqCst);
+    for _ in 0..50 {
+        assert_eq!(place().await.unwrap().status(), StatusCode::CREATED);
+    }
+    assert_eq!(posts.load(Ordering::SeqCst) - before, 50);
+}
+
+/// With the throttle off every order reaches the service, refused or not.
+#[tokio::test]
+async fn with_the_admission_throttle_off_every_refused_order_reaches_the_service() {
+    let refusing = Arc::new(AtomicBool::new(true));
+    let (posts, gets) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let order = serve(admitting(refusing, posts.clone(), gets)).await;
+    let other = FakeUpstream::spawn("inventory", "inventory#1").await;
+    let app = spawn_app(
+        vec![order],
+        vec![other.url.clone()],
+        vec![other.url.clone()],
+        |c| {
+            c.resilience.health_check_interval = None;
+            c.resilience.admission_throttle = None;
+        },
+    )
+    .await;
+    for _ in 0..100 {
+        let r = app
+            .request(Method::POST, "/api/orders")
+            .bearer_auth(app.customer())
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+    assert_eq!(posts.load(Ordering::SeqCst), 100);
 }
