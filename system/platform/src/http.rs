@@ -193,12 +193,16 @@ pub fn with_common_layers(router: Router) -> Router {
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
 }
 
+/// Whether `path` is a scrape (`/metrics`) or a probe (`/health/*`): the platform watching, not
+/// a request of the system.
+fn is_scrape_or_probe(path: &str) -> bool {
+    path == "/metrics" || path.starts_with("/health/")
+}
+
 fn server_span(req: &Request) -> tracing::Span {
-    // A scrape or a probe is the platform watching, not a request of the system: no span, so no
-    // trace of its own among the system's (every second per process, they crowded the slowest
-    // hops of an idle system) and no log line.
-    let path = req.uri().path();
-    if path == "/metrics" || path.starts_with("/health/") {
+    // No span for a scrape or a probe, so no trace of its own among the system's (every second
+    // per process, they crowded the slowest hops of an idle system) and no log line.
+    if is_scrape_or_probe(req.uri().path()) {
         return tracing::Span::none();
     }
     let request_id = req
@@ -297,8 +301,7 @@ pub fn with_limits(router: Router, limits: Limits) -> Router {
     router.layer(axum::middleware::from_fn(move |req: Request, next: axum::middleware::Next| {
         let permits = permits.clone();
         async move {
-            let path = req.uri().path();
-            if path.starts_with("/health/") || path == "/metrics" {
+            if is_scrape_or_probe(req.uri().path()) {
                 return next.run(req).await;
             }
             let Ok(_permit) = permits.try_acquire() else {
