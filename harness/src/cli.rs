@@ -299,6 +299,13 @@ pub struct RunArgs {
     #[arg(long, default_value = "reports")]
     pub reports_dir: PathBuf,
 
+    /// The knee a scenario's `knee_multiple` and `knee_share` are relative to: `latest` (the
+    /// newest capacity run's report under --reports-dir, of the same backend), `fixed` (none:
+    /// the scenario's own arrival_rate and min_goodput), or the path of a capacity run's
+    /// report.json.
+    #[arg(long, default_value = "latest", value_parser = crate::knee::KneeSource::parse)]
+    pub knee: crate::knee::KneeSource,
+
     /// Run on this backend instead of the scenario's `[environment] backend`: `local` (child
     /// processes) or `containers` (Docker).
     #[arg(long, value_parser = backend)]

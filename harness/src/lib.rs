@@ -25,6 +25,7 @@ pub mod environment;
 pub mod faults;
 pub mod game_day;
 pub mod interrupt;
+pub mod knee;
 pub mod load;
 pub mod metrics;
 pub mod report;

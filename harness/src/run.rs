@@ -73,10 +73,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 /// `harness run` that `interrupt` ends early, as Ctrl-C does: a caller with its own way of
 /// asking (the console's `q`) calls [`Interrupt::interrupt`] on a clone.
 pub async fn run_interruptible(args: RunArgs, interrupt: &Interrupt) -> anyhow::Result<ExitCode> {
-    let scenario = match open(&args) {
+    let mut scenario = match open(&args) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
+            return Ok(ExitCode::from(EXIT_CANNOT_RUN));
+        }
+    };
+    let knee = match crate::knee::resolve(&mut scenario, &args.knee, &args.reports_dir) {
+        Ok(said) => said,
+        Err(e) => {
+            eprintln!("error: {e:#}");
             return Ok(ExitCode::from(EXIT_CANNOT_RUN));
         }
     };
@@ -105,6 +112,9 @@ pub async fn run_interruptible(args: RunArgs, interrupt: &Interrupt) -> anyhow::
         scenario.name,
         scenario.description.get_ref()
     );
+    if let Some(knee) = knee {
+        println!("{knee}");
+    }
     if scenario.variants.is_empty() {
         single(&args, &scenario, baseline, interrupt).await
     } else {

@@ -19,6 +19,7 @@ use crate::capacity::{self, StepResult};
 use crate::checks;
 use crate::cli::{CapacityBenchArgs, OverloadBenchArgs};
 use crate::environment::{self, EnvOptions, Traces};
+use crate::knee::{Knee, at_rate};
 use crate::load::{self, LoadOutcome, LoadTarget};
 use crate::metrics::{ALL, Measurements};
 use crate::scenario::{InstanceCounts, Scenario, Spanned};
@@ -114,8 +115,11 @@ pub async fn overload(args: OverloadBenchArgs) -> anyhow::Result<ExitCode> {
     let mut knee = args.knee;
     if let Some(path) = &args.from_capacity {
         let report = crate::report::read(path)?;
-        let (rate, confirmed, lower_bound) =
-            knee_of(report.capacity.as_ref()).with_context(|| format!("{}", path.display()))?;
+        let Knee {
+            arrival_rate: rate,
+            confirmed_per_s: confirmed,
+            lower_bound,
+        } = Knee::of(report.capacity.as_ref()).with_context(|| format!("{}", path.display()))?;
         at_rate(&mut scenario, rate * OVERLOAD_FACTOR)?;
         println!(
             "knee from {}: {rate:.0} journeys/s, {confirmed:.1} confirmed orders/s{}; the load \
@@ -184,44 +188,6 @@ pub async fn overload(args: OverloadBenchArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// A capacity report's knee: its arrival rate (journeys/s), its confirmed orders/s, and whether
-/// it is only a lower bound (the plan ended before the knee).
-fn knee_of(capacity: Option<&capacity::Capacity>) -> anyhow::Result<(f64, f64, bool)> {
-    let capacity = capacity.context(
-        "not a capacity run's report (no `capacity` section): give the report.json of \
-         `harness run capacity`",
-    )?;
-    let step = capacity
-        .knee_step()
-        .context("that capacity run found no knee: no plateau met its SLOs")?;
-    let rate = step.arrival_rate_per_s.context(
-        "that capacity run's knee is a number of users (closed model), not an arrival rate",
-    )?;
-    Ok((rate, step.confirmed_per_s, capacity.beyond_plan))
-}
-
-/// Sets an open-model scenario's plateau to `per_second` journeys/s, its pool of users to at
-/// least one per arrival per second.
-fn at_rate(scenario: &mut Scenario, per_second: f64) -> anyhow::Result<()> {
-    let load = scenario.load.get_mut();
-    let Some(rate) = load.arrival_rate.as_mut() else {
-        anyhow::bail!(
-            "scenario {} has no `arrival_rate` under [load] to set from the knee",
-            scenario.name
-        );
-    };
-    *rate.get_mut() = crate::scenario::ArrivalRate::per_second(per_second.round());
-    // `min` keeps the cast in range; validation below bounds the rate itself.
-    let wanted = per_second.ceil().min(f64::from(u32::MAX)) as u32;
-    match load.users.as_mut() {
-        Some(users) => *users.get_mut() = (*users.get_ref()).max(wanted),
-        // The default pool stops at `DEFAULT_POOL_MAX`, below 3x a fast machine's knee.
-        None => load.users = Some(Spanned::new(0..0, wanted)),
-    }
-    scenario.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(())
-}
-
 /// What one fresh environment did under the scenario's load.
 struct FreshRun {
     outcome: LoadOutcome,
@@ -283,104 +249,4 @@ fn micros(v: Option<u64>) -> String {
 
 fn ratio(a: f64, b: f64) -> f64 {
     if b > 0.0 { a / b } else { f64::NAN }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn plateau(step: usize, rate: Option<f64>, confirmed: f64) -> StepResult {
-        StepResult {
-            step,
-            users: 800,
-            arrival_rate_per_s: rate,
-            arrivals: None,
-            dropped: None,
-            start_s: 0.0,
-            end_s: 20.0,
-            plateau: true,
-            requests: 0,
-            errors: 0,
-            shed: 0,
-            requests_per_s: 0.0,
-            confirmed_per_s: confirmed,
-            place_order_p99_us: None,
-            saga_p50_us: None,
-            saga_p99_us: None,
-            slos_held: Some(true),
-            violated: Vec::new(),
-        }
-    }
-
-    fn overload_scenario() -> Scenario {
-        let path =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/overload.toml");
-        let text = std::fs::read_to_string(&path).unwrap();
-        let s = Scenario::from_toml(&path, &text).unwrap();
-        s.validate().unwrap();
-        s
-    }
-
-    #[test]
-    fn overload_from_a_capacity_report_runs_at_three_times_its_knee_against_its_goodput() {
-        let capacity = capacity::Capacity {
-            steps: vec![
-                plateau(1, Some(400.0), 172.0),
-                plateau(3, Some(480.0), 206.2),
-            ],
-            knee: Some(3),
-            beyond_plan: false,
-        };
-        let (rate, confirmed, lower_bound) = knee_of(Some(&capacity)).unwrap();
-        assert_eq!((rate, confirmed, lower_bound), (480.0, 206.2, false));
-
-        let mut s = overload_scenario();
-        at_rate(&mut s, rate * OVERLOAD_FACTOR).unwrap();
-        let load = s.load.get_ref();
-        let arrivals = load.arrivals().unwrap();
-        assert!((arrivals.peak_per_second() - 1440.0).abs() < 1e-9);
-        assert_eq!(
-            load.pool(),
-            1440,
-            "one user per arrival per second at least"
-        );
-        let mut without_users = overload_scenario();
-        without_users.load.get_mut().users = None;
-        at_rate(&mut without_users, 1440.0).unwrap();
-        assert_eq!(
-            without_users.load.get_ref().pool(),
-            1440,
-            "not the default pool's 1000"
-        );
-        let lasting = arrivals.total_duration();
-        assert_eq!(
-            lasting,
-            overload_scenario()
-                .load
-                .get_ref()
-                .arrivals()
-                .unwrap()
-                .total_duration()
-        );
-    }
-
-    #[test]
-    fn a_report_without_a_knee_says_why_it_cannot_set_the_rate() {
-        let e = knee_of(None).unwrap_err().to_string();
-        assert!(e.contains("not a capacity run's report"), "{e}");
-        let none = capacity::Capacity {
-            steps: vec![plateau(1, Some(40.0), 1.0)],
-            knee: None,
-            beyond_plan: false,
-        };
-        let e = knee_of(Some(&none)).unwrap_err().to_string();
-        assert!(e.contains("found no knee"), "{e}");
-        let closed = capacity::Capacity {
-            steps: vec![plateau(1, None, 12.0)],
-            knee: Some(1),
-            beyond_plan: false,
-        };
-        let e = knee_of(Some(&closed)).unwrap_err().to_string();
-        assert!(e.contains("closed model"), "{e}");
-    }
 }

@@ -25,7 +25,7 @@ mod sections;
 pub mod variants;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -210,6 +210,14 @@ pub struct Load {
     pub arrival_rate: Option<Spanned<ArrivalRate>>,
     /// Open model: steps of arrival rates, the rate counterpart of `test_plan`.
     pub rate_plan: Option<Spanned<RatePlan>>,
+    /// Open model, with `arrival_rate`: run at this multiple of this machine's knee, when a
+    /// capacity run's report is at hand (`harness run --knee`, by default the newest one under
+    /// the reports folder); `arrival_rate` is the rate without one. See [`crate::knee`].
+    pub knee_multiple: Option<Spanned<f64>>,
+    /// The knee the load was set from ([`crate::knee`]): never read from a file, written into
+    /// the report's copy of the scenario so the figures say where they came from.
+    #[serde(skip_deserializing, skip_serializing_if = "Option::is_none")]
+    pub knee: Option<crate::knee::KneeRef>,
     /// Closed model: the pause between two journeys of one user; none when absent.
     pub think_time: Option<Spanned<ThinkTime>>,
     pub journeys: Vec<Spanned<JourneyWeight>>,
@@ -476,6 +484,9 @@ pub struct Slo {
     /// The fewest orders confirmed per second over the phase (sagas by the second they ended
     /// CONFIRMED): the work the system got done, whatever it was offered.
     pub min_goodput: Option<Spanned<f64>>,
+    /// With `min_goodput`: when this machine's knee is at hand ([`crate::knee`]), the bound is
+    /// this share of the knee's confirmed orders per second instead of `min_goodput`.
+    pub knee_share: Option<Spanned<f64>>,
     /// From the order being accepted (201) to its saga being terminal.
     pub saga_completion_p99: Option<Spanned<HumanDuration>>,
 }

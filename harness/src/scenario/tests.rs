@@ -457,6 +457,59 @@ fn min_goodput_is_an_objective_on_confirmed_orders_without_an_endpoint() {
 }
 
 #[test]
+fn knee_keys_scale_an_arrival_rate_and_a_goodput_bound_and_say_what_they_need() {
+    let open = with_load("arrival_rate = \"200/s\"\nduration = \"60s\"\nknee_multiple = 3");
+    let s = parse(&format!(
+        "{open}\n[[slo]]\nmin_goodput = 100\nknee_share = 0.6\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        s.load
+            .get_ref()
+            .knee_multiple
+            .as_ref()
+            .map(|m| *m.get_ref()),
+        Some(3.0)
+    );
+    assert_eq!(
+        s.slos[0]
+            .get_ref()
+            .knee_share
+            .as_ref()
+            .map(|m| *m.get_ref()),
+        Some(0.6)
+    );
+
+    let e = error_on_line(
+        &with_load("rate_plan = \"20/s,5s;20/s,20s\"\nknee_multiple = 3"),
+        4,
+    );
+    assert!(e.contains("knee_multiple sets an arrival_rate"), "{e}");
+    let e = error_on_line(
+        &with_load("arrival_rate = \"200/s\"\nduration = \"60s\"\nknee_multiple = 0"),
+        5,
+    );
+    assert!(
+        e.contains("knee_multiple is how many times the knee's arrival rate"),
+        "{e}"
+    );
+    let e = error_on_line(&format!("{open}\n[[slo]]\nknee_share = 0.6\n"), 11);
+    assert!(e.contains("knee_share scales min_goodput"), "{e}");
+    let e = error_on_line(
+        &format!("{open}\n[[slo]]\nmin_goodput = 100\nknee_share = -1\n"),
+        12,
+    );
+    assert!(e.contains("knee_share is the share of the knee's"), "{e}");
+    // Never read from a file: the report's record of where a knee came from.
+    let e = parse(&with_load(
+        "arrival_rate = \"200/s\"\nduration = \"60s\"\nknee = 3",
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("knee"), "{e}");
+}
+
+#[test]
 fn slo_mistakes_point_at_the_field() {
     let base = with_load("users = 1\nduration = \"1s\"");
     let slo = |body: &str| format!("{base}\n[[slo]]\n{body}\n");

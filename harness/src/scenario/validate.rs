@@ -300,6 +300,25 @@ impl Scenario {
                 "users (the pool that runs the journeys) must be at least 1",
             ));
         }
+        if let Some(multiple) = &load.knee_multiple {
+            if load.arrival_rate.is_none() {
+                return Err(self.error(
+                    multiple.span(),
+                    "knee_multiple sets an arrival_rate from this machine's knee; add \
+                     arrival_rate (the rate when no capacity report is at hand) and duration",
+                ));
+            }
+            let v = *multiple.get_ref();
+            if !(v.is_finite() && v > 0.0 && v <= 100.0) {
+                return Err(self.error(
+                    multiple.span(),
+                    format!(
+                        "knee_multiple is how many times the knee's arrival rate to run at, above \
+                         0 and at most 100 (3 is three times), not {v}"
+                    ),
+                ));
+            }
+        }
         match (&load.arrival_rate, &load.rate_plan) {
             (Some(rate), Some(_)) => Err(self.error(
                 rate.span(),
@@ -902,6 +921,25 @@ impl Scenario {
                         format!("{field} must be a positive number of {what} per second, not {v}"),
                     ));
                 }
+            }
+        }
+        if let Some(share) = &entry.knee_share {
+            if entry.min_goodput.is_none() {
+                return Err(self.error(
+                    share.span(),
+                    "knee_share scales min_goodput to this machine's knee; add min_goodput, the \
+                     bound when no capacity report is at hand",
+                ));
+            }
+            let v = *share.get_ref();
+            if !(v.is_finite() && v > 0.0 && v <= 10.0) {
+                return Err(self.error(
+                    share.span(),
+                    format!(
+                        "knee_share is the share of the knee's confirmed orders per second to \
+                         keep, above 0 and at most 10 (0.7 is 70 %), not {v}"
+                    ),
+                ));
             }
         }
         if objectives_of(entry).is_empty() {
