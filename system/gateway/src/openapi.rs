@@ -245,7 +245,9 @@ mod operations {
     )]
     fn list_orders() {}
 
-    /// One order, from the read model; another customer's order is 404, like a missing one.
+    /// One order, from the read model; one the read model has not projected yet is shown as it
+    /// was accepted (PENDING, read-your-writes). Another customer's order is 404, like a
+    /// missing one.
     #[utoipa::path(
         get, path = "/api/orders/{id}", tag = "orders", operation_id = "getOrder",
         params(("id" = OrderId, Path, description = "The order id")),

@@ -197,9 +197,14 @@ async fn get_order(
         .map_err(|e: contracts::domain::InvalidValue| ApiError::BadRequest(e.to_string()))?;
     let owner = viewer(&caller)?;
     let not_found = || ApiError::NotFound(format!("order {order_id} not found"));
-    let view = store::view(&state.db, order_id)
-        .await?
-        .ok_or_else(not_found)?;
+    // Not projected yet (the projector lags under load): the order as it was accepted, from
+    // the write model, rather than a 404 for an order the client was just told exists.
+    let view = match store::view(&state.db, order_id).await? {
+        Some(view) => view,
+        None => store::accepted_view(&state.db, order_id)
+            .await?
+            .ok_or_else(not_found)?,
+    };
     if owner.is_some_and(|c| c != view.customer_id) {
         return Err(not_found());
     }

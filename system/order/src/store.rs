@@ -436,6 +436,31 @@ pub async fn view(db: &Db, order_id: OrderId) -> Result<Option<OrderView>, DbErr
         .transpose()
 }
 
+/// The order as it was accepted, from the write model: what `POST /orders` answered (PENDING,
+/// no total yet), whatever its saga has done since. For reading an order the read model has
+/// not projected yet, so a client reading its own order right after placing it gets it, not a
+/// 404 (read-your-writes). Only the accepted state: a later status is the read model's to show,
+/// so that a client never sees one status and then an earlier one while the projector catches
+/// up.
+pub async fn accepted_view(db: &Db, order_id: OrderId) -> Result<Option<OrderView>, DbError> {
+    let sql = format!("SELECT {ORDER_COLUMNS} FROM orders o WHERE o.order_id = $1");
+    let row = sqlx::query(&sql)
+        .bind(order_id.to_string())
+        .fetch_optional(db.pool())
+        .await?;
+    row.map(|row| {
+        let record = order_from_row(&row)?;
+        Ok(OrderView {
+            status: OrderStatus::Pending,
+            total_minor: None,
+            reason: None,
+            updated_at_ms: record.created_at_ms,
+            ..record.view()
+        })
+    })
+    .transpose()
+}
+
 /// The read model's orders of one customer (or of everyone), newest first; with `before`, only
 /// those listed after that order (the next page: pass the last order of a page). `Ok(None)` when
 /// `before` names no order of the read model.

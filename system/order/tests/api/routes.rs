@@ -274,10 +274,44 @@ async fn orders_are_read_from_the_read_model_and_hidden_from_other_customers() {
             .json();
         let uri = format!("/orders/{}", placed.order_id);
 
+        // Not projected yet: the order as it was accepted (read-your-writes), to its owner and
+        // an admin only, and nothing the saga did since, which is the read model's to show.
         let before = send(&app, "GET", &uri, Some(&owner), &[], None).await;
-        assert_eq!(before.status, StatusCode::NOT_FOUND, "not projected yet");
-        assert_eq!(before.error_code(), "not_found");
-
+        assert_eq!(before.status, StatusCode::OK, "not projected yet");
+        assert_eq!(before.json::<OrderView>(), placed);
+        let stranger = send(
+            &app,
+            "GET",
+            &uri,
+            Some(&customer_token("cust-2")),
+            &[],
+            None,
+        )
+        .await;
+        assert_eq!(stranger.status, StatusCode::NOT_FOUND);
+        let admin = send(&app, "GET", &uri, Some(&admin_token()), &[], None).await;
+        assert_eq!(admin.json::<OrderView>(), placed);
+        let listed = send(&app, "GET", "/orders", Some(&owner), &[], None).await;
+        assert_eq!(
+            listed.json::<Vec<OrderView>>(),
+            vec![],
+            "lists are the read model's"
+        );
+        let confirmed_meanwhile = format!(
+            "UPDATE orders SET status = 'CONFIRMED', total_minor = 500, updated_at_ms = \
+             updated_at_ms + 1 WHERE order_id = '{}'",
+            placed.order_id
+        );
+        sqlx::query(&confirmed_meanwhile)
+            .execute(db.pool())
+            .await
+            .unwrap();
+        let still = send(&app, "GET", &uri, Some(&owner), &[], None).await;
+        assert_eq!(
+            still.json::<OrderView>(),
+            placed,
+            "a later status waits for the read model"
+        );
         project_all(db).await;
         let mine = send(&app, "GET", &uri, Some(&owner), &[], None).await;
         assert_eq!(mine.status, StatusCode::OK);
