@@ -117,7 +117,7 @@ pub struct OverloadBenchArgs {
     pub knee: Option<f64>,
 
     /// A capacity run's report.json (`harness run capacity`) on this machine: the load becomes
-    /// 3x its knee's arrival rate (the scenario's duration and journeys kept, its pool of users
+    /// the scenario's `knee_multiple` (3 for `overload`) times its knee's arrival rate (the scenario's duration and journeys kept, its pool of users
     /// at least one per arrival per second), and goodput is printed against its knee's confirmed
     /// orders/s. Without it the scenario's own rate is used, fixed for every machine.
     #[arg(long, value_name = "REPORT_JSON")]

@@ -8,7 +8,8 @@
 //!   on and off; goodput (orders confirmed per second of load), orders shed and failed, saga
 //!   completion p99, and how long after the load every saga was terminal (given up after
 //!   `[checks] convergence_timeout`); with `--knee`, goodput as a fraction of the knee's; with
-//!   `--from-capacity`, at 3x the arrival rate of a capacity report's knee, against that knee.
+//!   `--from-capacity`, at the scenario's `knee_multiple` (3 for `overload`) times the arrival
+//!   rate of a capacity report's knee, against that knee.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -105,7 +106,8 @@ pub async fn capacity(args: CapacityBenchArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `harness bench overload --from-capacity`: this many times the knee's arrival rate.
+/// `harness bench overload --from-capacity`: this many times the knee's arrival rate, for a
+/// scenario without `knee_multiple` (which `overload.toml` sets to the same).
 pub const OVERLOAD_FACTOR: f64 = 3.0;
 
 pub async fn overload(args: OverloadBenchArgs) -> anyhow::Result<ExitCode> {
@@ -120,10 +122,12 @@ pub async fn overload(args: OverloadBenchArgs) -> anyhow::Result<ExitCode> {
             confirmed_per_s: confirmed,
             lower_bound,
         } = Knee::of(report.capacity.as_ref()).with_context(|| format!("{}", path.display()))?;
-        at_rate(&mut scenario, rate * OVERLOAD_FACTOR)?;
+        let factor = (scenario.load.get_ref().knee_multiple.as_ref())
+            .map_or(OVERLOAD_FACTOR, |m| *m.get_ref());
+        at_rate(&mut scenario, rate * factor)?;
         println!(
             "knee from {}: {rate:.0} journeys/s, {confirmed:.1} confirmed orders/s{}; the load \
-             runs at {OVERLOAD_FACTOR}x its rate",
+             runs at {factor}x its rate",
             path.display(),
             if lower_bound {
                 " (a lower bound: that plan ended before its knee)"
