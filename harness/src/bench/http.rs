@@ -9,7 +9,9 @@
 //!   link, the service), and the same with the gateway sent straight to inventory#1 through its
 //!   upstreams file (the path of a deployment, where no fault-injection proxy sits between the
 //!   gateway and the service: the gateway's own overhead, which the goal is about). Prints
-//!   requests/s and p50 of each, and the ratios to direct.
+//!   requests/s and p50 of each, and the ratios to direct: over all rounds, and the goal's
+//!   ratio round by round (direct and the gateway as deployed run back to back in each round)
+//!   with its median and range, since a machine's speed can drift between rounds.
 //! - `harness bench loadgen`: the load generator's efficiency. The harness's own load (goose,
 //!   the `browse_catalog` journey with no think time, as many users as connections) against
 //!   `wrk` (Debian's package) on the same gateway URL at the same concurrency; prints requests
@@ -49,7 +51,7 @@ pub async fn gateway(args: HttpBenchArgs) -> anyhow::Result<ExitCode> {
         }
     };
     env.stop().await;
-    let [direct, link, through, straight] = measured?;
+    let ([direct, link, through, straight], rounds) = measured?;
     println!("{}", direct.line("all direct"));
     println!("{}", link.line("all link"));
     println!("{}", through.line("all gateway"));
@@ -69,10 +71,56 @@ pub async fn gateway(args: HttpBenchArgs) -> anyhow::Result<ExitCode> {
         ratio(link.per_second(), direct.per_second()),
         ratio(through.per_second(), link.per_second()),
     );
+    if let Some(spread) = Spread::of(&rounds) {
+        println!(
+            "gateway / direct as deployed, round by round (each pair measured back to back): \
+             {}; median x{:.2}, from x{:.2} to x{:.2}",
+            rounds
+                .iter()
+                .map(|r| format!("x{r:.2}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            spread.median,
+            spread.min,
+            spread.max,
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
-async fn gateway_rounds(env: &dyn Environment, args: &HttpBenchArgs) -> anyhow::Result<[Side; 4]> {
+/// The median and range of per-round ratios.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Spread {
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+impl Spread {
+    /// `None` when there is no finite ratio.
+    fn of(ratios: &[f64]) -> Option<Self> {
+        let mut sorted: Vec<f64> = ratios.iter().copied().filter(|r| r.is_finite()).collect();
+        sorted.sort_by(f64::total_cmp);
+        let n = sorted.len();
+        let median = match n {
+            0 => return None,
+            _ if n % 2 == 1 => sorted[n / 2],
+            _ => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+        };
+        Some(Self {
+            median,
+            min: sorted[0],
+            max: sorted[n - 1],
+        })
+    }
+}
+
+/// The four sides merged over the rounds (direct, link, gateway, gateway without the link), and
+/// each round's ratio of the gateway as deployed to direct.
+async fn gateway_rounds(
+    env: &dyn Environment,
+    args: &HttpBenchArgs,
+) -> anyhow::Result<([Side; 4], Vec<f64>)> {
     let info = env.info();
     let inventory = process_url(&info, "inventory#1")?;
     let gateway = process_url(&info, "gateway#1")?;
@@ -100,6 +148,7 @@ async fn gateway_rounds(env: &dyn Environment, args: &HttpBenchArgs) -> anyhow::
         Side::default(),
         Side::default(),
     ];
+    let mut ratios = Vec::new();
     for round in 1..=args.rounds {
         // A fresh service token for each round, valid for the whole of it: the gateway's live a
         // minute, and a round may be longer.
@@ -109,25 +158,32 @@ async fn gateway_rounds(env: &dyn Environment, args: &HttpBenchArgs) -> anyhow::
             &[Role::Customer],
             Duration::from_secs(3 * args.seconds + 60),
         )?;
+        // The goal's pair first and back to back, so that the machine's drift over a run (its
+        // speed moved by 10-30 % from one round to the next on some machines) is mostly the
+        // same on both sides of each round's ratio. Each target's place in `sides`.
         let targets = [
             (
+                0,
                 "direct",
                 format!("{inventory}/products"),
                 service_token.clone(),
             ),
-            ("link", format!("{link}/products"), service_token),
             (
-                "gateway",
-                format!("{gateway}/api/products"),
-                info.customer_token.clone(),
-            ),
-            (
+                3,
                 "gw-nolink",
                 format!("{gateway}/api/products"),
                 info.customer_token.clone(),
             ),
+            (1, "link", format!("{link}/products"), service_token),
+            (
+                2,
+                "gateway",
+                format!("{gateway}/api/products"),
+                info.customer_token.clone(),
+            ),
         ];
-        for (i, (label, url, token)) in targets.iter().enumerate() {
+        let mut direct = 0.0;
+        for (i, label, url, token) in &targets {
             let straight = *label == "gw-nolink";
             if straight {
                 use_upstreams(&upstreams_file, &unlinked).await?;
@@ -144,10 +200,15 @@ async fn gateway_rounds(env: &dyn Environment, args: &HttpBenchArgs) -> anyhow::
             }
             let side = side?;
             println!("{}", side.line(&format!("{round} {label}")));
-            sides[i].merge(&side);
+            match *label {
+                "direct" => direct = side.per_second(),
+                "gw-nolink" => ratios.push(ratio(side.per_second(), direct)),
+                _ => {}
+            }
+            sides[*i].merge(&side);
         }
     }
-    Ok(sides)
+    Ok((sides, ratios))
 }
 
 /// Gives the gateway these instance lists and waits until it has taken them (it looks at its
@@ -434,6 +495,24 @@ fn ratio(a: f64, b: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_spread_of_round_ratios_is_their_median_and_range_ignoring_failed_rounds() {
+        assert_eq!(Spread::of(&[]), None);
+        assert_eq!(Spread::of(&[f64::NAN]), None);
+        let odd = Spread::of(&[0.8, 0.58, f64::NAN, 0.7]).unwrap();
+        assert_eq!(
+            odd,
+            Spread {
+                median: 0.7,
+                min: 0.58,
+                max: 0.8
+            }
+        );
+        let even = Spread::of(&[0.75, 0.58]).unwrap();
+        assert!((even.median - 0.665).abs() < 1e-9, "{even:?}");
+        assert_eq!((even.min, even.max), (0.58, 0.75));
+    }
 
     #[test]
     fn wrk_counts_are_read_with_and_without_failures() {
