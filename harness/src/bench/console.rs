@@ -74,7 +74,7 @@ pub async fn console(args: ConsoleBenchArgs) -> anyhow::Result<ExitCode> {
     println!(
         "console benchmark: scenario {} ({}), {} rounds of the load without and with the view",
         scenario.name,
-        scenario.load.get_ref().plan().to_goose(),
+        scenario.load.get_ref().describe(),
         args.rounds
     );
     let options = EnvOptions::of(

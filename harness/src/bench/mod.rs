@@ -135,7 +135,7 @@ async fn tracing(args: TracingBenchArgs) -> anyhow::Result<ExitCode> {
     println!(
         "tracing benchmark: scenario {} ({}), {} rounds of off and on",
         scenario.name,
-        scenario.load.get_ref().plan().to_goose(),
+        scenario.load.get_ref().describe(),
         args.rounds
     );
     let mut off = Round::default();

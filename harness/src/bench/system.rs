@@ -142,7 +142,7 @@ pub async fn overload(args: OverloadBenchArgs) -> anyhow::Result<ExitCode> {
     println!(
         "overload benchmark: scenario {} ({}), admission control on, then off",
         scenario.name,
-        scenario.load.get_ref().plan().to_goose(),
+        scenario.load.get_ref().describe(),
     );
     let mut build = !args.no_build;
     let mut goodputs = Vec::new();
