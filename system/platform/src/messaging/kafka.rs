@@ -60,11 +60,19 @@ pub const KAFKA_DEBUG: &str = "KAFKA_DEBUG";
 /// derived from it ([`super::outbox::SendLimits`]).
 pub const MESSAGE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A producer that waits for the broker's acknowledgement and keeps batching latency small.
+/// librdkafka's `linger.ms` for [`producer`] (its own default): sends queued within this long of
+/// each other go to the broker as one produce request. With `0` every send was a request of its
+/// own, each answering the consumers' waiting fetches with a record or two, so their batches and
+/// transactions stayed small: at 600 journeys/s on 2 cores 5 ms took the broker's CPU down by a
+/// third and confirmed 14 % more orders with saga p99 halved (docs/performance.md, row 23). It
+/// adds up to 5 ms to a send when the system is idle.
+pub const LINGER: Duration = Duration::from_millis(5);
+
+/// A producer that waits for the broker's acknowledgement and batches sends made together.
 pub fn producer(brokers: &str, client_id: &str) -> Result<FutureProducer, MessagingError> {
     Ok(base(brokers, client_id)
         .set("acks", "all")
-        .set("linger.ms", "0")
+        .set("linger.ms", LINGER.as_millis().to_string())
         .set(
             "message.timeout.ms",
             MESSAGE_TIMEOUT.as_millis().to_string(),
