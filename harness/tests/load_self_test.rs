@@ -1,8 +1,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The load generator measured against the system it loaded, goose self-test style: a tiny run
-//! (2 users, 3 s, and an open-model load of 30 journeys/s for 3 s) on the local backend, and what
-//! we counted must equal what the server and goose counted. Needs the service binaries built
-//! (`cargo build --workspace --bins`).
+//! (2 users, 3 s, and an open-model load of 30 journeys/s for 3 s from a pool of 800 users) on
+//! the local backend, and what we counted must equal what the server and goose counted. Needs
+//! the service binaries built (`cargo build --workspace --bins`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -155,7 +155,9 @@ description = "open-model load self-test"
 [load]
 arrival_rate = "30/s"
 duration = "3s"
-users = 10
+# A pool as large as `overload`'s, most of it idle: launching it must not eat the schedule's
+# first second.
+users = 800
 
 [[load.journeys]]
 name = "browse_catalog"
@@ -191,7 +193,10 @@ async fn an_open_load_starts_its_schedule_and_counts_each_journey_once() {
         .await
         .unwrap_or_else(|e| panic!("{e:#}"));
     let m = &outcome.measurements;
-    let stats = &m.endpoints[ALL];
+    let stats = m
+        .endpoints
+        .get(ALL)
+        .unwrap_or_else(|| panic!("the load sent no request at all: {:?}", m.arrivals));
 
     // Goose sent what we recorded, and without coordinated-omission backfill on either side:
     // one latency per request.
@@ -213,6 +218,15 @@ async fn an_open_load_starts_its_schedule_and_counts_each_journey_once() {
     assert_eq!(due[..3], [30, 30, 30], "{due:?}");
     let dropped: u64 = m.timeline.iter().map(|b| b.dropped).sum();
     assert_eq!(dropped, arrivals.dropped);
+    // The pool was running when the schedule started. With a client built per user, launching
+    // 800 users took longer than this whole load in a debug build (it sent no request), and
+    // over a second in a release build, every arrival of the first second dropped.
+    let first = &m.timeline[0];
+    assert!(
+        first.dropped <= 3,
+        "{} of 30 dropped in second 0",
+        first.dropped
+    );
 
     // The orders acknowledged are exactly the orders the system has.
     let posts = stats[Endpoint::PlaceOrder.name()].requests();

@@ -64,6 +64,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use contracts::domain::{CustomerId, Sku};
+use goose::client::GooseClientBuilder;
 use goose::config::GooseConfiguration;
 use goose::goose::Scenario as GooseScenario;
 use goose::prelude::*;
@@ -430,7 +431,16 @@ fn attack(
         // Controllers would listen on fixed ports: two runs at once would collide.
         .set_default(GooseDefault::NoTelnet, true)
         .map_err(e)?;
-    Ok(*attack)
+    // One client, and one connection pool, shared by every user (no cookie store: the journeys
+    // authenticate with bearer tokens). With goose's default, a client per user, the whole
+    // pool's clients were built after the load's clock had started, and an open-model pool of
+    // 800 users dropped 868-1,149 of the first 1,200 arrivals before its users ran; and each
+    // user kept a connection of its own, idle between its arrivals, which cost the harness half
+    // as much CPU again (docs/performance.md, row 24).
+    let attack = attack
+        .set_client_builder_without_cookies(GooseClientBuilder::new().without_cookies())
+        .map_err(e)?;
+    Ok(attack)
 }
 
 /// One goose scenario for every user: pick a customer, then the journeys by weight, pausing
