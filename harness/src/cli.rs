@@ -100,9 +100,23 @@ pub struct CapacityBenchArgs {
           value_parser = clap::value_parser!(u32).range(1..=8))]
     pub instances: Vec<u32>,
 
+    /// Cores each instance of every service may use, as a pod's CPU limit (a cgroup's quota
+    /// locally: root or a delegated cgroup v2 subtree), so that a second instance adds what a
+    /// second pod would; replaces the scenario's `cpus_per_instance`. Without it every instance
+    /// shares the whole machine.
+    #[arg(long, value_parser = cpus_per_instance)]
+    pub cpus_per_instance: Option<f64>,
+
     /// Use the service binaries next to this one as they are, without `cargo build`.
     #[arg(long)]
     pub no_build: bool,
+}
+
+fn cpus_per_instance(s: &str) -> Result<f64, String> {
+    let c: f64 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of cores (e.g. 0.25)"))?;
+    crate::scenario::check_cpus_per_instance(c)
 }
 
 #[derive(Debug, Args)]
@@ -351,6 +365,12 @@ pub struct UpArgs {
     /// Per-step timeout of the order saga, in milliseconds.
     #[arg(long, default_value_t = 5000)]
     pub saga_step_timeout_ms: u64,
+
+    /// Cores each service instance may use, as a pod's CPU limit (a cgroup's quota locally:
+    /// root or a delegated cgroup v2 subtree; `--cpus` in Docker). Without it every instance
+    /// shares the whole machine.
+    #[arg(long, value_parser = cpus_per_instance)]
+    pub cpus_per_instance: Option<f64>,
 
     /// Use the service binaries next to this one as they are, without `cargo build`.
     #[arg(long)]

@@ -85,6 +85,7 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         saga_step_timeout_ms: args.saga_step_timeout_ms,
         admission: true,
         trace_sampling: 1.0,
+        cpus_per_instance: args.cpus_per_instance,
         resilience: crate::scenario::Resilience::default(),
         build: !args.no_build,
         traces: crate::environment::Traces::Collect {

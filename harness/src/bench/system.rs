@@ -40,8 +40,16 @@ pub async fn capacity(args: CapacityBenchArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(crate::EXIT_CANNOT_RUN));
     }
     let shutdown = platform::shutdown::install(false);
+    let mut scenario = scenario;
+    if let Some(c) = args.cpus_per_instance {
+        scenario.environment.cpus_per_instance = Some(Spanned::new(0..0, c));
+    }
+    let budget = scenario.environment.cpus_per_instance.as_ref().map_or_else(
+        || "each sharing the whole machine".to_string(),
+        |c| format!("each limited to {} cores", c.get_ref()),
+    );
     println!(
-        "capacity benchmark: scenario {}, instances per service {:?}",
+        "capacity benchmark: scenario {}, instances per service {:?}, {budget}",
         scenario.name, args.instances
     );
     let mut build = !args.no_build;

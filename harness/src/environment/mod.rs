@@ -353,6 +353,9 @@ pub struct EnvOptions {
     pub admission: bool,
     /// The share of traces the services record and export (1.0: all).
     pub trace_sampling: f64,
+    /// Cores each service instance may use (a cgroup's CPU quota locally, `--cpus` in Docker);
+    /// `None`: no limit of its own.
+    pub cpus_per_instance: Option<f64>,
     /// The resilience layers of the gateway and the services: the variables of the keys the
     /// scenario set ([`Resilience::gateway_env`], [`Resilience::service_env`]); the system's
     /// defaults for the rest.
@@ -375,6 +378,7 @@ impl EnvOptions {
             .unwrap_or(u64::MAX),
             admission: spec.admission,
             trace_sampling: *spec.trace_sampling.get_ref(),
+            cpus_per_instance: spec.cpus_per_instance.as_ref().map(|c| *c.get_ref()),
             resilience: spec.resilience.clone(),
             build,
             traces,
@@ -390,6 +394,7 @@ impl Default for EnvOptions {
             saga_step_timeout_ms: 5000,
             admission: true,
             trace_sampling: 1.0,
+            cpus_per_instance: None,
             resilience: Resilience::default(),
             build: true,
             traces: Traces::default(),

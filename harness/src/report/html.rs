@@ -490,14 +490,7 @@ fn summary(s: &mut String, r: &RunReport) {
         escape(&r.started_at),
         r.duration_s,
         escape(&r.environment.backend),
-        escape(
-            &r.environment
-                .instances
-                .iter()
-                .map(|(k, v)| format!("{k} ×{v}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+        escape(&r.environment.instances_text()),
         r.environment
             .startup_s
             .map_or(String::new(), |t| format!(", start-up {t:.2}s"))

@@ -64,12 +64,7 @@ fn summary(s: &mut String, r: &RunReport) {
         r.started_at,
         r.duration_s,
         r.environment.backend,
-        r.environment
-            .instances
-            .iter()
-            .map(|(k, v)| format!("{k} ×{v}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        r.environment.instances_text()
     );
     let _ = writeln!(s);
     let _ = writeln!(s, "Load: {}.", r.load_summary());

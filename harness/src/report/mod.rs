@@ -175,6 +175,9 @@ pub struct EnvironmentSummary {
     pub backend: String,
     /// Instances per service: `order`, `inventory`, `payment`.
     pub instances: BTreeMap<String, u32>,
+    /// The cores each service instance was held to (`cpus_per_instance`); absent when none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus_per_instance: Option<f64>,
     /// Seconds from starting the environment to ready; absent when not measured.
     pub startup_s: Option<f64>,
 }
@@ -193,7 +196,26 @@ impl EnvironmentSummary {
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
             .collect(),
+            cpus_per_instance: scenario
+                .environment
+                .cpus_per_instance
+                .as_ref()
+                .map(|c| *c.get_ref()),
             startup_s: startup.map(|d| d.as_secs_f64()),
+        }
+    }
+
+    /// `order ×2, inventory ×1, payment ×1`, and the CPU budget of each when there was one.
+    pub fn instances_text(&self) -> String {
+        let counts = self
+            .instances
+            .iter()
+            .map(|(k, v)| format!("{k} ×{v}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        match self.cpus_per_instance {
+            Some(c) => format!("{counts}; each instance held to {c} cores"),
+            None => counts,
         }
     }
 }

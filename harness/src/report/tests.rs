@@ -433,6 +433,27 @@ fn write_all_writes_four_consistent_files() {
 }
 
 #[test]
+fn a_cpu_budget_is_said_with_the_instances_and_kept_in_the_json() {
+    let mut report = sample_report();
+    let json = serde_json::to_value(&report).unwrap();
+    assert!(
+        json["environment"].get("cpus_per_instance").is_none(),
+        "no budget, no key"
+    );
+    report.environment.cpus_per_instance = Some(0.2);
+    let dir = tempfile::tempdir().unwrap();
+    let paths = write_all(dir.path(), &report).unwrap();
+    let said = "each instance held to 0.2 cores";
+    let md = std::fs::read_to_string(&paths.markdown).unwrap();
+    assert!(md.contains(said), "{md}");
+    assert!(std::fs::read_to_string(&paths.html).unwrap().contains(said));
+    assert_eq!(
+        read(&paths.json).unwrap().environment.cpus_per_instance,
+        Some(0.2)
+    );
+}
+
+#[test]
 fn write_all_refuses_a_run_id_that_is_not_one_directory() {
     let mut report = sample_report();
     report.run_id = "../escape".into();

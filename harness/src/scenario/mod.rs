@@ -99,6 +99,11 @@ pub struct Environment {
     /// orders per second.
     #[serde(default = "default_trace_sampling")]
     pub trace_sampling: Spanned<f64>,
+    /// Cores each instance of order, inventory and payment may use, as a pod's CPU limit: a
+    /// cgroup's CPU quota on the local backend (root, or a delegated cgroup v2 subtree),
+    /// `--cpus` on the containers backend. Left out: no limit but the machine's.
+    #[serde(default)]
+    pub cpus_per_instance: Option<Spanned<f64>>,
     /// `[environment.resilience]`: the gateway's and the services' resilience layers; a key
     /// left out keeps the system's default.
     #[serde(default)]
@@ -113,6 +118,7 @@ impl Default for Environment {
             saga_step_timeout: default_saga_step_timeout(),
             admission: default_admission(),
             trace_sampling: default_trace_sampling(),
+            cpus_per_instance: None,
             resilience: Resilience::default(),
         }
     }
@@ -120,6 +126,21 @@ impl Default for Environment {
 
 fn default_backend() -> Spanned<Backend> {
     Spanned::new(0..0, Backend::Local)
+}
+
+/// A CPU budget per instance the kernel can enforce (its smallest quota is a hundredth of a
+/// core) and below any machine's size (a larger one limits nothing and is a typo).
+pub fn check_cpus_per_instance(cores: f64) -> Result<f64, String> {
+    const CORES: std::ops::RangeInclusive<f64> = 0.01..=256.0;
+    if CORES.contains(&cores) {
+        Ok(cores)
+    } else {
+        Err(format!(
+            "must be from {} to {} cores, not {cores}",
+            CORES.start(),
+            CORES.end()
+        ))
+    }
 }
 
 fn default_trace_sampling() -> Spanned<f64> {

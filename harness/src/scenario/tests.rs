@@ -928,6 +928,34 @@ fn environment_resilience_parses_and_its_errors_point_at_the_value() {
     assert!(e.contains("expected \"on\" or \"off\""), "{e}");
 }
 
+#[test]
+fn cpus_per_instance_parses_and_a_bad_budget_points_at_its_line() {
+    let s = parse(&format!(
+        "{}[environment]\ncpus_per_instance = 0.25\n",
+        base()
+    ))
+    .unwrap();
+    let options =
+        crate::environment::EnvOptions::of(&s.environment, false, crate::environment::Traces::Off);
+    assert_eq!(options.cpus_per_instance, Some(0.25));
+    assert_eq!(parse(&base()).unwrap().environment.cpus_per_instance, None);
+    for bad in ["0", "-1", "1000"] {
+        let e = error_on_line(
+            &format!("{}[environment]\ncpus_per_instance = {bad}\n", base()),
+            9,
+        );
+        assert!(
+            e.contains("cpus_per_instance must be from 0.01 to 256 cores"),
+            "{e}"
+        );
+    }
+    let e = error_on_line(
+        &format!("{}[environment]\ncpus_per_instance = \"half\"\n", base()),
+        9,
+    );
+    assert!(e.contains("invalid type"), "{e}");
+}
+
 /// Two variants, the second with `gate = false`; 7 lines.
 const VARIANTS: &str = "[[variant]]\nname = \"with-breaker\"\nresilience = { breaker = \"on\", bulkhead = \"on\" }\n\
                         [[variant]]\nname = \"without\"\nresilience = { breaker = \"off\", bulkhead = \"off\" }\ngate = false\n";

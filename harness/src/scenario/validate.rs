@@ -114,6 +114,12 @@ impl Scenario {
                 format!("trace_sampling must be more than 0 and at most 1, not {sampling}"),
             ));
         }
+        if let Some(cpus) = &env.cpus_per_instance {
+            let c = *cpus.get_ref();
+            if let Err(e) = super::check_cpus_per_instance(c) {
+                return Err(self.error(cpus.span(), format!("cpus_per_instance {e}")));
+            }
+        }
         self.validate_resilience(&env.resilience)?;
         self.positive(&env.saga_step_timeout, "saga_step_timeout")
     }

@@ -8,9 +8,15 @@ use reqwest::Method;
 
 use crate::helpers::{TestEnv, lines};
 
+/// Also: with `cpus_per_instance` every service container has that CPU limit (`--cpus`), and
+/// the gateway has none.
 #[tokio::test(flavor = "multi_thread")]
 async fn every_service_reaches_its_own_postgres_through_a_named_link() {
-    let Some(t) = TestEnv::start().await else {
+    let options = harness::environment::EnvOptions {
+        cpus_per_instance: Some(1.5),
+        ..Default::default()
+    };
+    let Some(t) = TestEnv::start_with(options).await else {
         return;
     };
     let links: Vec<String> = t.env.links().iter().map(|l| l.name.clone()).collect();
@@ -35,6 +41,29 @@ async fn every_service_reaches_its_own_postgres_through_a_named_link() {
         );
     }
     assert_eq!(t.env.info().backend, "containers");
+
+    let docker = bollard::Docker::connect_with_local_defaults()
+        .unwrap()
+        .negotiate_version()
+        .await
+        .unwrap();
+    for p in t.env.process_infos() {
+        let expected = match p.name.as_str() {
+            "order#1" | "inventory#1" | "payment#1" => Some(1_500_000_000),
+            "gateway#1" => None,
+            _ => continue,
+        };
+        let container = p.log.strip_prefix("docker logs ").unwrap();
+        let inspect = docker
+            .inspect_container(
+                container,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await
+            .unwrap();
+        let nano_cpus = inspect.host_config.unwrap().nano_cpus.filter(|&n| n != 0);
+        assert_eq!(nano_cpus, expected, "{}'s CPU limit", p.name);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

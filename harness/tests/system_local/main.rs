@@ -9,6 +9,7 @@ pub const BACKEND: harness::scenario::Backend = harness::scenario::Backend::Loca
 mod auth;
 mod chaos;
 mod console;
+mod cpu_budget;
 mod edge;
 mod helpers;
 mod observability;

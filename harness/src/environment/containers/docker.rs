@@ -53,6 +53,8 @@ pub struct ContainerSpec {
     pub ports: Vec<(u16, u16)>,
     /// Host directories mounted into it, as the engine takes them: `/host/dir:/in/container:ro`.
     pub binds: Vec<String>,
+    /// Cores it may use (`docker run --cpus`); `None`: no limit of its own.
+    pub cpus: Option<f64>,
 }
 
 /// What state a container is in.
@@ -179,6 +181,9 @@ impl Docker {
                 binds: (!spec.binds.is_empty()).then(|| spec.binds.clone()),
                 network_mode: Some(network.to_string()),
                 init: Some(true),
+                // As `docker run --cpus` does: billionths of a core. Validated to at most 256.
+                #[allow(clippy::cast_possible_truncation)]
+                nano_cpus: spec.cpus.map(|c| (c * 1e9).round() as i64),
                 ..Default::default()
             }),
             networking_config: Some(bollard::models::NetworkingConfig {

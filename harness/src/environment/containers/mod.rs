@@ -565,6 +565,7 @@ impl ContainersEnvironment {
             aliases: vec![slot.alias()],
             ports: vec![(SERVICE_PORT, port)],
             binds: Vec::new(),
+            cpus: options.cpus_per_instance,
         };
         let ready = format!("http://127.0.0.1:{port}/health/ready");
         self.launch(&name, spec, Readiness::Http(ready), Some(port))
@@ -607,6 +608,7 @@ impl ContainersEnvironment {
                 "{}:{GATEWAY_DISCOVERY_DIR}:ro",
                 self.discovery_dir().display()
             )],
+            cpus: None,
         };
         let ready = format!("http://127.0.0.1:{port}/health/ready");
         self.launch(GATEWAY, spec, Readiness::Http(ready), Some(port))

@@ -140,6 +140,7 @@ mod tests {
             env: BTreeMap::new(),
             ready_file: ready,
             log_file: dir.path().join("log"),
+            cpu_budget: None,
         };
         pin_fronts(&mut spec, &fronts);
         assert_eq!(

@@ -11,6 +11,7 @@
 //! returned. Instances are added and removed while it runs by [`scale`].
 
 pub mod binaries;
+pub mod cpu_budget;
 pub mod links;
 pub mod messages;
 pub mod process;
@@ -29,6 +30,7 @@ use anyhow::{Context, bail};
 use nix::sys::signal::Signal;
 
 use self::binaries::Binaries;
+use self::cpu_budget::CpuBudget;
 use self::process::{Spec, Supervised, free_port};
 use super::{
     EnvOptions, Environment, Faultable, Instances, MAX_SPANS, ProcessInfo, Service, Traces,
@@ -90,6 +92,9 @@ pub struct LocalEnvironment {
     /// [`Environment::metrics_targets`] for scrapers watching them, sent again whenever
     /// instances are added or removed.
     scrape_targets: tokio::sync::watch::Sender<Vec<scrape::Target>>,
+    /// Every service instance's CPU budget (`cpus_per_instance`); after `processes`, whose specs
+    /// hold it too, so its cgroups go once the processes have.
+    cpu_budget: Option<Arc<CpuBudget>>,
     run_dir: RunDir,
 }
 
@@ -118,6 +123,11 @@ impl LocalEnvironment {
             std::fs::create_dir_all(run_dir.path().join(sub))?;
         }
         let idp = IdentityProvider::new()?;
+        let cpu_budget = options
+            .cpus_per_instance
+            .map(CpuBudget::new)
+            .transpose()?
+            .map(Arc::new);
         let collector = match &options.traces {
             Traces::Off => None,
             Traces::Collect { forward_to } => Some(
@@ -147,6 +157,7 @@ impl LocalEnvironment {
             kafka_links: BTreeMap::new(),
             retired_logs: BTreeMap::new(),
             scrape_targets: tokio::sync::watch::Sender::new(Vec::new()),
+            cpu_budget,
             run_dir,
         };
         // On error `env` drops here, which kills whatever was started.
@@ -193,6 +204,7 @@ impl LocalEnvironment {
             env: BTreeMap::new(),
             ready_file: dir.join("ready/chaos-proxy.json"),
             log_file: dir.join("logs/chaos-proxy.log"),
+            cpu_budget: None,
         })?;
         let api = self.processes[i].wait_ready(READY_TIMEOUT).await?;
         self.chaos_url = format!("http://{api}");
@@ -255,6 +267,7 @@ impl LocalEnvironment {
                 env: BTreeMap::new(),
                 ready_file: dir.join("ready/broker.json"),
                 log_file: dir.join("logs/broker.log"),
+                cpu_budget: None,
             };
             let i = self.launch(broker)?;
             match self.processes[i].wait_ready(READY_TIMEOUT).await {
@@ -363,6 +376,7 @@ impl LocalEnvironment {
             env,
             ready_file: dir.join(format!("ready/{file}.json")),
             log_file: dir.join(format!("logs/{file}.log")),
+            cpu_budget: self.cpu_budget.clone(),
         }
     }
 
@@ -455,6 +469,7 @@ impl LocalEnvironment {
             env,
             ready_file: dir.join("ready/gateway-1.json"),
             log_file: dir.join("logs/gateway-1.log"),
+            cpu_budget: None,
         };
         let i = self.launch(gateway)?;
         let addr = self.processes[i].wait_ready(READY_TIMEOUT).await?;

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -16,6 +17,8 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde::Deserialize;
 use tokio::process::{Child, ChildStdin, Command};
+
+use super::cpu_budget::CpuBudget;
 
 /// How to start one instance; kept so the instance can be restarted identically.
 #[derive(Debug, Clone)]
@@ -27,6 +30,8 @@ pub struct Spec {
     pub env: BTreeMap<String, String>,
     pub ready_file: PathBuf,
     pub log_file: PathBuf,
+    /// The CPU budget the process runs within (service instances with `cpus_per_instance`).
+    pub cpu_budget: Option<Arc<CpuBudget>>,
 }
 
 pub struct Supervised {
@@ -78,6 +83,11 @@ impl Supervised {
             .spawn()
             .with_context(|| format!("starting {} ({})", spec.name, spec.program.display()))?;
         let stdin = child.stdin.take();
+        if let Some(budget) = &spec.cpu_budget {
+            let pid = child.id().context("a child that just started has no pid")?;
+            // On error the child drops here and is killed.
+            budget.place(&spec.name, pid)?;
+        }
         Ok(Self {
             spec,
             child: Some(child),
