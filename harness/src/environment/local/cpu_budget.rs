@@ -46,14 +46,10 @@ impl CpuBudget {
             parent,
             groups: Mutex::new(BTreeMap::new()),
         };
-        // Made and removed at once: a machine where this fails says so before anything starts.
+        // Made and removed at once: a machine where this fails says so before anything starts
+        // (and the parent goes with `budget`, dropped on the error).
         let probe = budget.group("probe")?;
         let _ = probe.delete();
-        budget
-            .groups
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
         Ok(budget)
     }
 
@@ -80,11 +76,21 @@ impl CpuBudget {
             Cgroup::new_with_specified_controllers(hierarchy, &path, Some(vec!["cpu".to_string()]))
                 .with_context(|| cannot(&root, &path, version))?;
         let quota = quota_us(self.cpus);
-        cg.controller_of::<CpuController>()
-            .with_context(|| format!("{}: no cpu controller", cannot(&root, &path, version)))?
-            .set_cfs_quota_and_period(Some(quota), Some(PERIOD_US))
-            .with_context(|| cannot(&root, &path, version))?;
-        Ok(cg)
+        let set = cg
+            .controller_of::<CpuController>()
+            .with_context(|| format!("{}: no cpu controller", cannot(&root, &path, version)))
+            .and_then(|cpu| {
+                cpu.set_cfs_quota_and_period(Some(quota), Some(PERIOD_US))
+                    .with_context(|| cannot(&root, &path, version))
+            });
+        match set {
+            Ok(()) => Ok(cg),
+            Err(e) => {
+                // Not left behind half made: the parent could not go with the budget otherwise.
+                let _ = cg.delete();
+                Err(e)
+            }
+        }
     }
 }
 
