@@ -120,12 +120,92 @@ async fn cargo_build(workspace: &Path, target_profile_dir: &Path) -> anyhow::Res
         "building service binaries (cargo build{})...",
         if release { " --release" } else { "" }
     );
-    let status = cmd
-        .status()
+    let status = status_in_own_group(&mut cmd)
         .await
         .context("running cargo to build the service binaries")?;
     if !status.success() {
         bail!("cargo build of the service binaries failed ({status})");
     }
     Ok(())
+}
+
+/// Runs `cmd` to its end in a process group of its own, and stops the whole group (cargo and
+/// the rustc processes it started) when the future is dropped first: the harness interrupted
+/// during the build by SIGTERM, which only the harness receives, or by Ctrl-C, which it takes
+/// (`interrupt.rs`), would otherwise leave the build running without it.
+async fn status_in_own_group(
+    cmd: &mut tokio::process::Command,
+) -> std::io::Result<std::process::ExitStatus> {
+    /// SIGTERM to the group on drop, unless disarmed once the leader has been waited for.
+    struct StopGroup(Option<nix::unistd::Pid>);
+    impl Drop for StopGroup {
+        fn drop(&mut self) {
+            if let Some(group) = self.0 {
+                let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGTERM);
+            }
+        }
+    }
+    let mut child = cmd.process_group(0).spawn()?;
+    let mut guard = StopGroup(
+        child
+            .id()
+            .and_then(|id| i32::try_from(id).ok())
+            .map(nix::unistd::Pid::from_raw),
+    );
+    let status = child.wait().await;
+    guard.0 = None;
+    status
+}
+
+#[cfg(test)]
+mod build_tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A build interrupted before its end takes its whole group with it: here a shell and the
+    /// `sleep` it started, as cargo and its rustc processes.
+    #[tokio::test]
+    async fn a_dropped_build_stops_its_whole_process_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pid");
+        let mut cmd = tokio::process::Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!("sleep 30 & echo $! > {}; wait", pid_file.display()));
+        let run = status_in_own_group(&mut cmd);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(500), run)
+                .await
+                .is_err(),
+            "the command ended by itself"
+        );
+        let pid: i32 = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let gone = |pid: i32| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                // A zombie (state Z) has stopped; its parent shell reaps it or is gone too.
+                .map_or(true, |stat| {
+                    stat.rsplit(") ").next().is_some_and(|s| s.starts_with('Z'))
+                })
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !gone(pid) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            gone(pid),
+            "the build's child {pid} outlived the interrupted build"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_build_that_ends_reports_its_status() {
+        let mut cmd = tokio::process::Command::new("sh");
+        cmd.arg("-c").arg("exit 3");
+        let status = status_in_own_group(&mut cmd).await.unwrap();
+        assert_eq!(status.code(), Some(3));
+    }
 }
